@@ -1,0 +1,25 @@
+//! greenlight: approve or deny what AI agents want to do, from Slack.
+//!
+//! An agent submits an approval request over HTTP; greenlight posts it to Slack with
+//! Approve / Deny buttons, parks the agent's call until a signed click (or the
+//! deadline, which denies) decides it, and answers `{approved, reason}`.
+//!
+//! # Layout
+//! - [`config`]: settings from the environment, validated once.
+//! - [`app`]: builds the service from a listener and runs it until shutdown.
+//! - [`http`]: routes: the agent API (`/v1`), Slack interactivity, health.
+//! - [`approval`]: the domain: request states, the waiting broker, the service that
+//!   decides, expires, cancels and recovers.
+//! - [`store`]: SQLite persistence and the append-only audit trail.
+//! - [`slack`]: Web API client, request signatures, Block Kit, interaction payloads.
+//! - [`error`]: the API's JSON error type.
+//! - [`cli`]: the `greenlight` command.
+
+pub mod app;
+pub mod approval;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod slack;
+pub mod store;

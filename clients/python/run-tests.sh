@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Python client tests: unit tests plus end-to-end tests against the real
+# greenlight binary, real AutoGen 0.7 and a fake Slack (all on 127.0.0.1).
+#
+#   clients/python/run-tests.sh [pytest args...]
+#
+# Env: GREENLIGHT_BIN (default <repo>/target/debug/greenlight, built with
+# `cargo build --quiet` if missing), PYTHON (default python3).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+venv="$here/.venv"
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRESS_BAR=off
+export PYTHONDONTWRITEBYTECODE=1
+
+if [ ! -x "$venv/bin/python" ]; then
+    echo "run-tests.sh: creating $venv"
+    "${PYTHON:-python3}" -m venv "$venv"
+fi
+py="$venv/bin/python"
+
+echo "run-tests.sh: installing greenlight-client + test dependencies"
+"$py" -m pip install --quiet --upgrade "$here" pytest "autogen-agentchat==0.7.*" "autogen-ext==0.7.*"
+
+export GREENLIGHT_BIN="${GREENLIGHT_BIN:-$repo/target/debug/greenlight}"
+if [ ! -x "$GREENLIGHT_BIN" ]; then
+    echo "run-tests.sh: $GREENLIGHT_BIN missing; cargo build --quiet in $repo"
+    (cd "$repo" && cargo build --quiet)
+fi
+
+cd "$here"
+exec "$py" -m pytest -q -p no:cacheprovider "$@"

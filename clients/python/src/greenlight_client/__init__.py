@@ -1,0 +1,15 @@
+"""Python client for greenlight: humans approve or deny AI agents' code from Slack.
+
+>>> from greenlight_client import Client
+>>> decision = Client("http://127.0.0.1:8080", "token").request_approval("rm -rf build/", language="sh")
+>>> decision.approved, decision.reason
+
+For AutoGen, see :mod:`greenlight_client.autogen`.
+"""
+
+__version__ = "0.1.0"
+
+from ._core import Decision  # noqa: E402
+from .client import AsyncClient, Client  # noqa: E402
+
+__all__ = ["AsyncClient", "Client", "Decision", "__version__"]

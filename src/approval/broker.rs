@@ -1,0 +1,122 @@
+//! The waiting broker: where callers park until their request is decided.
+//!
+//! Each waiter is a oneshot sender in a concurrent map keyed by request id. Several
+//! callers may wait on one id (an agent that re-attached after a dropped connection
+//! next to its old, still-open poll); all of them wake with the same final state.
+//!
+//! The broker holds no truth: the store does. Callers subscribe *before* reading the
+//! store and deciders write the store *before* resolving, so a decision can never fall
+//! between a caller's read and its subscription (no lost wake-up).
+
+use dashmap::DashMap;
+use tokio::sync::oneshot;
+
+use super::{Approval, ApprovalId};
+
+#[derive(Debug, Default)]
+pub struct Broker {
+    waiters: DashMap<ApprovalId, Vec<oneshot::Sender<Approval>>>,
+}
+
+impl Broker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parks a waiter for `id`. Waiters whose receiver is gone (a long-poll that timed
+    /// out) are dropped here, so a request polled for hours does not accumulate them.
+    pub fn subscribe(&self, id: ApprovalId) -> oneshot::Receiver<Approval> {
+        let (tx, rx) = oneshot::channel();
+        let mut entry = self.waiters.entry(id).or_default();
+        entry.retain(|waiter| !waiter.is_closed());
+        entry.push(tx);
+        rx
+    }
+
+    /// Wakes every waiter of this request with its final state. Returns how many were
+    /// still listening.
+    pub fn resolve(&self, approval: &Approval) -> usize {
+        let Some((_, waiters)) = self.waiters.remove(&approval.id) else {
+            return 0;
+        };
+        waiters
+            .into_iter()
+            .filter_map(|waiter| waiter.send(approval.clone()).ok())
+            .count()
+    }
+
+    /// Drops every waiter without an answer: on shutdown, open long-polls then answer
+    /// with the current (pending) state so agents re-attach to the next process.
+    pub fn release_all(&self) {
+        self.waiters.clear();
+    }
+
+    /// Number of live waiters, for metrics and tests.
+    pub fn waiting(&self) -> usize {
+        self.waiters
+            .iter()
+            .map(|entry| entry.value().iter().filter(|w| !w.is_closed()).count())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approval::Status;
+    use chrono::Utc;
+
+    fn approval(id: ApprovalId, status: Status) -> Approval {
+        Approval {
+            id,
+            agent: "ci".into(),
+            code: "true".into(),
+            language: None,
+            title: None,
+            context: None,
+            requester_slack_id: None,
+            required_approvals: 1,
+            channel: "C1".into(),
+            message_ts: None,
+            status,
+            reason: "ok".into(),
+            decided_by: Some("U1".into()),
+            decided_at: None,
+            created_at: Utc::now(),
+            expires_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_waiter_on_an_id_gets_the_same_answer() {
+        let broker = Broker::new();
+        let id = ApprovalId::new();
+        let other = ApprovalId::new();
+        let a = broker.subscribe(id);
+        let b = broker.subscribe(id);
+        let mut c = broker.subscribe(other);
+        assert_eq!(broker.resolve(&approval(id, Status::Approved)), 2);
+        assert_eq!(a.await.expect("woken").status, Status::Approved);
+        assert_eq!(b.await.expect("woken").status, Status::Approved);
+        assert!(c.try_recv().is_err(), "another id's waiter is untouched");
+        assert_eq!(
+            broker.resolve(&approval(id, Status::Denied)),
+            0,
+            "resolves once"
+        );
+    }
+
+    #[tokio::test]
+    async fn abandoned_waiters_are_pruned_and_release_wakes_with_error() {
+        let broker = Broker::new();
+        let id = ApprovalId::new();
+        for _ in 0..100 {
+            drop(broker.subscribe(id));
+        }
+        let live = broker.subscribe(id);
+        assert_eq!(broker.waiting(), 1);
+        assert_eq!(broker.waiters.get(&id).map(|w| w.len()), Some(1));
+        broker.release_all();
+        assert!(live.await.is_err());
+    }
+}

@@ -1,0 +1,227 @@
+//! The approval domain: what a request is, the states it moves through, and the
+//! service that moves it (submit → post → decide/expire/cancel → tell everyone).
+
+pub mod broker;
+pub mod service;
+
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use broker::Broker;
+pub use service::ApprovalService;
+
+/// Identifies one approval request. A UUID so ids are unguessable: the id travels in
+/// Slack button values and URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApprovalId(pub Uuid);
+
+impl ApprovalId {
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Uuid::parse_str(raw.trim()).ok().map(Self)
+    }
+}
+
+impl Default for ApprovalId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for ApprovalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a request stands. Everything but `Pending` is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Pending,
+        Status::Approved,
+        Status::Denied,
+        Status::Expired,
+        Status::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Approved => "approved",
+            Status::Denied => "denied",
+            Status::Expired => "expired",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    pub fn is_final(self) -> bool {
+        self != Status::Pending
+    }
+}
+
+/// What an agent asked for, after validation.
+#[derive(Debug, Clone)]
+pub struct NewApproval {
+    pub agent: String,
+    pub code: String,
+    pub language: Option<String>,
+    pub title: Option<String>,
+    pub context: Option<serde_json::Value>,
+    pub timeout_secs: u64,
+    pub requester_slack_id: Option<String>,
+    pub required_approvals: u32,
+    /// `Idempotency-Key` header, scoped to the agent.
+    pub idempotency_key: Option<String>,
+    /// Hash of the request body, so a reused key with another body is caught.
+    pub request_hash: String,
+}
+
+/// One approval request as stored, with its current state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Approval {
+    pub id: ApprovalId,
+    pub agent: String,
+    pub code: String,
+    pub language: Option<String>,
+    pub title: Option<String>,
+    pub context: Option<serde_json::Value>,
+    pub requester_slack_id: Option<String>,
+    pub required_approvals: u32,
+    pub channel: String,
+    pub message_ts: Option<String>,
+    pub status: Status,
+    pub reason: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The reason a pending request reports, so `reason` is always a string.
+pub const PENDING_REASON: &str = "waiting for a reviewer";
+
+/// Who decided when no person did (timeouts, failures to post).
+pub const SYSTEM_ACTOR: &str = "greenlight";
+
+impl Approval {
+    pub fn approved(&self) -> bool {
+        self.status == Status::Approved
+    }
+
+    /// The JSON the agent API returns for this request.
+    pub fn view(&self) -> ApprovalView {
+        ApprovalView {
+            id: self.id,
+            status: self.status,
+            approved: self.approved(),
+            reason: if self.status == Status::Pending {
+                PENDING_REASON.to_owned()
+            } else {
+                self.reason.clone()
+            },
+            decided_by: self.decided_by.clone(),
+            decided_at: self.decided_at.map(rfc3339),
+            created_at: rfc3339(self.created_at),
+            expires_at: rfc3339(self.expires_at),
+            agent: self.agent.clone(),
+            title: self.title.clone(),
+            language: self.language.clone(),
+            channel: self.channel.clone(),
+            message_ts: self.message_ts.clone(),
+        }
+    }
+}
+
+/// The agent-facing shape of an approval (see `docs/api-contract.md`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApprovalView {
+    pub id: ApprovalId,
+    pub status: Status,
+    pub approved: bool,
+    pub reason: String,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<String>,
+    pub created_at: String,
+    pub expires_at: String,
+    pub agent: String,
+    pub title: Option<String>,
+    pub language: Option<String>,
+    pub channel: String,
+    pub message_ts: Option<String>,
+}
+
+/// A final outcome to record: the one write that ends a request.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub status: Status,
+    pub reason: String,
+    pub decided_by: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Millisecond RFC 3339 in UTC: fixed width, so stored timestamps sort as text.
+pub fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips() {
+        for s in Status::ALL {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+            assert_eq!(serde_json::to_value(s).expect("serialize"), s.as_str());
+        }
+        assert_eq!(Status::parse("APPROVED"), None);
+    }
+
+    #[test]
+    fn only_approved_is_approved() {
+        let mut a = Approval {
+            id: ApprovalId::new(),
+            agent: "ci".into(),
+            code: "ls".into(),
+            language: None,
+            title: None,
+            context: None,
+            requester_slack_id: None,
+            required_approvals: 1,
+            channel: "C1".into(),
+            message_ts: None,
+            status: Status::Pending,
+            reason: String::new(),
+            decided_by: None,
+            decided_at: None,
+            created_at: Utc::now(),
+            expires_at: Utc::now(),
+        };
+        assert_eq!(a.view().reason, PENDING_REASON);
+        for s in Status::ALL {
+            a.status = s;
+            assert_eq!(a.view().approved, s == Status::Approved);
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Configuration: read once at start-up from the environment (and `.env`), validated,
+//! then shared immutable behind an `Arc`.
+//!
+//! Every problem is reported as one line that names the variable and says what to do,
+//! because the first person to read it is someone at a terminal who just typed
+//! `greenlight serve`.
+
+use std::{fmt, net::SocketAddr, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+use subtle::ConstantTimeEq;
+
+/// Default Slack Web API base; tests point `SLACK_API_BASE_URL` at a fake.
+pub const DEFAULT_SLACK_API_BASE_URL: &str = "https://slack.com/api";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://greenlight.db";
+pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
+/// The longest an approval may wait: a week covers "over the weekend" and bounds
+/// how long a forgotten request can hold state.
+pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
+/// The validated service configuration.
+#[derive(Clone)]
+pub struct Config {
+    /// Bot token (`xoxb-…`) used for every Web API call.
+    pub slack_bot_token: SecretString,
+    /// Signing secret that authenticates requests from Slack.
+    pub slack_signing_secret: SecretString,
+    /// Channel where approval requests are posted.
+    pub slack_channel_id: String,
+    /// Base URL of the Slack Web API, without a trailing slash.
+    pub slack_api_base_url: String,
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Agents allowed to call the API, each with the name Slack shows.
+    pub api_tokens: Vec<ApiToken>,
+    /// Where requests, decisions and events are stored.
+    pub database_url: String,
+    /// How long a request waits for a human when the agent does not say.
+    pub default_timeout: Duration,
+}
+
+/// One agent credential. The name is public (shown in Slack, used in the audit
+/// trail); the token never prints.
+#[derive(Clone)]
+pub struct ApiToken {
+    pub name: String,
+    pub token: SecretString,
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("name", &self.name)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("slack_bot_token", &"[redacted]")
+            .field("slack_signing_secret", &"[redacted]")
+            .field("slack_channel_id", &self.slack_channel_id)
+            .field("slack_api_base_url", &self.slack_api_base_url)
+            .field("listen", &self.listen)
+            .field("api_tokens", &self.api_tokens)
+            .field("database_url", &self.database_url)
+            .field("default_timeout", &self.default_timeout)
+            .finish()
+    }
+}
+
+/// A configuration problem, phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is not set: {hint}")]
+    Missing {
+        var: &'static str,
+        hint: &'static str,
+    },
+    #[error("{var} is invalid: {problem}")]
+    Invalid { var: &'static str, problem: String },
+}
+
+impl Config {
+    /// Reads the process environment. `.env` is loaded by the caller first so that
+    /// real environment variables win over the file.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Builds the configuration from any key lookup, so tests need not touch the
+    /// process environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let non_empty = |key: &str| {
+            get(key)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let required = |var: &'static str, hint: &'static str| {
+            non_empty(var).ok_or(ConfigError::Missing { var, hint })
+        };
+
+        let slack_bot_token = required(
+            "SLACK_BOT_TOKEN",
+            "set it to your Slack app's Bot User OAuth Token (xoxb-…)",
+        )?;
+        let slack_signing_secret = required(
+            "SLACK_SIGNING_SECRET",
+            "set it to the Signing Secret from your Slack app's Basic Information page",
+        )?;
+        let slack_channel_id = required(
+            "SLACK_CHANNEL_ID",
+            "set it to the id (C…/G…) of the channel where requests are posted",
+        )?;
+        let tokens_raw = required(
+            "GREENLIGHT_API_TOKENS",
+            "set it to comma-separated bearer tokens agents present (name:token or token)",
+        )?;
+        let api_tokens = parse_api_tokens(&tokens_raw)?;
+
+        let slack_api_base_url = non_empty("SLACK_API_BASE_URL")
+            .unwrap_or_else(|| DEFAULT_SLACK_API_BASE_URL.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        if !(slack_api_base_url.starts_with("http://")
+            || slack_api_base_url.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid {
+                var: "SLACK_API_BASE_URL",
+                problem: format!("{slack_api_base_url:?} is not an http(s) URL"),
+            });
+        }
+
+        let listen_raw = non_empty("GREENLIGHT_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen = listen_raw.parse().map_err(|_| ConfigError::Invalid {
+            var: "GREENLIGHT_LISTEN",
+            problem: format!("{listen_raw:?} is not an address like 127.0.0.1:8080"),
+        })?;
+
+        let database_url =
+            non_empty("GREENLIGHT_DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+        if !database_url.starts_with("sqlite:") {
+            return Err(ConfigError::Invalid {
+                var: "GREENLIGHT_DATABASE_URL",
+                problem: format!("{database_url:?} is not supported; use sqlite://path/to/file.db"),
+            });
+        }
+
+        let default_timeout = match non_empty("GREENLIGHT_DEFAULT_TIMEOUT_SECS") {
+            None => Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            Some(raw) => Duration::from_secs(parse_timeout(&raw).map_err(|problem| {
+                ConfigError::Invalid {
+                    var: "GREENLIGHT_DEFAULT_TIMEOUT_SECS",
+                    problem,
+                }
+            })?),
+        };
+
+        Ok(Self {
+            slack_bot_token: slack_bot_token.into(),
+            slack_signing_secret: slack_signing_secret.into(),
+            slack_channel_id,
+            slack_api_base_url,
+            listen,
+            api_tokens,
+            database_url,
+            default_timeout,
+        })
+    }
+
+    /// Finds the agent a bearer token belongs to. Every configured token is compared
+    /// in constant time, and all of them are compared, so the answer's timing says
+    /// nothing about which prefix matched.
+    pub fn agent_for_token(&self, presented: &str) -> Option<&str> {
+        let mut found = None;
+        for entry in &self.api_tokens {
+            let expected = entry.token.expose_secret().as_bytes();
+            if bool::from(expected.ct_eq(presented.as_bytes())) {
+                found = Some(entry.name.as_str());
+            }
+        }
+        found
+    }
+}
+
+fn parse_timeout(raw: &str) -> Result<u64, String> {
+    match raw.parse::<u64>() {
+        Ok(secs) if (1..=MAX_TIMEOUT_SECS).contains(&secs) => Ok(secs),
+        _ => Err(format!(
+            "{raw:?} must be a whole number of seconds from 1 to {MAX_TIMEOUT_SECS}"
+        )),
+    }
+}
+
+/// Parses `name:token,token2,…`. A bare token is named by its position so the audit
+/// trail can still tell agents apart without printing the token.
+fn parse_api_tokens(raw: &str) -> Result<Vec<ApiToken>, ConfigError> {
+    let invalid = |problem: String| ConfigError::Invalid {
+        var: "GREENLIGHT_API_TOKENS",
+        problem,
+    };
+    let mut tokens: Vec<ApiToken> = Vec::new();
+    for (index, entry) in raw.split(',').map(str::trim).enumerate() {
+        if entry.is_empty() {
+            return Err(invalid(format!("entry {} is empty", index + 1)));
+        }
+        let (name, token) = match entry.split_once(':') {
+            Some((name, token)) => (name.trim().to_owned(), token.trim()),
+            None => (format!("token-{}", index + 1), entry),
+        };
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(format!(
+                "entry {}: the name must be 1-64 letters, digits, '-', '_' or '.'",
+                index + 1
+            )));
+        }
+        if token.len() < 16 {
+            return Err(invalid(format!(
+                "entry {} ({name}): the token must be at least 16 characters",
+                index + 1
+            )));
+        }
+        if tokens.iter().any(|t| t.name == name) {
+            return Err(invalid(format!("the name {name:?} is used twice")));
+        }
+        if tokens.iter().any(|t| t.token.expose_secret() == token) {
+            return Err(invalid(format!(
+                "entry {} ({name}) repeats another entry's token",
+                index + 1
+            )));
+        }
+        tokens.push(ApiToken {
+            name,
+            token: token.to_owned().into(),
+        });
+    }
+    Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn base() -> HashMap<&'static str, String> {
+        HashMap::from([
+            ("SLACK_BOT_TOKEN", "xoxb-test".to_owned()),
+            ("SLACK_SIGNING_SECRET", "secret".to_owned()),
+            ("SLACK_CHANNEL_ID", "C123".to_owned()),
+            (
+                "GREENLIGHT_API_TOKENS",
+                "ci:abcdefghijklmnop,qrstuvwxyz0123456".to_owned(),
+            ),
+        ])
+    }
+
+    fn load(vars: &HashMap<&'static str, String>) -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = load(&base()).expect("valid");
+        assert_eq!(config.slack_api_base_url, DEFAULT_SLACK_API_BASE_URL);
+        assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
+        assert_eq!(config.default_timeout, Duration::from_secs(300));
+        assert_eq!(config.api_tokens[0].name, "ci");
+        assert_eq!(config.api_tokens[1].name, "token-2");
+    }
+
+    #[test]
+    fn missing_variable_is_named() {
+        let mut vars = base();
+        vars.remove("SLACK_CHANNEL_ID");
+        let err = load(&vars).expect_err("must fail").to_string();
+        assert!(err.starts_with("SLACK_CHANNEL_ID is not set"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        for (var, value) in [
+            ("GREENLIGHT_DEFAULT_TIMEOUT_SECS", "0"),
+            ("GREENLIGHT_DEFAULT_TIMEOUT_SECS", "soon"),
+            ("GREENLIGHT_LISTEN", "localhost"),
+            ("GREENLIGHT_API_TOKENS", "short"),
+            (
+                "GREENLIGHT_API_TOKENS",
+                "a:abcdefghijklmnop,a:bcdefghijklmnopq",
+            ),
+            ("GREENLIGHT_DATABASE_URL", "postgres://x"),
+            ("SLACK_API_BASE_URL", "ftp://x"),
+        ] {
+            let mut vars = base();
+            vars.insert(var, value.to_owned());
+            let err = load(&vars).expect_err("must fail").to_string();
+            assert!(
+                err.starts_with(&format!("{var} is invalid")),
+                "{var}={value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_lookup_and_redaction() {
+        let config = load(&base()).expect("valid");
+        assert_eq!(config.agent_for_token("abcdefghijklmnop"), Some("ci"));
+        assert_eq!(config.agent_for_token("abcdefghijklmno"), None);
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("abcdefghijklmnop") && !debug.contains("xoxb-test"),
+            "{debug}"
+        );
+    }
+}

@@ -1,0 +1,39 @@
+//! The HTTP surface: the agent API under `/v1`, Slack's interactivity endpoint, and
+//! health checks. Each area has its own `router()`; they are merged here.
+
+mod approvals;
+mod extract;
+mod health;
+mod slack;
+
+use std::sync::Arc;
+
+use axum::{extract::DefaultBodyLimit, Router};
+
+use crate::{
+    approval::ApprovalService, config::Config, error::ApiError, slack::signature::SignatureVerifier,
+};
+
+/// Largest request body accepted anywhere. Code to review rarely comes near it; it
+/// bounds what one request can make the service buffer.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Everything a handler needs: cheap handles, cloned per request.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub service: ApprovalService,
+    pub verifier: SignatureVerifier,
+}
+
+/// The whole service's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(approvals::router())
+        .merge(slack::router())
+        .merge(health::router())
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,0 +1,346 @@
+//! The Slack Web API client.
+//!
+//! Slack answers most failures with HTTP 200 and `{"ok": false, "error": "…"}`, rate
+//! limits with 429 and `Retry-After`, and has the odd 5xx. This client turns all of
+//! that into one `SlackError` and retries what is worth retrying: 429s after waiting
+//! out `Retry-After` (plus jitter, so a burst of waiters does not stampede back), and
+//! 5xx / connection failures with bounded exponential backoff. A caller with a deadline
+//! (a request that expires) never waits past it.
+
+use std::{fmt, time::Duration};
+
+use rand::Rng;
+use reqwest::{header::RETRY_AFTER, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+/// How hard to try before giving up.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Retries after a 5xx or a connection failure.
+    pub max_failure_retries: u32,
+    /// Retries after a 429 when the caller has no deadline of its own.
+    pub max_rate_limit_retries: u32,
+    /// First backoff after a failure; doubles each time up to `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Upper bound of the random delay added to each `Retry-After`.
+    pub max_jitter: Duration,
+    /// Timeout of one HTTP attempt.
+    pub attempt_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_failure_retries: 4,
+            max_rate_limit_retries: 10,
+            base_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(8),
+            max_jitter: Duration::from_millis(250),
+            attempt_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a Web API call failed, after any retries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlackError {
+    /// Slack answered `ok: false` (e.g. `channel_not_found`, `invalid_auth`).
+    #[error("Slack refused {method}: {code}")]
+    Api { method: String, code: String },
+    /// Still rate-limited when retries or the deadline ran out.
+    #[error("Slack rate-limited {method} past the deadline")]
+    RateLimited { method: String },
+    /// An HTTP status Slack should not send (4xx other than 429, or 5xx after retries).
+    #[error("Slack answered {method} with HTTP {status}")]
+    Http { method: String, status: u16 },
+    /// Could not reach Slack, or no answer in time, after retries.
+    #[error("could not reach Slack for {method}: {detail}")]
+    Transport { method: String, detail: String },
+    /// A 200 whose body is not the JSON Slack documents.
+    #[error("Slack sent an unreadable answer to {method}")]
+    Malformed { method: String },
+}
+
+impl SlackError {
+    /// Slack's error code, or a short stable name for the failure: what metrics and
+    /// audit events record.
+    pub fn code(&self) -> &str {
+        match self {
+            SlackError::Api { code, .. } => code,
+            SlackError::RateLimited { .. } => "ratelimited",
+            SlackError::Http { .. } => "http_error",
+            SlackError::Transport { .. } => "unreachable",
+            SlackError::Malformed { .. } => "malformed_response",
+        }
+    }
+}
+
+/// A posted message's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    pub channel: String,
+    pub ts: String,
+}
+
+#[derive(Clone)]
+pub struct SlackClient {
+    http: reqwest::Client,
+    base_url: String,
+    token: SecretString,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for SlackClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlackClient")
+            .field("base_url", &self.base_url)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// One attempt's result, before the retry decision.
+enum Attempt {
+    Done(Result<Value, SlackError>),
+    RetryAfter(Duration),
+    Failed(SlackError),
+}
+
+impl SlackClient {
+    pub fn new(base_url: &str, token: SecretString, retry: RetryPolicy) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(retry.attempt_timeout)
+            .user_agent(concat!("greenlight/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            token,
+            retry,
+        }
+    }
+
+    /// Calls one Web API method with a JSON body, retrying as described above, never
+    /// sleeping past `deadline`.
+    pub async fn call(
+        &self,
+        method: &str,
+        body: &Value,
+        deadline: Option<Instant>,
+    ) -> Result<Value, SlackError> {
+        let mut failures = 0;
+        let mut rate_limits = 0;
+        loop {
+            let wait = match self.attempt(method, body).await {
+                Attempt::Done(result) => return result,
+                Attempt::RetryAfter(after) => {
+                    rate_limits += 1;
+                    tracing::warn!(
+                        method,
+                        retry_after_ms = after.as_millis() as u64,
+                        "Slack rate limit"
+                    );
+                    if deadline.is_none() && rate_limits > self.retry.max_rate_limit_retries {
+                        return Err(SlackError::RateLimited {
+                            method: method.to_owned(),
+                        });
+                    }
+                    after + self.jitter()
+                }
+                Attempt::Failed(error) => {
+                    failures += 1;
+                    if failures > self.retry.max_failure_retries {
+                        return Err(error);
+                    }
+                    tracing::warn!(method, %error, attempt = failures, "Slack call failed, retrying");
+                    self.backoff(failures)
+                }
+            };
+            if let Some(deadline) = deadline {
+                if Instant::now() + wait >= deadline {
+                    return Err(SlackError::RateLimited {
+                        method: method.to_owned(),
+                    });
+                }
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(&self, method: &str, body: &Value) -> Attempt {
+        let url = format!("{}/{method}", self.base_url);
+        let sent = self
+            .http
+            .post(&url)
+            .bearer_auth(self.token.expose_secret())
+            .json(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => {
+                return Attempt::Failed(SlackError::Transport {
+                    method: method.to_owned(),
+                    // Without the URL: it may carry a path someone considers sensitive.
+                    detail: error.without_url().to_string(),
+                });
+            }
+        };
+        let status = response.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Attempt::RetryAfter(retry_after(response.headers()));
+        }
+        if status.is_server_error() {
+            return Attempt::Failed(SlackError::Http {
+                method: method.to_owned(),
+                status: status.as_u16(),
+            });
+        }
+        if !status.is_success() {
+            return Attempt::Done(Err(SlackError::Http {
+                method: method.to_owned(),
+                status: status.as_u16(),
+            }));
+        }
+        let Ok(value) = response.json::<Value>().await else {
+            return Attempt::Done(Err(SlackError::Malformed {
+                method: method.to_owned(),
+            }));
+        };
+        match value.get("ok").and_then(Value::as_bool) {
+            Some(true) => Attempt::Done(Ok(value)),
+            Some(false) => {
+                let code = value
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown_error");
+                if code == "ratelimited" {
+                    return Attempt::RetryAfter(Duration::from_secs(1));
+                }
+                Attempt::Done(Err(SlackError::Api {
+                    method: method.to_owned(),
+                    code: code.to_owned(),
+                }))
+            }
+            None => Attempt::Done(Err(SlackError::Malformed {
+                method: method.to_owned(),
+            })),
+        }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let exp = self
+            .retry
+            .base_backoff
+            .saturating_mul(1 << failures.saturating_sub(1).min(16));
+        exp.min(self.retry.max_backoff) + self.jitter()
+    }
+
+    fn jitter(&self) -> Duration {
+        let max = self.retry.max_jitter.as_millis() as u64;
+        if max == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(rand::thread_rng().gen_range(0..=max))
+    }
+
+    /// `chat.postMessage`: returns where the message landed.
+    pub async fn post_message(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &Value,
+        deadline: Option<Instant>,
+    ) -> Result<MessageRef, SlackError> {
+        let body = json!({ "channel": channel, "text": text, "blocks": blocks, "unfurl_links": false, "unfurl_media": false });
+        let answer = self.call("chat.postMessage", &body, deadline).await?;
+        let ts = answer.get("ts").and_then(Value::as_str);
+        let channel = answer
+            .get("channel")
+            .and_then(Value::as_str)
+            .unwrap_or(channel);
+        match ts {
+            Some(ts) => Ok(MessageRef {
+                channel: channel.to_owned(),
+                ts: ts.to_owned(),
+            }),
+            None => Err(SlackError::Malformed {
+                method: "chat.postMessage".into(),
+            }),
+        }
+    }
+
+    /// `chat.update`: replaces a message's text and blocks.
+    pub async fn update_message(
+        &self,
+        message: &MessageRef,
+        text: &str,
+        blocks: &Value,
+    ) -> Result<(), SlackError> {
+        let body =
+            json!({ "channel": message.channel, "ts": message.ts, "text": text, "blocks": blocks });
+        self.call("chat.update", &body, None).await.map(drop)
+    }
+
+    /// `chat.postEphemeral`: a note only `user` sees.
+    pub async fn post_ephemeral(
+        &self,
+        channel: &str,
+        user: &str,
+        text: &str,
+    ) -> Result<(), SlackError> {
+        let body = json!({ "channel": channel, "user": user, "text": text });
+        self.call("chat.postEphemeral", &body, None).await.map(drop)
+    }
+}
+
+/// `Retry-After` in seconds; Slack always sends it with 429, but be safe if not.
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+    let secs = headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(secs.min(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_and_bounded() {
+        let mut h = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&h), Duration::from_secs(1));
+        h.insert(RETRY_AFTER, "7".parse().expect("header"));
+        assert_eq!(retry_after(&h), Duration::from_secs(7));
+        h.insert(RETRY_AFTER, "99999".parse().expect("header"));
+        assert_eq!(retry_after(&h), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let retry = RetryPolicy {
+            max_jitter: Duration::ZERO,
+            ..RetryPolicy::default()
+        };
+        let client = SlackClient::new("http://127.0.0.1:9", "x".to_owned().into(), retry);
+        assert_eq!(client.backoff(1), Duration::from_millis(250));
+        assert_eq!(client.backoff(2), Duration::from_millis(500));
+        assert_eq!(client.backoff(30), Duration::from_secs(8));
+    }
+
+    #[test]
+    fn debug_hides_token() {
+        let client = SlackClient::new(
+            "http://127.0.0.1:9",
+            "xoxb-secret".to_owned().into(),
+            RetryPolicy::default(),
+        );
+        assert!(!format!("{client:?}").contains("xoxb-secret"));
+    }
+}

@@ -1,0 +1,470 @@
+//! Block Kit rendering of approval messages.
+//!
+//! Two rules shape everything here. First, every byte a requester chose (code, title,
+//! context, language, agent-supplied ids) is escaped before it reaches mrkdwn, so code
+//! can never ping `<!channel>`, mention someone, inject a link or close its own code
+//! block. Second, the message must read well on a locked phone: a short notification
+//! `text`, a header that says what is asked, and the buttons last.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::approval::{Approval, Status, SYSTEM_ACTOR};
+
+pub const ACTIONS_BLOCK_ID: &str = "greenlight_decision";
+pub const APPROVE_ACTION_ID: &str = "greenlight_approve";
+pub const DENY_ACTION_ID: &str = "greenlight_deny";
+
+/// Section text limit is 3000; keep room for the fences and the "more lines" note.
+const CODE_PREVIEW_CHARS: usize = 2800;
+const HEADER_CHARS: usize = 150;
+const NOTIFICATION_CHARS: usize = 150;
+const CONTEXT_MESSAGES: usize = 3;
+const CONTEXT_MESSAGE_CHARS: usize = 300;
+
+/// A message ready for `chat.postMessage` / `chat.update`.
+#[derive(Debug, Clone)]
+pub struct RenderedMessage {
+    /// Notification and screen-reader fallback.
+    pub text: String,
+    pub blocks: Value,
+}
+
+/// Escapes the three characters that make mrkdwn act on text.
+pub fn escape_mrkdwn(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes code for a ``` block: a run of three backticks inside the code would close
+/// the block, so a zero-width space goes between every third backtick.
+fn escape_code(code: &str) -> String {
+    let escaped = escape_mrkdwn(code);
+    let mut out = String::with_capacity(escaped.len());
+    let mut run = 0;
+    for c in escaped.chars() {
+        if c == '`' {
+            run += 1;
+            if run == 3 {
+                out.push('\u{200B}');
+                run = 1;
+            }
+        } else {
+            run = 0;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Cuts `text` to at most `max` characters, marking the cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The code preview: whole lines that fit, and how many lines did not.
+fn code_preview(code: &str) -> (String, usize) {
+    let total_lines = code.lines().count();
+    let mut shown = String::new();
+    let mut shown_lines = 0;
+    for line in code.lines() {
+        let escaped = escape_code(line);
+        if shown.chars().count() + escaped.chars().count() + 1 > CODE_PREVIEW_CHARS {
+            if shown_lines == 0 {
+                // One enormous first line: show its head rather than nothing.
+                shown = truncate(&escaped, CODE_PREVIEW_CHARS);
+                shown_lines = 1;
+            }
+            break;
+        }
+        shown.push_str(&escaped);
+        shown.push('\n');
+        shown_lines += 1;
+    }
+    (
+        shown.trim_end_matches('\n').to_owned(),
+        total_lines - shown_lines,
+    )
+}
+
+/// Is this a Slack user id we may safely turn into a mention?
+pub fn is_user_id(raw: &str) -> bool {
+    raw.len() >= 3
+        && raw.len() <= 32
+        && raw.starts_with(['U', 'W'])
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// `<@U…>` for user ids (comma-separated for several), plain text otherwise.
+pub fn mention(decided_by: &str) -> String {
+    if decided_by == SYSTEM_ACTOR {
+        return "greenlight".to_owned();
+    }
+    decided_by
+        .split(',')
+        .map(|who| {
+            if is_user_id(who) {
+                format!("<@{who}>")
+            } else {
+                escape_mrkdwn(who)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A date Slack shows in each reader's own time zone, with a UTC fallback.
+fn slack_date(at: DateTime<Utc>) -> String {
+    format!(
+        "<!date^{}^{{date_short_pretty}} at {{time}}|{}>",
+        at.timestamp(),
+        at.format("%Y-%m-%d %H:%M UTC")
+    )
+}
+
+fn title_of(approval: &Approval) -> String {
+    match (&approval.title, &approval.language) {
+        (Some(title), _) if !title.trim().is_empty() => title.trim().to_owned(),
+        (_, Some(language)) => format!("run {language} code"),
+        _ => "run code".to_owned(),
+    }
+}
+
+fn language_of(approval: &Approval) -> &str {
+    approval.language.as_deref().unwrap_or("unspecified")
+}
+
+fn fields(approval: &Approval) -> Value {
+    let mut fields = vec![
+        json!({"type": "mrkdwn", "text": format!("*Agent*\n{}", escape_mrkdwn(&approval.agent))}),
+        json!({"type": "mrkdwn", "text": format!("*Language*\n{}", escape_mrkdwn(&truncate(language_of(approval), 50)))}),
+    ];
+    if let Some(requester) = approval
+        .requester_slack_id
+        .as_deref()
+        .filter(|id| is_user_id(id))
+    {
+        fields.push(json!({"type": "mrkdwn", "text": format!("*On behalf of*\n<@{requester}>")}));
+    }
+    if approval.status == Status::Pending {
+        fields.push(json!({"type": "mrkdwn", "text": format!("*Expires*\n{}", slack_date(approval.expires_at))}));
+    }
+    fields.push(json!({"type": "mrkdwn", "text": format!("*Request*\n`{}`", approval.id)}));
+    Value::Array(fields)
+}
+
+fn code_blocks(approval: &Approval) -> Vec<Value> {
+    let (preview, hidden_lines) = code_preview(&approval.code);
+    let mut blocks = vec![json!({
+        "type": "section",
+        "text": {"type": "mrkdwn", "text": format!("```{preview}```")},
+    })];
+    if hidden_lines > 0 {
+        blocks.push(json!({
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": format!("… {hidden_lines} more lines not shown")}],
+        }));
+    }
+    blocks
+}
+
+/// A short, escaped digest of the agent's context: the last few chat messages when it
+/// is a list of them, otherwise compact JSON.
+fn context_summary(context: &Value) -> Option<String> {
+    let line = |role: &str, content: &str| {
+        format!(
+            "*{}*: {}",
+            escape_mrkdwn(&truncate(role, 40)),
+            escape_mrkdwn(&truncate(content, CONTEXT_MESSAGE_CHARS))
+        )
+    };
+    match context {
+        Value::Null => None,
+        Value::Array(items) if items.is_empty() => None,
+        Value::Array(items) => {
+            let start = items.len().saturating_sub(CONTEXT_MESSAGES);
+            let lines: Vec<String> = items[start..]
+                .iter()
+                .map(|item| {
+                    let role = item
+                        .get("role")
+                        .or_else(|| item.get("type"))
+                        .or_else(|| item.get("source"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("message");
+                    match item.get("content") {
+                        Some(Value::String(text)) => line(role, text),
+                        Some(other) => line(role, &other.to_string()),
+                        None => line(role, &item.to_string()),
+                    }
+                })
+                .collect();
+            let skipped = if start > 0 {
+                format!("_{start} earlier messages_\n")
+            } else {
+                String::new()
+            };
+            Some(format!("{skipped}{}", lines.join("\n")))
+        }
+        other => Some(escape_mrkdwn(&truncate(
+            &other.to_string(),
+            CONTEXT_MESSAGE_CHARS * 2,
+        ))),
+    }
+}
+
+/// The message that asks for a decision.
+pub fn pending_message(approval: &Approval) -> RenderedMessage {
+    let title = title_of(approval);
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("Approval needed: {title}"), HEADER_CHARS), "emoji": true}}),
+        json!({"type": "section", "fields": fields(approval)}),
+    ];
+    blocks.extend(code_blocks(approval));
+    if let Some(summary) = approval.context.as_ref().and_then(context_summary) {
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(&summary, 2900)}]}));
+    }
+    let id = approval.id.to_string();
+    blocks.push(json!({
+        "type": "actions",
+        "block_id": ACTIONS_BLOCK_ID,
+        "elements": [
+            {"type": "button", "action_id": APPROVE_ACTION_ID, "style": "primary", "value": id,
+             "text": {"type": "plain_text", "text": "Approve", "emoji": true}},
+            {"type": "button", "action_id": DENY_ACTION_ID, "style": "danger", "value": id,
+             "text": {"type": "plain_text", "text": "Deny", "emoji": true}},
+        ],
+    }));
+    let text = truncate(
+        &format!("Approval needed: {} wants to {title}", approval.agent),
+        NOTIFICATION_CHARS,
+    );
+    RenderedMessage {
+        text: escape_mrkdwn(&text),
+        blocks: Value::Array(blocks),
+    }
+}
+
+/// The message once a request is final: outcome first, buttons gone.
+pub fn final_message(approval: &Approval) -> RenderedMessage {
+    let (icon, outcome) = match approval.status {
+        Status::Approved => ("✅", "Approved"),
+        Status::Denied => ("⛔", "Denied"),
+        Status::Expired => ("⌛", "Expired, denied by default"),
+        Status::Cancelled => ("↩️", "Withdrawn by the agent"),
+        Status::Pending => ("⏳", "Pending"),
+    };
+    let title = title_of(approval);
+    let who = approval
+        .decided_by
+        .as_deref()
+        .map(mention)
+        .unwrap_or_else(|| "greenlight".into());
+    let when = approval.decided_at.map(slack_date).unwrap_or_default();
+    let mut summary = format!("*{outcome}* by {who} {when}");
+    if !approval.reason.is_empty() {
+        summary.push_str(&format!(
+            "\n> {}",
+            escape_mrkdwn(&truncate(&approval.reason, 1000)).replace('\n', "\n> ")
+        ));
+    }
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("{icon} {outcome}: {title}"), HEADER_CHARS), "emoji": true}}),
+        json!({"type": "section", "text": {"type": "mrkdwn", "text": summary}}),
+        json!({"type": "section", "fields": fields(approval)}),
+    ];
+    blocks.extend(code_blocks(approval));
+    let text = escape_mrkdwn(&truncate(
+        &format!("{outcome}: {} wanted to {title}", approval.agent),
+        NOTIFICATION_CHARS,
+    ));
+    RenderedMessage {
+        text,
+        blocks: Value::Array(blocks),
+    }
+}
+
+/// What a late clicker is told.
+pub fn already_decided_note(approval: &Approval) -> String {
+    let who = approval
+        .decided_by
+        .as_deref()
+        .map(mention)
+        .unwrap_or_else(|| "greenlight".into());
+    let when = approval.decided_at.map(slack_date).unwrap_or_default();
+    format!(
+        "This request was already {} by {who} {when}; your click changed nothing.",
+        approval.status.as_str()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approval::ApprovalId;
+
+    fn approval(code: &str) -> Approval {
+        Approval {
+            id: ApprovalId::new(),
+            agent: "ci-bot".into(),
+            code: code.into(),
+            language: Some("python".into()),
+            title: Some("Clean <!channel> temp".into()),
+            context: None,
+            requester_slack_id: None,
+            required_approvals: 1,
+            channel: "C1".into(),
+            message_ts: None,
+            status: Status::Pending,
+            reason: String::new(),
+            decided_by: None,
+            decided_at: None,
+            created_at: Utc::now(),
+            expires_at: Utc::now(),
+        }
+    }
+
+    /// Every mrkdwn string in a rendered message, for checks that must hold everywhere.
+    fn mrkdwn_texts(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if map.get("type").and_then(Value::as_str) == Some("mrkdwn") {
+                    if let Some(text) = map.get("text").and_then(Value::as_str) {
+                        out.push(text.to_owned());
+                    }
+                }
+                map.values().for_each(|v| mrkdwn_texts(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| mrkdwn_texts(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn escapes_control_characters() {
+        assert_eq!(
+            escape_mrkdwn("a & <!channel> <@U1> <https://x|y>"),
+            "a &amp; &lt;!channel&gt; &lt;@U1&gt; &lt;https://x|y&gt;"
+        );
+    }
+
+    #[test]
+    fn code_cannot_close_its_block_or_ping() {
+        let mut a = approval("echo '<!channel>' <@U123> <https://evil|click>\n```\n*bold* ````");
+        a.context = Some(json!([{"role": "user", "content": "<!here> please"}]));
+        let message = pending_message(&a);
+        let mut texts = Vec::new();
+        mrkdwn_texts(&message.blocks, &mut texts);
+        for text in &texts {
+            // Our own `<!date^…>` is the only special token allowed through.
+            assert!(!text.replace("<!date^", "").contains("<!"), "{text}");
+            assert!(!text.contains("<@U123>"), "{text}");
+            assert!(!text.contains("<https"), "{text}");
+        }
+        let code = texts
+            .iter()
+            .find(|t| t.starts_with("```"))
+            .expect("code block");
+        let inner = &code[3..code.len() - 3];
+        assert!(!inner.contains("```"), "{inner:?}");
+        assert!(!message.text.contains("<!channel>"));
+    }
+
+    #[test]
+    fn pending_message_has_buttons_with_the_id() {
+        let a = approval("print(1)");
+        let message = pending_message(&a);
+        let blocks = message.blocks.as_array().expect("array");
+        assert!(blocks.len() <= 50);
+        let actions = blocks.last().expect("actions");
+        assert_eq!(actions["block_id"], ACTIONS_BLOCK_ID);
+        assert_eq!(actions["elements"][0]["action_id"], APPROVE_ACTION_ID);
+        assert_eq!(actions["elements"][0]["style"], "primary");
+        assert_eq!(actions["elements"][1]["action_id"], DENY_ACTION_ID);
+        assert_eq!(actions["elements"][1]["style"], "danger");
+        assert_eq!(actions["elements"][1]["value"], a.id.to_string());
+        assert!(message
+            .text
+            .starts_with("Approval needed: ci-bot wants to Clean"));
+        assert!(
+            blocks[0]["text"]["text"]
+                .as_str()
+                .expect("header")
+                .chars()
+                .count()
+                <= 150
+        );
+    }
+
+    #[test]
+    fn long_code_is_cut_at_whole_lines_and_counted() {
+        let code: String = (1..=400).map(|i| format!("echo line {i}\n")).collect();
+        let message = pending_message(&approval(&code));
+        let mut texts = Vec::new();
+        mrkdwn_texts(&message.blocks, &mut texts);
+        let shown = texts.iter().find(|t| t.starts_with("```")).expect("code");
+        assert!(shown.chars().count() <= 3000);
+        let shown_lines = shown.lines().count();
+        let note = texts
+            .iter()
+            .find(|t| t.contains("more lines not shown"))
+            .expect("note");
+        assert_eq!(
+            note,
+            &format!("… {} more lines not shown", 400 - shown_lines)
+        );
+    }
+
+    #[test]
+    fn final_message_drops_buttons_and_names_decider() {
+        let mut a = approval("ls");
+        a.status = Status::Denied;
+        a.decided_by = Some("U42".into());
+        a.decided_at = Some(Utc::now());
+        a.reason = "not on a <Friday>".into();
+        let message = final_message(&a);
+        let rendered = message.blocks.to_string();
+        assert!(!rendered.contains(APPROVE_ACTION_ID));
+        assert!(rendered.contains("<@U42>"));
+        assert!(rendered.contains("not on a &lt;Friday&gt;"));
+        assert!(message.text.starts_with("Denied"));
+    }
+
+    #[test]
+    fn mentions_only_for_real_user_ids() {
+        assert_eq!(mention("U123ABC"), "<@U123ABC>");
+        assert_eq!(mention("U0A1,W2X3"), "<@U0A1>, <@W2X3>");
+        assert_eq!(mention("<!channel>"), "&lt;!channel&gt;");
+        assert_eq!(mention(SYSTEM_ACTOR), "greenlight");
+    }
+
+    #[test]
+    fn context_summary_keeps_the_last_messages() {
+        let context = json!([
+            {"role": "system", "content": "a"},
+            {"role": "user", "content": "b"},
+            {"type": "AssistantMessage", "content": "c"},
+            {"role": "user", "content": "d & e"},
+        ]);
+        let summary = context_summary(&context).expect("summary");
+        assert!(summary.starts_with("_1 earlier messages_"));
+        assert!(summary.contains("*AssistantMessage*: c"));
+        assert!(summary.ends_with("*user*: d &amp; e"));
+        assert_eq!(context_summary(&json!([])), None);
+    }
+}

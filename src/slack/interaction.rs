@@ -1,0 +1,236 @@
+//! Interaction payloads Slack sends when someone clicks a button or submits a modal.
+//!
+//! Parsed tolerantly: unknown fields are ignored and most fields are optional, as
+//! Slack documents. Only call this on a body whose signature has been verified.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::blocks::{APPROVE_ACTION_ID, DENY_ACTION_ID};
+use crate::approval::ApprovalId;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("the form has no `payload` field")]
+    MissingPayload,
+    #[error("`payload` is not valid interaction JSON: {0}")]
+    InvalidJson(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct User {
+    pub id: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdOnly {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Container {
+    #[serde(default)]
+    pub message_ts: Option<String>,
+    #[serde(default)]
+    pub channel_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Action {
+    pub action_id: String,
+    #[serde(default)]
+    pub block_id: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct View {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub callback_id: Option<String>,
+    #[serde(default)]
+    pub private_metadata: Option<String>,
+    #[serde(default)]
+    pub state: Option<Value>,
+}
+
+/// The fields greenlight reads from any interaction payload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Payload {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub user: Option<User>,
+    #[serde(default)]
+    pub channel: Option<IdOnly>,
+    #[serde(default)]
+    pub container: Option<Container>,
+    #[serde(default)]
+    pub trigger_id: Option<String>,
+    #[serde(default)]
+    pub actions: Vec<Action>,
+    #[serde(default)]
+    pub view: Option<View>,
+}
+
+/// Which button.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Button {
+    Approve,
+    Deny,
+}
+
+impl Button {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Button::Approve => "approve",
+            Button::Deny => "deny",
+        }
+    }
+}
+
+/// A click on one of greenlight's buttons.
+#[derive(Debug, Clone)]
+pub struct Click {
+    pub approval_id: ApprovalId,
+    pub button: Button,
+    pub user: User,
+    /// Where to send an ephemeral answer, when Slack told us.
+    pub channel: Option<String>,
+    pub trigger_id: Option<String>,
+}
+
+impl Payload {
+    /// Decodes the `application/x-www-form-urlencoded` body (`payload=<json>`).
+    pub fn from_form(body: &[u8]) -> Result<Self, PayloadError> {
+        #[derive(Deserialize)]
+        struct Form {
+            payload: Option<String>,
+        }
+        let form: Form =
+            serde_urlencoded::from_bytes(body).map_err(|_| PayloadError::MissingPayload)?;
+        let raw = form.payload.ok_or(PayloadError::MissingPayload)?;
+        serde_json::from_str(&raw).map_err(|e| PayloadError::InvalidJson(e.to_string()))
+    }
+
+    /// The greenlight button clicks in a `block_actions` payload. Actions that are not
+    /// ours, or carry no valid id, are skipped: they decide nothing.
+    pub fn clicks(&self) -> Vec<Click> {
+        if self.kind != "block_actions" {
+            return Vec::new();
+        }
+        let Some(user) = self.user.clone() else {
+            return Vec::new();
+        };
+        let channel = self
+            .channel
+            .as_ref()
+            .map(|c| c.id.clone())
+            .or_else(|| self.container.as_ref().and_then(|c| c.channel_id.clone()));
+        self.actions
+            .iter()
+            .filter_map(|action| {
+                let button = match action.action_id.as_str() {
+                    APPROVE_ACTION_ID => Button::Approve,
+                    DENY_ACTION_ID => Button::Deny,
+                    _ => return None,
+                };
+                let approval_id = ApprovalId::parse(action.value.as_deref()?)?;
+                Some(Click {
+                    approval_id,
+                    button,
+                    user: user.clone(),
+                    channel: channel.clone(),
+                    trigger_id: self.trigger_id.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+impl User {
+    /// How the user is named in reasons and logs: handle and id.
+    pub fn display(&self) -> String {
+        match self.username.as_deref().or(self.name.as_deref()) {
+            Some(name) if !name.is_empty() => format!("{name} ({})", self.id),
+            _ => self.id.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(json: &str) -> Vec<u8> {
+        serde_urlencoded::to_string([("payload", json)])
+            .expect("encode")
+            .into_bytes()
+    }
+
+    #[test]
+    fn parses_a_block_actions_click_and_ignores_unknown_fields() {
+        let id = ApprovalId::new();
+        let json = format!(
+            r#"{{"type":"block_actions","user":{{"id":"U1","username":"alice","team_id":"T1"}},
+               "team":{{"id":"T1"}},"container":{{"type":"message","message_ts":"1.2","channel_id":"C9"}},
+               "trigger_id":"t","actions":[{{"action_id":"greenlight_deny","block_id":"greenlight_decision",
+               "value":"{id}","type":"button","action_ts":"1"}},{{"action_id":"other","value":"{id}"}}],
+               "brand_new_field":[1,2,3]}}"#
+        );
+        let payload = Payload::from_form(&form(&json)).expect("parses");
+        let clicks = payload.clicks();
+        assert_eq!(clicks.len(), 1);
+        assert_eq!(clicks[0].approval_id, id);
+        assert_eq!(clicks[0].button, Button::Deny);
+        assert_eq!(clicks[0].channel.as_deref(), Some("C9"));
+        assert_eq!(clicks[0].user.display(), "alice (U1)");
+    }
+
+    #[test]
+    fn plus_and_percent_twenty_both_decode_as_space() {
+        let body = b"payload=%7B%22type%22%3A%22block_actions%22%2C%22user%22%3A%7B%22id%22%3A%22U1%22%2C%22name%22%3A%22a+b%20c%22%7D%7D";
+        let payload = Payload::from_form(body).expect("parses");
+        assert_eq!(payload.user.expect("user").name.as_deref(), Some("a b c"));
+    }
+
+    #[test]
+    fn rejects_missing_or_broken_payload() {
+        assert_eq!(
+            Payload::from_form(b"foo=bar").err(),
+            Some(PayloadError::MissingPayload)
+        );
+        assert!(matches!(
+            Payload::from_form(b"payload=%7Bnope").err(),
+            Some(PayloadError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            Payload::from_form(&form(r#"{"user":{"id":"U1"}}"#)).err(),
+            Some(PayloadError::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn clicks_need_a_user_and_a_valid_id() {
+        let no_user = form(
+            r#"{"type":"block_actions","actions":[{"action_id":"greenlight_approve","value":"x"}]}"#,
+        );
+        assert!(Payload::from_form(&no_user)
+            .expect("parses")
+            .clicks()
+            .is_empty());
+        let bad_id = form(
+            r#"{"type":"block_actions","user":{"id":"U1"},"actions":[{"action_id":"greenlight_approve","value":"not-a-uuid"}]}"#,
+        );
+        assert!(Payload::from_form(&bad_id)
+            .expect("parses")
+            .clicks()
+            .is_empty());
+    }
+}
