@@ -33,7 +33,8 @@ pub fn router() -> Router<AppState> {
 }
 
 const MAX_TITLE_CHARS: usize = 200;
-const MAX_LANGUAGE_CHARS: usize = 32;
+/// Room for a few fence languages joined with ", " ("python, sh").
+const MAX_LANGUAGE_CHARS: usize = 64;
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 200;
 const MAX_REQUIRED_APPROVALS: u32 = 10;
 const MAX_LIST_LIMIT: u32 = 500;
@@ -81,8 +82,19 @@ async fn submit(
     let bytes = body_bytes(body)?;
     let raw: Value = parse_json(&bytes)?;
     let request_hash = hex::encode(Sha256::digest(raw.to_string().as_bytes()));
-    let body: SubmitBody = serde_json::from_value(raw)
-        .map_err(|e| ApiError::Invalid(format!("invalid request body: {e}")))?;
+    if !raw.is_object() {
+        // serde would otherwise read a JSON array positionally into the struct.
+        return Err(ApiError::Invalid("the request body must be a JSON object (a struct with a code field)".into()));
+    }
+    let body: SubmitBody = serde_path_to_error::deserialize(raw).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            ApiError::Invalid(format!("invalid request body: {inner}"))
+        } else {
+            ApiError::Invalid(format!("invalid request body: {path}: {inner}"))
+        }
+    })?;
     let idempotency_key = idempotency_key(&headers)?;
     let new = validate(
         body,
@@ -135,10 +147,10 @@ fn validate(
         if language.chars().count() > MAX_LANGUAGE_CHARS
             || !language
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+#._- ".contains(c))
+                .all(|c| c.is_ascii_alphanumeric() || "+#._-, ".contains(c))
         {
             return invalid(format!(
-                "language must be at most {MAX_LANGUAGE_CHARS} letters, digits or + # . _ -"
+                "language must be at most {MAX_LANGUAGE_CHARS} characters of letters, digits, spaces or + # . _ - ,"
             ));
         }
     }

@@ -29,11 +29,8 @@ MARKER_CODE = (
     "open('marker.txt', 'w').write('ran')\n"
     "print('approved-and-ran')\n"
     "```\n"
-    "and this:\n"
-    "```sh\n"
-    "echo from-sh\n"
-    "```\n"
 )
+TWO_LANGUAGES_CODE = MARKER_CODE + "and this:\n```sh\necho from-sh\n```\n"
 
 
 async def run_agent(func, work_dir: Path, code_md: str = MARKER_CODE) -> str:
@@ -72,11 +69,12 @@ pytestmark = pytest.mark.e2e
 
 
 def test_approved_code_actually_runs(greenlight: GreenlightServer, fake_slack: FakeSlack, tmp_path: Path):
+    """Two fenced blocks (python + sh): the reviewer sees language "python, sh"; both run once approved."""
     work = tmp_path / "work"
     func = slack_approval(greenlight.url, API_TOKEN, timeout=60, submit_retry_secs=5)
 
     async def main():
-        task = asyncio.create_task(run_agent(func, work))
+        task = asyncio.create_task(run_agent(func, work, TWO_LANGUAGES_CODE))
         approval_id, ts, channel = await wait_for_slack_message(fake_slack, task)
         pending = await asyncio.to_thread(greenlight.approval, approval_id)
         assert pending["status"] == "pending" and pending["approved"] is False
@@ -203,3 +201,15 @@ def test_plain_sync_client(greenlight: GreenlightServer, fake_slack: FakeSlack):
     assert REVIEWER in (decision.decided_by or "")
     info = greenlight.approval(decision.id)
     assert info["title"] == "Apply infra" and info["language"] == "sh"
+
+
+def test_retried_submission_with_the_same_idempotency_key_is_one_request(greenlight: GreenlightServer,
+                                                                         fake_slack: FakeSlack):
+    """What the client's retry relies on: same key + same body -> same approval, one Slack message."""
+    body = {"code": "echo hi", "language": "sh", "timeout_secs": 60}
+    headers = {"Idempotency-Key": "python-client-retry-1"}
+    first = greenlight.api("POST", "/v1/approvals", json=body, headers=dict(headers))
+    second = greenlight.api("POST", "/v1/approvals", json=body, headers=dict(headers))
+    assert first.status_code == 202 and second.status_code == 202, (first.text, second.text)
+    assert first.json()["id"] == second.json()["id"]
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1

@@ -1,0 +1,180 @@
+//! A stand-in for the Slack Web API: a real HTTP server on 127.0.0.1:0 that records
+//! every call and answers as scripted. Tests assert on the recording.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+    Json, Router,
+};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+/// One recorded Web API call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub authorization: Option<String>,
+    pub body: Value,
+}
+
+/// A scripted answer.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// The default success for the method.
+    Ok,
+    /// `{"ok": false, "error": code}` with HTTP 200.
+    Error(&'static str),
+    /// HTTP 429 with `Retry-After`.
+    RateLimited { retry_after_secs: u64 },
+    /// A bare HTTP status (5xx and the like).
+    Status(u16),
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: Mutex<Vec<Call>>,
+    /// Answers consumed in order per method before falling back to `always`.
+    scripted: Mutex<HashMap<String, VecDeque<Reply>>>,
+    /// Permanent answer per method.
+    always: Mutex<HashMap<String, Reply>>,
+    next_ts: Mutex<u64>,
+    changed: Notify,
+}
+
+#[derive(Clone)]
+pub struct FakeSlack {
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+impl FakeSlack {
+    pub async fn start() -> Self {
+        let inner = Arc::new(Inner::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake Slack");
+        let addr = listener.local_addr().expect("addr");
+        let app = Router::new().route("/{method}", post(handle)).with_state(inner.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, inner }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Answers `method` with these replies, in order, then as usual.
+    pub fn script(&self, method: &str, replies: impl IntoIterator<Item = Reply>) {
+        self.inner.scripted.lock().expect("lock").entry(method.to_owned()).or_default().extend(replies);
+    }
+
+    /// Answers every `method` call with `reply` from now on.
+    pub fn always(&self, method: &str, reply: Reply) {
+        self.inner.always.lock().expect("lock").insert(method.to_owned(), reply);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.calls.lock().expect("lock").clone()
+    }
+
+    pub fn calls_to(&self, method: &str) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.method == method).collect()
+    }
+
+    /// Waits until the recording satisfies `done`, failing the test after `within`.
+    pub async fn wait_until(&self, within: Duration, what: &str, done: impl Fn(&[Call]) -> bool) -> Vec<Call> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let notified = self.inner.changed.notified();
+            let calls = self.calls();
+            if done(&calls) {
+                return calls;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!("fake Slack never saw {what}; calls: {:#?}", self.calls().iter().map(|c| &c.method).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    /// Waits for the `n`th call to `method` (1-based) and returns it.
+    pub async fn nth_call(&self, method: &str, n: usize) -> Call {
+        let calls = self
+            .wait_until(Duration::from_secs(10), &format!("{n} {method} calls"), |calls| {
+                calls.iter().filter(|c| c.method == method).count() >= n
+            })
+            .await;
+        calls.into_iter().filter(|c| c.method == method).nth(n - 1).expect("counted")
+    }
+
+    fn next_ts(&self) -> String {
+        let mut ts = self.inner.next_ts.lock().expect("lock");
+        *ts += 1;
+        format!("1700000000.{:06}", *ts)
+    }
+}
+
+async fn handle(
+    State(inner): State<Arc<Inner>>,
+    Path(method): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let reply = {
+        let scripted = inner.scripted.lock().expect("lock").get_mut(&method).and_then(VecDeque::pop_front);
+        scripted.or_else(|| inner.always.lock().expect("lock").get(&method).cloned()).unwrap_or(Reply::Ok)
+    };
+    let fake = FakeSlack { addr: ([127, 0, 0, 1], 0).into(), inner: inner.clone() };
+    let response = match reply {
+        Reply::Ok => Json(success(&method, &body, &fake)).into_response(),
+        Reply::Error(code) => Json(json!({"ok": false, "error": code})).into_response(),
+        Reply::RateLimited { retry_after_secs } => {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", retry_after_secs.to_string())], Json(json!({"ok": false, "error": "ratelimited"})))
+                .into_response()
+        }
+        Reply::Status(code) => StatusCode::from_u16(code).expect("status").into_response(),
+    };
+    inner.calls.lock().expect("lock").push(Call { method, authorization, body });
+    inner.changed.notify_waiters();
+    response
+}
+
+fn success(method: &str, body: &Value, fake: &FakeSlack) -> Value {
+    match method {
+        "chat.postMessage" => json!({"ok": true, "channel": body["channel"], "ts": fake.next_ts(), "message": {"text": body["text"]}}),
+        "chat.update" => json!({"ok": true, "channel": body["channel"], "ts": body["ts"]}),
+        "views.open" => json!({"ok": true, "view": {"id": "V123"}}),
+        "auth.test" => json!({"ok": true, "user_id": "UBOT", "team": "Test"}),
+        _ => json!({"ok": true}),
+    }
+}
+
+/// The approval id carried by the Approve button of a posted message.
+pub fn approval_id_of(call: &Call) -> String {
+    button_value(&call.body["blocks"], "greenlight_approve").expect("message has an Approve button")
+}
+
+/// The `value` of the button with `action_id`, anywhere in `blocks`.
+pub fn button_value(blocks: &Value, action_id: &str) -> Option<String> {
+    match blocks {
+        Value::Object(map) => {
+            if map.get("action_id").and_then(Value::as_str) == Some(action_id) {
+                return map.get("value").and_then(Value::as_str).map(str::to_owned);
+            }
+            map.values().find_map(|v| button_value(v, action_id))
+        }
+        Value::Array(items) => items.iter().find_map(|v| button_value(v, action_id)),
+        _ => None,
+    }
+}

@@ -1,0 +1,270 @@
+//! `spawn_app()`: the real server on 127.0.0.1:0 with a fresh SQLite database and a
+//! fake Slack, plus helpers that speak the agent API and click buttons as Slack would.
+
+pub mod fake_slack;
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Once, time::Duration};
+
+use greenlight::{
+    app::Server,
+    config::Config,
+    slack::{api::RetryPolicy, signature::SignatureVerifier},
+};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+pub use fake_slack::{approval_id_of, button_value, Call, FakeSlack, Reply};
+
+pub const SIGNING_SECRET: &str = "e2e-signing-secret-0123456789abcdef";
+pub const BOT_TOKEN: &str = "xoxb-e2e-bot-token";
+pub const AGENT_TOKEN: &str = "ci-token-0123456789abcdef";
+pub const OTHER_AGENT_TOKEN: &str = "other-token-0123456789abcdef";
+pub const CHANNEL: &str = "C0APPROVALS";
+
+/// Retries fast enough for tests, same shape as production.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_failure_retries: 3,
+        max_rate_limit_retries: 10,
+        base_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(100),
+        max_jitter: Duration::from_millis(20),
+        attempt_timeout: Duration::from_secs(5),
+    }
+}
+
+fn init_tracing() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Logs only when asked: TEST_LOG=1 cargo test
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+        }
+    });
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub slack: FakeSlack,
+    pub http: reqwest::Client,
+    pub db_path: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Environment for the app, before `spawn_app_with` applies overrides.
+pub fn base_env(slack: &FakeSlack, db_url: &str) -> HashMap<String, String> {
+    HashMap::from([
+        ("SLACK_BOT_TOKEN".into(), BOT_TOKEN.into()),
+        ("SLACK_SIGNING_SECRET".into(), SIGNING_SECRET.into()),
+        ("SLACK_CHANNEL_ID".into(), CHANNEL.into()),
+        ("SLACK_API_BASE_URL".into(), slack.base_url()),
+        ("GREENLIGHT_LISTEN".into(), "127.0.0.1:0".into()),
+        ("GREENLIGHT_API_TOKENS".into(), format!("ci-bot:{AGENT_TOKEN},other-bot:{OTHER_AGENT_TOKEN}")),
+        ("GREENLIGHT_DATABASE_URL".into(), db_url.into()),
+        ("GREENLIGHT_DEFAULT_TIMEOUT_SECS".into(), "60".into()),
+    ])
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts the app with extra environment settings.
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let slack = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_path = dir.path().join("greenlight.db");
+    let mut env = base_env(&slack, &format!("sqlite://{}", db_path.display()));
+    for (key, value) in overrides {
+        env.insert((*key).to_owned(), (*value).to_owned());
+    }
+    start(slack, env, db_path, dir).await
+}
+
+async fn start(slack: FakeSlack, env: HashMap<String, String>, db_path: PathBuf, dir: tempfile::TempDir) -> TestApp {
+    init_tracing();
+    let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config is valid");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind app");
+    let server = Server::build(listener, config, fast_retry()).await.expect("server builds");
+    let addr = server.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        slack,
+        http: reqwest::Client::builder().timeout(Duration::from_secs(90)).build().expect("client"),
+        db_path,
+        shutdown: Some(tx),
+        server: Some(handle),
+        _dir: dir,
+    }
+}
+
+/// A parsed HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn answer(response: reqwest::Response) -> Answer {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        Answer { status, headers, body }
+    }
+
+    /// `POST /v1/approvals` as the `ci-bot` agent.
+    pub async fn submit(&self, body: Value) -> Answer {
+        self.submit_as(AGENT_TOKEN, "", body).await
+    }
+
+    pub async fn submit_as(&self, token: &str, query: &str, body: Value) -> Answer {
+        let response = self
+            .http
+            .post(self.url(&format!("/v1/approvals{query}")))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("submit");
+        Self::answer(response).await
+    }
+
+    pub async fn post_raw(&self, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> Answer {
+        let mut request = self.http.post(self.url(path)).header("content-type", content_type).body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Self::answer(request.send().await.expect("post")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        let response = self.http.get(self.url(path)).bearer_auth(AGENT_TOKEN).send().await.expect("get");
+        Self::answer(response).await
+    }
+
+    pub async fn approval(&self, id: &str) -> Value {
+        let answer = self.get(&format!("/v1/approvals/{id}")).await;
+        assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+        answer.body
+    }
+
+    /// Submits a request and waits for its Slack message; returns the approval id.
+    pub async fn submit_and_post(&self, body: Value) -> String {
+        let before = self.slack.calls_to("chat.postMessage").len();
+        let answer = self.submit(body).await;
+        assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
+        let id = answer.body["id"].as_str().expect("id").to_owned();
+        self.slack
+            .wait_until(Duration::from_secs(10), "the approval message", |calls| {
+                calls.iter().filter(|c| c.method == "chat.postMessage").skip(before).any(|c| approval_id_of(c) == id)
+            })
+            .await;
+        id
+    }
+
+    /// A `block_actions` payload as Slack sends it for a click on one of our buttons.
+    pub fn click_payload(id: &str, action_id: &str, user: &str) -> String {
+        json!({
+            "type": "block_actions",
+            "user": {"id": user, "username": user.to_lowercase(), "team_id": "T1"},
+            "team": {"id": "T1", "domain": "test"},
+            "channel": {"id": CHANNEL, "name": "approvals"},
+            "container": {"type": "message", "message_ts": "1700000000.000001", "channel_id": CHANNEL},
+            "trigger_id": "1111.2222.abcd",
+            "response_url": "https://hooks.slack.invalid/actions/1",
+            "actions": [{"action_id": action_id, "block_id": "greenlight_decision", "value": id,
+                         "type": "button", "action_ts": "1700000001.000"}],
+        })
+        .to_string()
+    }
+
+    /// Form-encodes and signs `payload` with the signing secret at `timestamp`.
+    pub fn signed_form(payload: &str, timestamp: i64) -> (Vec<u8>, String) {
+        let body = serde_urlencoded::to_string([("payload", payload)]).expect("encode").into_bytes();
+        let verifier = SignatureVerifier::new(SIGNING_SECRET.to_owned().into());
+        let signature = verifier.sign(timestamp, &body);
+        (body, signature)
+    }
+
+    /// Sends an interaction with explicit headers (for forged and stale cases).
+    pub async fn send_interaction(&self, body: Vec<u8>, timestamp: Option<String>, signature: Option<String>) -> Answer {
+        let mut request = self
+            .http
+            .post(self.url("/slack/interactions"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some(ts) = timestamp {
+            request = request.header("X-Slack-Request-Timestamp", ts);
+        }
+        if let Some(sig) = signature {
+            request = request.header("X-Slack-Signature", sig);
+        }
+        Self::answer(request.send().await.expect("interaction")).await
+    }
+
+    /// Signs and sends an interaction payload now.
+    pub async fn interact(&self, payload: &str) -> Answer {
+        let now = chrono::Utc::now().timestamp();
+        let (body, signature) = Self::signed_form(payload, now);
+        self.send_interaction(body, Some(now.to_string()), Some(signature)).await
+    }
+
+    /// Clicks Approve or Deny as `user`, properly signed.
+    pub async fn click(&self, id: &str, action_id: &str, user: &str) -> Answer {
+        self.interact(&Self::click_payload(id, action_id, user)).await
+    }
+
+    pub async fn approve(&self, id: &str, user: &str) -> Answer {
+        self.click(id, "greenlight_approve", user).await
+    }
+
+    pub async fn deny(&self, id: &str, user: &str) -> Answer {
+        self.click(id, "greenlight_deny", user).await
+    }
+
+    /// The `chat.update` calls that rewrote the message of approval `id`.
+    pub async fn wait_for_update(&self, what: &str, check: impl Fn(&Call) -> bool) -> Call {
+        let calls = self
+            .slack
+            .wait_until(Duration::from_secs(10), what, |calls| calls.iter().any(|c| c.method == "chat.update" && check(c)))
+            .await;
+        calls.into_iter().find(|c| c.method == "chat.update" && check(c)).expect("found")
+    }
+
+    /// Stops the server gracefully and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.server.take() {
+            handle.await.expect("server task").expect("server ran cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A minimal valid request body.
+pub fn request(code: &str) -> Value {
+    json!({ "code": code, "language": "bash", "title": "test request" })
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: the real server on 127.0.0.1:0 against a fake Slack.
+//! One test binary, so the server and fake are compiled once.
+
+mod agent_api;
+mod approval_loop;
+mod helpers;
