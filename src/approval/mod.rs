@@ -2,6 +2,7 @@
 //! service that moves it (submit → post → decide/expire/cancel → tell everyone).
 
 pub mod broker;
+pub mod interactions;
 pub mod service;
 
 use std::fmt;

@@ -84,7 +84,9 @@ async fn submit(
     let request_hash = hex::encode(Sha256::digest(raw.to_string().as_bytes()));
     if !raw.is_object() {
         // serde would otherwise read a JSON array positionally into the struct.
-        return Err(ApiError::Invalid("the request body must be a JSON object (a struct with a code field)".into()));
+        return Err(ApiError::Invalid(
+            "the request body must be a JSON object (a struct with a code field)".into(),
+        ));
     }
     let body: SubmitBody = serde_path_to_error::deserialize(raw).map_err(|e| {
         let path = e.path().to_string();

@@ -8,12 +8,13 @@ use axum::{
     body::Bytes,
     extract::{rejection::BytesRejection, State},
     http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
     routing::post,
-    Router,
+    Json, Router,
 };
 
 use super::{extract::body_bytes, AppState};
-use crate::{error::ApiError, slack::interaction::Payload};
+use crate::{approval::interactions, error::ApiError, slack::interaction::Payload};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/slack/interactions", post(interactions))
@@ -23,7 +24,7 @@ async fn interactions(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let body = body_bytes(body)?;
     let now = chrono::Utc::now().timestamp();
     if let Err(error) = state.verifier.verify(&headers, &body, now) {
@@ -31,9 +32,8 @@ async fn interactions(
         return Err(ApiError::Unauthorized);
     }
     let payload = Payload::from_form(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    for click in payload.clicks() {
-        let outcome = state.service.click(&click).await?;
-        tracing::info!(request_id = %click.approval_id, user = %click.user.id, outcome = outcome.as_str(), "click");
+    match interactions::handle(&state.service, &payload).await? {
+        Some(ack) => Ok(Json(ack).into_response()),
+        None => Ok(StatusCode::OK.into_response()),
     }
-    Ok(StatusCode::OK)
 }

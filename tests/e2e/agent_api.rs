@@ -8,19 +8,35 @@ use crate::helpers::{request, spawn_app, AGENT_TOKEN};
 fn assert_error(answer: &crate::helpers::Answer, status: StatusCode, code: &str) {
     assert_eq!(answer.status, status, "{:?}", answer.body);
     assert_eq!(answer.body["error"]["code"], code, "{:?}", answer.body);
-    assert!(answer.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(answer.body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
 }
 
 #[tokio::test]
 async fn missing_or_wrong_token_is_401() {
     let app = spawn_app().await;
-    let none = app.post_raw("/v1/approvals", None, "application/json", request("ls").to_string().into_bytes()).await;
+    let none = app
+        .post_raw(
+            "/v1/approvals",
+            None,
+            "application/json",
+            request("ls").to_string().into_bytes(),
+        )
+        .await;
     assert_error(&none, StatusCode::UNAUTHORIZED, "unauthorized");
-    let wrong = app.submit_as("ci-token-0123456789abcdeX", "", request("ls")).await;
+    let wrong = app
+        .submit_as("ci-token-0123456789abcdeX", "", request("ls"))
+        .await;
     assert_error(&wrong, StatusCode::UNAUTHORIZED, "unauthorized");
     let prefix = app.submit_as(&AGENT_TOKEN[..10], "", request("ls")).await;
     assert_error(&prefix, StatusCode::UNAUTHORIZED, "unauthorized");
-    let get = app.http.get(app.url("/v1/approvals")).send().await.expect("get");
+    let get = app
+        .http
+        .get(app.url("/v1/approvals"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(get.status(), StatusCode::UNAUTHORIZED);
     assert!(app.slack.calls().is_empty(), "nothing reached Slack");
 }
@@ -28,12 +44,26 @@ async fn missing_or_wrong_token_is_401() {
 #[tokio::test]
 async fn malformed_and_invalid_bodies_name_the_problem() {
     let app = spawn_app().await;
-    let broken = app.post_raw("/v1/approvals", Some(AGENT_TOKEN), "application/json", b"{\"code\": ".to_vec()).await;
+    let broken = app
+        .post_raw(
+            "/v1/approvals",
+            Some(AGENT_TOKEN),
+            "application/json",
+            b"{\"code\": ".to_vec(),
+        )
+        .await;
     assert_error(&broken, StatusCode::BAD_REQUEST, "malformed_json");
 
     let missing = app.submit(json!({"language": "python"})).await;
-    assert_error(&missing, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
-    assert!(missing.body["error"]["message"].as_str().expect("msg").contains("code"));
+    assert_error(
+        &missing,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+    assert!(missing.body["error"]["message"]
+        .as_str()
+        .expect("msg")
+        .contains("code"));
 
     for (body, field) in [
         (json!({"code": "   "}), "code"),
@@ -41,7 +71,10 @@ async fn malformed_and_invalid_bodies_name_the_problem() {
         (json!({"code": "ls", "timeout_secs": 0}), "timeout_secs"),
         (json!({"code": "ls", "timeout_secs": -3}), "timeout_secs"),
         (json!({"code": "ls", "timeout": 5}), "timeout"),
-        (json!({"code": "ls", "requester_slack_id": "<!channel>"}), "requester_slack_id"),
+        (
+            json!({"code": "ls", "requester_slack_id": "<!channel>"}),
+            "requester_slack_id",
+        ),
         (json!({"code": "ls", "title": "x".repeat(201)}), "title"),
         (json!({"code": "ls", "language": "py<script>"}), "language"),
         (json!(["code"]), "struct"),
@@ -52,8 +85,14 @@ async fn malformed_and_invalid_bodies_name_the_problem() {
         let message = answer.body["error"]["message"].as_str().expect("message");
         assert!(message.contains(field), "{body}: {message}");
     }
-    let bad_wait = app.submit_as(AGENT_TOKEN, "?wait=forever", request("ls")).await;
-    assert_error(&bad_wait, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let bad_wait = app
+        .submit_as(AGENT_TOKEN, "?wait=forever", request("ls"))
+        .await;
+    assert_error(
+        &bad_wait,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
     assert!(app.slack.calls().is_empty(), "nothing reached Slack");
     assert_eq!(app.get("/v1/approvals").await.body["approvals"], json!([]));
 }
@@ -61,30 +100,54 @@ async fn malformed_and_invalid_bodies_name_the_problem() {
 #[tokio::test]
 async fn oversized_body_is_413() {
     let app = spawn_app().await;
-    let huge = json!({"code": "x".repeat(1024 * 1024 + 1)}).to_string().into_bytes();
-    let answer = app.post_raw("/v1/approvals", Some(AGENT_TOKEN), "application/json", huge).await;
+    let huge = json!({"code": "x".repeat(1024 * 1024 + 1)})
+        .to_string()
+        .into_bytes();
+    let answer = app
+        .post_raw("/v1/approvals", Some(AGENT_TOKEN), "application/json", huge)
+        .await;
     assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    let interaction = app.post_raw("/slack/interactions", None, "application/x-www-form-urlencoded", vec![b'a'; 1024 * 1024 + 1]).await;
+    let interaction = app
+        .post_raw(
+            "/slack/interactions",
+            None,
+            "application/x-www-form-urlencoded",
+            vec![b'a'; 1024 * 1024 + 1],
+        )
+        .await;
     assert_eq!(interaction.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
 
 #[tokio::test]
 async fn unknown_ids_and_routes_are_404() {
     let app = spawn_app().await;
-    let unknown = app.get(&format!("/v1/approvals/{}", uuid::Uuid::new_v4())).await;
+    let unknown = app
+        .get(&format!("/v1/approvals/{}", uuid::Uuid::new_v4()))
+        .await;
     assert_error(&unknown, StatusCode::NOT_FOUND, "not_found");
     let junk = app.get("/v1/approvals/not-an-id").await;
     assert_error(&junk, StatusCode::NOT_FOUND, "not_found");
     let route = app.get("/v2/nothing").await;
     assert_error(&route, StatusCode::NOT_FOUND, "not_found");
-    let method = app.http.delete(app.url("/v1/approvals")).bearer_auth(AGENT_TOKEN).send().await.expect("delete");
+    let method = app
+        .http
+        .delete(app.url("/v1/approvals"))
+        .bearer_auth(AGENT_TOKEN)
+        .send()
+        .await
+        .expect("delete");
     assert_eq!(method.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
 async fn health_needs_no_auth_and_says_nothing_of_config() {
     let app = spawn_app().await;
-    let answer = app.http.get(app.url("/healthz")).send().await.expect("healthz");
+    let answer = app
+        .http
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
     assert_eq!(answer.status(), StatusCode::OK);
     let text = answer.text().await.expect("body");
     assert_eq!(text, r#"{"status":"ok"}"#);

@@ -8,33 +8,57 @@ use serde_json::{json, Value};
 use crate::helpers::{request, spawn_app, spawn_app_with, Reply, TestApp, BOT_TOKEN, CHANNEL};
 
 fn has_buttons(call: &crate::helpers::Call) -> bool {
-    call.body["blocks"].to_string().contains("greenlight_approve")
+    call.body["blocks"]
+        .to_string()
+        .contains("greenlight_approve")
 }
 
 #[tokio::test]
 async fn approve_click_reaches_the_agent_and_updates_the_message() {
     let app = spawn_app().await;
-    let id = app.submit_and_post(request("rm -rf /tmp/build-cache")).await;
+    let id = app
+        .submit_and_post(request("rm -rf /tmp/build-cache"))
+        .await;
 
     let post = app.slack.nth_call("chat.postMessage", 1).await;
-    assert_eq!(post.authorization.as_deref(), Some(&*format!("Bearer {BOT_TOKEN}")));
+    assert_eq!(
+        post.authorization.as_deref(),
+        Some(&*format!("Bearer {BOT_TOKEN}"))
+    );
     assert_eq!(post.body["channel"], CHANNEL);
-    assert!(post.body["text"].as_str().expect("text").starts_with("Approval needed: ci-bot"));
+    assert!(post.body["text"]
+        .as_str()
+        .expect("text")
+        .starts_with("Approval needed: ci-bot"));
     let rendered = post.body["blocks"].to_string();
-    assert!(rendered.contains("rm -rf /tmp/build-cache") && rendered.contains(&id), "{rendered}");
+    assert!(
+        rendered.contains("rm -rf /tmp/build-cache") && rendered.contains(&id),
+        "{rendered}"
+    );
 
     let poll = {
         let http = app.http.clone();
         let url = app.url(&format!("/v1/approvals/{id}?wait=30"));
         tokio::spawn(async move {
-            let response = http.get(url).bearer_auth(crate::helpers::AGENT_TOKEN).send().await.expect("poll");
-            (response.status(), response.json::<Value>().await.expect("json"))
+            let response = http
+                .get(url)
+                .bearer_auth(crate::helpers::AGENT_TOKEN)
+                .send()
+                .await
+                .expect("poll");
+            (
+                response.status(),
+                response.json::<Value>().await.expect("json"),
+            )
         })
     };
     let ack = app.approve(&id, "U0ALICE").await;
     assert_eq!(ack.status, StatusCode::OK);
 
-    let (status, body) = tokio::time::timeout(Duration::from_secs(5), poll).await.expect("long-poll woke").expect("task");
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("long-poll woke")
+        .expect("task");
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "approved");
     assert_eq!(body["approved"], true);
@@ -42,10 +66,15 @@ async fn approve_click_reaches_the_agent_and_updates_the_message() {
     assert_eq!(body["reason"], "Approved in Slack by <@U0ALICE>");
     assert!(body["decided_at"].is_string());
 
-    let update = app.wait_for_update("the approved message", |c| c.body["ts"] == post_ts(&app)).await;
+    let update = app
+        .wait_for_update("the approved message", |c| c.body["ts"] == post_ts(&app))
+        .await;
     assert!(!has_buttons(&update), "buttons must be gone");
     let blocks = update.body["blocks"].to_string();
-    assert!(blocks.contains("Approved") && blocks.contains("<@U0ALICE>"), "{blocks}");
+    assert!(
+        blocks.contains("Approved") && blocks.contains("<@U0ALICE>"),
+        "{blocks}"
+    );
     assert_eq!(update.body["channel"], CHANNEL);
 }
 
@@ -64,7 +93,9 @@ async fn deny_click_denies_and_says_who() {
     assert_eq!(body["status"], "denied");
     assert_eq!(body["approved"], false);
     assert_eq!(body["decided_by"], "U0BOB");
-    let update = app.wait_for_update("the denied message", |c| !has_buttons(c)).await;
+    let update = app
+        .wait_for_update("the denied message", |c| !has_buttons(c))
+        .await;
     assert!(update.body["blocks"].to_string().contains("Denied"));
 }
 
@@ -73,14 +104,21 @@ async fn no_click_within_the_timeout_means_expired_and_denied() {
     let app = spawn_app().await;
     let mut body = request("sleep 1");
     body["timeout_secs"] = json!(1);
-    let answer = app.submit_as(crate::helpers::AGENT_TOKEN, "?wait=10", body).await;
+    let answer = app
+        .submit_as(crate::helpers::AGENT_TOKEN, "?wait=10", body)
+        .await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     assert_eq!(answer.body["status"], "expired");
     assert_eq!(answer.body["approved"], false);
     assert_eq!(answer.body["decided_by"], "greenlight");
     let reason = answer.body["reason"].as_str().expect("reason");
-    assert!(reason.contains("Timed out") && reason.contains("denied by default"), "{reason}");
-    let update = app.wait_for_update("the expired message", |c| !has_buttons(c)).await;
+    assert!(
+        reason.contains("Timed out") && reason.contains("denied by default"),
+        "{reason}"
+    );
+    let update = app
+        .wait_for_update("the expired message", |c| !has_buttons(c))
+        .await;
     assert!(update.body["blocks"].to_string().contains("Expired"));
 
     // A click after expiry changes nothing, and the clicker is told.
@@ -89,7 +127,10 @@ async fn no_click_within_the_timeout_means_expired_and_denied() {
     assert_eq!(app.approval(id).await["status"], "expired");
     let note = app.slack.nth_call("chat.postEphemeral", 1).await;
     assert_eq!(note.body["user"], "U0LATE");
-    assert!(note.body["text"].as_str().expect("text").contains("already expired"));
+    assert!(note.body["text"]
+        .as_str()
+        .expect("text")
+        .contains("already expired"));
 }
 
 #[tokio::test]
@@ -102,19 +143,36 @@ async fn forged_stale_and_unsigned_clicks_are_refused_without_effect() {
     let (body, _) = TestApp::signed_form(&payload, now);
     let unsigned = app.send_interaction(body.clone(), None, None).await;
     let (_, wrong_secret_sig) = {
-        let verifier = greenlight::slack::signature::SignatureVerifier::new("not-the-secret".to_owned().into());
+        let verifier = greenlight::slack::signature::SignatureVerifier::new(
+            "not-the-secret".to_owned().into(),
+        );
         (0, verifier.sign(now, &body))
     };
-    let forged = app.send_interaction(body.clone(), Some(now.to_string()), Some(wrong_secret_sig)).await;
+    let forged = app
+        .send_interaction(body.clone(), Some(now.to_string()), Some(wrong_secret_sig))
+        .await;
     let (stale_body, stale_sig) = TestApp::signed_form(&payload, now - 301);
-    let stale = app.send_interaction(stale_body, Some((now - 301).to_string()), Some(stale_sig)).await;
+    let stale = app
+        .send_interaction(stale_body, Some((now - 301).to_string()), Some(stale_sig))
+        .await;
     let (future_body, future_sig) = TestApp::signed_form(&payload, now + 301);
-    let future = app.send_interaction(future_body, Some((now + 301).to_string()), Some(future_sig)).await;
+    let future = app
+        .send_interaction(future_body, Some((now + 301).to_string()), Some(future_sig))
+        .await;
     // A valid signature over a different body than the one sent.
-    let (_, sig_for_other) = TestApp::signed_form(&TestApp::click_payload(&id, "greenlight_deny", "U0X"), now);
-    let swapped = app.send_interaction(body, Some(now.to_string()), Some(sig_for_other)).await;
+    let (_, sig_for_other) =
+        TestApp::signed_form(&TestApp::click_payload(&id, "greenlight_deny", "U0X"), now);
+    let swapped = app
+        .send_interaction(body, Some(now.to_string()), Some(sig_for_other))
+        .await;
 
-    for (name, answer) in [("unsigned", unsigned), ("forged", forged), ("stale", stale), ("future", future), ("swapped", swapped)] {
+    for (name, answer) in [
+        ("unsigned", unsigned),
+        ("forged", forged),
+        ("stale", stale),
+        ("future", future),
+        ("swapped", swapped),
+    ] {
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{name}");
         assert_eq!(answer.body["error"]["code"], "unauthorized", "{name}");
     }
@@ -130,37 +188,65 @@ async fn replayed_and_late_clicks_never_change_the_decision() {
     let payload = TestApp::click_payload(&id, "greenlight_approve", "U0ALICE");
     let now = chrono::Utc::now().timestamp();
     let (body, signature) = TestApp::signed_form(&payload, now);
-    let first = app.send_interaction(body.clone(), Some(now.to_string()), Some(signature.clone())).await;
+    let first = app
+        .send_interaction(body.clone(), Some(now.to_string()), Some(signature.clone()))
+        .await;
     assert_eq!(first.status, StatusCode::OK);
     // The exact same signed request again (a replay within the window).
-    let replay = app.send_interaction(body, Some(now.to_string()), Some(signature)).await;
+    let replay = app
+        .send_interaction(body, Some(now.to_string()), Some(signature))
+        .await;
     assert_eq!(replay.status, StatusCode::OK);
     // Someone else denies afterwards.
     assert_eq!(app.deny(&id, "U0BOB").await.status, StatusCode::OK);
 
     let body = app.approval(&id).await;
-    assert_eq!((body["status"].as_str(), body["decided_by"].as_str()), (Some("approved"), Some("U0ALICE")));
+    assert_eq!(
+        (body["status"].as_str(), body["decided_by"].as_str()),
+        (Some("approved"), Some("U0ALICE"))
+    );
 
     let notes = app
         .slack
         .wait_until(Duration::from_secs(10), "two ephemeral notes", |calls| {
-            calls.iter().filter(|c| c.method == "chat.postEphemeral").count() >= 2
+            calls
+                .iter()
+                .filter(|c| c.method == "chat.postEphemeral")
+                .count()
+                >= 2
         })
         .await;
-    let bob = notes.iter().find(|c| c.method == "chat.postEphemeral" && c.body["user"] == "U0BOB").expect("Bob is told");
+    let bob = notes
+        .iter()
+        .find(|c| c.method == "chat.postEphemeral" && c.body["user"] == "U0BOB")
+        .expect("Bob is told");
     let text = bob.body["text"].as_str().expect("text");
-    assert!(text.contains("already approved") && text.contains("<@U0ALICE>"), "{text}");
+    assert!(
+        text.contains("already approved") && text.contains("<@U0ALICE>"),
+        "{text}"
+    );
 
     let events = app.get(&format!("/v1/approvals/{id}/events")).await.body;
     let kinds: Vec<(String, String)> = events["events"]
         .as_array()
         .expect("events")
         .iter()
-        .map(|e| (e["kind"].as_str().unwrap_or("").to_owned(), e["detail"]["why"].as_str().unwrap_or("").to_owned()))
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap_or("").to_owned(),
+                e["detail"]["why"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect();
     assert!(kinds.contains(&("decided".into(), "".into())));
-    assert!(kinds.contains(&("click_ignored".into(), "duplicate".into())), "{kinds:?}");
-    assert!(kinds.contains(&("click_ignored".into(), "late".into())), "{kinds:?}");
+    assert!(
+        kinds.contains(&("click_ignored".into(), "duplicate".into())),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("click_ignored".into(), "late".into())),
+        "{kinds:?}"
+    );
     // Exactly one decision, exactly one message update.
     assert_eq!(kinds.iter().filter(|(k, _)| k == "decided").count(), 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -175,10 +261,19 @@ async fn concurrent_approve_and_deny_decide_exactly_once() {
         let (a, b) = tokio::join!(app.approve(&id, "U0ALICE"), app.deny(&id, "U0BOB"));
         assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
         let body = app.approval(&id).await;
-        let expected_by = if body["status"] == "approved" { "U0ALICE" } else { "U0BOB" };
+        let expected_by = if body["status"] == "approved" {
+            "U0ALICE"
+        } else {
+            "U0BOB"
+        };
         assert_eq!(body["decided_by"], expected_by, "{body}");
         let events = app.get(&format!("/v1/approvals/{id}/events")).await.body;
-        let decided = events["events"].as_array().expect("events").iter().filter(|e| e["kind"] == "decided").count();
+        let decided = events["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["kind"] == "decided")
+            .count();
         assert_eq!(decided, 1, "round {round}");
     }
 }
@@ -197,7 +292,11 @@ async fn two_hundred_concurrent_requests_each_get_their_own_answer() {
     let ids: Vec<(usize, String)> = futures::future::join_all(submissions).await;
     app.slack
         .wait_until(Duration::from_secs(30), "200 messages", |calls| {
-            calls.iter().filter(|c| c.method == "chat.postMessage").count() >= 200
+            calls
+                .iter()
+                .filter(|c| c.method == "chat.postMessage")
+                .count()
+                >= 200
         })
         .await;
 
@@ -206,7 +305,11 @@ async fn two_hundred_concurrent_requests_each_get_their_own_answer() {
         let app = &app;
         async move {
             let url = app.url(&format!("/v1/approvals/{id}?wait=30"));
-            let poll = app.http.get(url).bearer_auth(crate::helpers::AGENT_TOKEN).send();
+            let poll = app
+                .http
+                .get(url)
+                .bearer_auth(crate::helpers::AGENT_TOKEN)
+                .send();
             let click = async {
                 if i % 2 == 0 {
                     app.approve(id, &format!("U0R{i}")).await
@@ -218,7 +321,11 @@ async fn two_hundred_concurrent_requests_each_get_their_own_answer() {
             assert_eq!(ack.status, StatusCode::OK);
             let body: Value = response.expect("poll").json().await.expect("json");
             // The poll may have answered before the click landed; then ask once more.
-            let body = if body["status"] == "pending" { app.approval(id).await } else { body };
+            let body = if body["status"] == "pending" {
+                app.approval(id).await
+            } else {
+                body
+            };
             (i, id, body)
         }
     });
@@ -234,7 +341,9 @@ async fn slack_refusing_the_post_denies_at_once_with_its_error() {
     for code in ["channel_not_found", "invalid_auth"] {
         let app = spawn_app().await;
         app.slack.always("chat.postMessage", Reply::Error(code));
-        let answer = app.submit_as(crate::helpers::AGENT_TOKEN, "?wait=10", request("ls")).await;
+        let answer = app
+            .submit_as(crate::helpers::AGENT_TOKEN, "?wait=10", request("ls"))
+            .await;
         assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
         assert_eq!(answer.body["status"], "denied");
         assert_eq!(answer.body["approved"], false);
@@ -246,7 +355,11 @@ async fn slack_refusing_the_post_denies_at_once_with_its_error() {
 #[tokio::test]
 async fn post_wait_returns_the_decision_when_clicked_in_time() {
     let app = spawn_app_with(&[]).await;
-    let submit = app.submit_as(crate::helpers::AGENT_TOKEN, "?wait=20", request("terraform apply"));
+    let submit = app.submit_as(
+        crate::helpers::AGENT_TOKEN,
+        "?wait=20",
+        request("terraform apply"),
+    );
     let click = async {
         let post = app.slack.nth_call("chat.postMessage", 1).await;
         let id = crate::helpers::approval_id_of(&post);

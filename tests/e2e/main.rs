@@ -3,4 +3,6 @@
 
 mod agent_api;
 mod approval_loop;
+// Shared test infrastructure; not every helper is used by every test module.
+#[allow(dead_code)]
 mod helpers;

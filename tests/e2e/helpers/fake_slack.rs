@@ -60,9 +60,13 @@ pub struct FakeSlack {
 impl FakeSlack {
     pub async fn start() -> Self {
         let inner = Arc::new(Inner::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake Slack");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake Slack");
         let addr = listener.local_addr().expect("addr");
-        let app = Router::new().route("/{method}", post(handle)).with_state(inner.clone());
+        let app = Router::new()
+            .route("/{method}", post(handle))
+            .with_state(inner.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -75,12 +79,22 @@ impl FakeSlack {
 
     /// Answers `method` with these replies, in order, then as usual.
     pub fn script(&self, method: &str, replies: impl IntoIterator<Item = Reply>) {
-        self.inner.scripted.lock().expect("lock").entry(method.to_owned()).or_default().extend(replies);
+        self.inner
+            .scripted
+            .lock()
+            .expect("lock")
+            .entry(method.to_owned())
+            .or_default()
+            .extend(replies);
     }
 
     /// Answers every `method` call with `reply` from now on.
     pub fn always(&self, method: &str, reply: Reply) {
-        self.inner.always.lock().expect("lock").insert(method.to_owned(), reply);
+        self.inner
+            .always
+            .lock()
+            .expect("lock")
+            .insert(method.to_owned(), reply);
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -88,11 +102,19 @@ impl FakeSlack {
     }
 
     pub fn calls_to(&self, method: &str) -> Vec<Call> {
-        self.calls().into_iter().filter(|c| c.method == method).collect()
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == method)
+            .collect()
     }
 
     /// Waits until the recording satisfies `done`, failing the test after `within`.
-    pub async fn wait_until(&self, within: Duration, what: &str, done: impl Fn(&[Call]) -> bool) -> Vec<Call> {
+    pub async fn wait_until(
+        &self,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&[Call]) -> bool,
+    ) -> Vec<Call> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let notified = self.inner.changed.notified();
@@ -101,7 +123,10 @@ impl FakeSlack {
                 return calls;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!("fake Slack never saw {what}; calls: {:#?}", self.calls().iter().map(|c| &c.method).collect::<Vec<_>>());
+                panic!(
+                    "fake Slack never saw {what}; calls: {:#?}",
+                    self.calls().iter().map(|c| &c.method).collect::<Vec<_>>()
+                );
             }
         }
     }
@@ -109,11 +134,17 @@ impl FakeSlack {
     /// Waits for the `n`th call to `method` (1-based) and returns it.
     pub async fn nth_call(&self, method: &str, n: usize) -> Call {
         let calls = self
-            .wait_until(Duration::from_secs(10), &format!("{n} {method} calls"), |calls| {
-                calls.iter().filter(|c| c.method == method).count() >= n
-            })
+            .wait_until(
+                Duration::from_secs(10),
+                &format!("{n} {method} calls"),
+                |calls| calls.iter().filter(|c| c.method == method).count() >= n,
+            )
             .await;
-        calls.into_iter().filter(|c| c.method == method).nth(n - 1).expect("counted")
+        calls
+            .into_iter()
+            .filter(|c| c.method == method)
+            .nth(n - 1)
+            .expect("counted")
     }
 
     fn next_ts(&self) -> String {
@@ -130,29 +161,50 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let reply = {
-        let scripted = inner.scripted.lock().expect("lock").get_mut(&method).and_then(VecDeque::pop_front);
-        scripted.or_else(|| inner.always.lock().expect("lock").get(&method).cloned()).unwrap_or(Reply::Ok)
+        let scripted = inner
+            .scripted
+            .lock()
+            .expect("lock")
+            .get_mut(&method)
+            .and_then(VecDeque::pop_front);
+        scripted
+            .or_else(|| inner.always.lock().expect("lock").get(&method).cloned())
+            .unwrap_or(Reply::Ok)
     };
-    let fake = FakeSlack { addr: ([127, 0, 0, 1], 0).into(), inner: inner.clone() };
+    let fake = FakeSlack {
+        addr: ([127, 0, 0, 1], 0).into(),
+        inner: inner.clone(),
+    };
     let response = match reply {
         Reply::Ok => Json(success(&method, &body, &fake)).into_response(),
         Reply::Error(code) => Json(json!({"ok": false, "error": code})).into_response(),
-        Reply::RateLimited { retry_after_secs } => {
-            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", retry_after_secs.to_string())], Json(json!({"ok": false, "error": "ratelimited"})))
-                .into_response()
-        }
+        Reply::RateLimited { retry_after_secs } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", retry_after_secs.to_string())],
+            Json(json!({"ok": false, "error": "ratelimited"})),
+        )
+            .into_response(),
         Reply::Status(code) => StatusCode::from_u16(code).expect("status").into_response(),
     };
-    inner.calls.lock().expect("lock").push(Call { method, authorization, body });
+    inner.calls.lock().expect("lock").push(Call {
+        method,
+        authorization,
+        body,
+    });
     inner.changed.notify_waiters();
     response
 }
 
 fn success(method: &str, body: &Value, fake: &FakeSlack) -> Value {
     match method {
-        "chat.postMessage" => json!({"ok": true, "channel": body["channel"], "ts": fake.next_ts(), "message": {"text": body["text"]}}),
+        "chat.postMessage" => {
+            json!({"ok": true, "channel": body["channel"], "ts": fake.next_ts(), "message": {"text": body["text"]}})
+        }
         "chat.update" => json!({"ok": true, "channel": body["channel"], "ts": body["ts"]}),
         "views.open" => json!({"ok": true, "view": {"id": "V123"}}),
         "auth.test" => json!({"ok": true, "user_id": "UBOT", "team": "Test"}),

@@ -39,7 +39,10 @@ fn init_tracing() {
     ONCE.call_once(|| {
         // Logs only when asked: TEST_LOG=1 cargo test
         if std::env::var_os("TEST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("info")
+                .with_test_writer()
+                .try_init();
         }
     });
 }
@@ -62,7 +65,10 @@ pub fn base_env(slack: &FakeSlack, db_url: &str) -> HashMap<String, String> {
         ("SLACK_CHANNEL_ID".into(), CHANNEL.into()),
         ("SLACK_API_BASE_URL".into(), slack.base_url()),
         ("GREENLIGHT_LISTEN".into(), "127.0.0.1:0".into()),
-        ("GREENLIGHT_API_TOKENS".into(), format!("ci-bot:{AGENT_TOKEN},other-bot:{OTHER_AGENT_TOKEN}")),
+        (
+            "GREENLIGHT_API_TOKENS".into(),
+            format!("ci-bot:{AGENT_TOKEN},other-bot:{OTHER_AGENT_TOKEN}"),
+        ),
         ("GREENLIGHT_DATABASE_URL".into(), db_url.into()),
         ("GREENLIGHT_DEFAULT_TIMEOUT_SECS".into(), "60".into()),
     ])
@@ -84,11 +90,20 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     start(slack, env, db_path, dir).await
 }
 
-async fn start(slack: FakeSlack, env: HashMap<String, String>, db_path: PathBuf, dir: tempfile::TempDir) -> TestApp {
+async fn start(
+    slack: FakeSlack,
+    env: HashMap<String, String>,
+    db_path: PathBuf,
+    dir: tempfile::TempDir,
+) -> TestApp {
     init_tracing();
     let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config is valid");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind app");
-    let server = Server::build(listener, config, fast_retry()).await.expect("server builds");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind app");
+    let server = Server::build(listener, config, fast_retry())
+        .await
+        .expect("server builds");
     let addr = server.local_addr().expect("addr");
     let (tx, rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(server.run(async move {
@@ -97,7 +112,10 @@ async fn start(slack: FakeSlack, env: HashMap<String, String>, db_path: PathBuf,
     TestApp {
         addr,
         slack,
-        http: reqwest::Client::builder().timeout(Duration::from_secs(90)).build().expect("client"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(90))
+            .build()
+            .expect("client"),
         db_path,
         shutdown: Some(tx),
         server: Some(handle),
@@ -122,8 +140,16 @@ impl TestApp {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        Answer { status, headers, body }
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// `POST /v1/approvals` as the `ci-bot` agent.
@@ -143,8 +169,18 @@ impl TestApp {
         Self::answer(response).await
     }
 
-    pub async fn post_raw(&self, path: &str, token: Option<&str>, content_type: &str, body: Vec<u8>) -> Answer {
-        let mut request = self.http.post(self.url(path)).header("content-type", content_type).body(body);
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Answer {
+        let mut request = self
+            .http
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -152,7 +188,13 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> Answer {
-        let response = self.http.get(self.url(path)).bearer_auth(AGENT_TOKEN).send().await.expect("get");
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(AGENT_TOKEN)
+            .send()
+            .await
+            .expect("get");
         Self::answer(response).await
     }
 
@@ -170,7 +212,11 @@ impl TestApp {
         let id = answer.body["id"].as_str().expect("id").to_owned();
         self.slack
             .wait_until(Duration::from_secs(10), "the approval message", |calls| {
-                calls.iter().filter(|c| c.method == "chat.postMessage").skip(before).any(|c| approval_id_of(c) == id)
+                calls
+                    .iter()
+                    .filter(|c| c.method == "chat.postMessage")
+                    .skip(before)
+                    .any(|c| approval_id_of(c) == id)
             })
             .await;
         id
@@ -194,14 +240,21 @@ impl TestApp {
 
     /// Form-encodes and signs `payload` with the signing secret at `timestamp`.
     pub fn signed_form(payload: &str, timestamp: i64) -> (Vec<u8>, String) {
-        let body = serde_urlencoded::to_string([("payload", payload)]).expect("encode").into_bytes();
+        let body = serde_urlencoded::to_string([("payload", payload)])
+            .expect("encode")
+            .into_bytes();
         let verifier = SignatureVerifier::new(SIGNING_SECRET.to_owned().into());
         let signature = verifier.sign(timestamp, &body);
         (body, signature)
     }
 
     /// Sends an interaction with explicit headers (for forged and stale cases).
-    pub async fn send_interaction(&self, body: Vec<u8>, timestamp: Option<String>, signature: Option<String>) -> Answer {
+    pub async fn send_interaction(
+        &self,
+        body: Vec<u8>,
+        timestamp: Option<String>,
+        signature: Option<String>,
+    ) -> Answer {
         let mut request = self
             .http
             .post(self.url("/slack/interactions"))
@@ -220,12 +273,14 @@ impl TestApp {
     pub async fn interact(&self, payload: &str) -> Answer {
         let now = chrono::Utc::now().timestamp();
         let (body, signature) = Self::signed_form(payload, now);
-        self.send_interaction(body, Some(now.to_string()), Some(signature)).await
+        self.send_interaction(body, Some(now.to_string()), Some(signature))
+            .await
     }
 
     /// Clicks Approve or Deny as `user`, properly signed.
     pub async fn click(&self, id: &str, action_id: &str, user: &str) -> Answer {
-        self.interact(&Self::click_payload(id, action_id, user)).await
+        self.interact(&Self::click_payload(id, action_id, user))
+            .await
     }
 
     pub async fn approve(&self, id: &str, user: &str) -> Answer {
@@ -240,9 +295,14 @@ impl TestApp {
     pub async fn wait_for_update(&self, what: &str, check: impl Fn(&Call) -> bool) -> Call {
         let calls = self
             .slack
-            .wait_until(Duration::from_secs(10), what, |calls| calls.iter().any(|c| c.method == "chat.update" && check(c)))
+            .wait_until(Duration::from_secs(10), what, |calls| {
+                calls.iter().any(|c| c.method == "chat.update" && check(c))
+            })
             .await;
-        calls.into_iter().find(|c| c.method == "chat.update" && check(c)).expect("found")
+        calls
+            .into_iter()
+            .find(|c| c.method == "chat.update" && check(c))
+            .expect("found")
     }
 
     /// Stops the server gracefully and waits for it to finish.
@@ -251,7 +311,10 @@ impl TestApp {
             let _ = tx.send(());
         }
         if let Some(handle) = self.server.take() {
-            handle.await.expect("server task").expect("server ran cleanly");
+            handle
+                .await
+                .expect("server task")
+                .expect("server ran cleanly");
         }
     }
 }
