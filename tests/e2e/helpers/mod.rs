@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-pub use fake_slack::{approval_id_of, button_value, Call, FakeSlack, Reply};
+pub use fake_slack::{approval_id_of, Call, FakeSlack, Reply};
 
 pub const SIGNING_SECRET: &str = "e2e-signing-secret-0123456789abcdef";
 pub const BOT_TOKEN: &str = "xoxb-e2e-bot-token";
