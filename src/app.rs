@@ -5,6 +5,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::{
@@ -15,13 +16,22 @@ use crate::{
         api::{RetryPolicy, SlackClient},
         signature::SignatureVerifier,
     },
-    store::Store,
+    store::{retention, Store},
 };
 
 /// A built service, bound and recovered, not yet serving.
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+}
+
+/// Background housekeeping that lives as long as the server runs.
+struct Housekeeping(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Housekeeping {
+    fn drop(&mut self) {
+        self.0.iter().for_each(|task| task.abort());
+    }
 }
 
 impl Server {
@@ -72,8 +82,20 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let service = self.state.service.clone();
+        let mut tasks = Vec::new();
+        if let Some(keep_for) = self.state.config.retention {
+            tasks.push(retention::spawn_pruner(service.store().clone(), keep_for));
+        }
+        let _housekeeping = Housekeeping(tasks);
         let app = http::router(self.state);
-        axum::serve(self.listener, app)
+        // Without TCP_NODELAY a response written in two segments waits out the
+        // client's delayed ACK (~40 ms), which is most of an approval's latency.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: answering open long-polls");

@@ -23,6 +23,22 @@ struct Cli {
 enum Command {
     /// Run the service (configuration from the environment and .env).
     Serve,
+    /// Read the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print every audit event as one JSON object per line, oldest first. Reads
+    /// GREENLIGHT_DATABASE_URL (default sqlite://greenlight.db).
+    Export {
+        /// Only events at or after this RFC 3339 time, e.g. 2026-11-25T00:00:00Z.
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 /// Entry point of the binary.
@@ -44,6 +60,9 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve => runtime.block_on(serve()),
+        Command::Audit {
+            command: AuditCommand::Export { since },
+        } => runtime.block_on(audit_export(since)),
     };
     match result {
         Ok(code) => code,
@@ -73,6 +92,25 @@ async fn serve() -> anyhow::Result<ExitCode> {
     let addr = server.local_addr()?;
     println!("greenlight listening on http://{addr}");
     server.run(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_export(since: Option<String>) -> anyhow::Result<ExitCode> {
+    let since = since
+        .as_deref()
+        .map(crate::audit::parse_since)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let url = std::env::var("GREENLIGHT_DATABASE_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| crate::config::DEFAULT_DATABASE_URL.to_owned());
+    let store = crate::store::Store::open_existing(&url)
+        .await
+        .with_context(|| format!("cannot open the database at {url} (GREENLIGHT_DATABASE_URL)"))?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    crate::audit::export(&store, since, &mut out).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -37,6 +37,9 @@ pub struct Config {
     pub database_url: String,
     /// How long a request waits for a human when the agent does not say.
     pub default_timeout: Duration,
+    /// How long decided requests (and their audit events) are kept; `None` keeps them
+    /// forever. Pending requests are never pruned.
+    pub retention: Option<Duration>,
 }
 
 /// One agent credential. The name is public (shown in Slack, used in the audit
@@ -67,6 +70,7 @@ impl fmt::Debug for Config {
             .field("api_tokens", &self.api_tokens)
             .field("database_url", &self.database_url)
             .field("default_timeout", &self.default_timeout)
+            .field("retention", &self.retention)
             .finish()
     }
 }
@@ -158,6 +162,18 @@ impl Config {
             })?),
         };
 
+        let retention = match non_empty("GREENLIGHT_RETENTION_DAYS") {
+            None => None,
+            Some(raw) => {
+                Some(
+                    parse_retention_days(&raw).map_err(|problem| ConfigError::Invalid {
+                        var: "GREENLIGHT_RETENTION_DAYS",
+                        problem,
+                    })?,
+                )
+            }
+        };
+
         Ok(Self {
             slack_bot_token: slack_bot_token.into(),
             slack_signing_secret: slack_signing_secret.into(),
@@ -167,6 +183,7 @@ impl Config {
             api_tokens,
             database_url,
             default_timeout,
+            retention,
         })
     }
 
@@ -190,6 +207,16 @@ fn parse_timeout(raw: &str) -> Result<u64, String> {
         Ok(secs) if (1..=MAX_TIMEOUT_SECS).contains(&secs) => Ok(secs),
         _ => Err(format!(
             "{raw:?} must be a whole number of seconds from 1 to {MAX_TIMEOUT_SECS}"
+        )),
+    }
+}
+
+/// Days to keep decided requests: a whole number from 1 to 36500.
+fn parse_retention_days(raw: &str) -> Result<Duration, String> {
+    match raw.parse::<u64>() {
+        Ok(days) if (1..=36_500).contains(&days) => Ok(Duration::from_secs(days * 24 * 3600)),
+        _ => Err(format!(
+            "{raw:?} must be a whole number of days from 1 to 36500 (unset keeps everything)"
         )),
     }
 }
@@ -271,6 +298,7 @@ mod tests {
         assert_eq!(config.slack_api_base_url, DEFAULT_SLACK_API_BASE_URL);
         assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(config.default_timeout, Duration::from_secs(300));
+        assert_eq!(config.retention, None);
         assert_eq!(config.api_tokens[0].name, "ci");
         assert_eq!(config.api_tokens[1].name, "token-2");
     }
@@ -295,6 +323,8 @@ mod tests {
                 "a:abcdefghijklmnop,a:bcdefghijklmnopq",
             ),
             ("GREENLIGHT_DATABASE_URL", "postgres://x"),
+            ("GREENLIGHT_RETENTION_DAYS", "0"),
+            ("GREENLIGHT_RETENTION_DAYS", "a week"),
             ("SLACK_API_BASE_URL", "ftp://x"),
         ] {
             let mut vars = base();

@@ -12,11 +12,13 @@
 //!   decides, expires, cancels and recovers.
 //! - [`store`]: SQLite persistence and the append-only audit trail.
 //! - [`slack`]: Web API client, request signatures, Block Kit, interaction payloads.
+//! - [`audit`]: exporting the audit trail as JSON lines.
 //! - [`error`]: the API's JSON error type.
 //! - [`cli`]: the `greenlight` command.
 
 pub mod app;
 pub mod approval;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod error;

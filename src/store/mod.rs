@@ -9,6 +9,7 @@
 //! queuing in the pool is cheaper than retrying on `SQLITE_BUSY`), reads through a
 //! small pool that WAL mode lets run beside the writer.
 
+pub mod retention;
 mod rows;
 
 use std::{str::FromStr, time::Duration};
@@ -85,8 +86,18 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub async fn connect(url: &str) -> StoreResult<Self> {
+        Self::open(url, true).await
+    }
+
+    /// Opens a database that must already exist (for tools that only read it: a typo
+    /// in the path should be an error, not a new empty database).
+    pub async fn open_existing(url: &str) -> StoreResult<Self> {
+        Self::open(url, false).await
+    }
+
+    async fn open(url: &str, create: bool) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a committed decision survives power loss, not only a crash.
             .synchronous(SqliteSynchronous::Full)
@@ -285,6 +296,49 @@ impl Store {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(approval_from_row).collect()
+    }
+
+    /// Audit events in order, from `after_seq` (exclusive), optionally only those at or
+    /// after `since`; at most `limit`. Export pages through this so a large trail never
+    /// sits in memory at once.
+    pub async fn events_page(
+        &self,
+        since: Option<DateTime<Utc>>,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT seq, approval_id, at, kind, actor, detail FROM events
+             WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) ORDER BY seq LIMIT ?3",
+        )
+        .bind(after_seq)
+        .bind(since.map(rfc3339))
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// Deletes final requests decided before `cutoff`, with their events. Pending
+    /// requests are never pruned, however old. Returns how many requests went.
+    pub async fn prune_decided_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
+        let cutoff = rfc3339(cutoff);
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "DELETE FROM events WHERE approval_id IN
+               (SELECT id FROM approvals WHERE status != 'pending' AND decided_at < ?)",
+        )
+        .bind(&cutoff)
+        .execute(&mut *tx)
+        .await?;
+        let pruned =
+            sqlx::query("DELETE FROM approvals WHERE status != 'pending' AND decided_at < ?")
+                .bind(&cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(pruned)
     }
 }
 

@@ -67,6 +67,9 @@ impl FakeSlack {
         let app = Router::new()
             .route("/{method}", post(handle))
             .with_state(inner.clone());
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -118,9 +121,10 @@ impl FakeSlack {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let notified = self.inner.changed.notified();
-            let calls = self.calls();
-            if done(&calls) {
-                return calls;
+            // Judge under the lock: cloning the whole recording on every call would
+            // make a 1,000-message test quadratic.
+            if done(&self.inner.calls.lock().expect("lock")) {
+                return self.calls();
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 panic!(

@@ -1,6 +1,7 @@
 //! `spawn_app()`: the real server on 127.0.0.1:0 with a fresh SQLite database and a
 //! fake Slack, plus helpers that speak the agent API and click buttons as Slack would.
 
+pub mod binary;
 pub mod fake_slack;
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Once, time::Duration};
@@ -330,4 +331,11 @@ impl Drop for TestApp {
 /// A minimal valid request body.
 pub fn request(code: &str) -> Value {
     json!({ "code": code, "language": "bash", "title": "test request" })
+}
+
+impl TestApp {
+    /// The database URL this app uses, for a second process or a direct look.
+    pub fn db_url(&self) -> String {
+        format!("sqlite://{}", self.db_path.display())
+    }
 }

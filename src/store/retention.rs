@@ -1,0 +1,42 @@
+//! Retention: decided requests older than the configured age are pruned, with their
+//! audit events, so the database does not grow without bound. Off by default: an
+//! approval service's history is evidence, and deleting it is the operator's choice.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::Store;
+
+/// How often the pruner wakes. Retention is counted in days; hourly is plenty.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prunes once now and then every hour, for as long as the runtime lives.
+pub fn spawn_pruner(store: Store, keep_for: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tick.tick().await;
+            prune_once(&store, keep_for).await;
+        }
+    })
+}
+
+/// One pruning pass; failures are logged and retried at the next tick.
+pub async fn prune_once(store: &Store, keep_for: Duration) -> u64 {
+    let Ok(age) = chrono::Duration::from_std(keep_for) else {
+        return 0;
+    };
+    match store.prune_decided_before(Utc::now() - age).await {
+        Ok(pruned) => {
+            if pruned > 0 {
+                tracing::info!(pruned, "pruned decided requests past retention");
+            }
+            pruned
+        }
+        Err(error) => {
+            tracing::error!(%error, "pruning failed");
+            0
+        }
+    }
+}
