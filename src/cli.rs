@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Run the service (configuration from the environment and .env).
     Serve,
+    /// Ask for approval in Slack and wait: exit 0 approved, 1 denied/expired/cancelled,
+    /// 2 could not ask. Reads GREENLIGHT_URL and GREENLIGHT_API_TOKEN.
+    Request(crate::client::cli::RequestArgs),
 }
 
 /// Entry point of the binary.
@@ -44,6 +47,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve => runtime.block_on(serve()),
+        Command::Request(args) => runtime.block_on(crate::client::cli::request(args)),
     };
     match result {
         Ok(code) => code,

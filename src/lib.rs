@@ -14,10 +14,12 @@
 //! - [`slack`]: Web API client, request signatures, Block Kit, interaction payloads.
 //! - [`error`]: the API's JSON error type.
 //! - [`cli`]: the `greenlight` command.
+//! - [`client`]: the Rust client of the agent API and the `greenlight request` gate.
 
 pub mod app;
 pub mod approval;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;
