@@ -23,8 +23,11 @@ struct Cli {
 enum Command {
     /// Run the service (configuration from the environment and .env).
     Serve,
-    /// Ask for approval in Slack and wait: exit 0 approved, 1 denied/expired/cancelled,
-    /// 2 could not ask. Reads GREENLIGHT_URL and GREENLIGHT_API_TOKEN.
+    /// Ask for approval in Slack and wait; the exit status is the answer.
+    ///
+    /// Exit 0 approved, 1 denied/expired/cancelled, 2 could not ask (bad input, no URL
+    /// or token, unreachable service, rejected token). Reads GREENLIGHT_URL and
+    /// GREENLIGHT_API_TOKEN; flags override them.
     Request(crate::client::cli::RequestArgs),
 }
 

@@ -2,6 +2,7 @@
 //! fake Slack, plus helpers that speak the agent API and click buttons as Slack would.
 
 pub mod fake_slack;
+mod restart;
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Once, time::Duration};
 
