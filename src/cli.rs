@@ -28,6 +28,12 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Ask for approval in Slack and wait; the exit status is the answer.
+    ///
+    /// Exit 0 approved, 1 denied/expired/cancelled, 2 could not ask (bad input, no URL
+    /// or token, unreachable service, rejected token). Reads GREENLIGHT_URL and
+    /// GREENLIGHT_API_TOKEN; flags override them.
+    Request(crate::client::cli::RequestArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,7 +49,7 @@ enum AuditCommand {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Before parsing, so flags that fall back to environment variables see `.env` too.
     // A missing .env is normal; a broken one is reported.
     if let Err(error) = dotenvy::dotenv() {
         if !error.not_found() {
@@ -51,6 +57,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -63,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Export { since },
         } => runtime.block_on(audit_export(since)),
+        Command::Request(args) => runtime.block_on(crate::client::cli::request(args)),
     };
     match result {
         Ok(code) => code,

@@ -15,11 +15,13 @@
 //! - [`audit`]: exporting the audit trail as JSON lines.
 //! - [`error`]: the API's JSON error type.
 //! - [`cli`]: the `greenlight` command.
+//! - [`client`]: the Rust client of the agent API and the `greenlight request` gate.
 
 pub mod app;
 pub mod approval;
 pub mod audit;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod http;

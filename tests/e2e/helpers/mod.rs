@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod fake_slack;
+mod restart;
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Once, time::Duration};
 

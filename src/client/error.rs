@@ -1,0 +1,81 @@
+//! Why the client could not get a decision. Every variant is a reason to *deny*:
+//! [`Client::request_approval`](super::Client::request_approval) turns it into
+//! `approved: false`, and the CLI gate into exit status 2.
+//!
+//! Messages are single lines meant for a person reading an agent's transcript or a CI
+//! log. They never contain the API token: the token only ever travels in a request
+//! header, and server error bodies are quoted, not the requests we sent.
+
+use std::time::Duration;
+
+/// What went wrong while asking for (or waiting for) an approval.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientError {
+    /// The client was configured with something unusable (a bad URL, an empty token).
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+
+    /// The service refused the token (401/403). Retrying cannot help.
+    #[error("the API token was rejected ({0})")]
+    Unauthorized(String),
+
+    /// The service refused the request itself (a 4xx such as a 422 naming the field).
+    #[error("the request was rejected ({0})")]
+    Rejected(String),
+
+    /// The service could not be reached (or kept failing) while submitting, so no
+    /// request exists and nobody was asked.
+    #[error(
+        "service unreachable at {url} ({problem}; gave up after {attempts} attempt(s) in {:.1}s)",
+        elapsed.as_secs_f64()
+    )]
+    Unreachable {
+        url: String,
+        problem: String,
+        attempts: u32,
+        elapsed: Duration,
+    },
+
+    /// The request exists but no decision could be learned before it expired (plus
+    /// grace): typically the service was down for the rest of the wait.
+    #[error(
+        "no decision for approval {id} before it expired at {expires_at}{}",
+        last_problem.as_deref().map(|p| format!("; last problem: {p}")).unwrap_or_default()
+    )]
+    NoDecision {
+        id: String,
+        expires_at: String,
+        last_problem: Option<String>,
+    },
+
+    /// The caller's own overall timeout ran out before a decision; the client
+    /// withdrew the request so nobody approves what no one waits for any more.
+    #[error("gave up waiting for approval {id} after {:.1}s (client timeout); the request was withdrawn", after.as_secs_f64())]
+    TimedOut { id: String, after: Duration },
+
+    /// The service forgot the request (404 while waiting), e.g. a different database.
+    #[error("approval {id} is unknown to the service ({detail})")]
+    UnknownApproval { id: String, detail: String },
+
+    /// The service answered something that is not a valid approval object, or one
+    /// that contradicts itself. Never guessed at: it denies.
+    #[error("malformed answer {during} ({detail})")]
+    Malformed {
+        during: &'static str,
+        detail: String,
+        id: Option<String>,
+    },
+}
+
+impl ClientError {
+    /// The approval id, when the request got far enough to have one.
+    pub fn approval_id(&self) -> Option<&str> {
+        match self {
+            ClientError::NoDecision { id, .. }
+            | ClientError::TimedOut { id, .. }
+            | ClientError::UnknownApproval { id, .. } => Some(id),
+            ClientError::Malformed { id, .. } => id.as_deref(),
+            _ => None,
+        }
+    }
+}
