@@ -5,7 +5,7 @@
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     approval::ApprovalService,
@@ -14,6 +14,7 @@ use crate::{
     slack::{
         api::{RetryPolicy, SlackClient},
         signature::SignatureVerifier,
+        socket_mode::{self, SocketMode},
     },
     store::Store,
 };
@@ -22,6 +23,8 @@ use crate::{
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    /// Present when `SLACK_APP_TOKEN` is set; runs beside the HTTP endpoint.
+    socket_mode: Option<SocketMode>,
 }
 
 impl Server {
@@ -39,7 +42,7 @@ impl Server {
         let slack = SlackClient::new(
             &config.slack_api_base_url,
             config.slack_bot_token.clone(),
-            retry,
+            retry.clone(),
         );
         let service = ApprovalService::new(store, slack, config.slack_channel_id.clone());
         service
@@ -47,6 +50,14 @@ impl Server {
             .await
             .context("cannot recover pending requests")?;
         let verifier = SignatureVerifier::new(config.slack_signing_secret.clone());
+        let socket_mode = config.slack_app_token.clone().map(|app_token| {
+            SocketMode::new(
+                SlackClient::new(&config.slack_api_base_url, app_token, retry.clone()),
+                service.clone(),
+                socket_mode::Backoff::from_retry(&retry),
+                socket_mode::Timings::default(),
+            )
+        });
         Ok(Self {
             listener,
             state: AppState {
@@ -54,6 +65,7 @@ impl Server {
                 service,
                 verifier,
             },
+            socket_mode,
         })
     }
 
@@ -66,20 +78,31 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, answers open long-polls
-    /// with their current state and finishes in-flight requests.
+    /// with their current state and finishes in-flight requests. Socket Mode, when
+    /// configured, runs as a background task that stops with the server.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let service = self.state.service.clone();
+        // Dropping the sender (the server failing) stops Socket Mode as well.
+        let (stop_socket_mode, socket_mode_stopped) = watch::channel(false);
+        let socket_mode = self
+            .socket_mode
+            .map(|socket_mode| tokio::spawn(socket_mode.run(socket_mode_stopped)));
         let app = http::router(self.state);
-        axum::serve(self.listener, app)
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: answering open long-polls");
+                let _ = stop_socket_mode.send(true);
                 service.begin_shutdown();
             })
-            .await
-            .context("HTTP server failed")
+            .await;
+        if let Some(task) = socket_mode {
+            // Bounded: Socket Mode gives its connections a short grace, then returns.
+            let _ = task.await;
+        }
+        served.context("HTTP server failed")
     }
 }
