@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Run the service (configuration from the environment and .env).
     Serve,
+    /// Check the Slack app, channel, tokens and database; exit 0 if all is well,
+    /// 1 if a check failed, 2 if the configuration cannot be loaded.
+    Doctor,
 }
 
 /// Entry point of the binary.
@@ -44,6 +47,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve => runtime.block_on(serve()),
+        Command::Doctor => Ok(runtime.block_on(doctor())),
     };
     match result {
         Ok(code) => code,
@@ -74,6 +78,22 @@ async fn serve() -> anyhow::Result<ExitCode> {
     println!("greenlight listening on http://{addr}");
     server.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn doctor() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            println!("FAIL  configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("ok    configuration: loaded");
+    let checks = crate::doctor::run(&config).await;
+    for check in &checks {
+        println!("{check}");
+    }
+    ExitCode::from(crate::doctor::exit_code(&checks))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -11,7 +11,9 @@
 //! - [`approval`]: the domain: request states, the waiting broker, the service that
 //!   decides, expires, cancels and recovers.
 //! - [`store`]: SQLite persistence and the append-only audit trail.
-//! - [`slack`]: Web API client, request signatures, Block Kit, interaction payloads.
+//! - [`slack`]: Web API client, request signatures, Block Kit, interaction payloads,
+//!   the Socket Mode receiver.
+//! - [`doctor`]: `greenlight doctor`, checks of a deployment's Slack setup.
 //! - [`error`]: the API's JSON error type.
 //! - [`cli`]: the `greenlight` command.
 
@@ -19,6 +21,7 @@ pub mod app;
 pub mod approval;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod http;
 pub mod slack;
