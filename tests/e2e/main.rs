@@ -4,6 +4,7 @@
 mod agent_api;
 mod approval_loop;
 mod doctor;
+mod manifest;
 mod socket_mode;
 // Shared test infrastructure; not every helper is used by every test module.
 #[allow(dead_code)]
