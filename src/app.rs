@@ -6,7 +6,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     approval::ApprovalService,
@@ -15,6 +15,7 @@ use crate::{
     slack::{
         api::{RetryPolicy, SlackClient},
         signature::SignatureVerifier,
+        socket_mode::{self, SocketMode},
     },
     store::{retention, Store},
 };
@@ -23,6 +24,8 @@ use crate::{
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    /// Present when `SLACK_APP_TOKEN` is set; runs beside the HTTP endpoint.
+    socket_mode: Option<SocketMode>,
 }
 
 /// Background housekeeping that lives as long as the server runs.
@@ -49,7 +52,7 @@ impl Server {
         let slack = SlackClient::new(
             &config.slack_api_base_url,
             config.slack_bot_token.clone(),
-            retry,
+            retry.clone(),
         );
         let service = ApprovalService::new(store, slack, config.slack_channel_id.clone());
         service
@@ -57,6 +60,14 @@ impl Server {
             .await
             .context("cannot recover pending requests")?;
         let verifier = SignatureVerifier::new(config.slack_signing_secret.clone());
+        let socket_mode = config.slack_app_token.clone().map(|app_token| {
+            SocketMode::new(
+                SlackClient::new(&config.slack_api_base_url, app_token, retry.clone()),
+                service.clone(),
+                socket_mode::Backoff::from_retry(&retry),
+                socket_mode::Timings::default(),
+            )
+        });
         Ok(Self {
             listener,
             state: AppState {
@@ -64,6 +75,7 @@ impl Server {
                 service,
                 verifier,
             },
+            socket_mode,
         })
     }
 
@@ -76,7 +88,8 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, answers open long-polls
-    /// with their current state and finishes in-flight requests.
+    /// with their current state and finishes in-flight requests. Socket Mode, when
+    /// configured, runs as a background task that stops with the server.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -87,6 +100,11 @@ impl Server {
             tasks.push(retention::spawn_pruner(service.store().clone(), keep_for));
         }
         let _housekeeping = Housekeeping(tasks);
+        // Dropping the sender (the server failing) stops Socket Mode as well.
+        let (stop_socket_mode, socket_mode_stopped) = watch::channel(false);
+        let socket_mode = self
+            .socket_mode
+            .map(|socket_mode| tokio::spawn(socket_mode.run(socket_mode_stopped)));
         let app = http::router(self.state);
         // Without TCP_NODELAY a response written in two segments waits out the
         // client's delayed ACK (~40 ms), which is most of an approval's latency.
@@ -95,13 +113,18 @@ impl Server {
                 tracing::debug!(%error, "could not set TCP_NODELAY");
             }
         });
-        axum::serve(listener, app)
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: answering open long-polls");
+                let _ = stop_socket_mode.send(true);
                 service.begin_shutdown();
             })
-            .await
-            .context("HTTP server failed")
+            .await;
+        if let Some(task) = socket_mode {
+            // Bounded: Socket Mode gives its connections a short grace, then returns.
+            let _ = task.await;
+        }
+        served.context("HTTP server failed")
     }
 }

@@ -34,6 +34,9 @@ enum Command {
     /// or token, unreachable service, rejected token). Reads GREENLIGHT_URL and
     /// GREENLIGHT_API_TOKEN; flags override them.
     Request(crate::client::cli::RequestArgs),
+    /// Check the Slack app, channel, tokens and database; exit 0 if all is well,
+    /// 1 if a check failed, 2 if the configuration cannot be loaded.
+    Doctor,
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
             command: AuditCommand::Export { since },
         } => runtime.block_on(audit_export(since)),
         Command::Request(args) => runtime.block_on(crate::client::cli::request(args)),
+        Command::Doctor => Ok(runtime.block_on(doctor())),
     };
     match result {
         Ok(code) => code,
@@ -120,6 +124,22 @@ async fn audit_export(since: Option<String>) -> anyhow::Result<ExitCode> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     crate::audit::export(&store, since, &mut out).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn doctor() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(error) => {
+            println!("FAIL  configuration: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("ok    configuration: loaded");
+    let checks = crate::doctor::run(&config).await;
+    for check in &checks {
+        println!("{check}");
+    }
+    ExitCode::from(crate::doctor::exit_code(&checks))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

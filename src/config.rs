@@ -40,6 +40,9 @@ pub struct Config {
     /// How long decided requests (and their audit events) are kept; `None` keeps them
     /// forever. Pending requests are never pruned.
     pub retention: Option<Duration>,
+    /// App-level token (`xapp-…`, scope `connections:write`). When set, clicks also
+    /// arrive over Socket Mode, so greenlight works without a public URL.
+    pub slack_app_token: Option<SecretString>,
 }
 
 /// One agent credential. The name is public (shown in Slack, used in the audit
@@ -71,6 +74,10 @@ impl fmt::Debug for Config {
             .field("database_url", &self.database_url)
             .field("default_timeout", &self.default_timeout)
             .field("retention", &self.retention)
+            .field(
+                "slack_app_token",
+                &self.slack_app_token.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }
@@ -174,6 +181,19 @@ impl Config {
             }
         };
 
+        // Checked here because a bot token or signing secret pasted into the wrong
+        // variable would otherwise only show up as a reconnect loop in the logs.
+        let slack_app_token = match non_empty("SLACK_APP_TOKEN") {
+            None => None,
+            Some(token) if token.starts_with("xapp-") => Some(token.into()),
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    var: "SLACK_APP_TOKEN",
+                    problem: "must be an app-level token starting with xapp- (Basic Information → App-Level Tokens, scope connections:write); leave it unset to receive clicks over HTTP only".into(),
+                })
+            }
+        };
+
         Ok(Self {
             slack_bot_token: slack_bot_token.into(),
             slack_signing_secret: slack_signing_secret.into(),
@@ -184,6 +204,7 @@ impl Config {
             database_url,
             default_timeout,
             retention,
+            slack_app_token,
         })
     }
 
@@ -326,6 +347,7 @@ mod tests {
             ("GREENLIGHT_RETENTION_DAYS", "0"),
             ("GREENLIGHT_RETENTION_DAYS", "a week"),
             ("SLACK_API_BASE_URL", "ftp://x"),
+            ("SLACK_APP_TOKEN", "xoxb-not-an-app-token"),
         ] {
             let mut vars = base();
             vars.insert(var, value.to_owned());
@@ -335,6 +357,23 @@ mod tests {
                 "{var}={value}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn app_token_is_optional_and_redacted() {
+        assert!(load(&base()).expect("valid").slack_app_token.is_none());
+        let mut vars = base();
+        vars.insert("SLACK_APP_TOKEN", "xapp-1-A1-secret-part".to_owned());
+        let config = load(&vars).expect("valid");
+        assert!(config.slack_app_token.is_some());
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("secret-part"), "{debug}");
+        vars.insert("SLACK_APP_TOKEN", "xoxb-wrong-variable".to_owned());
+        let err = load(&vars).expect_err("must fail").to_string();
+        assert!(
+            !err.contains("wrong-variable") && err.contains("xapp-"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,8 +11,10 @@
 //! - [`approval`]: the domain: request states, the waiting broker, the service that
 //!   decides, expires, cancels and recovers.
 //! - [`store`]: SQLite persistence and the append-only audit trail.
-//! - [`slack`]: Web API client, request signatures, Block Kit, interaction payloads.
 //! - [`audit`]: exporting the audit trail as JSON lines.
+//! - [`slack`]: Web API client, request signatures, Block Kit, interaction payloads,
+//!   the Socket Mode receiver.
+//! - [`doctor`]: `greenlight doctor`, checks of a deployment's Slack setup.
 //! - [`error`]: the API's JSON error type.
 //! - [`cli`]: the `greenlight` command.
 //! - [`client`]: the Rust client of the agent API and the `greenlight request` gate.
@@ -23,6 +25,7 @@ pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod http;
 pub mod slack;

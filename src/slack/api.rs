@@ -102,6 +102,13 @@ impl fmt::Debug for SlackClient {
     }
 }
 
+/// How a call's arguments travel.
+#[derive(Clone, Copy)]
+enum Args<'a> {
+    Json(&'a Value),
+    Form(&'a [(&'a str, &'a str)]),
+}
+
 /// One attempt's result, before the retry decision.
 enum Attempt {
     Done(Result<Value, SlackError>),
@@ -130,6 +137,27 @@ impl SlackClient {
         &self,
         method: &str,
         body: &Value,
+        deadline: Option<Instant>,
+    ) -> Result<Value, SlackError> {
+        self.call_with(method, Args::Json(body), deadline).await
+    }
+
+    /// Like [`call`](Self::call) with form-encoded arguments. Slack's read methods
+    /// (`conversations.info`, `users.info`, …) ignore JSON bodies and then answer as if
+    /// the argument were missing (`channel_not_found`), so they must be sent this way.
+    pub async fn call_form(
+        &self,
+        method: &str,
+        form: &[(&str, &str)],
+        deadline: Option<Instant>,
+    ) -> Result<Value, SlackError> {
+        self.call_with(method, Args::Form(form), deadline).await
+    }
+
+    async fn call_with(
+        &self,
+        method: &str,
+        body: Args<'_>,
         deadline: Option<Instant>,
     ) -> Result<Value, SlackError> {
         let mut failures = 0;
@@ -171,15 +199,14 @@ impl SlackClient {
         }
     }
 
-    async fn attempt(&self, method: &str, body: &Value) -> Attempt {
+    async fn attempt(&self, method: &str, body: Args<'_>) -> Attempt {
         let url = format!("{}/{method}", self.base_url);
-        let sent = self
-            .http
-            .post(&url)
-            .bearer_auth(self.token.expose_secret())
-            .json(body)
-            .send()
-            .await;
+        let request = self.http.post(&url).bearer_auth(self.token.expose_secret());
+        let request = match body {
+            Args::Json(body) => request.json(body),
+            Args::Form(form) => request.form(form),
+        };
+        let sent = request.send().await;
         let response = match sent {
             Ok(response) => response,
             Err(error) => {

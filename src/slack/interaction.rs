@@ -119,6 +119,12 @@ impl Payload {
         serde_json::from_str(&raw).map_err(|e| PayloadError::InvalidJson(e.to_string()))
     }
 
+    /// Decodes a payload that arrives as JSON already: a Socket Mode envelope carries
+    /// the same object the HTTP endpoint gets form-encoded, so both share one parser.
+    pub fn from_json(value: Value) -> Result<Self, PayloadError> {
+        serde_json::from_value(value).map_err(|e| PayloadError::InvalidJson(e.to_string()))
+    }
+
     /// The greenlight button clicks in a `block_actions` payload. Actions that are not
     /// ours, or carry no valid id, are skipped: they decide nothing.
     pub fn clicks(&self) -> Vec<Click> {
@@ -212,6 +218,22 @@ mod tests {
         ));
         assert!(matches!(
             Payload::from_form(&form(r#"{"user":{"id":"U1"}}"#)).err(),
+            Some(PayloadError::InvalidJson(_))
+        ));
+    }
+
+    #[test]
+    fn json_payloads_parse_like_form_payloads() {
+        let id = ApprovalId::new();
+        let value = serde_json::json!({
+            "type": "block_actions", "user": {"id": "U1"}, "unknown": true,
+            "actions": [{"action_id": "greenlight_approve", "value": id.to_string()}],
+        });
+        let clicks = Payload::from_json(value).expect("parses").clicks();
+        assert_eq!(clicks.len(), 1);
+        assert_eq!(clicks[0].button, Button::Approve);
+        assert!(matches!(
+            Payload::from_json(serde_json::json!({"user": {"id": "U1"}})).err(),
             Some(PayloadError::InvalidJson(_))
         ));
     }

@@ -1,7 +1,8 @@
 //! Everything that speaks Slack: the Web API client, request signatures, Block Kit
-//! rendering and interaction payloads.
+//! rendering, interaction payloads and the Socket Mode receiver.
 
 pub mod api;
 pub mod blocks;
 pub mod interaction;
 pub mod signature;
+pub mod socket_mode;

@@ -4,7 +4,10 @@
 mod agent_api;
 mod approval_loop;
 mod client;
+mod doctor;
 mod durability;
+mod manifest;
+mod socket_mode;
 // Shared test infrastructure; not every helper is used by every test module.
 #[allow(dead_code)]
 mod helpers;

@@ -47,6 +47,8 @@ struct Inner {
     scripted: Mutex<HashMap<String, VecDeque<Reply>>>,
     /// Permanent answer per method.
     always: Mutex<HashMap<String, Reply>>,
+    /// Success bodies that replace the built-in ones, per method.
+    success_bodies: Mutex<HashMap<String, Value>>,
     next_ts: Mutex<u64>,
     changed: Notify,
 }
@@ -98,6 +100,16 @@ impl FakeSlack {
             .lock()
             .expect("lock")
             .insert(method.to_owned(), reply);
+    }
+
+    /// Answers `Reply::Ok` calls to `method` with `body` instead of the built-in
+    /// success (e.g. `apps.connections.open` pointing at a fake WebSocket server).
+    pub fn set_success(&self, method: &str, body: Value) {
+        self.inner
+            .success_bodies
+            .lock()
+            .expect("lock")
+            .insert(method.to_owned(), body);
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -164,7 +176,13 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // JSON for write methods; read methods are form-encoded, recorded as an object.
+    let body: Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
+        serde_urlencoded::from_bytes::<HashMap<String, String>>(&body)
+            .ok()
+            .filter(|form| !form.is_empty())
+            .map_or(Value::Null, |form| json!(form))
+    });
     let authorization = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -205,6 +223,9 @@ async fn handle(
 }
 
 fn success(method: &str, body: &Value, fake: &FakeSlack) -> Value {
+    if let Some(custom) = fake.inner.success_bodies.lock().expect("lock").get(method) {
+        return custom.clone();
+    }
     match method {
         "chat.postMessage" => {
             json!({"ok": true, "channel": body["channel"], "ts": fake.next_ts(), "message": {"text": body["text"]}})
@@ -212,6 +233,10 @@ fn success(method: &str, body: &Value, fake: &FakeSlack) -> Value {
         "chat.update" => json!({"ok": true, "channel": body["channel"], "ts": body["ts"]}),
         "views.open" => json!({"ok": true, "view": {"id": "V123"}}),
         "auth.test" => json!({"ok": true, "user_id": "UBOT", "team": "Test"}),
+        "conversations.info" => json!({"ok": true, "channel": {
+            "id": body["channel"], "name": "approvals", "is_channel": true,
+            "is_private": false, "is_archived": false, "is_member": true,
+        }}),
         _ => json!({"ok": true}),
     }
 }

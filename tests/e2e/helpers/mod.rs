@@ -3,6 +3,7 @@
 
 pub mod binary;
 pub mod fake_slack;
+pub mod fake_socket;
 mod restart;
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Once, time::Duration};
@@ -17,12 +18,14 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 pub use fake_slack::{approval_id_of, Call, FakeSlack, Reply};
+pub use fake_socket::{FakeSocket, SocketConn};
 
 pub const SIGNING_SECRET: &str = "e2e-signing-secret-0123456789abcdef";
 pub const BOT_TOKEN: &str = "xoxb-e2e-bot-token";
 pub const AGENT_TOKEN: &str = "ci-token-0123456789abcdef";
 pub const OTHER_AGENT_TOKEN: &str = "other-token-0123456789abcdef";
 pub const CHANNEL: &str = "C0APPROVALS";
+pub const APP_TOKEN: &str = "xapp-1-A0GREENLIGHT-e2e-app-token";
 
 /// Retries fast enough for tests, same shape as production.
 pub fn fast_retry() -> RetryPolicy {
@@ -82,7 +85,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the app with extra environment settings.
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
-    let slack = FakeSlack::start().await;
+    spawn_app_on(FakeSlack::start().await, overrides).await
+}
+
+/// Starts the app against a fake Slack the test has already scripted (answers that
+/// must be in place before start-up, such as `apps.connections.open`).
+pub async fn spawn_app_on(slack: FakeSlack, overrides: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let db_path = dir.path().join("greenlight.db");
     let mut env = base_env(&slack, &format!("sqlite://{}", db_path.display()));

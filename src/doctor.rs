@@ -1,0 +1,330 @@
+//! `greenlight doctor`: checks a deployment's Slack setup and database before anyone
+//! depends on it, and says what to do about each problem.
+//!
+//! Everything an operator gets wrong while creating the Slack app shows up later as a
+//! silent failure (a message that never posts, a button that errors), so each check
+//! here asks Slack the question the service will later depend on, and each failure
+//! line names the setting or the Slack page that fixes it.
+
+use std::{fmt, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+
+use crate::{
+    config::Config,
+    slack::api::{RetryPolicy, SlackClient, SlackError},
+    store::Store,
+};
+
+/// How one check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Level {
+    fn label(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warn => "warn",
+            Level::Fail => "FAIL",
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub level: Level,
+    pub name: &'static str,
+    /// What was found and, for a warning or failure, what to do.
+    pub detail: String,
+}
+
+impl Check {
+    fn new(level: Level, name: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            level,
+            name,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:<5} {}: {}",
+            self.level.label(),
+            self.name,
+            self.detail
+        )
+    }
+}
+
+/// Few retries and short attempts: the operator is waiting at a terminal, and an
+/// unreachable Slack should be reported in seconds, not after the service's patient
+/// retry schedule.
+pub fn retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_failure_retries: 1,
+        max_rate_limit_retries: 2,
+        base_backoff: Duration::from_millis(200),
+        max_backoff: Duration::from_secs(1),
+        max_jitter: Duration::from_millis(100),
+        attempt_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Runs every check, in the order an operator would fix them.
+pub async fn run(config: &Config) -> Vec<Check> {
+    let retry = retry_policy();
+    let bot = SlackClient::new(
+        &config.slack_api_base_url,
+        config.slack_bot_token.clone(),
+        retry.clone(),
+    );
+    let mut checks = Vec::new();
+    checks.extend(bot_token_format(&config.slack_bot_token));
+    checks.push(bot_token(&bot, config).await);
+    checks.push(channel(&bot, config).await);
+    checks.push(signing_secret(&config.slack_signing_secret));
+    checks.push(socket_mode(config, retry).await);
+    checks.push(database(&config.database_url).await);
+    checks
+}
+
+/// 0 when nothing failed (warnings included), 1 otherwise.
+pub fn exit_code(checks: &[Check]) -> u8 {
+    u8::from(checks.iter().any(|c| c.level == Level::Fail))
+}
+
+fn bot_token_format(token: &SecretString) -> Option<Check> {
+    (!token.expose_secret().starts_with("xoxb-")).then(|| {
+        Check::new(
+            Level::Warn,
+            "bot token",
+            "SLACK_BOT_TOKEN does not start with xoxb-: use the Bot User OAuth Token from OAuth & Permissions, not a user (xoxp-) or app-level (xapp-) token",
+        )
+    })
+}
+
+/// The advice for a Slack failure common to every call.
+fn slack_trouble(error: &SlackError, config: &Config, token_var: &str) -> String {
+    match error.code() {
+        "invalid_auth" | "not_authed" | "token_revoked" | "token_expired" | "account_inactive" => {
+            if token_var == "SLACK_APP_TOKEN" {
+                format!("Slack says {}: set SLACK_APP_TOKEN to an app-level token (xapp-…) with the connections:write scope, from Basic Information → App-Level Tokens", error.code())
+            } else {
+                format!("Slack says {}: set SLACK_BOT_TOKEN to the Bot User OAuth Token (xoxb-…) from OAuth & Permissions, and reinstall the app if it was revoked", error.code())
+            }
+        }
+        "unreachable" => format!(
+            "cannot reach Slack at {}: check the network, any proxy, and SLACK_API_BASE_URL",
+            config.slack_api_base_url
+        ),
+        "http_error" | "malformed_response" => format!(
+            "{error}: is SLACK_API_BASE_URL ({}) really Slack's Web API?",
+            config.slack_api_base_url
+        ),
+        "ratelimited" => format!("{error}: wait a minute and run doctor again"),
+        code => format!("Slack says {code} (token {token_var})"),
+    }
+}
+
+async fn bot_token(bot: &SlackClient, config: &Config) -> Check {
+    match bot.call("auth.test", &json!({}), None).await {
+        Ok(answer) => {
+            let team = answer.get("team").and_then(Value::as_str).unwrap_or("?");
+            let user = answer.get("user_id").and_then(Value::as_str).unwrap_or("?");
+            Check::new(
+                Level::Ok,
+                "bot token",
+                format!("accepted by Slack (workspace {team}, bot user {user})"),
+            )
+        }
+        Err(error) => Check::new(
+            Level::Fail,
+            "bot token",
+            slack_trouble(&error, config, "SLACK_BOT_TOKEN"),
+        ),
+    }
+}
+
+async fn channel(bot: &SlackClient, config: &Config) -> Check {
+    let id = config.slack_channel_id.as_str();
+    let name = "channel";
+    let answer = match bot
+        .call_form("conversations.info", &[("channel", id)], None)
+        .await
+    {
+        Ok(answer) => answer,
+        Err(error) => {
+            let detail = match error.code() {
+                "channel_not_found" => format!("{id} not found: set SLACK_CHANNEL_ID to the channel's id (C…/G…, at the bottom of its details), and invite the bot first if the channel is private"),
+                // The check needs a scope the service itself does not.
+                "missing_scope" => {
+                    return Check::new(Level::Warn, name, format!("cannot check {id}: the bot token lacks channels:read / groups:read (the shipped manifest has them); add them and reinstall the app"));
+                }
+                _ => slack_trouble(&error, config, "SLACK_BOT_TOKEN"),
+            };
+            return Check::new(Level::Fail, name, detail);
+        }
+    };
+    let channel = answer.get("channel").cloned().unwrap_or(Value::Null);
+    let flag = |key: &str| channel.get(key).and_then(Value::as_bool).unwrap_or(false);
+    let label = match channel.get("name").and_then(Value::as_str) {
+        Some(channel_name) => format!("#{channel_name} ({id})"),
+        None => id.to_owned(),
+    };
+    if flag("is_archived") {
+        return Check::new(
+            Level::Fail,
+            name,
+            format!("{label} is archived: unarchive it or set SLACK_CHANNEL_ID to another channel"),
+        );
+    }
+    if !flag("is_member") {
+        if flag("is_private") {
+            return Check::new(
+                Level::Fail,
+                name,
+                format!("the bot is not in the private channel {label}: /invite it there"),
+            );
+        }
+        return Check::new(
+            Level::Warn,
+            name,
+            format!("the bot is not a member of {label}: posting needs the chat:write.public scope, or /invite the bot"),
+        );
+    }
+    Check::new(
+        Level::Ok,
+        name,
+        format!("{label} exists and the bot is a member"),
+    )
+}
+
+fn signing_secret(secret: &SecretString) -> Check {
+    let secret = secret.expose_secret();
+    if secret.len() == 32 && secret.chars().all(|c| c.is_ascii_hexdigit()) {
+        Check::new(
+            Level::Ok,
+            "signing secret",
+            "has Slack's format (32 hex characters)",
+        )
+    } else {
+        // Warn only: Slack could change the format, and the HTTP endpoint will
+        // reject forged clicks either way. But a wrong value rejects real ones too.
+        Check::new(
+            Level::Warn,
+            "signing secret",
+            "SLACK_SIGNING_SECRET is not 32 hex characters: copy the Signing Secret from Basic Information → App Credentials (not the Client Secret or Verification Token)",
+        )
+    }
+}
+
+async fn socket_mode(config: &Config, retry: RetryPolicy) -> Check {
+    let name = "socket mode";
+    let Some(app_token) = config.slack_app_token.clone() else {
+        return Check::new(
+            Level::Ok,
+            name,
+            "off (SLACK_APP_TOKEN unset): clicks must reach https://YOUR-HOST/slack/interactions",
+        );
+    };
+    // The config already refused a token without the xapp- prefix.
+    let client = SlackClient::new(&config.slack_api_base_url, app_token, retry);
+    match client.call("apps.connections.open", &json!({}), None).await {
+        Ok(answer) if answer.get("url").and_then(Value::as_str).is_some() => Check::new(
+            Level::Ok,
+            name,
+            "SLACK_APP_TOKEN works: Slack issued a Socket Mode connection URL",
+        ),
+        Ok(_) => Check::new(
+            Level::Fail,
+            name,
+            "apps.connections.open answered without a URL: is SLACK_API_BASE_URL really Slack's Web API?",
+        ),
+        Err(error) => {
+            let detail = match error.code() {
+                "not_allowed_token_type" => "Slack says not_allowed_token_type: SLACK_APP_TOKEN must be an app-level token (xapp-…) with connections:write".to_owned(),
+                "missing_scope" => "the app-level token lacks connections:write: add that scope under Basic Information → App-Level Tokens".to_owned(),
+                _ => slack_trouble(&error, config, "SLACK_APP_TOKEN"),
+            };
+            Check::new(Level::Fail, name, detail)
+        }
+    }
+}
+
+async fn database(url: &str) -> Check {
+    let name = "database";
+    let opened = match Store::connect(url).await {
+        Ok(store) => store.ping().await.map(|()| store),
+        Err(error) => Err(error),
+    };
+    match opened {
+        Ok(_) => Check::new(Level::Ok, name, format!("{url} opened and up to date")),
+        Err(error) => Check::new(
+            Level::Fail,
+            name,
+            format!("cannot open {url} ({error}): check GREENLIGHT_DATABASE_URL, and that its directory exists and is writable"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> SecretString {
+        s.to_owned().into()
+    }
+
+    #[test]
+    fn signing_secret_format() {
+        assert_eq!(
+            signing_secret(&secret("8f742231b10e8888abcd99aaabbb85a5")).level,
+            Level::Ok
+        );
+        for bad in [
+            "8f742231b10e8888abcd99yyyzzz85a5",
+            "short",
+            "8f742231b10e8888abcd99aaabbb85a5ff",
+        ] {
+            let check = signing_secret(&secret(bad));
+            assert_eq!(check.level, Level::Warn, "{bad}");
+            assert!(!check.detail.contains(bad));
+        }
+    }
+
+    #[test]
+    fn bot_token_prefix_is_checked_without_printing_it() {
+        assert!(bot_token_format(&secret("xoxb-1-2-3")).is_none());
+        let check = bot_token_format(&secret("xoxp-user-token")).expect("warns");
+        assert_eq!(check.level, Level::Warn);
+        assert!(!check.detail.contains("user-token"));
+    }
+
+    #[test]
+    fn exit_code_counts_only_failures() {
+        let ok = Check::new(Level::Ok, "a", "");
+        let warn = Check::new(Level::Warn, "b", "");
+        let fail = Check::new(Level::Fail, "c", "");
+        assert_eq!(exit_code(&[ok.clone(), warn.clone()]), 0);
+        assert_eq!(exit_code(&[ok, warn, fail]), 1);
+    }
+
+    #[test]
+    fn lines_start_with_the_level() {
+        let line = Check::new(Level::Fail, "database", "cannot open").to_string();
+        assert_eq!(line, "FAIL  database: cannot open");
+        assert!(Check::new(Level::Ok, "x", "y")
+            .to_string()
+            .starts_with("ok    x: "));
+    }
+}

@@ -1,0 +1,565 @@
+//! Socket Mode: clicks delivered over a WebSocket that greenlight opens to Slack, for
+//! installations that have no public URL for `/slack/interactions`.
+//!
+//! `apps.connections.open` (app-level `xapp-` token) returns a one-time `wss://` URL;
+//! Slack then sends `hello` and envelopes, and each envelope must be acked with its
+//! `envelope_id` within 3 seconds. There is no request signature: the URL itself is the
+//! credential, so it is never logged.
+//!
+//! Connections are replaced rather than repaired. On `disconnect` (Slack rotates
+//! connections every few hours and warns before restarting a server) a new connection
+//! is opened at once while the old one keeps draining until Slack closes it; on any
+//! failure the supervisor reconnects with bounded exponential backoff and jitter.
+//!
+//! Slack may deliver the same click twice (an envelope redelivered after a lost ack,
+//! two overlapping connections). That needs no bookkeeping here: the click is handed
+//! to [`interactions::handle`], whose store write is conditional on the request still
+//! being pending, so the second delivery is recorded as an ignored click and acked
+//! like any other.
+
+use std::{fmt, time::Duration};
+
+use futures::{SinkExt, StreamExt};
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::{
+    net::TcpStream,
+    sync::{mpsc, oneshot, watch},
+    task::JoinSet,
+    time::{sleep, sleep_until, Instant},
+};
+use tokio_tungstenite::{
+    connect_async,
+    tungstenite::{self, Message},
+    MaybeTlsStream, WebSocketStream,
+};
+
+use super::{
+    api::{RetryPolicy, SlackClient},
+    interaction::Payload,
+};
+use crate::approval::{interactions, ApprovalService};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Slack shows the clicker an error if the ack takes longer than this.
+const ACK_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Timings of one connection. The defaults suit Slack; tests shorten them.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// How long the WebSocket handshake may take.
+    pub connect_timeout: Duration,
+    /// How often we ping. Slack answers pings, so a live link is never silent for
+    /// longer than this.
+    pub ping_interval: Duration,
+    /// No frame at all for this long means the link is dead (a half-open TCP
+    /// connection never reports an error by itself).
+    pub idle_timeout: Duration,
+    /// How long a connection Slack asked us to replace may still deliver envelopes
+    /// before we close it ourselves. Slack normally closes it within seconds.
+    pub drain_timeout: Duration,
+    /// On shutdown, how long to wait for clicks being recorded to be acked.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            drain_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Reconnect delays: exponential from `base`, capped at `max`, plus up to `jitter`
+/// so that many instances cut off by the same Slack incident do not reconnect in
+/// lockstep.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+    pub jitter: Duration,
+}
+
+impl Backoff {
+    /// Derived from the Web API retry policy, so tests that make Slack calls fast make
+    /// reconnects fast too. The cap is four times the Web API's: reconnecting hard
+    /// against a Slack outage helps nobody.
+    pub fn from_retry(retry: &RetryPolicy) -> Self {
+        Self {
+            base: retry.base_backoff,
+            max: retry.max_backoff.saturating_mul(4),
+            jitter: retry.max_jitter,
+        }
+    }
+
+    /// Delay before the attempt that follows `failures` consecutive failures (≥ 1).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1 << failures.saturating_sub(1).min(16));
+        let jitter = self.jitter.as_millis() as u64;
+        let jitter = if jitter == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(rand::thread_rng().gen_range(0..=jitter))
+        };
+        exp.min(self.max) + jitter
+    }
+}
+
+/// The Socket Mode receiver: built at start-up, run as a background task.
+pub struct SocketMode {
+    /// A Web API client holding the app-level token: only `apps.connections.open`
+    /// accepts it.
+    app_client: SlackClient,
+    service: ApprovalService,
+    backoff: Backoff,
+    timings: Timings,
+}
+
+impl fmt::Debug for SocketMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `app_client` redacts its own token.
+        f.debug_struct("SocketMode")
+            .field("app_client", &self.app_client)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
+/// How a connection ended, or that it asked to be replaced.
+#[derive(Debug)]
+enum Ended {
+    /// Slack sent `disconnect`: open a new connection now; this one keeps draining.
+    Replace,
+    /// The connection is gone. `healthy` if it got as far as `hello`, which resets the
+    /// backoff.
+    Lost { healthy: bool },
+}
+
+impl SocketMode {
+    pub fn new(
+        app_client: SlackClient,
+        service: ApprovalService,
+        backoff: Backoff,
+        timings: Timings,
+    ) -> Self {
+        Self {
+            app_client,
+            service,
+            backoff,
+            timings,
+        }
+    }
+
+    /// Keeps one connection open (two while one is being replaced) until `shutdown`
+    /// turns true or its sender is dropped, then lets every connection ack what it is
+    /// recording and close.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut connections = JoinSet::new();
+        let mut failures: u32 = 0;
+        let mut next_id: u64 = 0;
+        tracing::info!("Socket Mode: starting");
+        loop {
+            let opened = tokio::select! {
+                opened = self.open() => opened,
+                _ = stopped(&mut shutdown) => break,
+            };
+            let delay = match opened {
+                Ok(socket) => {
+                    next_id += 1;
+                    let (ended_tx, ended_rx) = oneshot::channel();
+                    let connection = Connection {
+                        id: next_id,
+                        service: self.service.clone(),
+                        timings: self.timings.clone(),
+                        ended: Some(ended_tx),
+                    };
+                    connections.spawn(connection.run(socket, shutdown.clone()));
+                    let ended = tokio::select! {
+                        ended = ended_rx => ended.unwrap_or(Ended::Lost { healthy: false }),
+                        _ = stopped(&mut shutdown) => break,
+                    };
+                    match ended {
+                        Ended::Replace => {
+                            failures = 0;
+                            None
+                        }
+                        Ended::Lost { healthy } => {
+                            failures = if healthy { 1 } else { failures + 1 };
+                            Some(self.backoff.delay(failures))
+                        }
+                    }
+                }
+                Err(error) => {
+                    failures += 1;
+                    let delay = self.backoff.delay(failures);
+                    tracing::warn!(
+                        %error,
+                        attempt = failures,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "Socket Mode: cannot connect"
+                    );
+                    Some(delay)
+                }
+            };
+            // Forget connections that have finished draining.
+            while connections.try_join_next().is_some() {}
+            if let Some(delay) = delay {
+                tokio::select! {
+                    _ = sleep(delay) => {}
+                    _ = stopped(&mut shutdown) => break,
+                }
+            }
+        }
+        // Each connection saw the same shutdown and is acking what it has in hand;
+        // give them that long, plus a little, then drop whatever is left.
+        let grace = self.timings.shutdown_grace + Duration::from_secs(1);
+        let _ = tokio::time::timeout(grace, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        tracing::info!("Socket Mode: stopped");
+    }
+
+    /// Asks Slack for a WebSocket URL and connects to it.
+    async fn open(&self) -> Result<Socket, String> {
+        let answer = self
+            .app_client
+            .call("apps.connections.open", &json!({}), None)
+            .await
+            .map_err(|error| error.to_string())?;
+        let url = answer
+            .get("url")
+            .and_then(Value::as_str)
+            .filter(|url| url.starts_with("wss://") || url.starts_with("ws://"))
+            .ok_or_else(|| "apps.connections.open answered without a WebSocket URL".to_owned())?;
+        match tokio::time::timeout(self.timings.connect_timeout, connect_async(url)).await {
+            Err(_) => Err("the WebSocket handshake timed out".to_owned()),
+            Ok(Err(error)) => Err(describe(&error)),
+            Ok(Ok((socket, _response))) => Ok(socket),
+        }
+    }
+}
+
+/// Resolves once shutdown is requested, or the server that owns the sender is gone.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|down| *down).await;
+}
+
+/// A WebSocket error, phrased without the URL: some variants embed it, and the
+/// URL's ticket lets anyone receive this app's interactions.
+fn describe(error: &tungstenite::Error) -> String {
+    use tungstenite::Error as E;
+    match error {
+        E::Url(_) => "the WebSocket URL was rejected or unreachable".to_owned(),
+        E::Io(io) => format!("I/O error: {}", io.kind()),
+        E::Http(response) => format!("the WebSocket handshake got HTTP {}", response.status()),
+        E::ConnectionClosed | E::AlreadyClosed => "the connection was closed".to_owned(),
+        E::Protocol(problem) => format!("WebSocket protocol error: {problem}"),
+        E::Tls(_) => "TLS error".to_owned(),
+        _ => "WebSocket error".to_owned(),
+    }
+}
+
+/// A text frame from Slack, as far as greenlight cares.
+#[derive(Debug, PartialEq)]
+enum Frame {
+    Hello {
+        connections: Option<u64>,
+    },
+    Disconnect {
+        reason: String,
+    },
+    /// Anything carrying an `envelope_id`: every one must be acked, even of a type we
+    /// do not use, or Slack redelivers it.
+    Envelope {
+        envelope_id: String,
+        kind: String,
+        payload: Value,
+    },
+    Other,
+}
+
+impl Frame {
+    fn parse(text: &str) -> Frame {
+        let Ok(value) = serde_json::from_str::<Value>(text) else {
+            return Frame::Other;
+        };
+        let kind = value.get("type").and_then(Value::as_str).unwrap_or("");
+        if let Some(envelope_id) = value.get("envelope_id").and_then(Value::as_str) {
+            return Frame::Envelope {
+                envelope_id: envelope_id.to_owned(),
+                kind: kind.to_owned(),
+                payload: value.get("payload").cloned().unwrap_or(Value::Null),
+            };
+        }
+        match kind {
+            "hello" => Frame::Hello {
+                connections: value.get("num_connections").and_then(Value::as_u64),
+            },
+            "disconnect" => Frame::Disconnect {
+                reason: value
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .to_owned(),
+            },
+            _ => Frame::Other,
+        }
+    }
+}
+
+/// The ack Slack expects: the envelope id, plus the interaction's answer when there
+/// is one (a modal's field errors, for instance).
+fn ack_body(envelope_id: &str, payload: Option<Value>) -> String {
+    match payload {
+        Some(payload) => json!({ "envelope_id": envelope_id, "payload": payload }),
+        None => json!({ "envelope_id": envelope_id }),
+    }
+    .to_string()
+}
+
+/// Handles one envelope; `None` means "do not ack" (recording failed, so Slack
+/// should show the clicker an error rather than pretend the click counted).
+async fn process(
+    service: &ApprovalService,
+    envelope_id: &str,
+    kind: &str,
+    payload: Value,
+) -> Option<String> {
+    if kind != "interactive" {
+        tracing::debug!(
+            kind,
+            "Socket Mode: acked an envelope greenlight does not use"
+        );
+        return Some(ack_body(envelope_id, None));
+    }
+    let payload = match Payload::from_json(payload) {
+        Ok(payload) => payload,
+        Err(error) => {
+            // Redelivery would not make it parse: ack so Slack stops sending it.
+            tracing::warn!(%error, "Socket Mode: unreadable interaction payload");
+            return Some(ack_body(envelope_id, None));
+        }
+    };
+    match interactions::handle(service, &payload).await {
+        Ok(answer) => Some(ack_body(envelope_id, answer)),
+        Err(error) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "Socket Mode: could not record an interaction; not acking it"
+            );
+            None
+        }
+    }
+}
+
+/// One WebSocket connection: reads envelopes, records each in its own task, and
+/// writes the acks as they come back, so a slow database write never delays the ack
+/// of an unrelated click.
+struct Connection {
+    id: u64,
+    service: ApprovalService,
+    timings: Timings,
+    /// Tells the supervisor to replace this connection, or that it ended.
+    ended: Option<oneshot::Sender<Ended>>,
+}
+
+impl Connection {
+    async fn run(mut self, mut socket: Socket, mut shutdown: watch::Receiver<bool>) {
+        let id = self.id;
+        tracing::info!(connection = id, "Socket Mode: connected");
+        // `None` frees an in-flight slot without acking.
+        let (acks_tx, mut acks) = mpsc::unbounded_channel::<Option<String>>();
+        let mut in_flight: usize = 0;
+        let mut healthy = false;
+        let mut stopping = false;
+        // When set, the connection closes itself at this instant.
+        let mut close_at: Option<Instant> = None;
+        let mut last_seen = Instant::now();
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + self.timings.ping_interval,
+            self.timings.ping_interval,
+        );
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let result: Result<(), String> = loop {
+            if stopping && in_flight == 0 {
+                break Ok(());
+            }
+            tokio::select! {
+                frame = socket.next(), if !stopping => {
+                    let message = match frame {
+                        None => break Ok(()),
+                        Some(Err(error)) => break Err(describe(&error)),
+                        Some(Ok(message)) => message,
+                    };
+                    last_seen = Instant::now();
+                    let Message::Text(text) = message else {
+                        // Pings are answered by tungstenite; a Close is followed by the
+                        // end of the stream.
+                        continue;
+                    };
+                    match Frame::parse(text.as_str()) {
+                        Frame::Hello { connections } => {
+                            healthy = true;
+                            tracing::info!(connection = id, open_connections = ?connections, "Socket Mode: hello");
+                        }
+                        Frame::Disconnect { reason } => {
+                            tracing::info!(connection = id, %reason, "Socket Mode: Slack asked for a new connection");
+                            if reason == "link_disabled" {
+                                tracing::warn!("Socket Mode was turned off in the Slack app's settings; reconnecting will fail until it is turned back on");
+                            }
+                            if let Some(ended) = self.ended.take() {
+                                let _ = ended.send(Ended::Replace);
+                            }
+                            close_at.get_or_insert(Instant::now() + self.timings.drain_timeout);
+                        }
+                        Frame::Envelope { envelope_id, kind, payload } => {
+                            in_flight += 1;
+                            let service = self.service.clone();
+                            let acks = acks_tx.clone();
+                            tokio::spawn(async move {
+                                let started = Instant::now();
+                                let ack = process(&service, &envelope_id, &kind, payload).await;
+                                let took = started.elapsed();
+                                if took > ACK_DEADLINE {
+                                    tracing::warn!(took_ms = took.as_millis() as u64, "Socket Mode: ack later than Slack's 3 s limit");
+                                }
+                                let _ = acks.send(ack);
+                            });
+                        }
+                        Frame::Other => {
+                            tracing::debug!(connection = id, "Socket Mode: ignored a frame");
+                        }
+                    }
+                }
+                Some(ack) = acks.recv() => {
+                    in_flight = in_flight.saturating_sub(1);
+                    if let Some(ack) = ack {
+                        if let Err(error) = socket.send(Message::text(ack)).await {
+                            break Err(describe(&error));
+                        }
+                    }
+                }
+                _ = ping.tick(), if !stopping => {
+                    if last_seen.elapsed() > self.timings.idle_timeout {
+                        break Err("no traffic from Slack; the link is presumed dead".to_owned());
+                    }
+                    if let Err(error) = socket.send(Message::Ping(Vec::new().into())).await {
+                        break Err(describe(&error));
+                    }
+                }
+                _ = sleep_until(close_at.unwrap_or_else(Instant::now)), if close_at.is_some() => {
+                    if stopping {
+                        tracing::warn!(connection = id, unacked = in_flight, "Socket Mode: closing with clicks still being recorded");
+                    }
+                    break Ok(());
+                }
+                _ = stopped(&mut shutdown), if !stopping => {
+                    // Stop reading (Slack redelivers what we never saw), but ack what
+                    // is being recorded.
+                    stopping = true;
+                    let grace = Instant::now() + self.timings.shutdown_grace;
+                    close_at = Some(close_at.map_or(grace, |at| at.min(grace)));
+                }
+            }
+        };
+
+        match &result {
+            Ok(()) => tracing::info!(connection = id, "Socket Mode: connection closed"),
+            Err(error) => tracing::warn!(connection = id, %error, "Socket Mode: connection lost"),
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
+        if let Some(ended) = self.ended.take() {
+            let _ = ended.send(Ended::Lost { healthy });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_recognised() {
+        assert_eq!(
+            Frame::parse(r#"{"type":"hello","num_connections":2,"debug_info":{}}"#),
+            Frame::Hello {
+                connections: Some(2)
+            }
+        );
+        assert_eq!(
+            Frame::parse(r#"{"type":"disconnect","reason":"refresh_requested"}"#),
+            Frame::Disconnect {
+                reason: "refresh_requested".into()
+            }
+        );
+        assert_eq!(
+            Frame::parse(
+                r#"{"envelope_id":"e1","type":"interactive","payload":{"type":"block_actions"},"accepts_response_payload":false}"#
+            ),
+            Frame::Envelope {
+                envelope_id: "e1".into(),
+                kind: "interactive".into(),
+                payload: json!({"type": "block_actions"}),
+            }
+        );
+        // Unused envelope types still need their ack.
+        assert!(matches!(
+            Frame::parse(r#"{"envelope_id":"e2","type":"events_api","payload":{}}"#),
+            Frame::Envelope { .. }
+        ));
+        assert_eq!(Frame::parse("not json"), Frame::Other);
+        assert_eq!(Frame::parse(r#"{"type":"something_new"}"#), Frame::Other);
+    }
+
+    #[test]
+    fn acks_carry_the_envelope_id_and_any_answer() {
+        let plain: Value = serde_json::from_str(&ack_body("e1", None)).expect("json");
+        assert_eq!(plain, json!({"envelope_id": "e1"}));
+        let answered: Value =
+            serde_json::from_str(&ack_body("e2", Some(json!({"response_action": "errors"}))))
+                .expect("json");
+        assert_eq!(
+            answered,
+            json!({"envelope_id": "e2", "payload": {"response_action": "errors"}})
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        let backoff = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            jitter: Duration::ZERO,
+        };
+        assert_eq!(backoff.delay(1), Duration::from_millis(100));
+        assert_eq!(backoff.delay(3), Duration::from_millis(400));
+        assert_eq!(backoff.delay(40), Duration::from_secs(2));
+        let jittered = Backoff {
+            jitter: Duration::from_millis(50),
+            ..backoff
+        };
+        for _ in 0..50 {
+            let delay = jittered.delay(1);
+            assert!(delay >= Duration::from_millis(100) && delay <= Duration::from_millis(150));
+        }
+    }
+
+    #[test]
+    fn errors_never_print_the_url() {
+        let url = "wss://wss-primary.slack.com/link/?ticket=SECRET-TICKET&app_id=A1";
+        let error = tungstenite::Error::Url(tungstenite::error::UrlError::UnableToConnect(
+            url.to_owned(),
+        ));
+        assert!(error.to_string().contains("SECRET-TICKET"), "premise");
+        assert!(!describe(&error).contains("SECRET-TICKET"));
+    }
+}
