@@ -14,7 +14,16 @@ use axum::{
 };
 
 use super::{extract::body_bytes, AppState};
-use crate::{approval::interactions, error::ApiError, slack::interaction::Payload};
+use crate::{
+    approval::interactions,
+    error::ApiError,
+    slack::{interaction::Payload, signature::SignatureError},
+    store::NewEvent,
+};
+
+/// At most this many requests get a `click_rejected` event from one forged body, so a
+/// forger cannot turn one request into many writes.
+const MAX_REJECTED_PER_BODY: usize = 2;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/slack/interactions", post(interactions))
@@ -29,11 +38,42 @@ async fn interactions(
     let now = chrono::Utc::now().timestamp();
     if let Err(error) = state.verifier.verify(&headers, &body, now) {
         tracing::warn!(%error, "rejected an unsigned or forged Slack request");
+        record_rejected_clicks(&state, &body, error).await;
         return Err(ApiError::Unauthorized);
     }
     let payload = Payload::from_form(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     match interactions::handle(&state.service, &payload).await? {
         Some(ack) => Ok(Json(ack).into_response()),
         None => Ok(StatusCode::OK.into_response()),
+    }
+}
+
+/// Puts a failed-signature attempt on the audit trail of the request it names, if that
+/// request exists. Nothing in the body is trusted: no actor is recorded, only that a
+/// click with a bad signature arrived for this id, and why it was refused.
+async fn record_rejected_clicks(state: &AppState, body: &[u8], error: SignatureError) {
+    let Ok(payload) = Payload::from_form(body) else {
+        return;
+    };
+    for click in payload.clicks().into_iter().take(MAX_REJECTED_PER_BODY) {
+        let event = NewEvent::new(
+            "click_rejected",
+            None,
+            serde_json::json!({ "why": "bad_signature", "error": error.to_string() }),
+        );
+        // Only for requests that exist: an unknown id is not worth a write.
+        if matches!(
+            state.service.store().get(click.approval_id).await,
+            Ok(Some(_))
+        ) {
+            if let Err(error) = state
+                .service
+                .store()
+                .append_event(click.approval_id, &event)
+                .await
+            {
+                tracing::error!(%error, "could not record a rejected click");
+            }
+        }
     }
 }

@@ -178,6 +178,18 @@ async fn forged_stale_and_unsigned_clicks_are_refused_without_effect() {
     }
     assert_eq!(app.approval(&id).await["status"], "pending");
     assert!(app.slack.calls_to("chat.update").is_empty());
+    // Each attempt is on the request's audit trail, with no trusted actor.
+    let events = app.get(&format!("/v1/approvals/{id}/events")).await.body;
+    let rejected: Vec<&Value> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "click_rejected")
+        .collect();
+    assert_eq!(rejected.len(), 5, "{events}");
+    assert!(rejected
+        .iter()
+        .all(|e| e["actor"].is_null() && e["detail"]["why"] == "bad_signature"));
     assert!(app.slack.calls_to("chat.postEphemeral").is_empty());
 }
 
