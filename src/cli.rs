@@ -23,6 +23,23 @@ struct Cli {
 enum Command {
     /// Run the service (configuration from the environment and .env).
     Serve,
+    /// Inspect the approval policy (GREENLIGHT_POLICY or config/policy.toml).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Show which rule a request matches and what greenlight would do with it,
+    /// without posting anything or needing the Slack settings.
+    Check {
+        /// A JSON file with the request body, as sent to POST /v1/approvals.
+        #[arg(long, value_name = "FILE")]
+        request: std::path::PathBuf,
+        /// The agent (token name) submitting it, for rules that match on `agent`.
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
+    },
 }
 
 /// Entry point of the binary.
@@ -44,6 +61,9 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve => runtime.block_on(serve()),
+        Command::Policy(PolicyCommand::Check { request, agent }) => {
+            policy_check(&request, agent.as_deref())
+        }
     };
     match result {
         Ok(code) => code,
@@ -73,6 +93,13 @@ async fn serve() -> anyhow::Result<ExitCode> {
     let addr = server.local_addr()?;
     println!("greenlight listening on http://{addr}");
     server.run(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn policy_check(request: &std::path::Path, agent: Option<&str>) -> anyhow::Result<ExitCode> {
+    let report = crate::policy::check::run(request, agent, |key| std::env::var(key).ok())
+        .map_err(anyhow::Error::msg)?;
+    println!("{report}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,7 +5,7 @@
 //! because the first person to read it is someone at a terminal who just typed
 //! `greenlight serve`.
 
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
@@ -37,6 +37,12 @@ pub struct Config {
     pub database_url: String,
     /// How long a request waits for a human when the agent does not say.
     pub default_timeout: Duration,
+    /// Who may approve (`GREENLIGHT_APPROVERS`): Slack user ids and user group ids.
+    /// `None` lets anyone who can click decide; a policy rule may override it.
+    pub approvers: Option<Vec<String>>,
+    /// The policy file (`GREENLIGHT_POLICY`); `None` means `config/policy.toml` if it
+    /// exists, else the built-in default rule.
+    pub policy_path: Option<PathBuf>,
 }
 
 /// One agent credential. The name is public (shown in Slack, used in the audit
@@ -67,6 +73,8 @@ impl fmt::Debug for Config {
             .field("api_tokens", &self.api_tokens)
             .field("database_url", &self.database_url)
             .field("default_timeout", &self.default_timeout)
+            .field("approvers", &self.approvers)
+            .field("policy_path", &self.policy_path)
             .finish()
     }
 }
@@ -158,6 +166,15 @@ impl Config {
             })?),
         };
 
+        let approvers = non_empty("GREENLIGHT_APPROVERS")
+            .map(|raw| crate::policy::parse_approver_list(&raw))
+            .transpose()
+            .map_err(|problem| ConfigError::Invalid {
+                var: "GREENLIGHT_APPROVERS",
+                problem,
+            })?;
+        let policy_path = non_empty("GREENLIGHT_POLICY").map(PathBuf::from);
+
         Ok(Self {
             slack_bot_token: slack_bot_token.into(),
             slack_signing_secret: slack_signing_secret.into(),
@@ -167,6 +184,8 @@ impl Config {
             api_tokens,
             database_url,
             default_timeout,
+            approvers,
+            policy_path,
         })
     }
 
@@ -296,6 +315,7 @@ mod tests {
             ),
             ("GREENLIGHT_DATABASE_URL", "postgres://x"),
             ("SLACK_API_BASE_URL", "ftp://x"),
+            ("GREENLIGHT_APPROVERS", "U0ALICE,#ops"),
         ] {
             let mut vars = base();
             vars.insert(var, value.to_owned());
@@ -305,6 +325,17 @@ mod tests {
                 "{var}={value}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn approvers_are_optional_user_and_group_ids() {
+        assert_eq!(load(&base()).expect("valid").approvers, None);
+        let mut vars = base();
+        vars.insert("GREENLIGHT_APPROVERS", "U0ALICE, S0SRE,W0BOB".to_owned());
+        assert_eq!(
+            load(&vars).expect("valid").approvers,
+            Some(vec!["U0ALICE".into(), "S0SRE".into(), "W0BOB".into()])
+        );
     }
 
     #[test]
