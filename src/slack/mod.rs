@@ -4,4 +4,5 @@
 pub mod api;
 pub mod blocks;
 pub mod interaction;
+pub mod modal;
 pub mod signature;

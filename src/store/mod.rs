@@ -10,6 +10,7 @@
 //! small pool that WAL mode lets run beside the writer.
 
 mod rows;
+mod votes;
 
 use std::{str::FromStr, time::Duration};
 
@@ -23,6 +24,7 @@ use sqlx::{
 
 use crate::approval::{rfc3339, Approval, ApprovalId, Decision, NewApproval, Status};
 use rows::{approval_from_row, event_from_row, APPROVAL_COLUMNS};
+pub use votes::Vote;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
