@@ -3,6 +3,8 @@
 
 mod agent_api;
 mod approval_loop;
+mod approvers;
 // Shared test infrastructure; not every helper is used by every test module.
 #[allow(dead_code)]
 mod helpers;
+mod policy;

@@ -47,6 +47,8 @@ struct Inner {
     scripted: Mutex<HashMap<String, VecDeque<Reply>>>,
     /// Permanent answer per method.
     always: Mutex<HashMap<String, Reply>>,
+    /// Custom success bodies per method (`Reply::Ok` answers with these).
+    bodies: Mutex<HashMap<String, Value>>,
     next_ts: Mutex<u64>,
     changed: Notify,
 }
@@ -95,6 +97,16 @@ impl FakeSlack {
             .lock()
             .expect("lock")
             .insert(method.to_owned(), reply);
+    }
+
+    /// Answers successful `method` calls with `body` instead of the default success
+    /// (e.g. `usergroups.users.list` → `{"ok": true, "users": [...]}`).
+    pub fn respond_with(&self, method: &str, body: Value) {
+        self.inner
+            .bodies
+            .lock()
+            .expect("lock")
+            .insert(method.to_owned(), body);
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -181,7 +193,10 @@ async fn handle(
         inner: inner.clone(),
     };
     let response = match reply {
-        Reply::Ok => Json(success(&method, &body, &fake)).into_response(),
+        Reply::Ok => {
+            let custom = inner.bodies.lock().expect("lock").get(&method).cloned();
+            Json(custom.unwrap_or_else(|| success(&method, &body, &fake))).into_response()
+        }
         Reply::Error(code) => Json(json!({"ok": false, "error": code})).into_response(),
         Reply::RateLimited { retry_after_secs } => (
             StatusCode::TOO_MANY_REQUESTS,
