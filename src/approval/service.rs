@@ -545,7 +545,7 @@ impl ApprovalService {
             .await?;
         match vote {
             Vote::Decided(approval) => {
-                self.after_finish(approval);
+                self.after_finish(*approval);
                 Ok(ClickOutcome::Accepted)
             }
             Vote::Counted(voters) => {

@@ -86,7 +86,7 @@ pub fn run(
             .unwrap_or_else(|| "the default channel (SLACK_CHANNEL_ID)".into()),
         approvers,
     };
-    let rule = policy.rule_for(&subject);
+    let rule = policy.matching_rule(&subject, requested.required_approvals);
     let plan = policy.plan(&subject, requested, &defaults);
 
     let mut out = Vec::new();

@@ -187,10 +187,21 @@ impl Policy {
         }
     }
 
-    /// The first rule that matches, or the built-in default.
+    /// The first rule that matches a request asking for one approval, or the
+    /// built-in default.
     pub fn rule_for(&self, subject: &Subject<'_>) -> &Rule {
+        self.matching_rule(subject, 1)
+    }
+
+    /// The first rule that matches, or the built-in default. `auto_approve` rules are
+    /// skipped for a request that asks for more than one approval: an agent can raise
+    /// the bar, and approving with nobody looking would lower it to zero.
+    pub fn matching_rule(&self, subject: &Subject<'_>, required_approvals: u32) -> &Rule {
         self.rules
             .iter()
+            .filter(|rule| {
+                required_approvals <= 1 || !matches!(rule.action, Action::AutoApprove { .. })
+            })
             .find(|rule| rule.when.matches(subject))
             .unwrap_or(&self.fallback)
     }
@@ -204,7 +215,7 @@ impl Policy {
     /// (its own client may have given up by then, leaving live buttons that decide
     /// nothing anyone is waiting for).
     pub fn plan(&self, subject: &Subject<'_>, requested: Requested, defaults: &Defaults) -> Plan {
-        let rule = self.rule_for(subject);
+        let rule = self.matching_rule(subject, requested.required_approvals);
         let name = rule.name.clone();
         match &rule.action {
             Action::AutoApprove { reason, notify } => Plan::Auto {
@@ -468,6 +479,25 @@ timeout_secs = 120
             panic!("route")
         };
         assert_eq!((required_approvals, timeout_secs), (3, 900));
+    }
+
+    #[test]
+    fn auto_approve_never_applies_when_the_agent_asks_for_more_approvals() {
+        let p = policy();
+        let s = subject("ls -la", Some("bash"), None);
+        assert!(matches!(
+            p.plan(&s, requested(1, 60), &defaults()),
+            Plan::Auto { approve: true, .. }
+        ));
+        let Plan::Route {
+            rule,
+            required_approvals,
+            ..
+        } = p.plan(&s, requested(2, 60), &defaults())
+        else {
+            panic!("routed")
+        };
+        assert_eq!((rule.as_str(), required_approvals), (DEFAULT_RULE_NAME, 2));
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub enum Vote {
     /// Counted, more are needed; the voters so far, oldest first.
     Counted(Vec<String>),
     /// This vote was the last one needed: the request is approved.
-    Decided(Approval),
+    Decided(Box<Approval>),
 }
 
 impl Store {
@@ -97,7 +97,7 @@ impl Store {
         insert_event(&mut tx, id, decision.at, &event).await?;
         tx.commit().await?;
         match self.get(id).await? {
-            Some(approval) => Ok(Vote::Decided(approval)),
+            Some(approval) => Ok(Vote::Decided(Box::new(approval))),
             None => Ok(Vote::NotPending),
         }
     }
