@@ -46,6 +46,10 @@ impl Server {
         retry: RetryPolicy,
     ) -> anyhow::Result<Self> {
         let config = Arc::new(config);
+        // Before anything is created: a bad policy must stop start-up cleanly.
+        let policy = crate::policy::load(config.policy_path.as_deref())
+            .context("invalid policy (GREENLIGHT_POLICY)")?;
+        tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy loaded");
         let store = Store::connect(&config.database_url)
             .await
             .with_context(|| format!("cannot open the database at {}", config.database_url))?;
@@ -54,7 +58,13 @@ impl Server {
             config.slack_bot_token.clone(),
             retry.clone(),
         );
-        let service = ApprovalService::new(store, slack, config.slack_channel_id.clone());
+        let service = ApprovalService::with_policy(
+            store,
+            slack,
+            config.slack_channel_id.clone(),
+            Arc::new(policy),
+            config.approvers.clone(),
+        );
         service
             .recover()
             .await

@@ -37,6 +37,9 @@ enum Command {
     /// Check the Slack app, channel, tokens and database; exit 0 if all is well,
     /// 1 if a check failed, 2 if the configuration cannot be loaded.
     Doctor,
+    /// Inspect the approval policy (GREENLIGHT_POLICY or config/policy.toml).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +50,20 @@ enum AuditCommand {
         /// Only events at or after this RFC 3339 time, e.g. 2026-11-25T00:00:00Z.
         #[arg(long)]
         since: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Show which rule a request matches and what greenlight would do with it,
+    /// without posting anything or needing the Slack settings.
+    Check {
+        /// A JSON file with the request body, as sent to POST /v1/approvals.
+        #[arg(long, value_name = "FILE")]
+        request: std::path::PathBuf,
+        /// The agent (token name) submitting it, for rules that match on `agent`.
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
     },
 }
 
@@ -75,6 +92,9 @@ pub fn main() -> ExitCode {
         } => runtime.block_on(audit_export(since)),
         Command::Request(args) => runtime.block_on(crate::client::cli::request(args)),
         Command::Doctor => Ok(runtime.block_on(doctor())),
+        Command::Policy(PolicyCommand::Check { request, agent }) => {
+            policy_check(&request, agent.as_deref())
+        }
     };
     match result {
         Ok(code) => code,
@@ -140,6 +160,13 @@ async fn doctor() -> ExitCode {
         println!("{check}");
     }
     ExitCode::from(crate::doctor::exit_code(&checks))
+}
+
+fn policy_check(request: &std::path::Path, agent: Option<&str>) -> anyhow::Result<ExitCode> {
+    let report = crate::policy::check::run(request, agent, |key| std::env::var(key).ok())
+        .map_err(anyhow::Error::msg)?;
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

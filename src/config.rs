@@ -5,7 +5,7 @@
 //! because the first person to read it is someone at a terminal who just typed
 //! `greenlight serve`.
 
-use std::{fmt, net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
@@ -43,6 +43,12 @@ pub struct Config {
     /// App-level token (`xapp-…`, scope `connections:write`). When set, clicks also
     /// arrive over Socket Mode, so greenlight works without a public URL.
     pub slack_app_token: Option<SecretString>,
+    /// Who may approve (`GREENLIGHT_APPROVERS`): Slack user ids and user group ids.
+    /// `None` lets anyone who can click decide; a policy rule may override it.
+    pub approvers: Option<Vec<String>>,
+    /// The policy file (`GREENLIGHT_POLICY`); `None` means `config/policy.toml` if it
+    /// exists, else the built-in default rule.
+    pub policy_path: Option<PathBuf>,
 }
 
 /// One agent credential. The name is public (shown in Slack, used in the audit
@@ -78,6 +84,8 @@ impl fmt::Debug for Config {
                 "slack_app_token",
                 &self.slack_app_token.as_ref().map(|_| "[redacted]"),
             )
+            .field("approvers", &self.approvers)
+            .field("policy_path", &self.policy_path)
             .finish()
     }
 }
@@ -193,6 +201,14 @@ impl Config {
                 })
             }
         };
+        let approvers = non_empty("GREENLIGHT_APPROVERS")
+            .map(|raw| crate::policy::parse_approver_list(&raw))
+            .transpose()
+            .map_err(|problem| ConfigError::Invalid {
+                var: "GREENLIGHT_APPROVERS",
+                problem,
+            })?;
+        let policy_path = non_empty("GREENLIGHT_POLICY").map(PathBuf::from);
 
         Ok(Self {
             slack_bot_token: slack_bot_token.into(),
@@ -205,6 +221,8 @@ impl Config {
             default_timeout,
             retention,
             slack_app_token,
+            approvers,
+            policy_path,
         })
     }
 
@@ -348,6 +366,7 @@ mod tests {
             ("GREENLIGHT_RETENTION_DAYS", "a week"),
             ("SLACK_API_BASE_URL", "ftp://x"),
             ("SLACK_APP_TOKEN", "xoxb-not-an-app-token"),
+            ("GREENLIGHT_APPROVERS", "U0ALICE,#ops"),
         ] {
             let mut vars = base();
             vars.insert(var, value.to_owned());
@@ -373,6 +392,17 @@ mod tests {
         assert!(
             !err.contains("wrong-variable") && err.contains("xapp-"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn approvers_are_optional_user_and_group_ids() {
+        assert_eq!(load(&base()).expect("valid").approvers, None);
+        let mut vars = base();
+        vars.insert("GREENLIGHT_APPROVERS", "U0ALICE, S0SRE,W0BOB".to_owned());
+        assert_eq!(
+            load(&vars).expect("valid").approvers,
+            Some(vec!["U0ALICE".into(), "S0SRE".into(), "W0BOB".into()])
         );
     }
 

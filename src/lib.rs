@@ -10,6 +10,8 @@
 //! - [`http`]: routes: the agent API (`/v1`), Slack interactivity, health.
 //! - [`approval`]: the domain: request states, the waiting broker, the service that
 //!   decides, expires, cancels and recovers.
+//! - [`policy`]: `config/policy.toml`: which rule a request matches and what it does
+//!   (auto approve / deny, or channel, approvers, required approvals, timeout).
 //! - [`store`]: SQLite persistence and the append-only audit trail.
 //! - [`audit`]: exporting the audit trail as JSON lines.
 //! - [`slack`]: Web API client, request signatures, Block Kit, interaction payloads,
@@ -28,5 +30,6 @@ pub mod config;
 pub mod doctor;
 pub mod error;
 pub mod http;
+pub mod policy;
 pub mod slack;
 pub mod store;

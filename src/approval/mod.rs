@@ -1,6 +1,7 @@
 //! The approval domain: what a request is, the states it moves through, and the
 //! service that moves it (submit → post → decide/expire/cancel → tell everyone).
 
+pub mod approvers;
 pub mod broker;
 pub mod interactions;
 pub mod service;

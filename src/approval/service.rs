@@ -4,6 +4,13 @@
 //! still being pending), then wake the broker's waiters, then tell Slack in the
 //! background. The store write is the decision; everything after it is notification
 //! and may be retried or fail without changing the outcome.
+//!
+//! Who may decide, and how many must, comes from the policy (`crate::policy`): the
+//! matching rule picks the channel, the approvers, the approvals needed and the
+//! timeout, or decides on its own. A click is checked against that before it counts;
+//! an approval is a durable vote, and the vote that completes the count decides in the
+//! same transaction (`Store::record_approval`). A Deny click opens a modal asking why;
+//! the submitted reason decides.
 
 use std::{
     sync::{Arc, Weak},
@@ -19,15 +26,24 @@ use tokio::{
     time::Instant,
 };
 
-use super::{Approval, ApprovalId, Broker, Decision, NewApproval, Status, SYSTEM_ACTOR};
+use super::{
+    approvers::{Directory, Refusal},
+    Approval, ApprovalId, Broker, Decision, NewApproval, Status, SYSTEM_ACTOR,
+};
 use crate::{
+    policy::{Defaults, Plan, Policy, Requested, Subject},
     slack::{
         api::{MessageRef, SlackClient},
-        blocks,
-        interaction::{Button, Click},
+        blocks::{self, mention, PendingExtras},
+        interaction::{Button, Click, User},
+        modal,
     },
-    store::{Inserted, NewEvent, Store, StoreError},
+    store::{Inserted, NewEvent, Store, StoreError, Vote},
 };
+
+/// How long after a Deny click `views.open` may still be tried: the trigger id dies
+/// 3 s after Slack sent the click, and some of that was spent getting here.
+const TRIGGER_BUDGET: Duration = Duration::from_millis(2500);
 
 /// Failures the API maps to client errors; store failures become 500s.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +71,41 @@ pub enum ClickOutcome {
     Duplicate,
     /// No such request.
     Unknown,
+    /// An approval was counted; more distinct approvers are needed.
+    Counted,
+    /// A Deny click: the reason modal was asked for; its submission decides.
+    ReasonRequested,
+    /// The clicker is not an approver for this request.
+    NotApprover,
+    /// The requester tried to approve their own request.
+    SelfApproval,
+    /// Whether the clicker is an approver could not be verified (fails closed).
+    Unverified,
+}
+
+impl From<Refusal> for ClickOutcome {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::NotApprover => ClickOutcome::NotApprover,
+            Refusal::SelfApproval => ClickOutcome::SelfApproval,
+            Refusal::Unverified => ClickOutcome::Unverified,
+        }
+    }
+}
+
+/// What submitting the deny-reason modal did. `Refused` carries the text shown under
+/// the reason field, so the reviewer sees why in the modal itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReasonOutcome {
+    Denied,
+    Refused(String),
+}
+
+/// Who may decide a request and whether Approve needs confirming, from the policy.
+#[derive(Debug, Clone)]
+struct Access {
+    approvers: Option<Vec<String>>,
+    high_risk_rule: Option<String>,
 }
 
 impl ClickOutcome {
@@ -64,6 +115,11 @@ impl ClickOutcome {
             ClickOutcome::Late => "late",
             ClickOutcome::Duplicate => "duplicate",
             ClickOutcome::Unknown => "unknown",
+            ClickOutcome::Counted => "counted",
+            ClickOutcome::ReasonRequested => "reason_requested",
+            ClickOutcome::NotApprover => "not_approver",
+            ClickOutcome::SelfApproval => "self_approval",
+            ClickOutcome::Unverified => "unverified",
         }
     }
 }
@@ -86,20 +142,54 @@ struct Inner {
     timers: DashMap<ApprovalId, AbortHandle>,
     /// Flips to true on shutdown so open long-polls answer at once.
     shutting_down: watch::Sender<bool>,
+    /// Routing, approvers, required approvals, timeouts and automatic decisions.
+    policy: Arc<Policy>,
+    /// What rules fall back to: the default channel and `GREENLIGHT_APPROVERS`.
+    defaults: Defaults,
+    /// Approver checks and the user group cache.
+    directory: Directory,
+    /// One lock per request's Slack message, so progress and final updates reach
+    /// Slack in order and the last one sent shows the latest state.
+    message_locks: DashMap<ApprovalId, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl ApprovalService {
+    /// A service with the built-in policy and no approver list (anyone may decide).
     pub fn new(store: Store, slack: SlackClient, default_channel: String) -> Self {
+        Self::with_policy(
+            store,
+            slack,
+            default_channel,
+            Arc::new(Policy::builtin()),
+            None,
+        )
+    }
+
+    /// A service that applies `policy`; `approvers` is `GREENLIGHT_APPROVERS`.
+    pub fn with_policy(
+        store: Store,
+        slack: SlackClient,
+        default_channel: String,
+        policy: Arc<Policy>,
+        approvers: Option<Vec<String>>,
+    ) -> Self {
         let (shutting_down, _) = watch::channel(false);
         Self {
             inner: Arc::new(Inner {
                 store,
                 broker: Broker::new(),
+                directory: Directory::new(slack.clone()),
                 slack,
+                defaults: Defaults {
+                    channel: default_channel.clone(),
+                    approvers,
+                },
                 default_channel,
                 post_queues: DashMap::new(),
                 timers: DashMap::new(),
                 shutting_down,
+                policy,
+                message_locks: DashMap::new(),
             }),
         }
     }
@@ -114,11 +204,42 @@ impl ApprovalService {
 
     /// Records a request, arms its deadline and queues its Slack message. With an
     /// Idempotency-Key seen before, returns the earlier request and does nothing else.
-    pub async fn submit(&self, new: NewApproval) -> Result<(Approval, bool), ServiceError> {
+    ///
+    /// The policy is applied first: a routed request is stored with the rule's channel,
+    /// required approvals (the higher of the agent's and the rule's) and timeout (the
+    /// lower); an automatic rule stores the request and decides it in the same call.
+    pub async fn submit(&self, mut new: NewApproval) -> Result<(Approval, bool), ServiceError> {
         let id = ApprovalId::new();
         let now = Utc::now();
+        let plan = self.inner.policy.plan(
+            &Subject {
+                agent: Some(&new.agent),
+                language: new.language.as_deref(),
+                code: &new.code,
+                context: new.context.as_ref(),
+            },
+            Requested {
+                required_approvals: new.required_approvals,
+                timeout_secs: new.timeout_secs,
+            },
+            &self.inner.defaults,
+        );
+        let channel = match &plan {
+            Plan::Route {
+                channel,
+                required_approvals,
+                timeout_secs,
+                ..
+            } => {
+                new.required_approvals = *required_approvals;
+                new.timeout_secs = *timeout_secs;
+                channel.clone()
+            }
+            Plan::Auto { notify_channel, .. } => notify_channel
+                .clone()
+                .unwrap_or_else(|| self.inner.default_channel.clone()),
+        };
         let expires_at = now + chrono::Duration::seconds(new.timeout_secs as i64);
-        let channel = self.inner.default_channel.clone();
         match self
             .inner
             .store
@@ -126,13 +247,110 @@ impl ApprovalService {
             .await?
         {
             Inserted::Created(approval) => {
-                tracing::info!(request_id = %approval.id, agent = %approval.agent, "approval submitted");
+                tracing::info!(request_id = %approval.id, agent = %approval.agent, rule = plan.rule(), "approval submitted");
+                if let Plan::Auto { .. } = plan {
+                    let decided = self.auto_decide(&approval, &plan).await?;
+                    return Ok((decided, true));
+                }
+                if let Plan::Route {
+                    rule,
+                    approvers,
+                    high_risk,
+                    ..
+                } = &plan
+                {
+                    let event = NewEvent::new(
+                        "routed",
+                        None,
+                        json!({ "rule": rule, "channel": approval.channel, "approvers": approvers,
+                                "required_approvals": approval.required_approvals,
+                                "timeout_secs": new.timeout_secs, "high_risk": high_risk }),
+                    );
+                    self.inner.store.append_event(approval.id, &event).await?;
+                }
                 self.arm_deadline(&approval);
                 self.enqueue_post(&approval);
                 Ok((approval, true))
             }
             Inserted::Existing(approval) => Ok((approval, false)),
             Inserted::KeyConflict => Err(ServiceError::IdempotencyConflict),
+        }
+    }
+
+    /// Decides a just-stored request by its automatic rule, and posts the FYI if the
+    /// rule asks for one.
+    async fn auto_decide(
+        &self,
+        approval: &Approval,
+        plan: &Plan,
+    ) -> Result<Approval, ServiceError> {
+        let Plan::Auto {
+            rule,
+            approve,
+            reason,
+            notify_channel,
+        } = plan
+        else {
+            return Ok(approval.clone());
+        };
+        let status = if *approve {
+            Status::Approved
+        } else {
+            Status::Denied
+        };
+        let decision = Decision {
+            status,
+            reason: reason.clone(),
+            decided_by: SYSTEM_ACTOR.to_owned(),
+            at: Utc::now(),
+        };
+        let event = NewEvent::new(
+            "auto_decided",
+            None,
+            json!({ "rule": rule, "status": status.as_str(), "notify": notify_channel }),
+        );
+        let Some(decided) = self.finish(approval.id, decision, event).await? else {
+            // Nothing else can know this id yet, but never report a decision we lost.
+            return self.get(approval.id).await;
+        };
+        if notify_channel.is_some() {
+            let service = self.clone();
+            let fyi = decided.clone();
+            tokio::spawn(async move { service.post_fyi(&fyi).await });
+        }
+        Ok(decided)
+    }
+
+    /// Posts an automatic decision as a message without buttons.
+    async fn post_fyi(&self, approval: &Approval) {
+        let rendered = blocks::final_message(approval);
+        match self
+            .inner
+            .slack
+            .post_message(&approval.channel, &rendered.text, &rendered.blocks, None)
+            .await
+        {
+            Ok(message) => {
+                if let Err(error) = self
+                    .inner
+                    .store
+                    .set_message(approval.id, &message.channel, &message.ts)
+                    .await
+                {
+                    tracing::error!(request_id = %approval.id, %error, "could not record the FYI message");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(request_id = %approval.id, %error, "could not post the FYI message");
+                let event = NewEvent::new(
+                    "post_failed",
+                    None,
+                    json!({ "error": error.code(), "detail": error.to_string(), "fyi": true }),
+                );
+                if let Err(error) = self.inner.store.append_event(approval.id, &event).await {
+                    tracing::error!(request_id = %approval.id, %error, "could not record a failed FYI");
+                }
+            }
         }
     }
 
@@ -167,7 +385,13 @@ impl ApprovalService {
 
     /// Applies one button click. Writes its audit event before returning, so the ack
     /// Slack gets means the click is recorded; Slack-side effects run in the background.
+    ///
+    /// The clicker must be allowed to decide (approver list, no self-approval) before
+    /// anything counts. Approve records a vote, which decides once enough distinct
+    /// people have approved. Deny opens the reason modal (in the background, see
+    /// [`Self::open_reason_modal`]); its submission decides.
     pub async fn click(&self, click: &Click) -> Result<ClickOutcome, ServiceError> {
+        let received = Instant::now();
         let id = click.approval_id;
         let Some(approval) = self.inner.store.get(id).await? else {
             tracing::warn!(request_id = %id, user = %click.user.id, "click on an unknown request");
@@ -176,35 +400,334 @@ impl ApprovalService {
         if approval.status.is_final() {
             return self.ignore_click(click, &approval).await;
         }
-        let (status, reason) = match click.button {
-            Button::Approve => (
-                Status::Approved,
-                format!("Approved in Slack by <@{}>", click.user.id),
-            ),
-            Button::Deny => (
-                Status::Denied,
-                format!("Denied in Slack by <@{}>", click.user.id),
-            ),
-        };
-        let decision = Decision {
-            status,
-            reason,
-            decided_by: click.user.id.clone(),
-            at: Utc::now(),
-        };
-        let event = NewEvent::new(
-            "decided",
-            Some(&click.user.id),
-            json!({ "via": "click", "button": click.button.as_str(), "status": status.as_str(), "user": click.user.display() }),
+        if let Err(refusal) = self
+            .may_decide(&approval, &click.user.id, click.button)
+            .await
+        {
+            return self.refuse_click(click, &approval, refusal).await;
+        }
+        match click.button {
+            Button::Approve => self.approve_vote(click, &approval).await,
+            Button::Deny => self.start_deny(click, &approval, received).await,
+        }
+    }
+
+    /// The approver list and high-risk flag for a request, from the policy as it is
+    /// now (so a restart with a narrower list takes effect on pending requests too).
+    fn access(&self, approval: &Approval) -> Access {
+        let plan = self.inner.policy.plan(
+            &Subject {
+                agent: Some(&approval.agent),
+                language: approval.language.as_deref(),
+                code: &approval.code,
+                context: approval.context.as_ref(),
+            },
+            Requested {
+                required_approvals: approval.required_approvals,
+                timeout_secs: 1,
+            },
+            &self.inner.defaults,
         );
-        match self.finish(id, decision, event).await? {
-            Some(_) => Ok(ClickOutcome::Accepted),
-            // Lost a race with another click, the timer or a cancel.
-            None => {
+        match plan {
+            Plan::Route {
+                rule,
+                approvers,
+                high_risk,
+                ..
+            } => Access {
+                approvers,
+                high_risk_rule: high_risk.then_some(rule),
+            },
+            // The policy changed since it was routed: fall back to the global list.
+            Plan::Auto { .. } => Access {
+                approvers: self.inner.defaults.approvers.clone(),
+                high_risk_rule: None,
+            },
+        }
+    }
+
+    /// May `user` press `button` on this request? The requester may never approve
+    /// and may always deny (withdrawing their own ask); everyone else must be on the
+    /// approver list, when there is one, to approve *or* deny: a list names who has a
+    /// say, and a bystander's denial would be a decision by someone without one.
+    async fn may_decide(
+        &self,
+        approval: &Approval,
+        user: &str,
+        button: Button,
+    ) -> Result<(), Refusal> {
+        if approval.requester_slack_id.as_deref() == Some(user) {
+            return match button {
+                Button::Approve => Err(Refusal::SelfApproval),
+                Button::Deny => Ok(()),
+            };
+        }
+        let Some(approvers) = self.access(approval).approvers else {
+            return Ok(());
+        };
+        match self.inner.directory.allows(&approvers, user).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Refusal::NotApprover),
+            Err(_) => Err(Refusal::Unverified),
+        }
+    }
+
+    /// A click that may not count: audited, and the clicker is told why.
+    async fn refuse_click(
+        &self,
+        click: &Click,
+        approval: &Approval,
+        refusal: Refusal,
+    ) -> Result<ClickOutcome, ServiceError> {
+        let event = NewEvent::new(
+            "click_ignored",
+            Some(&click.user.id),
+            json!({ "button": click.button.as_str(), "why": refusal.as_str(), "status": approval.status.as_str(), "user": click.user.display() }),
+        );
+        self.inner.store.append_event(approval.id, &event).await?;
+        tracing::info!(request_id = %approval.id, user = %click.user.id, why = refusal.as_str(), "click refused");
+        let channel = click
+            .channel
+            .clone()
+            .unwrap_or_else(|| approval.channel.clone());
+        self.spawn_ephemeral(channel, click.user.id.clone(), refusal.explain().to_owned());
+        Ok(refusal.into())
+    }
+
+    fn spawn_ephemeral(&self, channel: String, user: String, text: String) {
+        let slack = self.inner.slack.clone();
+        tokio::spawn(async move {
+            if let Err(error) = slack.post_ephemeral(&channel, &user, &text).await {
+                tracing::warn!(%error, "could not send an ephemeral note");
+            }
+        });
+    }
+
+    /// Counts one approval; the vote that reaches `required_approvals` decides.
+    async fn approve_vote(
+        &self,
+        click: &Click,
+        approval: &Approval,
+    ) -> Result<ClickOutcome, ServiceError> {
+        let id = approval.id;
+        let user = &click.user;
+        let now = Utc::now();
+        let vote = self
+            .inner
+            .store
+            .record_approval(
+                id,
+                &user.id,
+                now,
+                |voters| {
+                    let by = voters.join(",");
+                    let decision = Decision {
+                        status: Status::Approved,
+                        reason: format!("Approved in Slack by {}", mention(&by)),
+                        decided_by: by,
+                        at: now,
+                    };
+                    let event = NewEvent::new(
+                        "decided",
+                        Some(&user.id),
+                        json!({ "via": "click", "button": "approve", "status": "approved", "user": user.display(), "approvers": voters }),
+                    );
+                    (decision, event)
+                },
+                |voters, required| {
+                    NewEvent::new(
+                        "approval_vote",
+                        Some(&user.id),
+                        json!({ "user": user.display(), "votes": voters.len(), "required": required }),
+                    )
+                },
+            )
+            .await?;
+        match vote {
+            Vote::Decided(approval) => {
+                self.after_finish(*approval);
+                Ok(ClickOutcome::Accepted)
+            }
+            Vote::Counted(voters) => {
+                tracing::info!(request_id = %id, user = %user.id, votes = voters.len(), required = approval.required_approvals, "approval counted");
+                self.spawn_refresh(id);
+                Ok(ClickOutcome::Counted)
+            }
+            Vote::Repeat(voters) => {
+                let event = NewEvent::new(
+                    "click_ignored",
+                    Some(&user.id),
+                    json!({ "button": "approve", "why": "repeat_vote", "status": "pending", "votes": voters.len() }),
+                );
+                self.inner.store.append_event(id, &event).await?;
+                let channel = click
+                    .channel
+                    .clone()
+                    .unwrap_or_else(|| approval.channel.clone());
+                let note = format!(
+                    "You already approved this request; it needs {} approvals from different people ({}).",
+                    approval.required_approvals,
+                    blocks::approval_progress(approval.required_approvals, &voters)
+                );
+                self.spawn_ephemeral(channel, user.id.clone(), note);
+                Ok(ClickOutcome::Duplicate)
+            }
+            // Lost a race with another decision, the timer or a cancel.
+            Vote::NotPending => {
                 let now_final = self.get(id).await?;
                 self.ignore_click(click, &now_final).await
             }
         }
+    }
+
+    /// A permitted Deny click: records that a reason was asked for and opens the
+    /// modal in the background.
+    ///
+    /// Why not open it before acking: the trigger id and the ack share one 3 s window
+    /// from the moment Slack sent the click. Starting `views.open` in a task starts it
+    /// just as early, while the ack goes back at once, so a slow `views.open` can
+    /// never turn into the "this app did not respond" error Slack shows when an ack is
+    /// late. The task owns the failure path: if the modal cannot be opened, it denies
+    /// at once, so a request is never left hanging on a modal nobody saw.
+    async fn start_deny(
+        &self,
+        click: &Click,
+        approval: &Approval,
+        received: Instant,
+    ) -> Result<ClickOutcome, ServiceError> {
+        let Some(trigger_id) = click.trigger_id.clone().filter(|t| !t.is_empty()) else {
+            self.deny_without_reason(approval.id, &click.user, "no_trigger_id")
+                .await?;
+            return Ok(ClickOutcome::Accepted);
+        };
+        let event = NewEvent::new(
+            "reason_requested",
+            Some(&click.user.id),
+            json!({ "user": click.user.display() }),
+        );
+        self.inner.store.append_event(approval.id, &event).await?;
+        let service = self.clone();
+        let approval = approval.clone();
+        let user = click.user.clone();
+        tokio::spawn(async move {
+            service
+                .open_reason_modal(&approval, &user, &trigger_id, received + TRIGGER_BUDGET)
+                .await;
+        });
+        Ok(ClickOutcome::ReasonRequested)
+    }
+
+    async fn open_reason_modal(
+        &self,
+        approval: &Approval,
+        user: &User,
+        trigger_id: &str,
+        deadline: Instant,
+    ) {
+        let view = modal::deny_reason_view(approval);
+        let Err(error) = self
+            .inner
+            .slack
+            .open_view(trigger_id, &view, deadline)
+            .await
+        else {
+            return;
+        };
+        tracing::warn!(request_id = %approval.id, %error, "could not open the deny-reason modal; denying without a reason");
+        if let Err(error) = self
+            .deny_without_reason(approval.id, user, error.code())
+            .await
+        {
+            tracing::error!(request_id = %approval.id, %error, "could not deny after the modal failed");
+        }
+    }
+
+    /// The Deny fallback when no reason can be asked for: the reviewer meant to deny,
+    /// so deny now rather than leave the request waiting on a modal that never opened.
+    async fn deny_without_reason(
+        &self,
+        id: ApprovalId,
+        user: &User,
+        why: &str,
+    ) -> Result<Option<Approval>, ServiceError> {
+        let decision = Decision {
+            status: Status::Denied,
+            reason: format!(
+                "Denied in Slack by <@{}>; no reason was given (the reason dialog could not be opened)",
+                user.id
+            ),
+            decided_by: user.id.clone(),
+            at: Utc::now(),
+        };
+        let event = NewEvent::new(
+            "decided",
+            Some(&user.id),
+            json!({ "via": "click", "button": "deny", "status": "denied", "user": user.display(), "modal_error": why }),
+        );
+        self.finish(id, decision, event).await
+    }
+
+    /// The deny-reason modal was submitted: the same checks as a click, then the
+    /// request is denied with the reason exactly as typed.
+    pub async fn deny_with_reason(
+        &self,
+        id: ApprovalId,
+        user: &User,
+        reason: &str,
+    ) -> Result<ReasonOutcome, ServiceError> {
+        let Some(approval) = self.inner.store.get(id).await? else {
+            return Ok(ReasonOutcome::Refused(
+                "This request no longer exists.".into(),
+            ));
+        };
+        if approval.status.is_final() {
+            return self.late_reason(&approval, user).await;
+        }
+        if let Err(refusal) = self.may_decide(&approval, &user.id, Button::Deny).await {
+            let event = NewEvent::new(
+                "click_ignored",
+                Some(&user.id),
+                json!({ "button": "deny", "via": "modal", "why": refusal.as_str(), "status": "pending", "user": user.display() }),
+            );
+            self.inner.store.append_event(id, &event).await?;
+            return Ok(ReasonOutcome::Refused(refusal.explain().into()));
+        }
+        let decision = Decision {
+            status: Status::Denied,
+            reason: reason.to_owned(),
+            decided_by: user.id.clone(),
+            at: Utc::now(),
+        };
+        let event = NewEvent::new(
+            "decided",
+            Some(&user.id),
+            json!({ "via": "modal", "button": "deny", "status": "denied", "user": user.display() }),
+        );
+        match self.finish(id, decision, event).await? {
+            Some(_) => Ok(ReasonOutcome::Denied),
+            None => {
+                let now_final = self.get(id).await?;
+                self.late_reason(&now_final, user).await
+            }
+        }
+    }
+
+    async fn late_reason(
+        &self,
+        approval: &Approval,
+        user: &User,
+    ) -> Result<ReasonOutcome, ServiceError> {
+        let event = NewEvent::new(
+            "click_ignored",
+            Some(&user.id),
+            json!({ "button": "deny", "via": "modal", "why": "late", "status": approval.status.as_str() }),
+        );
+        self.inner.store.append_event(approval.id, &event).await?;
+        Ok(ReasonOutcome::Refused(format!(
+            "This request was already {} by {}; your denial changed nothing.",
+            approval.status.as_str(),
+            approval.decided_by.as_deref().unwrap_or(SYSTEM_ACTOR)
+        )))
     }
 
     async fn ignore_click(
@@ -295,39 +818,64 @@ impl ApprovalService {
         let Some(approval) = self.inner.store.finish(id, &decision, &event).await? else {
             return Ok(None);
         };
+        self.after_finish(approval.clone());
+        Ok(Some(approval))
+    }
+
+    /// Everything after the deciding write: stop the timer, wake the waiters, update
+    /// the message.
+    fn after_finish(&self, approval: Approval) {
+        let id = approval.id;
         tracing::info!(request_id = %id, status = approval.status.as_str(), decided_by = ?approval.decided_by, "approval decided");
         if let Some((_, timer)) = self.inner.timers.remove(&id) {
             timer.abort();
         }
         self.inner.broker.resolve(&approval);
-        self.spawn_final_update(approval.clone());
-        Ok(Some(approval))
+        if approval.message_ts.is_some() {
+            self.spawn_refresh(id);
+        }
     }
 
-    /// Replaces the Slack message with the outcome, if there is a message yet. (If the
-    /// post is still queued, the poster sees the final state and updates instead.)
-    fn spawn_final_update(&self, approval: Approval) {
-        let Some(ts) = approval.message_ts.clone() else {
-            return;
-        };
+    /// Brings the Slack message up to date in the background. (If the post is still
+    /// queued, the poster renders the current state itself.)
+    fn spawn_refresh(&self, id: ApprovalId) {
         let service = self.clone();
         tokio::spawn(async move {
-            let message = MessageRef {
-                channel: approval.channel.clone(),
-                ts,
-            };
-            service.update_to_final(&approval, &message).await;
+            if let Err(error) = service.refresh_message(id).await {
+                tracing::error!(request_id = %id, %error, "could not refresh the Slack message");
+            }
         });
     }
 
-    async fn update_to_final(&self, approval: &Approval, message: &MessageRef) {
-        let rendered = blocks::final_message(approval);
-        if let Err(error) = self
+    /// Rewrites the message from the request's *current* state: the final outcome, or
+    /// the pending message with approval progress. Holding the request's message lock
+    /// while reading and sending means updates cannot overtake each other: whichever
+    /// runs last sends the latest state, so buttons never come back after a decision.
+    async fn refresh_message(&self, id: ApprovalId) -> Result<(), ServiceError> {
+        let lock = self.inner.message_locks.entry(id).or_default().clone();
+        let _guard = lock.lock().await;
+        let approval = self.get(id).await?;
+        let Some(ts) = approval.message_ts.clone() else {
+            return Ok(());
+        };
+        let message = MessageRef {
+            channel: approval.channel.clone(),
+            ts,
+        };
+        let rendered = if approval.status.is_final() {
+            blocks::final_message(&approval)
+        } else {
+            blocks::pending_message_with(&approval, &self.pending_extras(&approval).await?)
+        };
+        let result = self
             .inner
             .slack
-            .update_message(message, &rendered.text, &rendered.blocks)
-            .await
-        {
+            .update_message(&message, &rendered.text, &rendered.blocks)
+            .await;
+        if approval.status.is_final() {
+            self.inner.message_locks.remove(&id);
+        }
+        if let Err(error) = result {
             tracing::warn!(request_id = %approval.id, %error, "could not update the Slack message");
             let event = NewEvent::new(
                 "slack_update_failed",
@@ -338,6 +886,14 @@ impl ApprovalService {
                 tracing::error!(request_id = %approval.id, %error, "could not record a failed Slack update");
             }
         }
+        Ok(())
+    }
+
+    async fn pending_extras(&self, approval: &Approval) -> Result<PendingExtras, ServiceError> {
+        Ok(PendingExtras {
+            votes: self.inner.store.votes(approval.id).await?,
+            high_risk_rule: self.access(approval).high_risk_rule,
+        })
     }
 
     fn arm_deadline(&self, approval: &Approval) {
@@ -376,7 +932,8 @@ impl ApprovalService {
         if approval.status.is_final() || approval.message_ts.is_some() {
             return Ok(());
         }
-        let rendered = blocks::pending_message(&approval);
+        let rendered =
+            blocks::pending_message_with(&approval, &self.pending_extras(&approval).await?);
         let deadline = Instant::now() + until(approval.expires_at);
         match self
             .inner
@@ -397,7 +954,7 @@ impl ApprovalService {
                     .await?;
                 // Decided while the post was in flight: the message must say so too.
                 if stored.status.is_final() {
-                    self.update_to_final(&stored, &message).await;
+                    self.refresh_message(id).await?;
                 }
                 Ok(())
             }

@@ -230,6 +230,54 @@ fn context_summary(context: &Value) -> Option<String> {
 
 /// The message that asks for a decision.
 pub fn pending_message(approval: &Approval) -> RenderedMessage {
+    pending_message_with(approval, &PendingExtras::default())
+}
+
+/// What a pending message shows beyond the request itself.
+#[derive(Debug, Clone, Default)]
+pub struct PendingExtras {
+    /// Who has approved so far (the two-person rule), oldest first.
+    pub votes: Vec<String>,
+    /// The policy rule that marked this request high-risk: Approve then asks for
+    /// confirmation first.
+    pub high_risk_rule: Option<String>,
+}
+
+const CONFIRM_TITLE_CHARS: usize = 100;
+const CONFIRM_TEXT_CHARS: usize = 300;
+
+/// "1 of 2 approvals: <@U1>", or how many are needed before anyone has approved.
+pub fn approval_progress(required: u32, votes: &[String]) -> String {
+    if votes.is_empty() {
+        format!("Needs {required} approvals from different people; none yet.")
+    } else {
+        format!(
+            "{} of {required} approvals: {}",
+            votes.len(),
+            mention(&votes.join(","))
+        )
+    }
+}
+
+/// The Block Kit confirm dialog on Approve for high-risk requests.
+fn confirm_dialog(approval: &Approval, rule: &str) -> Value {
+    let text = format!(
+        "Policy rule \"{}\" marks this request as high-risk. Approve only if you have read the code: {} runs it as soon as enough people approve.",
+        escape_mrkdwn(&truncate(rule, 64)),
+        escape_mrkdwn(&truncate(&approval.agent, 64)),
+    );
+    json!({
+        "title": {"type": "plain_text", "text": truncate("Approve a high-risk request?", CONFIRM_TITLE_CHARS)},
+        "text": {"type": "mrkdwn", "text": truncate(&text, CONFIRM_TEXT_CHARS)},
+        "confirm": {"type": "plain_text", "text": "Approve"},
+        "deny": {"type": "plain_text", "text": "Cancel"},
+        "style": "danger",
+    })
+}
+
+/// The message that asks for a decision, with approval progress and, for high-risk
+/// requests, a confirm dialog on Approve.
+pub fn pending_message_with(approval: &Approval, extras: &PendingExtras) -> RenderedMessage {
     let title = title_of(approval);
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("Approval needed: {title}"), HEADER_CHARS), "emoji": true}}),
@@ -239,13 +287,21 @@ pub fn pending_message(approval: &Approval) -> RenderedMessage {
     if let Some(summary) = approval.context.as_ref().and_then(context_summary) {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(&summary, 2900)}]}));
     }
+    if approval.required_approvals > 1 || !extras.votes.is_empty() {
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
+            "text": approval_progress(approval.required_approvals, &extras.votes)}]}));
+    }
     let id = approval.id.to_string();
+    let mut approve = json!({"type": "button", "action_id": APPROVE_ACTION_ID, "style": "primary", "value": id,
+         "text": {"type": "plain_text", "text": "Approve", "emoji": true}});
+    if let Some(rule) = &extras.high_risk_rule {
+        approve["confirm"] = confirm_dialog(approval, rule);
+    }
     blocks.push(json!({
         "type": "actions",
         "block_id": ACTIONS_BLOCK_ID,
         "elements": [
-            {"type": "button", "action_id": APPROVE_ACTION_ID, "style": "primary", "value": id,
-             "text": {"type": "plain_text", "text": "Approve", "emoji": true}},
+            approve,
             {"type": "button", "action_id": DENY_ACTION_ID, "style": "danger", "value": id,
              "text": {"type": "plain_text", "text": "Deny", "emoji": true}},
         ],
@@ -443,6 +499,48 @@ mod tests {
         assert!(rendered.contains("<@U42>"));
         assert!(rendered.contains("not on a &lt;Friday&gt;"));
         assert!(message.text.starts_with("Denied"));
+    }
+
+    #[test]
+    fn progress_and_confirm_dialog() {
+        let mut a = approval("kubectl apply");
+        a.required_approvals = 2;
+        let plain = pending_message(&a).blocks.to_string();
+        assert!(plain.contains("Needs 2 approvals"), "{plain}");
+        assert!(!plain.contains("\"confirm\""), "no dialog unless high-risk");
+        let extras = PendingExtras {
+            votes: vec!["U0ALICE".into()],
+            high_risk_rule: Some("prod <!here>".into()),
+        };
+        let message = pending_message_with(&a, &extras);
+        let rendered = message.blocks.to_string();
+        assert!(
+            rendered.contains("1 of 2 approvals: <@U0ALICE>"),
+            "{rendered}"
+        );
+        let actions = message
+            .blocks
+            .as_array()
+            .and_then(|b| b.last())
+            .expect("actions");
+        let confirm = &actions["elements"][0]["confirm"];
+        assert!(
+            confirm["title"]["text"]
+                .as_str()
+                .expect("title")
+                .chars()
+                .count()
+                <= 100
+        );
+        let text = confirm["text"]["text"].as_str().expect("text");
+        assert!(
+            text.chars().count() <= 300 && !text.contains("<!here>"),
+            "{text}"
+        );
+        assert!(
+            actions["elements"][1].get("confirm").is_none(),
+            "Deny has its own modal"
+        );
     }
 
     #[test]

@@ -4,5 +4,6 @@
 pub mod api;
 pub mod blocks;
 pub mod interaction;
+pub mod modal;
 pub mod signature;
 pub mod socket_mode;

@@ -11,6 +11,7 @@
 
 pub mod retention;
 mod rows;
+mod votes;
 
 use std::{str::FromStr, time::Duration};
 
@@ -24,6 +25,7 @@ use sqlx::{
 
 use crate::approval::{rfc3339, Approval, ApprovalId, Decision, NewApproval, Status};
 use rows::{approval_from_row, event_from_row, APPROVAL_COLUMNS};
+pub use votes::Vote;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -324,13 +326,16 @@ impl Store {
     pub async fn prune_decided_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
         let cutoff = rfc3339(cutoff);
         let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "DELETE FROM events WHERE approval_id IN
-               (SELECT id FROM approvals WHERE status != 'pending' AND decided_at < ?)",
-        )
-        .bind(&cutoff)
-        .execute(&mut *tx)
-        .await?;
+        // Everything that refers to a pruned request goes with it, in one transaction.
+        for table in ["events", "votes"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE approval_id IN
+                   (SELECT id FROM approvals WHERE status != 'pending' AND decided_at < ?)"
+            ))
+            .bind(&cutoff)
+            .execute(&mut *tx)
+            .await?;
+        }
         let pruned =
             sqlx::query("DELETE FROM approvals WHERE status != 'pending' AND decided_at < ?")
                 .bind(&cutoff)

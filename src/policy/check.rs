@@ -1,0 +1,260 @@
+//! `greenlight policy check --request request.json [--agent NAME]`: which rule a
+//! request would match and what greenlight would do with it, without posting anything
+//! and without the Slack settings a server needs.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{load, parse_approver_list, Defaults, Plan, Requested, Subject};
+use crate::config::{DEFAULT_TIMEOUT_SECS, MAX_TIMEOUT_SECS};
+
+/// The `POST /v1/approvals` body, as the API reads it (unknown fields refused alike).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckRequest {
+    code: String,
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    context: Option<Value>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    title: Option<String>,
+    #[serde(default)]
+    timeout_secs: Option<u64>,
+    #[serde(default)]
+    requester_slack_id: Option<String>,
+    #[serde(default)]
+    required_approvals: Option<u32>,
+}
+
+/// Reads the policy and the request, and describes the outcome. `env` looks up
+/// `GREENLIGHT_POLICY`, `SLACK_CHANNEL_ID`, `GREENLIGHT_APPROVERS` and
+/// `GREENLIGHT_DEFAULT_TIMEOUT_SECS`, all optional here. `Err` is one line.
+pub fn run(
+    request: &Path,
+    agent: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let get = |key: &str| {
+        env(key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let policy_path = get("GREENLIGHT_POLICY").map(PathBuf::from);
+    let policy = load(policy_path.as_deref()).map_err(|e| e.to_string())?;
+    let approvers = get("GREENLIGHT_APPROVERS")
+        .map(|raw| parse_approver_list(&raw))
+        .transpose()
+        .map_err(|p| format!("GREENLIGHT_APPROVERS is invalid: {p}"))?;
+    let default_timeout = match get("GREENLIGHT_DEFAULT_TIMEOUT_SECS") {
+        None => DEFAULT_TIMEOUT_SECS,
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (1..=MAX_TIMEOUT_SECS).contains(s))
+            .ok_or_else(|| format!("GREENLIGHT_DEFAULT_TIMEOUT_SECS is invalid: {raw:?}"))?,
+    };
+    let channel = get("SLACK_CHANNEL_ID");
+
+    let raw = std::fs::read_to_string(request)
+        .map_err(|e| format!("cannot read {}: {e}", request.display()))?;
+    let body: CheckRequest = serde_json::from_str(&raw)
+        .map_err(|e| format!("{} is not a valid request: {e}", request.display()))?;
+    if body.code.trim().is_empty() {
+        return Err(format!("{}: code must not be empty", request.display()));
+    }
+    let subject = Subject {
+        agent,
+        language: body
+            .language
+            .as_deref()
+            .map(str::trim)
+            .filter(|l| !l.is_empty()),
+        code: &body.code,
+        context: body.context.as_ref().filter(|c| !c.is_null()),
+    };
+    let requested = Requested {
+        required_approvals: body.required_approvals.unwrap_or(1),
+        timeout_secs: body.timeout_secs.unwrap_or(default_timeout),
+    };
+    let defaults = Defaults {
+        channel: channel
+            .clone()
+            .unwrap_or_else(|| "the default channel (SLACK_CHANNEL_ID)".into()),
+        approvers,
+    };
+    let rule = policy.matching_rule(&subject, requested.required_approvals);
+    let plan = policy.plan(&subject, requested, &defaults);
+
+    let mut out = Vec::new();
+    let place = if rule.line == 0 {
+        format!("built in; no rule in {} matched", policy.source)
+    } else {
+        format!("{} line {}", policy.source, rule.line)
+    };
+    out.push(format!("rule: {} ({place})", rule.name));
+    match plan {
+        Plan::Auto {
+            approve,
+            reason,
+            notify_channel,
+            ..
+        } => {
+            out.push(format!(
+                "action: {} at once, no reviewer",
+                if approve { "approve" } else { "deny" }
+            ));
+            out.push(format!("reason: {reason}"));
+            out.push(match notify_channel {
+                Some(channel) => format!("notify: an FYI without buttons in {channel}"),
+                None => "notify: no Slack message".into(),
+            });
+        }
+        Plan::Route {
+            channel,
+            approvers,
+            approvers_from_rule,
+            required_approvals,
+            timeout_secs,
+            high_risk,
+            ..
+        } => {
+            out.push("action: post to Slack for a decision".into());
+            out.push(format!("channel: {channel}"));
+            out.push(match approvers {
+                Some(list) => format!(
+                    "approvers: {} (from {})",
+                    list.join(", "),
+                    if approvers_from_rule {
+                        "the rule"
+                    } else {
+                        "GREENLIGHT_APPROVERS"
+                    }
+                ),
+                None => "approvers: anyone who can click (GREENLIGHT_APPROVERS is unset)".into(),
+            });
+            if let Some(requester) = &body.requester_slack_id {
+                out.push(format!("requester: {requester} may deny but never approve"));
+            }
+            out.push(format!(
+                "required approvals: {required_approvals} (the request asked for {})",
+                requested.required_approvals
+            ));
+            out.push(format!(
+                "timeout: {timeout_secs} s (the request asked for {} s); no decision by then denies",
+                requested.timeout_secs
+            ));
+            out.push(format!(
+                "high risk: {}",
+                if high_risk {
+                    "yes, Approve asks for confirmation"
+                } else {
+                    "no"
+                }
+            ));
+        }
+    }
+    Ok(out.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    fn run_with(
+        request: &Path,
+        agent: Option<&str>,
+        env: &HashMap<&str, String>,
+    ) -> Result<String, String> {
+        run(request, agent, |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn explains_route_and_auto_decisions() {
+        let dir = tempfile::tempdir().expect("dir");
+        let policy = write(
+            dir.path(),
+            "p.toml",
+            "[[rule]]\nname = \"deny-curl\"\naction = \"auto_deny\"\ncode = \"curl\"\nreason = \"no downloads\"\n\n[[rule]]\nname = \"prod\"\nagent = \"deploy\"\nrequired_approvals = 2\ntimeout_secs = 60\nhigh_risk = true\napprovers = [\"S0SRE\"]\n",
+        );
+        let env = HashMap::from([("GREENLIGHT_POLICY", policy.display().to_string())]);
+        let curl = write(dir.path(), "a.json", r#"{"code": "curl x"}"#);
+        let out = run_with(&curl, None, &env).expect("ok");
+        assert!(
+            out.starts_with(&format!("rule: deny-curl ({} line 1)", policy.display())),
+            "{out}"
+        );
+        assert!(
+            out.contains("action: deny at once") && out.contains("reason: no downloads"),
+            "{out}"
+        );
+
+        let deploy = write(
+            dir.path(),
+            "b.json",
+            r#"{"code": "make deploy", "timeout_secs": 600, "requester_slack_id": "U0ME"}"#,
+        );
+        let out = run_with(&deploy, Some("deploy"), &env).expect("ok");
+        for line in [
+            "rule: prod (",
+            "channel: the default channel (SLACK_CHANNEL_ID)",
+            "approvers: S0SRE (from the rule)",
+            "requester: U0ME may deny but never approve",
+            "required approvals: 2 (the request asked for 1)",
+            "timeout: 60 s (the request asked for 600 s)",
+            "high risk: yes",
+        ] {
+            assert!(out.contains(line), "missing {line:?} in:\n{out}");
+        }
+        // Without --agent the agent rule cannot match: the built-in default applies.
+        let out = run_with(&deploy, None, &env).expect("ok");
+        assert!(
+            out.starts_with("rule: default (built in; no rule in"),
+            "{out}"
+        );
+        assert!(out.contains("approvers: anyone who can click"), "{out}");
+    }
+
+    #[test]
+    fn bad_input_is_one_line() {
+        let dir = tempfile::tempdir().expect("dir");
+        let good = write(dir.path(), "ok.json", r#"{"code": "ls"}"#);
+        let broken = write(dir.path(), "bad.json", r#"{"code": "#);
+        let unknown = write(dir.path(), "typo.json", r#"{"code": "ls", "timeout": 5}"#);
+        let bad_policy = write(
+            dir.path(),
+            "p.toml",
+            "[[rule]]\nname = \"x\"\naction = \"maybe\"\n",
+        );
+        let none = HashMap::new();
+        let cases = [
+            run_with(&dir.path().join("missing.json"), None, &none),
+            run_with(&broken, None, &none),
+            run_with(&unknown, None, &none),
+            run_with(
+                &good,
+                None,
+                &HashMap::from([("GREENLIGHT_POLICY", bad_policy.display().to_string())]),
+            ),
+            run_with(
+                &good,
+                None,
+                &HashMap::from([("GREENLIGHT_APPROVERS", "alice".to_owned())]),
+            ),
+        ];
+        for result in cases {
+            let err = result.expect_err("bad input");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+}

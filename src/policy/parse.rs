@@ -1,0 +1,643 @@
+//! Reading `config/policy.toml` into a [`Policy`], refusing anything doubtful.
+//!
+//! A policy decides who may let an agent run code, so a typo must stop start-up rather
+//! than quietly loosen a rule: unknown keys, unknown actions, bad regexes, keys that
+//! make no sense for a rule's action and rules that can never match are all errors,
+//! each reported as one line `file:line:col: problem` pointing at the offending key
+//! (or at the rule's `[[rule]]` header).
+//!
+//! File format (see `config/policy.toml` for a commented example):
+//!
+//! ```toml
+//! [[rule]]
+//! name = "prod"                       # required, unique; shown in the audit trail
+//! action = "route"                    # default; or "auto_approve" / "auto_deny"
+//! agent = "deploy-bot"                # conditions: all must hold, none = match all
+//! language = ["bash", "sh"]           #   a string, a list of strings (any of), or
+//! context.env = { regex = "^prod" }   #   { regex = "…" }; `code` is always a regex
+//! code = 'kubectl\s+apply'
+//! channel = "C0PROD"                  # route: where, who, how many, how long
+//! approvers = ["U0ALICE", "S0SRE"]
+//! required_approvals = 2
+//! timeout_secs = 900
+//! high_risk = true
+//! ```
+
+use std::{fmt, ops::Range, path::Path};
+
+use regex::Regex;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Action, Conditions, ContextMatch, Notify, Policy, Route, Rule, TextMatch};
+use crate::config::MAX_TIMEOUT_SECS;
+
+/// Where the policy is looked for when `GREENLIGHT_POLICY` is not set.
+pub const DEFAULT_PATH: &str = "config/policy.toml";
+
+/// The most approvals a rule may demand; the same bound the agent API has.
+const MAX_REQUIRED_APPROVALS: i64 = 10;
+const MAX_NAME_CHARS: usize = 64;
+
+/// A policy file problem: which file, where, what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub file: String,
+    /// 1-based line and column, when the problem has a place.
+    pub position: Option<(usize, usize)>,
+    pub problem: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => write!(f, "{}:{line}:{col}: {}", self.file, self.problem),
+            None => write!(f, "{}: {}", self.file, self.problem),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// Loads the policy: from `explicit` (`GREENLIGHT_POLICY`) if given, which must
+/// exist; otherwise from [`DEFAULT_PATH`] if that file exists; otherwise the built-in
+/// default (route everything to the default channel, one approval).
+pub fn load(explicit: Option<&Path>) -> Result<Policy, PolicyError> {
+    let path = match explicit {
+        Some(path) => path,
+        None => {
+            let default = Path::new(DEFAULT_PATH);
+            if !default.exists() {
+                return Ok(Policy::builtin());
+            }
+            default
+        }
+    };
+    let file = path.display().to_string();
+    let source = std::fs::read_to_string(path).map_err(|error| PolicyError {
+        file: file.clone(),
+        position: None,
+        problem: format!("cannot read the policy file: {error}"),
+    })?;
+    parse(&source, &file)
+}
+
+/// Is `raw` a Slack user (`U…`, `W…`) or user group (`S…`) id?
+pub fn is_approver_id(raw: &str) -> bool {
+    (3..=32).contains(&raw.len())
+        && raw.starts_with(['U', 'W', 'S'])
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
+/// Parses a comma-separated approver list (`GREENLIGHT_APPROVERS`).
+pub fn parse_approver_list(raw: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for (index, entry) in raw.split(',').map(str::trim).enumerate() {
+        if !is_approver_id(entry) {
+            return Err(format!(
+                "entry {} ({entry:?}) is not a Slack user id (U…/W…) or user group id (S…)",
+                index + 1
+            ));
+        }
+        out.push(entry.to_owned());
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    rule: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Option<Spanned<String>>,
+    action: Option<Spanned<String>>,
+    agent: Option<Spanned<toml::Value>>,
+    language: Option<Spanned<toml::Value>>,
+    code: Option<Spanned<String>>,
+    // Not `Spanned`: toml cannot span a table built from dotted keys
+    // (`context.env = …`); errors point at the rule instead.
+    context: Option<toml::Table>,
+    reason: Option<Spanned<String>>,
+    notify: Option<Spanned<bool>>,
+    channel: Option<Spanned<String>>,
+    approvers: Option<Spanned<Vec<String>>>,
+    required_approvals: Option<Spanned<i64>>,
+    timeout_secs: Option<Spanned<i64>>,
+    high_risk: Option<Spanned<bool>>,
+}
+
+/// Turns byte offsets into `line:col` for one source text.
+struct Locator<'a> {
+    file: &'a str,
+    source: &'a str,
+}
+
+impl Locator<'_> {
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let before = &self.source[..offset.min(self.source.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before
+            .rsplit('\n')
+            .next()
+            .map_or(0, |last| last.chars().count())
+            + 1;
+        (line, col)
+    }
+
+    fn error(&self, span: Option<Range<usize>>, problem: String) -> PolicyError {
+        PolicyError {
+            file: self.file.to_owned(),
+            position: span.map(|span| self.position(span.start)),
+            problem,
+        }
+    }
+}
+
+/// Parses and validates a policy. `file` only names the source in errors.
+pub fn parse(source: &str, file: &str) -> Result<Policy, PolicyError> {
+    let at = Locator { file, source };
+    let raw: RawFile = toml::from_str(source)
+        .map_err(|error| at.error(error.span(), one_line(error.message())))?;
+    let mut rules: Vec<Rule> = Vec::with_capacity(raw.rule.len());
+    for spanned in raw.rule {
+        let span = spanned.span();
+        let rule = rule(&at, span.clone(), spanned.into_inner())?;
+        if let Some(dup) = rules.iter().find(|r| r.name == rule.name) {
+            return Err(at.error(
+                Some(span),
+                format!(
+                    "rule name \"{}\" is used twice (first at line {})",
+                    rule.name, dup.line
+                ),
+            ));
+        }
+        if let Some(catch_all) = rules.iter().find(|r| r.when.is_empty()) {
+            return Err(at.error(
+                Some(span),
+                format!(
+                    "rule \"{}\" can never match: rule \"{}\" (line {}) before it has no conditions and matches every request",
+                    rule.name, catch_all.name, catch_all.line
+                ),
+            ));
+        }
+        rules.push(rule);
+    }
+    Ok(Policy::from_rules(file.to_owned(), rules))
+}
+
+fn rule(at: &Locator<'_>, span: Range<usize>, raw: RawRule) -> Result<Rule, PolicyError> {
+    let line = at.position(span.start).0;
+    let name = match &raw.name {
+        Some(name) => {
+            let value = name.get_ref().trim();
+            if value.is_empty() || value.chars().count() > MAX_NAME_CHARS {
+                return Err(at.error(
+                    Some(name.span()),
+                    format!("rule name must be 1 to {MAX_NAME_CHARS} characters"),
+                ));
+            }
+            value.to_owned()
+        }
+        None => {
+            return Err(at.error(
+                Some(span),
+                "every [[rule]] needs a name (it is what the audit trail records)".into(),
+            ))
+        }
+    };
+    // Every later message names the rule, so "which one?" never needs asking.
+    let fail = |span: Range<usize>, problem: String| {
+        at.error(Some(span), format!("rule \"{name}\": {problem}"))
+    };
+
+    let mut when = Conditions::default();
+    if let Some(agent) = &raw.agent {
+        when.agent = Some(
+            text_match(agent.get_ref()).map_err(|p| fail(agent.span(), format!("agent {p}")))?,
+        );
+    }
+    if let Some(language) = &raw.language {
+        when.language = Some(
+            text_match(language.get_ref())
+                .map_err(|p| fail(language.span(), format!("language {p}")))?,
+        );
+    }
+    if let Some(code) = &raw.code {
+        when.code =
+            Some(regex(code.get_ref()).map_err(|p| fail(code.span(), format!("code {p}")))?);
+    }
+    if let Some(context) = &raw.context {
+        let mut path = Vec::new();
+        context_matches(context, &mut path, &mut when.context)
+            .map_err(|p| fail(span.clone(), p))?;
+    }
+
+    let action_name = raw
+        .action
+        .as_ref()
+        .map_or("route", |a| a.get_ref().as_str());
+    let action_span = raw.action.as_ref().map_or(span.clone(), |a| a.span());
+    let route_keys = [
+        ("channel", raw.channel.as_ref().map(Spanned::span)),
+        ("approvers", raw.approvers.as_ref().map(Spanned::span)),
+        (
+            "required_approvals",
+            raw.required_approvals.as_ref().map(Spanned::span),
+        ),
+        ("timeout_secs", raw.timeout_secs.as_ref().map(Spanned::span)),
+        ("high_risk", raw.high_risk.as_ref().map(Spanned::span)),
+    ];
+    let notify = raw.notify.as_ref().is_some_and(|n| *n.get_ref());
+    let reason = raw.reason.as_ref().map(|r| r.get_ref().trim().to_owned());
+
+    let action = match action_name {
+        "auto_approve" | "auto_deny" => {
+            // `channel` on an automatic rule only says where its FYI goes.
+            for (key, key_span) in route_keys.iter().skip(1) {
+                if let Some(key_span) = key_span {
+                    return Err(fail(
+                        key_span.clone(),
+                        format!(
+                            "{key} applies only to routed rules, not to action = \"{action_name}\""
+                        ),
+                    ));
+                }
+            }
+            let channel = match &raw.channel {
+                Some(channel) if !notify => {
+                    return Err(fail(
+                        channel.span(),
+                        "channel on an automatic rule is where its FYI goes; set notify = true or remove it".into(),
+                    ))
+                }
+                Some(channel) => Some(channel_id(channel).map_err(|p| fail(channel.span(), p))?),
+                None => None,
+            };
+            let notify = if notify {
+                Notify::Channel(channel)
+            } else {
+                Notify::Silent
+            };
+            if action_name == "auto_deny" {
+                match reason {
+                    Some(reason) if !reason.is_empty() => Action::AutoDeny { reason, notify },
+                    _ => return Err(fail(
+                        raw.reason.as_ref().map_or(span.clone(), |r| r.span()),
+                        "action = \"auto_deny\" needs a non-empty reason (the agent is told it)"
+                            .into(),
+                    )),
+                }
+            } else {
+                Action::AutoApprove {
+                    reason: reason.filter(|r| !r.is_empty()),
+                    notify,
+                }
+            }
+        }
+        "route" => {
+            for (key, value_span) in [
+                ("reason", raw.reason.as_ref().map(Spanned::span)),
+                ("notify", raw.notify.as_ref().map(Spanned::span)),
+            ] {
+                if let Some(value_span) = value_span {
+                    return Err(fail(
+                        value_span,
+                        format!("{key} applies only to auto_approve and auto_deny rules"),
+                    ));
+                }
+            }
+            let mut route = Route {
+                high_risk: raw.high_risk.as_ref().is_some_and(|h| *h.get_ref()),
+                ..Route::default()
+            };
+            if let Some(channel) = &raw.channel {
+                route.channel = Some(channel_id(channel).map_err(|p| fail(channel.span(), p))?);
+            }
+            if let Some(approvers) = &raw.approvers {
+                if approvers.get_ref().is_empty() {
+                    return Err(fail(
+                        approvers.span(),
+                        "approvers is empty, so nobody could approve; remove the key to use GREENLIGHT_APPROVERS".into(),
+                    ));
+                }
+                if let Some(bad) = approvers.get_ref().iter().find(|a| !is_approver_id(a)) {
+                    return Err(fail(
+                        approvers.span(),
+                        format!("approvers: {bad:?} is not a Slack user id (U…/W…) or user group id (S…)"),
+                    ));
+                }
+                route.approvers = Some(approvers.get_ref().clone());
+            }
+            if let Some(n) = &raw.required_approvals {
+                if !(1..=MAX_REQUIRED_APPROVALS).contains(n.get_ref()) {
+                    return Err(fail(
+                        n.span(),
+                        format!("required_approvals must be from 1 to {MAX_REQUIRED_APPROVALS}"),
+                    ));
+                }
+                route.required_approvals = u32::try_from(*n.get_ref()).ok();
+            }
+            if let Some(t) = &raw.timeout_secs {
+                let secs = u64::try_from(*t.get_ref()).unwrap_or(0);
+                if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
+                    return Err(fail(
+                        t.span(),
+                        format!("timeout_secs must be from 1 to {MAX_TIMEOUT_SECS}"),
+                    ));
+                }
+                route.timeout_secs = Some(secs);
+            }
+            Action::Route(route)
+        }
+        other => {
+            return Err(fail(
+                action_span,
+                format!(
+                "unknown action {other:?} (expected \"route\", \"auto_approve\" or \"auto_deny\")"
+            ),
+            ))
+        }
+    };
+    Ok(Rule {
+        name,
+        line,
+        when,
+        action,
+    })
+}
+
+fn channel_id(channel: &Spanned<String>) -> Result<String, String> {
+    let value = channel.get_ref().trim();
+    if value.is_empty() || value.len() > 80 || value.contains(char::is_whitespace) {
+        return Err(format!(
+            "channel {value:?} is not a Slack channel id such as C0123ABCD"
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+fn regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(pattern)
+        .map_err(|error| format!("is not a valid regex: {}", one_line(&error.to_string())))
+}
+
+/// A string, a non-empty list of strings, or `{ regex = "…" }`.
+fn text_match(value: &toml::Value) -> Result<TextMatch, String> {
+    const SHAPE: &str = "must be a string, a list of strings, or { regex = \"…\" }";
+    match value {
+        toml::Value::String(s) => Ok(TextMatch::AnyOf(vec![s.clone()])),
+        toml::Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned).ok_or(SHAPE.to_owned()))
+            .collect::<Result<_, _>>()
+            .map(TextMatch::AnyOf),
+        toml::Value::Table(table) if table.len() == 1 => match table.get("regex") {
+            Some(toml::Value::String(pattern)) => regex(pattern).map(TextMatch::Regex),
+            _ => Err(SHAPE.to_owned()),
+        },
+        _ => Err(SHAPE.to_owned()),
+    }
+}
+
+/// Flattens `context.a.b = …` (nested TOML tables) into paths; a table holding
+/// `regex` is a matcher, not a deeper level.
+fn context_matches(
+    table: &toml::Table,
+    path: &mut Vec<String>,
+    out: &mut Vec<ContextMatch>,
+) -> Result<(), String> {
+    if table.is_empty() {
+        return Err(format!("context.{} has no conditions", path.join(".")));
+    }
+    for (key, value) in table {
+        path.push(key.clone());
+        match value {
+            toml::Value::Table(inner) if !inner.contains_key("regex") => {
+                context_matches(inner, path, out)?;
+            }
+            other => {
+                let matches = text_match(other)
+                    .map_err(|problem| format!("context.{} {problem}", path.join(".")))?;
+                out.push(ContextMatch {
+                    path: path.clone(),
+                    matches,
+                });
+            }
+        }
+        path.pop();
+    }
+    Ok(())
+}
+
+/// Library messages may span lines (regex carets, toml snippets); ours are one line.
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    // regex: a caret diagram, then "error: <what>".
+    if let Some(what) = lines.iter().find_map(|l| l.strip_prefix("error: ")) {
+        return what.to_owned();
+    }
+    lines.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(source: &str) -> String {
+        parse(source, "policy.toml")
+            .expect_err("must be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn empty_file_is_the_builtin_default() {
+        let policy = parse("# nothing yet\n", "policy.toml").expect("valid");
+        assert!(policy.rules.is_empty());
+    }
+
+    #[test]
+    fn shipped_example_is_valid_and_behaves_like_the_default() {
+        let source = include_str!("../../config/policy.toml");
+        let policy = parse(source, "config/policy.toml").expect("the shipped example is valid");
+        let subject = super::super::Subject {
+            agent: Some("ci-bot"),
+            language: Some("python"),
+            code: "rm -rf /",
+            context: Some(&serde_json::json!({"env": "prod"})),
+        };
+        let defaults = super::super::Defaults {
+            channel: "C1".into(),
+            approvers: None,
+        };
+        let requested = super::super::Requested {
+            required_approvals: 1,
+            timeout_secs: 300,
+        };
+        let builtin = Policy::builtin().plan(&subject, requested, &defaults);
+        let shipped = policy.plan(&subject, requested, &defaults);
+        let strip = |plan: super::super::Plan| match plan {
+            super::super::Plan::Route {
+                rule: _,
+                channel,
+                approvers,
+                approvers_from_rule,
+                required_approvals,
+                timeout_secs,
+                high_risk,
+            } => (
+                channel,
+                approvers,
+                approvers_from_rule,
+                required_approvals,
+                timeout_secs,
+                high_risk,
+            ),
+            other => panic!("expected a route, got {other:?}"),
+        };
+        assert_eq!(strip(shipped), strip(builtin));
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let err = error("[[rule]]\nname = \"a\"\ncode = \"unterminated\n");
+        assert!(err.starts_with("policy.toml:3:"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_where_they_are() {
+        let err = error("[[rule]]\nname = \"a\"\napprover = [\"U1\"]\n");
+        assert!(
+            err.starts_with("policy.toml:3:1: unknown field `approver`"),
+            "{err}"
+        );
+        let err = error("[[rules]]\nname = \"a\"\n");
+        assert!(err.starts_with("policy.toml:1:"), "{err}");
+        assert!(err.contains("unknown field `rules`"), "{err}");
+    }
+
+    #[test]
+    fn unknown_action_is_refused() {
+        let err = error("\n[[rule]]\nname = \"a\"\naction = \"approve\"\n");
+        assert_eq!(
+            err,
+            "policy.toml:4:10: rule \"a\": unknown action \"approve\" (expected \"route\", \"auto_approve\" or \"auto_deny\")"
+        );
+    }
+
+    #[test]
+    fn auto_deny_needs_a_reason() {
+        let err = error("[[rule]]\nname = \"no\"\naction = \"auto_deny\"\ncode = \"x\"\n");
+        assert!(
+            err.starts_with(
+                "policy.toml:1:1: rule \"no\": action = \"auto_deny\" needs a non-empty reason"
+            ),
+            "{err}"
+        );
+        let err = error("[[rule]]\nname = \"no\"\naction = \"auto_deny\"\nreason = \"  \"\n");
+        assert!(err.starts_with("policy.toml:4:"), "{err}");
+    }
+
+    #[test]
+    fn bad_regex_names_the_rule_and_line() {
+        let err = error("[[rule]]\nname = \"ok\"\ncode = \"a\"\n\n[[rule]]\nname = \"broken\"\ncode = \"(unclosed\"\n");
+        assert!(
+            err.starts_with("policy.toml:7:8: rule \"broken\": code is not a valid regex"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+        let err = error("[[rule]]\nname = \"ctx\"\ncontext.env = { regex = \"[\" }\n");
+        assert!(
+            err.contains("rule \"ctx\": context.env is not a valid regex"),
+            "{err}"
+        );
+        assert!(err.starts_with("policy.toml:"), "{err}");
+    }
+
+    #[test]
+    fn keys_that_do_not_fit_the_action_are_refused() {
+        for (body, expect) in [
+            (
+                "action = \"auto_approve\"\napprovers = [\"U1AB\"]",
+                "approvers applies only to routed rules",
+            ),
+            (
+                "action = \"auto_deny\"\nreason = \"r\"\nrequired_approvals = 2",
+                "required_approvals applies only",
+            ),
+            (
+                "action = \"auto_deny\"\nreason = \"r\"\nchannel = \"C1\"",
+                "set notify = true",
+            ),
+            ("reason = \"r\"", "reason applies only to auto_approve"),
+            ("notify = true", "notify applies only"),
+            ("approvers = []", "nobody could approve"),
+            ("approvers = [\"alice\"]", "not a Slack user id"),
+            ("required_approvals = 0", "from 1 to 10"),
+            ("timeout_secs = -5", "timeout_secs must be from 1"),
+            ("channel = \"my channel\"", "not a Slack channel id"),
+            ("language = 3", "language must be a string"),
+            ("agent = { regexp = \"x\" }", "agent must be a string"),
+            ("notify = \"yes\"", "invalid type"),
+        ] {
+            let err = error(&format!("[[rule]]\nname = \"r\"\ncode = \"x\"\n{body}\n"));
+            assert!(err.contains(expect), "{body}: {err}");
+            assert!(err.starts_with("policy.toml:"), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn names_are_required_and_unique() {
+        assert!(error("[[rule]]\ncode = \"x\"\n").contains("needs a name"));
+        let err =
+            error("[[rule]]\nname = \"a\"\ncode = \"x\"\n[[rule]]\nname = \"a\"\ncode = \"y\"\n");
+        assert!(
+            err.starts_with("policy.toml:4:1:") && err.contains("used twice (first at line 1)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rules_after_a_catch_all_are_refused() {
+        let err = error("[[rule]]\nname = \"all\"\n[[rule]]\nname = \"never\"\ncode = \"x\"\n");
+        assert!(
+            err.starts_with("policy.toml:3:1: rule \"never\" can never match"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn approver_ids() {
+        assert!(is_approver_id("U024BE7LH") && !is_approver_id("W1"));
+        assert!(is_approver_id("S0SRE") && is_approver_id("W012A3CDE"));
+        assert!(!is_approver_id("C123") && !is_approver_id("u123") && !is_approver_id("U1 2"));
+        assert_eq!(
+            parse_approver_list(" U0ALICE, S0SRE ").expect("valid"),
+            vec!["U0ALICE".to_owned(), "S0SRE".to_owned()]
+        );
+        assert!(parse_approver_list("U0ALICE,,S0SRE").is_err());
+        assert!(parse_approver_list("@alice").is_err());
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_naming_it() {
+        let err = load(Some(Path::new("/nonexistent/policy.toml")))
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            err.starts_with("/nonexistent/policy.toml: cannot read"),
+            "{err}"
+        );
+    }
+}
