@@ -2,15 +2,23 @@
 //! configuration, another runs it until a shutdown future resolves. Tests bind port 0
 //! and pass their own shutdown.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     approval::ApprovalService,
     config::Config,
     http::{self, AppState},
+    limits::SubmitLimits,
+    metrics::Metrics,
+    readiness::Readiness,
     slack::{
         api::{RetryPolicy, SlackClient},
         signature::SignatureVerifier,
@@ -36,23 +44,39 @@ impl Server {
         let store = Store::connect(&config.database_url)
             .await
             .with_context(|| format!("cannot open the database at {}", config.database_url))?;
+        let metrics = Metrics::new();
+        metrics.register_agents(config.api_tokens.iter().map(|t| t.name.as_str()));
         let slack = SlackClient::new(
             &config.slack_api_base_url,
             config.slack_bot_token.clone(),
             retry,
+        )
+        .with_metrics(metrics.clone());
+        let service = ApprovalService::with_metrics(
+            store,
+            slack,
+            config.slack_channel_id.clone(),
+            metrics.clone(),
         );
-        let service = ApprovalService::new(store, slack, config.slack_channel_id.clone());
         service
             .recover()
             .await
             .context("cannot recover pending requests")?;
         let verifier = SignatureVerifier::new(config.slack_signing_secret.clone());
+        let limits = SubmitLimits::new(
+            config.rate_limit_per_minute,
+            config.max_pending_per_agent,
+            metrics.clone(),
+        );
         Ok(Self {
             listener,
             state: AppState {
                 config,
                 service,
                 verifier,
+                metrics,
+                readiness: Readiness::new(),
+                limits,
             },
         })
     }
@@ -66,20 +90,62 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, answers open long-polls
-    /// with their current state and finishes in-flight requests.
+    /// with their current state and finishes in-flight requests, for at most
+    /// `GREENLIGHT_SHUTDOWN_GRACE_SECS`; then closes the database.
+    ///
+    /// Pending requests stay pending in the database: the next start re-arms their
+    /// deadlines. Nothing needs flushing beyond closing the pools, because every state
+    /// change is committed before anyone is told about it. Past the grace period it
+    /// returns anyway, so a stuck client cannot keep an orchestrator's rollout waiting;
+    /// the requests cut off then were either committed already or never acknowledged.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let service = self.state.service.clone();
+        let grace = self.state.config.shutdown_grace;
+        let slack_check = self
+            .state
+            .readiness
+            .spawn_slack_check(service.slack().clone(), self.state.config.readiness_recheck);
+        let (signalled, mut on_signal) = watch::channel(false);
         let app = http::router(self.state);
-        axum::serve(self.listener, app)
+        let shutdown_service = service.clone();
+        let serve = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
-                tracing::info!("shutting down: answering open long-polls");
-                service.begin_shutdown();
+                tracing::info!(
+                    "shutting down: answering open long-polls, finishing in-flight requests"
+                );
+                shutdown_service.begin_shutdown();
+                signalled.send_replace(true);
             })
+            .into_future();
+        let hard_cap = async move {
+            if on_signal.wait_for(|s| *s).await.is_err() {
+                // The server ended without a signal; the other branch has the answer.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(grace).await;
+        };
+        let result = tokio::select! {
+            result = serve => result.context("HTTP server failed"),
+            () = hard_cap => {
+                tracing::warn!(
+                    grace_secs = grace.as_secs(),
+                    "in-flight requests did not finish within the shutdown grace period; exiting anyway"
+                );
+                Ok(())
+            }
+        };
+        slack_check.abort();
+        if tokio::time::timeout(Duration::from_secs(5), service.store().close())
             .await
-            .context("HTTP server failed")
+            .is_err()
+        {
+            tracing::warn!("the database did not close within 5 s");
+        }
+        tracing::info!("stopped");
+        result
     }
 }

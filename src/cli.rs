@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the service (configuration from the environment and .env).
     Serve,
+    /// Print the agent API's OpenAPI 3.1 document (docs/openapi.json is its output).
+    Openapi,
 }
 
 /// Entry point of the binary.
@@ -44,6 +46,10 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve => runtime.block_on(serve()),
+        Command::Openapi => {
+            print!("{}", crate::http::openapi::document());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -54,18 +60,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    use tracing_subscriber::{fmt, EnvFilter};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 async fn serve() -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
-    init_tracing();
+    crate::logging::init(config.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (GREENLIGHT_LISTEN)", config.listen))?;

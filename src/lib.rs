@@ -14,6 +14,8 @@
 //! - [`slack`]: Web API client, request signatures, Block Kit, interaction payloads.
 //! - [`error`]: the API's JSON error type.
 //! - [`cli`]: the `greenlight` command.
+//! - [`metrics`], [`readiness`], [`limits`], [`logging`]: running it in production —
+//!   Prometheus metrics, the `/readyz` checks, per-agent submission limits, log format.
 
 pub mod app;
 pub mod approval;
@@ -21,5 +23,9 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod limits;
+pub mod logging;
+pub mod metrics;
+pub mod readiness;
 pub mod slack;
 pub mod store;

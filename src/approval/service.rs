@@ -21,6 +21,7 @@ use tokio::{
 
 use super::{Approval, ApprovalId, Broker, Decision, NewApproval, Status, SYSTEM_ACTOR};
 use crate::{
+    metrics::{Metrics, Outcome},
     slack::{
         api::{MessageRef, SlackClient},
         blocks,
@@ -86,10 +87,21 @@ struct Inner {
     timers: DashMap<ApprovalId, AbortHandle>,
     /// Flips to true on shutdown so open long-polls answer at once.
     shutting_down: watch::Sender<bool>,
+    metrics: Metrics,
 }
 
 impl ApprovalService {
     pub fn new(store: Store, slack: SlackClient, default_channel: String) -> Self {
+        Self::with_metrics(store, slack, default_channel, Metrics::new())
+    }
+
+    /// Like `new`, recording submissions and decisions into `metrics`.
+    pub fn with_metrics(
+        store: Store,
+        slack: SlackClient,
+        default_channel: String,
+        metrics: Metrics,
+    ) -> Self {
         let (shutting_down, _) = watch::channel(false);
         Self {
             inner: Arc::new(Inner {
@@ -100,6 +112,7 @@ impl ApprovalService {
                 post_queues: DashMap::new(),
                 timers: DashMap::new(),
                 shutting_down,
+                metrics,
             }),
         }
     }
@@ -110,6 +123,10 @@ impl ApprovalService {
 
     pub fn slack(&self) -> &SlackClient {
         &self.inner.slack
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Records a request, arms its deadline and queues its Slack message. With an
@@ -127,6 +144,7 @@ impl ApprovalService {
         {
             Inserted::Created(approval) => {
                 tracing::info!(request_id = %approval.id, agent = %approval.agent, "approval submitted");
+                self.inner.metrics.submitted(&approval.agent);
                 self.arm_deadline(&approval);
                 self.enqueue_post(&approval);
                 Ok((approval, true))
@@ -296,6 +314,12 @@ impl ApprovalService {
             return Ok(None);
         };
         tracing::info!(request_id = %id, status = approval.status.as_str(), decided_by = ?approval.decided_by, "approval decided");
+        if let Some(outcome) = Outcome::of(approval.status) {
+            let waited = (decision.at - approval.created_at)
+                .to_std()
+                .unwrap_or_default();
+            self.inner.metrics.decided(outcome, waited);
+        }
         if let Some((_, timer)) = self.inner.timers.remove(&id) {
             timer.abort();
         }

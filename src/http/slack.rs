@@ -29,6 +29,7 @@ async fn interactions(
     let now = chrono::Utc::now().timestamp();
     if let Err(error) = state.verifier.verify(&headers, &body, now) {
         tracing::warn!(%error, "rejected an unsigned or forged Slack request");
+        state.service.metrics().signature_failure(&error);
         return Err(ApiError::Unauthorized);
     }
     let payload = Payload::from_form(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
