@@ -3,6 +3,7 @@
 
 mod agent_api;
 mod approval_loop;
+mod production;
 // Shared test infrastructure; not every helper is used by every test module.
 #[allow(dead_code)]
 mod helpers;

@@ -71,6 +71,10 @@ pub fn base_env(slack: &FakeSlack, db_url: &str) -> HashMap<String, String> {
         ),
         ("GREENLIGHT_DATABASE_URL".into(), db_url.into()),
         ("GREENLIGHT_DEFAULT_TIMEOUT_SECS".into(), "60".into()),
+        // Tests that flood the API are not testing the limits; tests/e2e/production
+        // sets small ones where it does.
+        ("GREENLIGHT_RATE_LIMIT_PER_MINUTE".into(), "1000000".into()),
+        ("GREENLIGHT_MAX_PENDING_PER_AGENT".into(), "1000000".into()),
     ])
 }
 
@@ -80,7 +84,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the app with extra environment settings.
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
-    let slack = FakeSlack::start().await;
+    spawn_app_on(FakeSlack::start().await, overrides).await
+}
+
+/// Starts the app against a fake Slack the test already scripted (for answers the
+/// app needs at start-up, such as `auth.test`).
+pub async fn spawn_app_on(slack: FakeSlack, overrides: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let db_path = dir.path().join("greenlight.db");
     let mut env = base_env(&slack, &format!("sqlite://{}", db_path.display()));
