@@ -2,7 +2,12 @@
 //! configuration, another runs it until a shutdown future resolves. Tests bind port 0
 //! and pass their own shutdown.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
 use axum::serve::ListenerExt;
@@ -12,6 +17,9 @@ use crate::{
     approval::ApprovalService,
     config::Config,
     http::{self, AppState},
+    limits::SubmitLimits,
+    metrics::Metrics,
+    readiness::Readiness,
     slack::{
         api::{RetryPolicy, SlackClient},
         signature::SignatureVerifier,
@@ -53,17 +61,21 @@ impl Server {
         let store = Store::connect(&config.database_url)
             .await
             .with_context(|| format!("cannot open the database at {}", config.database_url))?;
+        let metrics = Metrics::new();
+        metrics.register_agents(config.api_tokens.iter().map(|t| t.name.as_str()));
         let slack = SlackClient::new(
             &config.slack_api_base_url,
             config.slack_bot_token.clone(),
             retry.clone(),
-        );
+        )
+        .with_metrics(metrics.clone());
         let service = ApprovalService::with_policy(
             store,
             slack,
             config.slack_channel_id.clone(),
             Arc::new(policy),
             config.approvers.clone(),
+            metrics.clone(),
         );
         service
             .recover()
@@ -78,12 +90,20 @@ impl Server {
                 socket_mode::Timings::default(),
             )
         });
+        let limits = SubmitLimits::new(
+            config.rate_limit_per_minute,
+            config.max_pending_per_agent,
+            metrics.clone(),
+        );
         Ok(Self {
             listener,
             state: AppState {
                 config,
                 service,
                 verifier,
+                metrics,
+                readiness: Readiness::new(),
+                limits,
             },
             socket_mode,
         })
@@ -98,8 +118,15 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, answers open long-polls
-    /// with their current state and finishes in-flight requests. Socket Mode, when
+    /// with their current state and finishes in-flight requests, for at most
+    /// `GREENLIGHT_SHUTDOWN_GRACE_SECS`; then closes the database. Socket Mode, when
     /// configured, runs as a background task that stops with the server.
+    ///
+    /// Pending requests stay pending in the database: the next start re-arms their
+    /// deadlines. Nothing needs flushing beyond closing the pools, because every state
+    /// change is committed before anyone is told about it. Past the grace period it
+    /// returns anyway, so a stuck client cannot keep an orchestrator's rollout waiting;
+    /// the requests cut off then were either committed already or never acknowledged.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -109,12 +136,19 @@ impl Server {
         if let Some(keep_for) = self.state.config.retention {
             tasks.push(retention::spawn_pruner(service.store().clone(), keep_for));
         }
+        tasks.push(
+            self.state
+                .readiness
+                .spawn_slack_check(service.slack().clone(), self.state.config.readiness_recheck),
+        );
         let _housekeeping = Housekeeping(tasks);
+        let grace = self.state.config.shutdown_grace;
         // Dropping the sender (the server failing) stops Socket Mode as well.
         let (stop_socket_mode, socket_mode_stopped) = watch::channel(false);
         let socket_mode = self
             .socket_mode
             .map(|socket_mode| tokio::spawn(socket_mode.run(socket_mode_stopped)));
+        let (signalled, mut on_signal) = watch::channel(false);
         let app = http::router(self.state);
         // Without TCP_NODELAY a response written in two segments waits out the
         // client's delayed ACK (~40 ms), which is most of an approval's latency.
@@ -123,18 +157,46 @@ impl Server {
                 tracing::debug!(%error, "could not set TCP_NODELAY");
             }
         });
-        let served = axum::serve(listener, app)
+        let shutdown_service = service.clone();
+        let serve = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
-                tracing::info!("shutting down: answering open long-polls");
+                tracing::info!(
+                    "shutting down: answering open long-polls, finishing in-flight requests"
+                );
                 let _ = stop_socket_mode.send(true);
-                service.begin_shutdown();
+                shutdown_service.begin_shutdown();
+                signalled.send_replace(true);
             })
-            .await;
+            .into_future();
+        let hard_cap = async move {
+            if on_signal.wait_for(|s| *s).await.is_err() {
+                // The server ended without a signal; the other branch has the answer.
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(grace).await;
+        };
+        let result = tokio::select! {
+            result = serve => result.context("HTTP server failed"),
+            () = hard_cap => {
+                tracing::warn!(
+                    grace_secs = grace.as_secs(),
+                    "in-flight requests did not finish within the shutdown grace period; exiting anyway"
+                );
+                Ok(())
+            }
+        };
         if let Some(task) = socket_mode {
             // Bounded: Socket Mode gives its connections a short grace, then returns.
             let _ = task.await;
         }
-        served.context("HTTP server failed")
+        if tokio::time::timeout(Duration::from_secs(5), service.store().close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the database did not close within 5 s");
+        }
+        tracing::info!("stopped");
+        result
     }
 }

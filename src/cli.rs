@@ -40,6 +40,8 @@ enum Command {
     /// Inspect the approval policy (GREENLIGHT_POLICY or config/policy.toml).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Print the agent API's OpenAPI 3.1 document (docs/openapi.json is its output).
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +97,10 @@ pub fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Check { request, agent }) => {
             policy_check(&request, agent.as_deref())
         }
+        Command::Openapi => {
+            print!("{}", crate::http::openapi::document());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -105,18 +111,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    use tracing_subscriber::{fmt, EnvFilter};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 async fn serve() -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
-    init_tracing();
+    crate::logging::init(config.log_format);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (GREENLIGHT_LISTEN)", config.listen))?;

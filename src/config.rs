@@ -17,6 +17,24 @@ pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
 /// The longest an approval may wait: a week covers "over the weekend" and bounds
 /// how long a forgotten request can hold state.
 pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+/// Submissions an agent may make a minute (and its burst); see `limits`.
+pub const DEFAULT_RATE_LIMIT_PER_MINUTE: u32 = 60;
+/// Pending requests an agent may have at once: more than a reviewer can read.
+pub const DEFAULT_MAX_PENDING_PER_AGENT: u32 = 100;
+/// How long shutdown waits for in-flight requests before exiting anyway.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// How often a failed Slack `auth.test` is retried for readiness.
+pub const DEFAULT_READINESS_RECHECK_SECS: u64 = 30;
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One human-readable line per event (the default, for a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for a log pipeline.
+    Json,
+}
 
 /// The validated service configuration.
 #[derive(Clone)]
@@ -49,6 +67,17 @@ pub struct Config {
     /// The policy file (`GREENLIGHT_POLICY`); `None` means `config/policy.toml` if it
     /// exists, else the built-in default rule.
     pub policy_path: Option<PathBuf>,
+    /// Log line format (`GREENLIGHT_LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// Submissions per agent per minute (`GREENLIGHT_RATE_LIMIT_PER_MINUTE`).
+    pub rate_limit_per_minute: u32,
+    /// Pending requests per agent (`GREENLIGHT_MAX_PENDING_PER_AGENT`).
+    pub max_pending_per_agent: u32,
+    /// Hard cap on graceful shutdown (`GREENLIGHT_SHUTDOWN_GRACE_SECS`).
+    pub shutdown_grace: Duration,
+    /// Interval between Slack `auth.test` retries while it fails
+    /// (`GREENLIGHT_READINESS_RECHECK_SECS`).
+    pub readiness_recheck: Duration,
 }
 
 /// One agent credential. The name is public (shown in Slack, used in the audit
@@ -86,6 +115,11 @@ impl fmt::Debug for Config {
             )
             .field("approvers", &self.approvers)
             .field("policy_path", &self.policy_path)
+            .field("log_format", &self.log_format)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field("max_pending_per_agent", &self.max_pending_per_agent)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("readiness_recheck", &self.readiness_recheck)
             .finish()
     }
 }
@@ -209,6 +243,50 @@ impl Config {
                 problem,
             })?;
         let policy_path = non_empty("GREENLIGHT_POLICY").map(PathBuf::from);
+        let log_format = match non_empty("GREENLIGHT_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    var: "GREENLIGHT_LOG_FORMAT",
+                    problem: format!("{other:?} is not a log format; use text or json"),
+                })
+            }
+        };
+        let number = |var: &'static str, default: u64, max: u64| -> Result<u64, ConfigError> {
+            match non_empty(var) {
+                None => Ok(default),
+                Some(raw) => match raw.parse::<u64>() {
+                    Ok(n) if (1..=max).contains(&n) => Ok(n),
+                    _ => Err(ConfigError::Invalid {
+                        var,
+                        problem: format!("{raw:?} must be a whole number from 1 to {max}"),
+                    }),
+                },
+            }
+        };
+        // The bounds only catch typos (a stray zero, a negative); within them any value
+        // is the operator's call. u32::MAX fits both u32 fields, so the casts hold.
+        let rate_limit_per_minute = number(
+            "GREENLIGHT_RATE_LIMIT_PER_MINUTE",
+            DEFAULT_RATE_LIMIT_PER_MINUTE.into(),
+            1_000_000,
+        )? as u32;
+        let max_pending_per_agent = number(
+            "GREENLIGHT_MAX_PENDING_PER_AGENT",
+            DEFAULT_MAX_PENDING_PER_AGENT.into(),
+            1_000_000,
+        )? as u32;
+        let shutdown_grace = Duration::from_secs(number(
+            "GREENLIGHT_SHUTDOWN_GRACE_SECS",
+            DEFAULT_SHUTDOWN_GRACE_SECS,
+            300,
+        )?);
+        let readiness_recheck = Duration::from_secs(number(
+            "GREENLIGHT_READINESS_RECHECK_SECS",
+            DEFAULT_READINESS_RECHECK_SECS,
+            3600,
+        )?);
 
         Ok(Self {
             slack_bot_token: slack_bot_token.into(),
@@ -223,6 +301,11 @@ impl Config {
             slack_app_token,
             approvers,
             policy_path,
+            log_format,
+            rate_limit_per_minute,
+            max_pending_per_agent,
+            shutdown_grace,
+            readiness_recheck,
         })
     }
 
@@ -340,6 +423,27 @@ mod tests {
         assert_eq!(config.retention, None);
         assert_eq!(config.api_tokens[0].name, "ci");
         assert_eq!(config.api_tokens[1].name, "token-2");
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.rate_limit_per_minute, 60);
+        assert_eq!(config.max_pending_per_agent, 100);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.readiness_recheck, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn production_settings_are_read() {
+        let mut vars = base();
+        vars.insert("GREENLIGHT_LOG_FORMAT", "json".into());
+        vars.insert("GREENLIGHT_RATE_LIMIT_PER_MINUTE", "5".into());
+        vars.insert("GREENLIGHT_MAX_PENDING_PER_AGENT", "2".into());
+        vars.insert("GREENLIGHT_SHUTDOWN_GRACE_SECS", "3".into());
+        vars.insert("GREENLIGHT_READINESS_RECHECK_SECS", "1".into());
+        let config = load(&vars).expect("valid");
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.rate_limit_per_minute, 5);
+        assert_eq!(config.max_pending_per_agent, 2);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(3));
+        assert_eq!(config.readiness_recheck, Duration::from_secs(1));
     }
 
     #[test]
@@ -367,6 +471,12 @@ mod tests {
             ("SLACK_API_BASE_URL", "ftp://x"),
             ("SLACK_APP_TOKEN", "xoxb-not-an-app-token"),
             ("GREENLIGHT_APPROVERS", "U0ALICE,#ops"),
+            ("GREENLIGHT_LOG_FORMAT", "yaml"),
+            ("GREENLIGHT_RATE_LIMIT_PER_MINUTE", "0"),
+            ("GREENLIGHT_RATE_LIMIT_PER_MINUTE", "-1"),
+            ("GREENLIGHT_MAX_PENDING_PER_AGENT", "lots"),
+            ("GREENLIGHT_SHUTDOWN_GRACE_SECS", "301"),
+            ("GREENLIGHT_READINESS_RECHECK_SECS", "0"),
         ] {
             let mut vars = base();
             vars.insert(var, value.to_owned());

@@ -10,7 +10,8 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{approval::service::ServiceError, store::StoreError};
 
@@ -37,8 +38,26 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// The agent is at its cap of pending requests (`GREENLIGHT_MAX_PENDING_PER_AGENT`).
+    #[error("{0}")]
+    TooManyPending(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// The body of every error response: `{"error": {"code", "message"}}`. Also the
+/// OpenAPI schema of errors, so the document and the wire cannot disagree.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code, e.g. `invalid_request`, `rate_limited`.
+    pub code: String,
+    /// What went wrong and what to fix, for a person.
+    pub message: String,
 }
 
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -57,6 +76,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TooManyPending(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_pending"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -68,7 +88,12 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = format!("{cause:#}"), "internal error");
         }
-        let body = Json(json!({ "error": { "code": code, "message": self.to_string() } }));
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: self.to_string(),
+            },
+        });
         let mut response = (status, body).into_response();
         if let ApiError::Unauthorized = self {
             response

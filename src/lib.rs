@@ -20,6 +20,8 @@
 //! - [`error`]: the API's JSON error type.
 //! - [`cli`]: the `greenlight` command.
 //! - [`client`]: the Rust client of the agent API and the `greenlight request` gate.
+//! - [`metrics`], [`readiness`], [`limits`], [`logging`]: running it in production —
+//!   Prometheus metrics, the `/readyz` checks, per-agent submission limits, log format.
 
 pub mod app;
 pub mod approval;
@@ -30,6 +32,10 @@ pub mod config;
 pub mod doctor;
 pub mod error;
 pub mod http;
+pub mod limits;
+pub mod logging;
+pub mod metrics;
 pub mod policy;
+pub mod readiness;
 pub mod slack;
 pub mod store;

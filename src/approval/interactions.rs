@@ -42,6 +42,7 @@ pub async fn handle(
     for click in payload.clicks() {
         let outcome = service.click(&click).await?;
         tracing::info!(request_id = %click.approval_id, user = %click.user.id, outcome = outcome.as_str(), "click");
+        service.metrics().click(outcome.as_str());
     }
     Ok(None)
 }

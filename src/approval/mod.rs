@@ -10,6 +10,7 @@ use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 pub use broker::Broker;
@@ -17,7 +18,7 @@ pub use service::ApprovalService;
 
 /// Identifies one approval request. A UUID so ids are unguessable: the id travels in
 /// Slack button values and URLs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(transparent)]
 pub struct ApprovalId(pub Uuid);
 
@@ -44,7 +45,7 @@ impl fmt::Display for ApprovalId {
 }
 
 /// Where a request stands. Everything but `Pending` is final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Pending,
@@ -156,20 +157,29 @@ impl Approval {
 }
 
 /// The agent-facing shape of an approval (see `docs/api-contract.md`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ApprovalView {
     pub id: ApprovalId,
     pub status: Status,
+    /// True only when `status` is `approved`.
     pub approved: bool,
+    /// Why it was decided; `waiting for a reviewer` while pending.
     pub reason: String,
+    /// Slack user id(s) who decided, the agent (cancel) or `greenlight` (timeouts).
     pub decided_by: Option<String>,
+    #[schema(format = DateTime)]
     pub decided_at: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub expires_at: String,
+    /// The agent's configured name.
     pub agent: String,
     pub title: Option<String>,
     pub language: Option<String>,
+    /// Slack channel id of the message.
     pub channel: String,
+    /// Slack message timestamp, once posted.
     pub message_ts: Option<String>,
 }
 

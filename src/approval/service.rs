@@ -31,6 +31,7 @@ use super::{
     Approval, ApprovalId, Broker, Decision, NewApproval, Status, SYSTEM_ACTOR,
 };
 use crate::{
+    metrics::{Metrics, Outcome},
     policy::{Defaults, Plan, Policy, Requested, Subject},
     slack::{
         api::{MessageRef, SlackClient},
@@ -134,7 +135,6 @@ struct Inner {
     store: Store,
     broker: Broker,
     slack: SlackClient,
-    default_channel: String,
     /// One ordered posting queue per channel, so a rate-limited channel waits without
     /// holding up the others.
     post_queues: DashMap<String, mpsc::UnboundedSender<ApprovalId>>,
@@ -151,6 +151,7 @@ struct Inner {
     /// One lock per request's Slack message, so progress and final updates reach
     /// Slack in order and the last one sent shows the latest state.
     message_locks: DashMap<ApprovalId, Arc<tokio::sync::Mutex<()>>>,
+    metrics: Metrics,
 }
 
 impl ApprovalService {
@@ -162,16 +163,19 @@ impl ApprovalService {
             default_channel,
             Arc::new(Policy::builtin()),
             None,
+            Metrics::new(),
         )
     }
 
-    /// A service that applies `policy`; `approvers` is `GREENLIGHT_APPROVERS`.
+    /// A service that applies `policy` (`approvers` is `GREENLIGHT_APPROVERS`) and
+    /// records submissions and decisions into `metrics`.
     pub fn with_policy(
         store: Store,
         slack: SlackClient,
         default_channel: String,
         policy: Arc<Policy>,
         approvers: Option<Vec<String>>,
+        metrics: Metrics,
     ) -> Self {
         let (shutting_down, _) = watch::channel(false);
         Self {
@@ -181,15 +185,15 @@ impl ApprovalService {
                 directory: Directory::new(slack.clone()),
                 slack,
                 defaults: Defaults {
-                    channel: default_channel.clone(),
+                    channel: default_channel,
                     approvers,
                 },
-                default_channel,
                 post_queues: DashMap::new(),
                 timers: DashMap::new(),
                 shutting_down,
                 policy,
                 message_locks: DashMap::new(),
+                metrics,
             }),
         }
     }
@@ -200,6 +204,10 @@ impl ApprovalService {
 
     pub fn slack(&self) -> &SlackClient {
         &self.inner.slack
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Records a request, arms its deadline and queues its Slack message. With an
@@ -237,7 +245,7 @@ impl ApprovalService {
             }
             Plan::Auto { notify_channel, .. } => notify_channel
                 .clone()
-                .unwrap_or_else(|| self.inner.default_channel.clone()),
+                .unwrap_or_else(|| self.inner.defaults.channel.clone()),
         };
         let expires_at = now + chrono::Duration::seconds(new.timeout_secs as i64);
         match self
@@ -248,6 +256,7 @@ impl ApprovalService {
         {
             Inserted::Created(approval) => {
                 tracing::info!(request_id = %approval.id, agent = %approval.agent, rule = plan.rule(), "approval submitted");
+                self.inner.metrics.submitted(&approval.agent);
                 if let Plan::Auto { .. } = plan {
                     let decided = self.auto_decide(&approval, &plan).await?;
                     return Ok((decided, true));
@@ -545,7 +554,7 @@ impl ApprovalService {
             .await?;
         match vote {
             Vote::Decided(approval) => {
-                self.after_finish(*approval);
+                self.after_finish(*approval, false);
                 Ok(ClickOutcome::Accepted)
             }
             Vote::Counted(voters) => {
@@ -818,15 +827,28 @@ impl ApprovalService {
         let Some(approval) = self.inner.store.finish(id, &decision, &event).await? else {
             return Ok(None);
         };
-        self.after_finish(approval.clone());
+        self.after_finish(approval.clone(), event.kind == "auto_decided");
         Ok(Some(approval))
     }
 
-    /// Everything after the deciding write: stop the timer, wake the waiters, update
-    /// the message.
-    fn after_finish(&self, approval: Approval) {
+    /// Everything after the deciding write: count it, stop the timer, wake the
+    /// waiters, update the message. `by_rule` marks a policy's automatic decision,
+    /// which metrics count as `auto` whatever its status.
+    fn after_finish(&self, approval: Approval, by_rule: bool) {
         let id = approval.id;
         tracing::info!(request_id = %id, status = approval.status.as_str(), decided_by = ?approval.decided_by, "approval decided");
+        let outcome = if by_rule {
+            Some(Outcome::Auto)
+        } else {
+            Outcome::of(approval.status)
+        };
+        if let Some(outcome) = outcome {
+            let decided_at = approval.decided_at.unwrap_or_else(Utc::now);
+            let waited = (decided_at - approval.created_at)
+                .to_std()
+                .unwrap_or_default();
+            self.inner.metrics.decided(outcome, waited);
+        }
         if let Some((_, timer)) = self.inner.timers.remove(&id) {
             timer.abort();
         }

@@ -9,7 +9,7 @@ use axum::{
     routing::{get, post},
     Json, Router,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -17,11 +17,14 @@ use super::{
     extract::{body_bytes, parse_json, parse_wait, url_pairs, Agent},
     AppState,
 };
+use utoipa::ToSchema;
+
 use crate::{
-    approval::{Approval, ApprovalId, NewApproval, Status},
+    approval::{Approval, ApprovalId, ApprovalView, NewApproval, Status},
     config::MAX_TIMEOUT_SECS,
-    error::{ApiError, Result},
+    error::{ApiError, ErrorBody, Result},
     slack::blocks::is_user_id,
+    store::Event,
 };
 
 pub fn router() -> Router<AppState> {
@@ -41,22 +44,48 @@ const MAX_LIST_LIMIT: u32 = 500;
 
 /// The body of `POST /v1/approvals`. Unknown fields are refused so a typo such as
 /// `timeout` for `timeout_secs` is reported instead of silently ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SubmitBody {
+pub(super) struct SubmitBody {
+    /// The code (or command) the agent wants to run; shown to reviewers. Not empty.
+    #[schema(min_length = 1)]
     code: String,
+    /// Fence language(s), e.g. `python` or `python, sh`: at most 64 letters, digits,
+    /// spaces and `+ # . _ - ,`.
     #[serde(default)]
+    #[schema(max_length = 64)]
     language: Option<String>,
+    /// Anything that helps the reviewer decide; stored, not interpreted.
     #[serde(default)]
     context: Option<Value>,
+    /// A one-line summary for the Slack message (at most 200 characters).
     #[serde(default)]
+    #[schema(max_length = 200)]
     title: Option<String>,
+    /// Seconds to wait for a decision before it expires (denied). Default:
+    /// `GREENLIGHT_DEFAULT_TIMEOUT_SECS`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604800)]
     timeout_secs: Option<u64>,
+    /// Slack user id (U…/W…) of the person the agent acts for.
     #[serde(default)]
     requester_slack_id: Option<String>,
+    /// Approvals needed (1-10, default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 10)]
     required_approvals: Option<u32>,
+}
+
+/// `GET /v1/approvals`: newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ApprovalList {
+    approvals: Vec<ApprovalView>,
+}
+
+/// `GET /v1/approvals/{id}/events`: the audit trail, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct EventList {
+    events: Vec<Event>,
 }
 
 type Reply = (StatusCode, Json<Value>);
@@ -70,8 +99,37 @@ fn reply(approval: &Approval) -> Reply {
     (status, Json(json!(approval.view())))
 }
 
-#[tracing::instrument(skip_all, fields(agent = %agent.0))]
-async fn submit(
+/// Submit a request for approval.
+///
+/// Records the request, posts it to Slack and, with `wait`, holds the call until it is
+/// decided or `wait` seconds pass. Replaying an `Idempotency-Key` with the same body
+/// returns the original request (and is not charged against the rate limit).
+#[utoipa::path(
+    post,
+    path = "/v1/approvals",
+    tag = "approvals",
+    params(
+        ("wait" = Option<u64>, Query, minimum = 0, maximum = 60,
+         description = "Seconds (0-60) to hold the call waiting for the decision"),
+        ("Idempotency-Key" = Option<String>, Header,
+         description = "At most 200 characters; same agent + key + body returns the same request"),
+    ),
+    request_body = SubmitBody,
+    responses(
+        (status = 200, description = "Decided within `wait`", body = ApprovalView),
+        (status = 202, description = "Recorded; still pending", body = ApprovalView),
+        (status = 400, description = "`malformed_json`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 409, description = "`idempotency_conflict`: the key was used with another body", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`: the body exceeds 1 MiB", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: the message names the field", body = ErrorBody),
+        (status = 429, description = "`rate_limited` (with Retry-After) or `too_many_pending`", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "Seconds until a submission is admitted (rate_limited only)"))),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(agent = %agent.0, request_id = tracing::field::Empty))]
+pub(super) async fn submit(
     State(state): State<AppState>,
     agent: Agent,
     RawQuery(query): RawQuery,
@@ -105,7 +163,19 @@ async fn submit(
         request_hash,
         state.config.default_timeout.as_secs(),
     )?;
-    let (approval, _created) = state.service.submit(new).await?;
+    let admission = state
+        .limits
+        .admit(
+            state.service.store(),
+            &new.agent,
+            new.idempotency_key.as_deref(),
+        )
+        .await?;
+    let (approval, created) = state.service.submit(new).await?;
+    if !created {
+        admission.replayed();
+    }
+    tracing::Span::current().record("request_id", tracing::field::display(approval.id));
     let approval = state
         .service
         .wait(approval.id, Duration::from_secs(wait))
@@ -202,8 +272,26 @@ fn parse_id(raw: &str) -> Result<ApprovalId> {
         .ok_or_else(|| ApiError::NotFound(format!("no approval request with id {raw:?}")))
 }
 
+/// Read a request; with `wait`, long-poll until it is decided.
+#[utoipa::path(
+    get,
+    path = "/v1/approvals/{id}",
+    tag = "approvals",
+    params(
+        ("id" = String, Path, description = "The approval id (a UUID)"),
+        ("wait" = Option<u64>, Query, minimum = 0, maximum = 60,
+         description = "Seconds (0-60) to wait while it is pending"),
+    ),
+    responses(
+        (status = 200, description = "The request, decided or still pending", body = ApprovalView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`invalid_request` (a bad `wait`)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(request_id = %id))]
-async fn fetch(
+pub(super) async fn fetch(
     State(state): State<AppState>,
     _agent: Agent,
     Path(id): Path<String>,
@@ -217,8 +305,23 @@ async fn fetch(
     Ok(Json(json!(approval.view())))
 }
 
+/// Withdraw a pending request (only the agent that submitted it may).
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}/cancel",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The approval id (a UUID)")),
+    responses(
+        (status = 200, description = "Cancelled", body = ApprovalView),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: another agent's request", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`already_decided`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(request_id = %id, agent = %agent.0))]
-async fn cancel(
+pub(super) async fn cancel(
     State(state): State<AppState>,
     agent: Agent,
     Path(id): Path<String>,
@@ -227,22 +330,52 @@ async fn cancel(
     Ok(Json(json!(approval.view())))
 }
 
-async fn events(
+/// A request's audit trail.
+#[utoipa::path(
+    get,
+    path = "/v1/approvals/{id}/events",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The approval id (a UUID)")),
+    responses(
+        (status = 200, description = "Events, oldest first", body = EventList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(request_id = %id))]
+pub(super) async fn events(
     State(state): State<AppState>,
     _agent: Agent,
     Path(id): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<EventList>> {
     let id = parse_id(&id)?;
     state.service.get(id).await?;
     let events = state.service.store().events(id).await?;
-    Ok(Json(json!({ "events": events })))
+    Ok(Json(EventList { events }))
 }
 
-async fn list(
+/// List requests, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/approvals",
+    tag = "approvals",
+    params(
+        ("status" = Option<Status>, Query, description = "Only requests in this state"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "At most this many (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "The requests", body = ApprovalList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 422, description = "`invalid_request` (a bad `status` or `limit`)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn list(
     State(state): State<AppState>,
     _agent: Agent,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>> {
+) -> Result<Json<ApprovalList>> {
     let mut status = None;
     let mut limit = 50;
     for (key, value) in url_pairs(query.as_deref()) {
@@ -268,6 +401,6 @@ async fn list(
         }
     }
     let approvals = state.service.store().list(status, limit).await?;
-    let views: Vec<_> = approvals.iter().map(Approval::view).collect();
-    Ok(Json(json!({ "approvals": views })))
+    let approvals = approvals.iter().map(Approval::view).collect();
+    Ok(Json(ApprovalList { approvals }))
 }

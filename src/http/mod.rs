@@ -4,14 +4,18 @@
 mod approvals;
 mod extract;
 mod health;
+mod metrics;
+mod observe;
+pub mod openapi;
 mod slack;
 
 use std::sync::Arc;
 
-use axum::{extract::DefaultBodyLimit, Router};
+use axum::{extract::DefaultBodyLimit, middleware, Router};
 
 use crate::{
-    approval::ApprovalService, config::Config, error::ApiError, slack::signature::SignatureVerifier,
+    approval::ApprovalService, config::Config, error::ApiError, limits::SubmitLimits,
+    metrics::Metrics, readiness::Readiness, slack::signature::SignatureVerifier,
 };
 
 /// Largest request body accepted anywhere. Code to review rarely comes near it; it
@@ -24,6 +28,9 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub service: ApprovalService,
     pub verifier: SignatureVerifier,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+    pub limits: SubmitLimits,
 }
 
 /// The whole service's routes.
@@ -32,8 +39,14 @@ pub fn router(state: AppState) -> Router {
         .merge(approvals::router())
         .merge(slack::router())
         .merge(health::router())
+        .merge(metrics::router())
+        .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            observe::track,
+        ))
         .with_state(state)
 }

@@ -38,6 +38,7 @@ async fn interactions(
     let now = chrono::Utc::now().timestamp();
     if let Err(error) = state.verifier.verify(&headers, &body, now) {
         tracing::warn!(%error, "rejected an unsigned or forged Slack request");
+        state.service.metrics().signature_failure(&error);
         record_rejected_clicks(&state, &body, error).await;
         return Err(ApiError::Unauthorized);
     }

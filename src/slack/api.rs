@@ -15,6 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use crate::metrics::Metrics;
+
 /// How hard to try before giving up.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -91,6 +93,7 @@ pub struct SlackClient {
     base_url: String,
     token: SecretString,
     retry: RetryPolicy,
+    metrics: Metrics,
 }
 
 impl fmt::Debug for SlackClient {
@@ -116,6 +119,17 @@ enum Attempt {
     Failed(SlackError),
 }
 
+impl Attempt {
+    /// The result label metrics record (bounded there).
+    fn result(&self) -> &str {
+        match self {
+            Attempt::Done(Ok(_)) => "ok",
+            Attempt::Done(Err(error)) | Attempt::Failed(error) => error.code(),
+            Attempt::RetryAfter(_) => "rate_limited",
+        }
+    }
+}
+
 impl SlackClient {
     pub fn new(base_url: &str, token: SecretString, retry: RetryPolicy) -> Self {
         let http = reqwest::Client::builder()
@@ -128,7 +142,15 @@ impl SlackClient {
             base_url: base_url.trim_end_matches('/').to_owned(),
             token,
             retry,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Records every attempt and retry into `metrics` (a fresh client records into a
+    /// registry nobody reads).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Calls one Web API method with a JSON body, retrying as described above, never
@@ -163,7 +185,9 @@ impl SlackClient {
         let mut failures = 0;
         let mut rate_limits = 0;
         loop {
-            let wait = match self.attempt(method, body).await {
+            let attempt = self.attempt(method, body).await;
+            self.metrics.slack_attempt(method, attempt.result());
+            let (wait, retry_reason) = match attempt {
                 Attempt::Done(result) => return result,
                 Attempt::RetryAfter(after) => {
                     rate_limits += 1;
@@ -177,7 +201,7 @@ impl SlackClient {
                             method: method.to_owned(),
                         });
                     }
-                    after + self.jitter()
+                    (after + self.jitter(), "rate_limited")
                 }
                 Attempt::Failed(error) => {
                     failures += 1;
@@ -185,7 +209,7 @@ impl SlackClient {
                         return Err(error);
                     }
                     tracing::warn!(method, %error, attempt = failures, "Slack call failed, retrying");
-                    self.backoff(failures)
+                    (self.backoff(failures), "failure")
                 }
             };
             if let Some(deadline) = deadline {
@@ -195,6 +219,7 @@ impl SlackClient {
                     });
                 }
             }
+            self.metrics.slack_retry(method, retry_reason);
             tokio::time::sleep(wait).await;
         }
     }

@@ -51,7 +51,7 @@ pub enum Inserted {
 }
 
 /// One audit event.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Event {
     pub seq: i64,
     pub approval_id: String,
@@ -121,6 +121,36 @@ impl Store {
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await?;
         Ok(())
+    }
+
+    /// Whether `agent` already used this Idempotency-Key: such a submission is a replay,
+    /// which the limits let through for free.
+    pub async fn has_idempotency_key(&self, agent: &str, key: &str) -> StoreResult<bool> {
+        let found = sqlx::query("SELECT 1 FROM approvals WHERE agent = ? AND idempotency_key = ?")
+            .bind(agent)
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(found.is_some())
+    }
+
+    /// Pending requests of one agent (`Some`) or of all agents (`None`), for the
+    /// per-agent cap and the pending gauge.
+    pub async fn count_pending(&self, agent: impl Into<Option<&str>>) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND (?1 IS NULL OR agent = ?1)",
+        )
+        .bind(agent.into())
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    /// Closes both pools at shutdown. Closing the last connection checkpoints the WAL
+    /// into the database file, so the next start (or a backup) reads one file.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
     }
 
     /// Records a new request and its `submitted` event in one transaction, or finds

@@ -8,6 +8,7 @@ mod client;
 mod doctor;
 mod durability;
 mod manifest;
+mod production;
 mod socket_mode;
 // Shared test infrastructure; not every helper is used by every test module.
 #[allow(dead_code)]

@@ -76,6 +76,10 @@ pub fn base_env(slack: &FakeSlack, db_url: &str) -> HashMap<String, String> {
         ),
         ("GREENLIGHT_DATABASE_URL".into(), db_url.into()),
         ("GREENLIGHT_DEFAULT_TIMEOUT_SECS".into(), "60".into()),
+        // Tests that flood the API are not testing the limits; tests/e2e/production
+        // sets small ones where it does.
+        ("GREENLIGHT_RATE_LIMIT_PER_MINUTE".into(), "1000000".into()),
+        ("GREENLIGHT_MAX_PENDING_PER_AGENT".into(), "1000000".into()),
     ])
 }
 

@@ -1,0 +1,238 @@
+//! Submission limits: a token bucket per agent and a cap on each agent's pending
+//! requests.
+//!
+//! Both protect the reviewers more than the server: a looping agent that submits a
+//! request a second would bury the Slack channel long before it hurt SQLite.
+//!
+//! Idempotent replays are free. An agent that retries a submission after a dropped
+//! connection (as the clients do, with the same `Idempotency-Key`) gets its original
+//! request back even when its bucket is empty or it is at its pending cap: the replay
+//! creates nothing, so refusing it would only make the agent's recovery fail.
+
+use std::{sync::Arc, time::Duration};
+
+use dashmap::DashMap;
+use tokio::{
+    sync::{Mutex, OwnedMutexGuard},
+    time::Instant,
+};
+
+use crate::{error::ApiError, metrics::Metrics, store::Store};
+
+/// A token bucket: `capacity` tokens, refilled continuously at `per_minute` a minute.
+/// A full bucket lets an agent burst a minute's worth at once, then holds it to the
+/// steady rate.
+#[derive(Debug, Clone)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Per-agent token buckets. Time comes from `tokio::time`, so tests pause it.
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_minute: u32,
+    buckets: DashMap<String, Bucket>,
+}
+
+impl RateLimiter {
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute: per_minute.max(1),
+            buckets: DashMap::new(),
+        }
+    }
+
+    fn capacity(&self) -> f64 {
+        f64::from(self.per_minute)
+    }
+
+    fn per_second(&self) -> f64 {
+        f64::from(self.per_minute) / 60.0
+    }
+
+    /// Takes one token from `agent`'s bucket, or says how long until one is there.
+    pub fn try_acquire(&self, agent: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let capacity = self.capacity();
+        let rate = self.per_second();
+        let mut bucket = self.buckets.entry(agent.to_owned()).or_insert(Bucket {
+            tokens: capacity,
+            updated: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(capacity);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+        }
+    }
+
+    /// Gives back a token taken for a submission that turned out to create nothing.
+    pub fn refund(&self, agent: &str) {
+        let capacity = self.capacity();
+        if let Some(mut bucket) = self.buckets.get_mut(agent) {
+            bucket.tokens = (bucket.tokens + 1.0).min(capacity);
+        }
+    }
+}
+
+/// Both limits, shared by every submission.
+#[derive(Clone)]
+pub struct SubmitLimits {
+    inner: Arc<LimitsInner>,
+}
+
+struct LimitsInner {
+    rate: RateLimiter,
+    max_pending: u32,
+    /// One lock per agent, held from counting its pending requests until the new one
+    /// is stored, so concurrent submissions cannot all pass the cap at once.
+    agent_locks: DashMap<String, Arc<Mutex<()>>>,
+    metrics: Metrics,
+}
+
+/// Permission to create one request. Hold it across the insert; call
+/// [`Admission::replayed`] if the insert found an existing request instead.
+pub struct Admission {
+    limits: Option<SubmitLimits>,
+    agent: String,
+    _lock: Option<OwnedMutexGuard<()>>,
+}
+
+impl Admission {
+    /// The submission was an idempotent replay after all: refund its token.
+    pub fn replayed(self) {
+        if let Some(limits) = &self.limits {
+            limits.inner.rate.refund(&self.agent);
+        }
+    }
+}
+
+impl SubmitLimits {
+    pub fn new(per_minute: u32, max_pending: u32, metrics: Metrics) -> Self {
+        Self {
+            inner: Arc::new(LimitsInner {
+                rate: RateLimiter::new(per_minute),
+                max_pending,
+                agent_locks: DashMap::new(),
+                metrics,
+            }),
+        }
+    }
+
+    /// Admits a submission by `agent`, or refuses it with 429. A submission carrying an
+    /// `Idempotency-Key` the agent already used is a replay and passes for free.
+    pub async fn admit(
+        &self,
+        store: &Store,
+        agent: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Admission, ApiError> {
+        if let Some(key) = idempotency_key {
+            if store.has_idempotency_key(agent, key).await? {
+                return Ok(Admission {
+                    limits: None,
+                    agent: agent.to_owned(),
+                    _lock: None,
+                });
+            }
+        }
+        if let Err(wait) = self.inner.rate.try_acquire(agent) {
+            self.inner.metrics.refused(agent, "rate_limited");
+            let per_minute = self.inner.rate.per_minute;
+            return Err(ApiError::RateLimited {
+                message: format!(
+                    "agent {agent} may submit at most {per_minute} requests a minute; retry later"
+                ),
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            });
+        }
+        // Clone the mutex out first: the map's shard lock must not be held across the
+        // await, or a second submission blocks the runtime thread on it.
+        let agent_lock = self
+            .inner
+            .agent_locks
+            .entry(agent.to_owned())
+            .or_default()
+            .clone();
+        let lock = agent_lock.lock_owned().await;
+        let pending = match store.count_pending(agent).await {
+            Ok(pending) => pending,
+            Err(error) => {
+                self.inner.rate.refund(agent);
+                return Err(error.into());
+            }
+        };
+        if pending >= u64::from(self.inner.max_pending) {
+            self.inner.rate.refund(agent);
+            self.inner.metrics.refused(agent, "too_many_pending");
+            return Err(ApiError::TooManyPending(format!(
+                "agent {agent} already has {pending} pending requests (the limit is {}); wait for some to be decided or cancel them",
+                self.inner.max_pending
+            )));
+        }
+        Ok(Admission {
+            limits: Some(self.clone()),
+            agent: agent.to_owned(),
+            _lock: Some(lock),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn bursts_a_minute_then_holds_to_the_rate() {
+        let limiter = RateLimiter::new(60);
+        for _ in 0..60 {
+            assert!(limiter.try_acquire("ci").is_ok());
+        }
+        let wait = limiter.try_acquire("ci").expect_err("bucket is empty");
+        assert_eq!(wait, Duration::from_secs(1));
+        // Another agent has its own bucket.
+        assert!(limiter.try_acquire("other").is_ok());
+
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let wait = limiter.try_acquire("ci").expect_err("half a token");
+        assert_eq!(wait, Duration::from_millis(500));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(limiter.try_acquire("ci").is_ok(), "one token a second");
+        assert!(limiter.try_acquire("ci").is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refills_only_up_to_capacity() {
+        let limiter = RateLimiter::new(3);
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        for _ in 0..3 {
+            assert!(limiter.try_acquire("ci").is_ok());
+        }
+        let wait = limiter.try_acquire("ci").expect_err("capacity is 3");
+        assert_eq!(wait, Duration::from_secs(20), "3 a minute is one per 20 s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refund_gives_the_token_back_but_not_beyond_capacity() {
+        let limiter = RateLimiter::new(2);
+        limiter.try_acquire("ci").expect("first");
+        limiter.try_acquire("ci").expect("second");
+        assert!(limiter.try_acquire("ci").is_err());
+        limiter.refund("ci");
+        assert!(limiter.try_acquire("ci").is_ok());
+        limiter.refund("ci");
+        limiter.refund("ci");
+        limiter.refund("ci");
+        limiter.try_acquire("ci").expect("1");
+        limiter.try_acquire("ci").expect("2");
+        assert!(
+            limiter.try_acquire("ci").is_err(),
+            "refunds cap at capacity"
+        );
+    }
+}

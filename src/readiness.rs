@@ -1,0 +1,174 @@
+//! Readiness: may a load balancer send traffic here?
+//!
+//! Two things must hold: the database answers, and the Slack bot token worked. The
+//! token is checked with `auth.test` once, in the background, at start-up (a bad token
+//! is the most common misconfiguration, and without it no request can ever reach a
+//! reviewer). While it fails it is retried every `GREENLIGHT_READINESS_RECHECK_SECS`;
+//! once it succeeds it is not asked again. A probe only reads the cached answer, so a
+//! load balancer polling `/readyz` every second never turns into Slack traffic.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use utoipa::ToSchema;
+
+use crate::{metrics::bounded_slack_code, slack::api::SlackClient, store::Store};
+
+/// The last `auth.test` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SlackAuth {
+    /// Not answered yet.
+    Checking,
+    Ok,
+    /// Failed with this (bounded) error code.
+    Failed(&'static str),
+}
+
+/// Cheap handle on the cached Slack check.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    slack: Arc<RwLock<SlackAuth>>,
+}
+
+/// The `/readyz` body: `status` is `ready` or `unready`; each check is `ok` or says
+/// why not, without configuration (no URLs, paths or tokens).
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct Report {
+    pub status: &'static str,
+    pub checks: Checks,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct Checks {
+    /// `ok`, or `failed: unreachable` / `failed: timeout`.
+    pub database: String,
+    /// `ok`, `checking` (no answer yet) or `failed: <Slack error code>`.
+    pub slack_auth: String,
+}
+
+impl Report {
+    pub fn ready(&self) -> bool {
+        self.status == "ready"
+    }
+}
+
+/// How long a probe waits for the database before calling it down.
+const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self {
+            slack: Arc::new(RwLock::new(SlackAuth::Checking)),
+        }
+    }
+
+    /// Checks the bot token now and, while it fails, every `recheck`. The task ends
+    /// once Slack accepted the token (or when aborted at shutdown).
+    pub fn spawn_slack_check(&self, slack: SlackClient, recheck: Duration) -> JoinHandle<()> {
+        let state = self.slack.clone();
+        tokio::spawn(async move {
+            loop {
+                let answer = match slack.call("auth.test", &serde_json::json!({}), None).await {
+                    Ok(_) => SlackAuth::Ok,
+                    Err(error) => SlackAuth::Failed(bounded_slack_code(error.code())),
+                };
+                let ok = answer == SlackAuth::Ok;
+                match &answer {
+                    SlackAuth::Ok => tracing::info!("Slack accepted the bot token (auth.test)"),
+                    SlackAuth::Failed(code) => tracing::warn!(
+                        error = code,
+                        retry_in_secs = recheck.as_secs(),
+                        "Slack auth.test failed: not ready"
+                    ),
+                    SlackAuth::Checking => {}
+                }
+                if let Ok(mut slot) = state.write() {
+                    *slot = answer;
+                }
+                if ok {
+                    return;
+                }
+                tokio::time::sleep(recheck).await;
+            }
+        })
+    }
+
+    fn slack_status(&self) -> String {
+        match self.slack.read().map(|s| s.clone()) {
+            Ok(SlackAuth::Ok) => "ok".into(),
+            Ok(SlackAuth::Checking) => "checking".into(),
+            Ok(SlackAuth::Failed(code)) => format!("failed: {code}"),
+            Err(_) => "failed: internal".into(),
+        }
+    }
+
+    /// Runs the checks: pings the database, reads the cached Slack answer.
+    pub async fn report(&self, store: &Store) -> Report {
+        let database = match tokio::time::timeout(DATABASE_PROBE_TIMEOUT, store.ping()).await {
+            Ok(Ok(())) => "ok".to_owned(),
+            Ok(Err(error)) => {
+                // The cause goes to the log, not the unauthenticated response: it may
+                // name the database file.
+                tracing::warn!(%error, "readiness: database ping failed");
+                "failed: unreachable".to_owned()
+            }
+            Err(_) => "failed: timeout".to_owned(),
+        };
+        let slack_auth = self.slack_status();
+        let ready = database == "ok" && slack_auth == "ok";
+        Report {
+            status: if ready { "ready" } else { "unready" },
+            checks: Checks {
+                database,
+                slack_auth,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_database_that_stopped_answering_is_unready_without_details() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let readiness = Readiness::new();
+        *readiness.slack.write().expect("lock") = SlackAuth::Ok;
+        assert!(readiness.report(&store).await.ready());
+
+        store.close().await;
+        let report = readiness.report(&store).await;
+        assert_eq!(report.status, "unready");
+        assert_eq!(report.checks.database, "failed: unreachable");
+        assert_eq!(report.checks.slack_auth, "ok");
+    }
+
+    #[tokio::test]
+    async fn slack_is_checking_until_it_answers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let readiness = Readiness::new();
+        let report = readiness.report(&store).await;
+        assert!(!report.ready());
+        assert_eq!(report.checks.slack_auth, "checking");
+        *readiness.slack.write().expect("lock") = SlackAuth::Failed("invalid_auth");
+        assert_eq!(
+            readiness.report(&store).await.checks.slack_auth,
+            "failed: invalid_auth"
+        );
+    }
+}
