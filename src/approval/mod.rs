@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod interactions;
+pub mod post_trouble;
 pub mod service;
 
 use std::fmt;

@@ -19,7 +19,10 @@ use tokio::{
     time::Instant,
 };
 
-use super::{Approval, ApprovalId, Broker, Decision, NewApproval, Status, SYSTEM_ACTOR};
+use super::{
+    post_trouble::PostTrouble, Approval, ApprovalId, Broker, Decision, NewApproval, Status,
+    SYSTEM_ACTOR,
+};
 use crate::{
     slack::{
         api::{MessageRef, SlackClient},
@@ -86,6 +89,8 @@ struct Inner {
     timers: DashMap<ApprovalId, AbortHandle>,
     /// Flips to true on shutdown so open long-polls answer at once.
     shutting_down: watch::Sender<bool>,
+    /// The last post failure per channel, so an unposted request's expiry names it.
+    post_trouble: PostTrouble,
 }
 
 impl ApprovalService {
@@ -100,6 +105,7 @@ impl ApprovalService {
                 post_queues: DashMap::new(),
                 timers: DashMap::new(),
                 shutting_down,
+                post_trouble: PostTrouble::default(),
             }),
         }
     }
@@ -273,15 +279,25 @@ impl ApprovalService {
         let waited = (approval.expires_at - approval.created_at)
             .num_seconds()
             .max(0);
+        let (reason, detail) = self
+            .inner
+            .post_trouble
+            .never_posted(&approval, waited)
+            .unwrap_or_else(|| {
+                (
+                    format!(
+                        "Timed out: no decision within {waited} s, so it was denied by default"
+                    ),
+                    json!({ "timeout_secs": waited }),
+                )
+            });
         let decision = Decision {
             status: Status::Expired,
-            reason: format!(
-                "Timed out: no decision within {waited} s, so it was denied by default"
-            ),
+            reason,
             decided_by: SYSTEM_ACTOR.to_owned(),
             at: Utc::now(),
         };
-        let event = NewEvent::new("expired", None, json!({ "timeout_secs": waited }));
+        let event = NewEvent::new("expired", None, detail);
         self.finish(id, decision, event).await
     }
 
@@ -378,14 +394,17 @@ impl ApprovalService {
         }
         let rendered = blocks::pending_message(&approval);
         let deadline = Instant::now() + until(approval.expires_at);
+        let trouble = &self.inner.post_trouble;
+        let on_retry = |error: &_| trouble.record(&approval.channel, error);
         match self
             .inner
             .slack
-            .post_message(
+            .post_message_observed(
                 &approval.channel,
                 &rendered.text,
                 &rendered.blocks,
                 Some(deadline),
+                &on_retry,
             )
             .await
         {
@@ -402,6 +421,7 @@ impl ApprovalService {
                 Ok(())
             }
             Err(error) => {
+                trouble.record(&approval.channel, &error);
                 tracing::warn!(request_id = %id, %error, "could not post the approval message");
                 let decision = Decision {
                     status: Status::Denied,
@@ -474,3 +494,7 @@ fn spawn_channel_poster(weak: Weak<Inner>, channel: String) -> mpsc::UnboundedSe
     });
     tx
 }
+
+#[cfg(test)]
+#[path = "service_queue_tests.rs"]
+mod queue_tests;

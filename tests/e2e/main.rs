@@ -7,6 +7,7 @@ mod client;
 mod doctor;
 mod durability;
 mod manifest;
+mod slack_resilience;
 mod socket_mode;
 // Shared test infrastructure; not every helper is used by every test module.
 #[allow(dead_code)]
