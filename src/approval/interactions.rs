@@ -15,6 +15,7 @@ pub async fn handle(
     service: &ApprovalService,
     payload: &Payload,
 ) -> Result<Option<Value>, ServiceError> {
+    super::views::spawn(service, payload);
     for click in payload.clicks() {
         let outcome = service.click(&click).await?;
         tracing::info!(request_id = %click.approval_id, user = %click.user.id, outcome = outcome.as_str(), "click");

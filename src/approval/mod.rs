@@ -5,6 +5,7 @@ pub mod broker;
 pub mod interactions;
 pub mod post_trouble;
 pub mod service;
+pub mod views;
 
 use std::fmt;
 

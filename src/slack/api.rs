@@ -174,6 +174,12 @@ impl SlackClient {
             .await
     }
 
+    /// The HTTP client, for the one request that does not go to the Web API: the
+    /// file bytes of an external upload, POSTed to the URL Slack hands out.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     async fn call_with(
         &self,
         method: &str,

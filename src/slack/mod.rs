@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod blocks;
+pub mod code_view;
 pub mod interaction;
 pub mod signature;
 pub mod socket_mode;

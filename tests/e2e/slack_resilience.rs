@@ -272,3 +272,235 @@ async fn a_vanished_message_leaves_the_decision_and_an_audit_event() {
         assert_eq!(app.slack.calls_to("chat.update").len(), 1, "{code}");
     }
 }
+
+/// Every mrkdwn text in a Block Kit value (plain_text is never parsed for mentions).
+fn mrkdwn_texts(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if map.get("type").and_then(Value::as_str) == Some("mrkdwn") {
+                if let Some(text) = map.get("text").and_then(Value::as_str) {
+                    out.push(text.to_owned());
+                }
+            }
+            map.values().for_each(|v| mrkdwn_texts(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| mrkdwn_texts(v, out)),
+        _ => {}
+    }
+}
+
+/// The ``` sections of a message or view, fences included.
+fn code_sections(blocks: &Value) -> Vec<String> {
+    let mut texts = Vec::new();
+    mrkdwn_texts(blocks, &mut texts);
+    texts.retain(|t| t.starts_with("```") && t.ends_with("```"));
+    texts
+}
+
+fn long_script(lines: usize) -> String {
+    (1..=lines).map(|i| format!("echo line {i}\n")).collect()
+}
+
+#[tokio::test]
+async fn a_400_line_script_shows_its_head_and_the_modal_has_every_line() {
+    let app = spawn_app().await;
+    let id = app.submit_and_post(request(&long_script(400))).await;
+    let post = app.slack.nth_call("chat.postMessage", 1).await;
+    let message = post.body["blocks"].to_string();
+    let shown = code_sections(&post.body["blocks"]);
+    assert_eq!(shown.len(), 1);
+    assert!(!shown[0].contains("echo line 400"));
+    let hidden = 400 - shown[0].lines().count();
+    assert!(
+        message.contains(&format!("… {hidden} more lines not shown")),
+        "{message}"
+    );
+    assert_eq!(
+        crate::helpers::fake_slack::button_value(&post.body["blocks"], "greenlight_view_code"),
+        Some(id.clone())
+    );
+
+    // Anyone in the channel may look; looking decides nothing.
+    let ack = app.click(&id, "greenlight_view_code", "U0CAROL").await;
+    assert_eq!(ack.status, StatusCode::OK);
+    let open = app.slack.nth_call("views.open", 1).await;
+    assert_eq!(open.body["trigger_id"], "1111.2222.abcd");
+    let view = &open.body["view"];
+    assert_eq!(view["type"], "modal");
+    assert_eq!(view["private_metadata"], id);
+    assert!(view["blocks"].as_array().expect("blocks").len() <= 100);
+    let sections = code_sections(&view["blocks"]);
+    assert!(sections.iter().all(|s| s.chars().count() <= 3000));
+    assert!(sections.len() >= 2, "400 lines need more than one section");
+    assert!(sections.last().expect("code").ends_with("echo line 400```"));
+    let all_lines: usize = sections.iter().map(|s| s.lines().count()).sum();
+    assert_eq!(all_lines, 400);
+
+    let body = app.approval(&id).await;
+    assert_eq!(body["status"], "pending");
+    assert!(app.slack.calls_to("chat.update").is_empty());
+    assert!(app.slack.calls_to("files.getUploadURLExternal").is_empty());
+    assert!(!event_kinds(&app, &id).await.contains(&"decided".to_owned()));
+}
+
+#[tokio::test]
+async fn an_unsigned_view_click_opens_nothing() {
+    let app = spawn_app().await;
+    let id = app.submit_and_post(request(&long_script(400))).await;
+    let payload = TestApp::click_payload(&id, "greenlight_view_code", "U0MALLORY");
+    let (body, _) = TestApp::signed_form(&payload, chrono::Utc::now().timestamp());
+    let answer = app
+        .send_interaction(
+            body,
+            Some(chrono::Utc::now().timestamp().to_string()),
+            Some("v0=00".into()),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    // A signed click right after proves the check above would have seen a modal.
+    assert_eq!(
+        app.click(&id, "greenlight_view_code", "U0CAROL")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    app.slack.nth_call("views.open", 1).await;
+    assert_eq!(app.slack.calls_to("views.open").len(), 1);
+}
+
+/// Code far beyond a modal: the modal shows the head and points to the thread, where
+/// the whole script arrives as a file, uploaded once, in Slack's three steps.
+#[tokio::test]
+async fn a_huge_script_is_uploaded_into_the_message_thread() {
+    let app = spawn_app().await;
+    let code: String = (1..=12_000)
+        .map(|i| format!("echo padding padding {i:05}\n"))
+        .collect();
+    let id = app.submit_and_post(request(&code)).await;
+    wait_for_event(&app, &id, "posted").await;
+    let message_ts = app.approval(&id).await["message_ts"]
+        .as_str()
+        .expect("ts")
+        .to_owned();
+
+    assert_eq!(
+        app.click(&id, "greenlight_view_code", "U0CAROL")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    app.slack.nth_call("files.completeUploadExternal", 1).await;
+    let calls: Vec<_> = app
+        .slack
+        .calls()
+        .into_iter()
+        .filter(|c| c.method != "chat.postMessage")
+        .collect();
+    let methods: Vec<&str> = calls.iter().map(|c| c.method.as_str()).collect();
+    assert_eq!(
+        methods,
+        [
+            "views.open",
+            "files.getUploadURLExternal",
+            "upload",
+            "files.completeUploadExternal"
+        ]
+    );
+    let view = &calls[0].body["view"];
+    let blocks = view["blocks"].as_array().expect("blocks");
+    assert_eq!(blocks.len(), 100);
+    assert!(blocks.last().expect("note").to_string().contains("thread"));
+    let get_url = &calls[1].body;
+    assert_eq!(get_url["length"], code.len().to_string());
+    assert!(get_url["filename"].as_str().expect("name").ends_with(".sh"));
+    let upload = &calls[2];
+    assert_eq!(
+        upload.authorization, None,
+        "the bot token must not go to upload_url"
+    );
+    assert_eq!(upload.body["text"], code, "every byte, unescaped");
+    let complete = &calls[3].body;
+    assert_eq!(complete["channel_id"], crate::helpers::CHANNEL);
+    assert_eq!(complete["thread_ts"], message_ts);
+    let files: Value =
+        serde_json::from_str(complete["files"].as_str().expect("files")).expect("json");
+    assert_eq!(files[0]["id"], upload.body["file_id"]);
+    let event = wait_for_event(&app, &id, "code_file_uploaded").await;
+    assert_eq!(event["detail"]["file_id"], upload.body["file_id"]);
+    assert_eq!(event["actor"], "U0CAROL");
+
+    // A second look opens the modal again but does not upload the file twice.
+    assert_eq!(
+        app.click(&id, "greenlight_view_code", "U0DAVE")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    app.slack.nth_call("views.open", 2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.slack.calls_to("files.getUploadURLExternal").len(), 1);
+    assert_eq!(app.approval(&id).await["status"], "pending");
+}
+
+/// Requester text full of mrkdwn tricks reaches Slack inert, in the message and in
+/// both modals.
+#[tokio::test]
+async fn hostile_text_cannot_break_out_of_the_message_or_the_modals() {
+    const TRICKS: &str = "<!channel> <@U123> <https://evil|click> ``` *x*";
+    let app = spawn_app().await;
+    let code: String = (0..200).map(|i| format!("echo {i} '{TRICKS}'\n")).collect();
+    let body = json!({
+        "code": code,
+        "language": "bash",
+        "title": format!("tidy {TRICKS}"),
+        "context": [{"role": "user", "content": format!("please {TRICKS}")}, {"note": TRICKS}],
+    });
+    let id = app.submit_and_post(body).await;
+    let post = app.slack.nth_call("chat.postMessage", 1).await;
+    assert_eq!(
+        app.click(&id, "greenlight_view_code", "U0CAROL")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    app.slack.nth_call("views.open", 1).await;
+    assert_eq!(
+        app.click(&id, "greenlight_view_context", "U0CAROL")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    app.slack.nth_call("views.open", 2).await;
+    let opens = app.slack.calls_to("views.open");
+    let callbacks: Vec<&Value> = opens
+        .iter()
+        .map(|c| &c.body["view"]["callback_id"])
+        .collect();
+    assert!(callbacks.contains(&&json!("greenlight_code_view")));
+    assert!(callbacks.contains(&&json!("greenlight_context_view")));
+
+    let mut texts = vec![post.body["text"].as_str().expect("text").to_owned()];
+    mrkdwn_texts(&post.body["blocks"], &mut texts);
+    for open in &opens {
+        mrkdwn_texts(&open.body["view"], &mut texts);
+    }
+    assert!(
+        texts.iter().any(|t| t.contains("&lt;!channel&gt;")),
+        "the tricks were shown, escaped"
+    );
+    for text in &texts {
+        assert!(!text.replace("<!date^", "").contains("<!"), "{text}");
+        assert!(!text.contains("<@U123>"), "{text}");
+        assert!(!text.contains("<https"), "{text}");
+    }
+    let mut sections = code_sections(&post.body["blocks"]);
+    for open in &opens {
+        sections.extend(code_sections(&open.body["view"]["blocks"]));
+    }
+    assert!(sections.len() >= 3);
+    for section in &sections {
+        let inner = &section[3..section.len() - 3];
+        assert!(!inner.contains("```"), "{inner:?}");
+    }
+    assert_eq!(app.approval(&id).await["status"], "pending");
+}
