@@ -24,6 +24,8 @@ pub async fn handle(
     service: &ApprovalService,
     payload: &Payload,
 ) -> Result<Option<Value>, ServiceError> {
+    // "View full code" / "Show context": read-only, answered in the background.
+    super::views::spawn(service, payload);
     if let Some(deny) = payload.deny_reason() {
         // Blank is refused in the modal itself; anything else goes to the agent as
         // typed (the Slack message escapes it).

@@ -4,7 +4,9 @@
 pub mod approvers;
 pub mod broker;
 pub mod interactions;
+pub mod post_trouble;
 pub mod service;
+pub mod views;
 
 use std::fmt;
 

@@ -28,6 +28,7 @@ use tokio::{
 
 use super::{
     approvers::{Directory, Refusal},
+    post_trouble::PostTrouble,
     Approval, ApprovalId, Broker, Decision, NewApproval, Status, SYSTEM_ACTOR,
 };
 use crate::{
@@ -152,6 +153,8 @@ struct Inner {
     /// Slack in order and the last one sent shows the latest state.
     message_locks: DashMap<ApprovalId, Arc<tokio::sync::Mutex<()>>>,
     metrics: Metrics,
+    /// The last post failure per channel, so an unposted request's expiry names it.
+    post_trouble: PostTrouble,
 }
 
 impl ApprovalService {
@@ -194,6 +197,7 @@ impl ApprovalService {
                 policy,
                 message_locks: DashMap::new(),
                 metrics,
+                post_trouble: PostTrouble::default(),
             }),
         }
     }
@@ -805,15 +809,25 @@ impl ApprovalService {
         let waited = (approval.expires_at - approval.created_at)
             .num_seconds()
             .max(0);
+        let (reason, detail) = self
+            .inner
+            .post_trouble
+            .never_posted(&approval, waited)
+            .unwrap_or_else(|| {
+                (
+                    format!(
+                        "Timed out: no decision within {waited} s, so it was denied by default"
+                    ),
+                    json!({ "timeout_secs": waited }),
+                )
+            });
         let decision = Decision {
             status: Status::Expired,
-            reason: format!(
-                "Timed out: no decision within {waited} s, so it was denied by default"
-            ),
+            reason,
             decided_by: SYSTEM_ACTOR.to_owned(),
             at: Utc::now(),
         };
-        let event = NewEvent::new("expired", None, json!({ "timeout_secs": waited }));
+        let event = NewEvent::new("expired", None, detail);
         self.finish(id, decision, event).await
     }
 
@@ -957,14 +971,17 @@ impl ApprovalService {
         let rendered =
             blocks::pending_message_with(&approval, &self.pending_extras(&approval).await?);
         let deadline = Instant::now() + until(approval.expires_at);
+        let trouble = &self.inner.post_trouble;
+        let on_retry = |error: &_| trouble.record(&approval.channel, error);
         match self
             .inner
             .slack
-            .post_message(
+            .post_message_observed(
                 &approval.channel,
                 &rendered.text,
                 &rendered.blocks,
                 Some(deadline),
+                &on_retry,
             )
             .await
         {
@@ -981,6 +998,7 @@ impl ApprovalService {
                 Ok(())
             }
             Err(error) => {
+                trouble.record(&approval.channel, &error);
                 tracing::warn!(request_id = %id, %error, "could not post the approval message");
                 let decision = Decision {
                     status: Status::Denied,
@@ -1053,3 +1071,7 @@ fn spawn_channel_poster(weak: Weak<Inner>, channel: String) -> mpsc::UnboundedSe
     });
     tx
 }
+
+#[cfg(test)]
+#[path = "service_queue_tests.rs"]
+mod queue_tests;

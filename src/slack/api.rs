@@ -80,6 +80,9 @@ impl SlackError {
     }
 }
 
+/// Told about each failure a call is about to retry (see [`SlackClient::call_observed`]).
+pub type OnRetry<'a> = dyn Fn(&SlackError) + Send + Sync + 'a;
+
 /// A posted message's address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRef {
@@ -161,7 +164,8 @@ impl SlackClient {
         body: &Value,
         deadline: Option<Instant>,
     ) -> Result<Value, SlackError> {
-        self.call_with(method, Args::Json(body), deadline).await
+        self.call_with(method, Args::Json(body), deadline, None)
+            .await
     }
 
     /// Like [`call`](Self::call) with form-encoded arguments. Slack's read methods
@@ -173,7 +177,29 @@ impl SlackClient {
         form: &[(&str, &str)],
         deadline: Option<Instant>,
     ) -> Result<Value, SlackError> {
-        self.call_with(method, Args::Form(form), deadline).await
+        self.call_with(method, Args::Form(form), deadline, None)
+            .await
+    }
+
+    /// Like [`call`](Self::call), and tells `on_retry` about every failure or rate
+    /// limit it is about to retry: a caller that queues work behind this call (the
+    /// per-channel poster) can then say *why* a message never went out, even while
+    /// the call is still retrying.
+    pub async fn call_observed(
+        &self,
+        method: &str,
+        body: &Value,
+        deadline: Option<Instant>,
+        on_retry: &OnRetry<'_>,
+    ) -> Result<Value, SlackError> {
+        self.call_with(method, Args::Json(body), deadline, Some(on_retry))
+            .await
+    }
+
+    /// The HTTP client, for the one request that does not go to the Web API: the
+    /// file bytes of an external upload, POSTed to the URL Slack hands out.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     async fn call_with(
@@ -181,15 +207,25 @@ impl SlackClient {
         method: &str,
         body: Args<'_>,
         deadline: Option<Instant>,
+        on_retry: Option<&OnRetry<'_>>,
     ) -> Result<Value, SlackError> {
         let mut failures = 0;
         let mut rate_limits = 0;
+        // What the deadline cut short, so the caller hears the real cause (a 5xx is
+        // not a rate limit).
+        let mut last_trouble;
         loop {
             let attempt = self.attempt(method, body).await;
             self.metrics.slack_attempt(method, attempt.result());
             let (wait, retry_reason) = match attempt {
                 Attempt::Done(result) => return result,
                 Attempt::RetryAfter(after) => {
+                    last_trouble = SlackError::RateLimited {
+                        method: method.to_owned(),
+                    };
+                    if let Some(on_retry) = on_retry {
+                        on_retry(&last_trouble);
+                    }
                     rate_limits += 1;
                     tracing::warn!(
                         method,
@@ -204,19 +240,21 @@ impl SlackClient {
                     (after + self.jitter(), "rate_limited")
                 }
                 Attempt::Failed(error) => {
+                    if let Some(on_retry) = on_retry {
+                        on_retry(&error);
+                    }
                     failures += 1;
                     if failures > self.retry.max_failure_retries {
                         return Err(error);
                     }
                     tracing::warn!(method, %error, attempt = failures, "Slack call failed, retrying");
+                    last_trouble = error;
                     (self.backoff(failures), "failure")
                 }
             };
             if let Some(deadline) = deadline {
                 if Instant::now() + wait >= deadline {
-                    return Err(SlackError::RateLimited {
-                        method: method.to_owned(),
-                    });
+                    return Err(last_trouble);
                 }
             }
             self.metrics.slack_retry(method, retry_reason);
@@ -308,8 +346,24 @@ impl SlackClient {
         blocks: &Value,
         deadline: Option<Instant>,
     ) -> Result<MessageRef, SlackError> {
+        self.post_message_observed(channel, text, blocks, deadline, &|_| {})
+            .await
+    }
+
+    /// [`post_message`](Self::post_message) that reports each retried failure to
+    /// `on_retry` (see [`call_observed`](Self::call_observed)).
+    pub async fn post_message_observed(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &Value,
+        deadline: Option<Instant>,
+        on_retry: &OnRetry<'_>,
+    ) -> Result<MessageRef, SlackError> {
         let body = json!({ "channel": channel, "text": text, "blocks": blocks, "unfurl_links": false, "unfurl_media": false });
-        let answer = self.call("chat.postMessage", &body, deadline).await?;
+        let answer = self
+            .call_observed("chat.postMessage", &body, deadline, on_retry)
+            .await?;
         let ts = answer.get("ts").and_then(Value::as_str);
         let channel = answer
             .get("channel")

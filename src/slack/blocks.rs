@@ -46,7 +46,7 @@ pub fn escape_mrkdwn(text: &str) -> String {
 
 /// Escapes code for a ``` block: a run of three backticks inside the code would close
 /// the block, so a zero-width space goes between every third backtick.
-fn escape_code(code: &str) -> String {
+pub(crate) fn escape_code(code: &str) -> String {
     let escaped = escape_mrkdwn(code);
     let mut out = String::with_capacity(escaped.len());
     let mut run = 0;
@@ -76,7 +76,7 @@ pub fn truncate(text: &str, max: usize) -> String {
 }
 
 /// The code preview: whole lines that fit, and how many lines did not.
-fn code_preview(code: &str) -> (String, usize) {
+pub(crate) fn code_preview(code: &str) -> (String, usize) {
     let total_lines = code.lines().count();
     let mut shown = String::new();
     let mut shown_lines = 0;
@@ -287,6 +287,7 @@ pub fn pending_message_with(approval: &Approval, extras: &PendingExtras) -> Rend
     if let Some(summary) = approval.context.as_ref().and_then(context_summary) {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(&summary, 2900)}]}));
     }
+    blocks.extend(super::code_view::view_actions(approval));
     if approval.required_approvals > 1 || !extras.votes.is_empty() {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
             "text": approval_progress(approval.required_approvals, &extras.votes)}]}));

@@ -9,6 +9,7 @@ mod doctor;
 mod durability;
 mod manifest;
 mod production;
+mod slack_resilience;
 mod socket_mode;
 // Shared test infrastructure; not every helper is used by every test module.
 #[allow(dead_code)]

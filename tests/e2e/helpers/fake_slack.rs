@@ -25,6 +25,9 @@ pub struct Call {
     pub method: String,
     pub authorization: Option<String>,
     pub body: Value,
+    /// Whether the fake answered with success (not a scripted error, 429 or 5xx):
+    /// with retries in play, the calls that *landed* are what tests count.
+    pub succeeded: bool,
 }
 
 /// A scripted answer.
@@ -50,7 +53,38 @@ struct Inner {
     /// Success bodies that replace the built-in ones, per method.
     success_bodies: Mutex<HashMap<String, Value>>,
     next_ts: Mutex<u64>,
+    next_file: Mutex<u64>,
     changed: Notify,
+    /// Per-method rate limits, counted per channel as Slack does.
+    rate_limits: Mutex<HashMap<String, RateLimit>>,
+    /// The fake's own address, for URLs it hands out (`upload_url`).
+    addr: Mutex<Option<SocketAddr>>,
+}
+
+/// "Allow `per_window` calls per channel in each `window`, then 429 until it ends."
+struct RateLimit {
+    per_window: usize,
+    window: Duration,
+    /// Per channel: when its current window opened and how many calls it admitted.
+    windows: HashMap<String, (tokio::time::Instant, usize)>,
+}
+
+impl RateLimit {
+    /// `None` admits the call; `Some(secs)` is the Retry-After to answer with.
+    fn check(&mut self, channel: &str) -> Option<u64> {
+        let now = tokio::time::Instant::now();
+        let (opened, used) = self.windows.entry(channel.to_owned()).or_insert((now, 0));
+        if now.duration_since(*opened) >= self.window {
+            *opened = now;
+            *used = 0;
+        }
+        if *used < self.per_window {
+            *used += 1;
+            return None;
+        }
+        let left = self.window.saturating_sub(now.duration_since(*opened));
+        Some(left.as_secs_f64().ceil().max(1.0) as u64)
+    }
 }
 
 #[derive(Clone)]
@@ -66,8 +100,10 @@ impl FakeSlack {
             .await
             .expect("bind fake Slack");
         let addr = listener.local_addr().expect("addr");
+        *inner.addr.lock().expect("lock") = Some(addr);
         let app = Router::new()
             .route("/{method}", post(handle))
+            .route("/upload/{file_id}", post(upload))
             .with_state(inner.clone());
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
@@ -111,6 +147,28 @@ impl FakeSlack {
             .lock()
             .expect("lock")
             .insert(method.to_owned(), body);
+    }
+
+    /// Rate-limits `method` like Slack: each channel may make `per_window` calls per
+    /// `window`; past that the fake answers `429 Retry-After: <rest of the window>`
+    /// (at least 1 s) until the window ends. Scripted replies still come first.
+    pub fn rate_limit(&self, method: &str, per_window: usize, window: Duration) {
+        self.inner.rate_limits.lock().expect("lock").insert(
+            method.to_owned(),
+            RateLimit {
+                per_window,
+                window,
+                windows: HashMap::new(),
+            },
+        );
+    }
+
+    /// The calls to `method` that the fake answered with success, in order.
+    pub fn landed(&self, method: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == method && c.succeeded)
+            .collect()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -197,10 +255,21 @@ async fn handle(
             .and_then(VecDeque::pop_front);
         scripted
             .or_else(|| inner.always.lock().expect("lock").get(&method).cloned())
+            .or_else(|| {
+                let mut limits = inner.rate_limits.lock().expect("lock");
+                let channel = body["channel"].as_str().unwrap_or_default();
+                let retry_after_secs = limits.get_mut(&method)?.check(channel)?;
+                Some(Reply::RateLimited { retry_after_secs })
+            })
             .unwrap_or(Reply::Ok)
     };
+    let succeeded = matches!(reply, Reply::Ok);
     let fake = FakeSlack {
-        addr: ([127, 0, 0, 1], 0).into(),
+        addr: inner
+            .addr
+            .lock()
+            .expect("lock")
+            .unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
         inner: inner.clone(),
     };
     let response = match reply {
@@ -218,9 +287,37 @@ async fn handle(
         method,
         authorization,
         body,
+        succeeded,
     });
     inner.changed.notify_waiters();
     response
+}
+
+/// The `upload_url` Slack hands out for an external upload: takes the file's bytes
+/// and records them as a call to the pseudo-method `upload` with
+/// `{"file_id", "bytes", "text"}`.
+async fn upload(
+    State(inner): State<Arc<Inner>>,
+    Path(file_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let authorization = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    inner.calls.lock().expect("lock").push(Call {
+        method: "upload".to_owned(),
+        authorization,
+        body: json!({
+            "file_id": file_id,
+            "bytes": body.len(),
+            "text": String::from_utf8_lossy(&body),
+        }),
+        succeeded: true,
+    });
+    inner.changed.notify_waiters();
+    (StatusCode::OK, "OK - ").into_response()
 }
 
 fn success(method: &str, body: &Value, fake: &FakeSlack) -> Value {
@@ -233,6 +330,16 @@ fn success(method: &str, body: &Value, fake: &FakeSlack) -> Value {
         }
         "chat.update" => json!({"ok": true, "channel": body["channel"], "ts": body["ts"]}),
         "views.open" => json!({"ok": true, "view": {"id": "V123"}}),
+        "files.getUploadURLExternal" => {
+            let file_id = {
+                let mut n = fake.inner.next_file.lock().expect("lock");
+                *n += 1;
+                format!("F{:08}", *n)
+            };
+            json!({"ok": true, "file_id": file_id,
+                   "upload_url": format!("http://{}/upload/{file_id}", fake.addr)})
+        }
+        "files.completeUploadExternal" => json!({"ok": true, "files": body["files"]}),
         "auth.test" => json!({"ok": true, "user_id": "UBOT", "team": "Test"}),
         "conversations.info" => json!({"ok": true, "channel": {
             "id": body["channel"], "name": "approvals", "is_channel": true,

@@ -1,0 +1,93 @@
+//! "View full code" and "Show context" clicks: open the modal, and upload code too
+//! long for it into the message's thread, once.
+//!
+//! These clicks read a request and never change it. They run after the ack (the
+//! modal must open within the trigger's 3 s, which a background task does in
+//! milliseconds) so a slow upload never delays Slack's 200.
+
+use serde_json::json;
+
+use super::{service::ServiceError, Approval, ApprovalService};
+use crate::{
+    slack::{
+        code_view::{self, ViewKind, ViewRequest},
+        interaction::Payload,
+    },
+    store::NewEvent,
+};
+
+/// The audit event that records the upload, and keeps a second click from
+/// uploading the same code again.
+const UPLOADED: &str = "code_file_uploaded";
+
+/// Starts serving every view click in `payload`; returns at once.
+pub fn spawn(service: &ApprovalService, payload: &Payload) {
+    for request in code_view::view_requests(payload) {
+        let service = service.clone();
+        tokio::spawn(async move {
+            if let Err(error) = show(&service, &request).await {
+                tracing::error!(request_id = %request.approval_id, %error, "could not show a view");
+            }
+        });
+    }
+}
+
+async fn show(service: &ApprovalService, request: &ViewRequest) -> Result<(), ServiceError> {
+    let user = request.user.as_ref().map(|u| u.id.as_str()).unwrap_or("?");
+    let Some(approval) = service.store().get(request.approval_id).await? else {
+        tracing::warn!(request_id = %request.approval_id, user, "view click on an unknown request");
+        return Ok(());
+    };
+    let (view, too_long) = match request.kind {
+        ViewKind::Code => code_view::code_modal(&approval),
+        ViewKind::Context => (code_view::context_modal(&approval), false),
+    };
+    match code_view::open_view(service.slack(), &request.trigger_id, &view).await {
+        Ok(()) => {
+            tracing::info!(request_id = %approval.id, user, kind = ?request.kind, "view opened")
+        }
+        Err(error) => {
+            tracing::warn!(request_id = %approval.id, user, %error, "could not open the view")
+        }
+    }
+    if too_long {
+        upload_once(service, &approval, user).await?;
+    }
+    Ok(())
+}
+
+async fn upload_once(
+    service: &ApprovalService,
+    approval: &Approval,
+    user: &str,
+) -> Result<(), ServiceError> {
+    let Some(thread_ts) = approval.message_ts.as_deref() else {
+        return Ok(());
+    };
+    let store = service.store();
+    if store
+        .events(approval.id)
+        .await?
+        .iter()
+        .any(|e| e.kind == UPLOADED)
+    {
+        return Ok(());
+    }
+    let event = match code_view::upload_code(service.slack(), approval, thread_ts).await {
+        Ok(file_id) => NewEvent::new(
+            UPLOADED,
+            Some(user),
+            json!({ "file_id": file_id, "thread_ts": thread_ts, "bytes": approval.code.len() }),
+        ),
+        Err(error) => {
+            tracing::warn!(request_id = %approval.id, %error, "could not upload the full code");
+            NewEvent::new(
+                "code_upload_failed",
+                Some(user),
+                json!({ "error": error.code(), "detail": error.to_string() }),
+            )
+        }
+    };
+    store.append_event(approval.id, &event).await?;
+    Ok(())
+}
