@@ -274,25 +274,11 @@ impl Store {
         decision: &Decision,
         event: &NewEvent,
     ) -> StoreResult<Option<Approval>> {
-        debug_assert!(decision.status.is_final());
         let mut tx = self.writer.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE approvals SET status = ?, reason = ?, decided_by = ?, decided_at = ?
-             WHERE id = ? AND status = 'pending'",
-        )
-        .bind(decision.status.as_str())
-        .bind(&decision.reason)
-        .bind(&decision.decided_by)
-        .bind(rfc3339(decision.at))
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
+        if !decide_in(&mut tx, id, decision, event).await? {
             tx.rollback().await?;
             return Ok(None);
         }
-        insert_event(&mut tx, id, decision.at, event).await?;
         tx.commit().await?;
         self.get(id).await
     }
@@ -375,6 +361,36 @@ impl Store {
         tx.commit().await?;
         Ok(pruned)
     }
+}
+
+/// The one write that ends a request, inside the caller's transaction: conditional on
+/// the request still being pending, together with its event. `false` means it was not
+/// pending any more and nothing was written. Every decision goes through here, which is
+/// what makes the first decision win.
+async fn decide_in(
+    conn: &mut sqlx::SqliteConnection,
+    id: ApprovalId,
+    decision: &Decision,
+    event: &NewEvent,
+) -> StoreResult<bool> {
+    debug_assert!(decision.status.is_final());
+    let changed = sqlx::query(
+        "UPDATE approvals SET status = ?, reason = ?, decided_by = ?, decided_at = ?
+         WHERE id = ? AND status = 'pending'",
+    )
+    .bind(decision.status.as_str())
+    .bind(&decision.reason)
+    .bind(&decision.decided_by)
+    .bind(rfc3339(decision.at))
+    .bind(id.to_string())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Ok(false);
+    }
+    insert_event(conn, id, decision.at, event).await?;
+    Ok(true)
 }
 
 async fn insert_event(

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{insert_event, NewEvent, Store, StoreResult};
+use super::{decide_in, insert_event, NewEvent, Store, StoreResult};
 use crate::approval::{rfc3339, Approval, ApprovalId, Decision};
 
 /// What recording one approval did.
@@ -76,25 +76,12 @@ impl Store {
             return Ok(Vote::Counted(voters));
         }
         let (decision, event) = decide(&voters);
-        let changed = sqlx::query(
-            "UPDATE approvals SET status = ?, reason = ?, decided_by = ?, decided_at = ?
-             WHERE id = ? AND status = 'pending'",
-        )
-        .bind(decision.status.as_str())
-        .bind(&decision.reason)
-        .bind(&decision.decided_by)
-        .bind(rfc3339(decision.at))
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if changed == 0 {
+        if !decide_in(&mut tx, id, &decision, &event).await? {
             // Unreachable with one writer (we read `pending` in this transaction), but
             // if it ever happens nothing is half-written.
             tx.rollback().await?;
             return Ok(Vote::NotPending);
         }
-        insert_event(&mut tx, id, decision.at, &event).await?;
         tx.commit().await?;
         match self.get(id).await? {
             Some(approval) => Ok(Vote::Decided(Box::new(approval))),

@@ -2,6 +2,7 @@
 //! fake Slack: every outcome an agent or a CI step can see, including a restart of the
 //! service while a client waits.
 
+use std::collections::HashMap;
 use std::{future::Future, process::Stdio, time::Duration};
 
 use greenlight::client::{
@@ -260,14 +261,14 @@ struct Gate {
 impl Gate {
     fn new(url: &str, token: &str, args: &[&str]) -> Self {
         let cwd = tempfile::tempdir().expect("cwd");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_greenlight"));
+        let env = HashMap::from([
+            ("GREENLIGHT_URL".to_owned(), url.to_owned()),
+            ("GREENLIGHT_API_TOKEN".to_owned(), token.to_owned()),
+        ]);
+        let mut command = Command::from(crate::helpers::binary::command(&env, cwd.path()));
         command
             .arg("request")
             .args(args)
-            .env_clear()
-            .env("GREENLIGHT_URL", url)
-            .env("GREENLIGHT_API_TOKEN", token)
-            .current_dir(cwd.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,7 +1,7 @@
 //! `greenlight doctor`: the real binary, configured through its environment, against
 //! the fake Slack.
 
-use std::{path::Path, process::Output};
+use std::{collections::HashMap, path::Path};
 
 use serde_json::json;
 
@@ -31,16 +31,8 @@ impl Run {
 /// Runs `greenlight doctor` with only the given environment (no inherited variables,
 /// no `.env`: the working directory is an empty temp dir).
 async fn doctor(env: &[(String, String)], dir: &Path) -> Run {
-    let Output { status, stdout, .. } =
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_greenlight"))
-            .arg("doctor")
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir(dir)
-            .output()
-            .await
-            .expect("run greenlight doctor");
-    let stdout = String::from_utf8(stdout).expect("utf-8");
+    let env: HashMap<String, String> = env.iter().cloned().collect();
+    let (code, stdout, _) = crate::helpers::binary::run(&env, dir, &["doctor"]).await;
     for secret in [BOT_TOKEN, APP_TOKEN, GOOD_SECRET] {
         assert!(
             !stdout.contains(secret),
@@ -48,7 +40,7 @@ async fn doctor(env: &[(String, String)], dir: &Path) -> Run {
         );
     }
     Run {
-        code: status.code(),
+        code: Some(code),
         stdout,
     }
 }

@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use crate::helpers::{
     approval_id_of, base_env,
-    binary::{run, Process},
+    binary::{run, Binary},
     request, spawn_app, spawn_app_with, FakeSlack, TestApp, AGENT_TOKEN, OTHER_AGENT_TOKEN,
 };
 
@@ -341,7 +341,7 @@ async fn kill_nine_and_restart_loses_nothing() {
     let env = base_env(&slack, &db_url);
     let http = reqwest::Client::new();
 
-    let first = Process::serve(&env, dir.path()).await;
+    let first = Binary::serve(&env, dir.path(), "first.log").await;
     let mut ids = Vec::new();
     let mut expires = Vec::new();
     for (code, timeout) in [("short", 2), ("approve-me", 120), ("reattach", 120)] {
@@ -378,7 +378,7 @@ async fn kill_nine_and_restart_loses_nothing() {
             .send(),
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
-    first.kill9().await;
+    first.kill9();
     assert!(
         poll.await.expect("task").is_err(),
         "the agent's connection dropped"
@@ -392,7 +392,7 @@ async fn kill_nine_and_restart_loses_nothing() {
     let updates_before = slack.calls_to("chat.update").len();
     assert_eq!(updates_before, 0);
 
-    let second = Process::serve(&env, dir.path()).await;
+    let second = Binary::serve(&env, dir.path(), "second.log").await;
     let get = |id: &str, wait: u32| {
         http.get(second.url(&format!("/v1/approvals/{id}?wait={wait}")))
             .bearer_auth(AGENT_TOKEN)
@@ -458,7 +458,7 @@ async fn kill_nine_and_restart_loses_nothing() {
     assert_eq!(approved["status"], "approved");
     // No message was posted twice.
     assert_eq!(slack.calls_to("chat.postMessage").len(), 3);
-    second.kill9().await;
+    second.kill9();
 }
 
 /// 1,000 requests submitted and decided concurrently (half approved by a click, half

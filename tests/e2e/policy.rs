@@ -1,7 +1,7 @@
 //! The policy file: automatic decisions, routing, floors and caps, high-risk confirm,
 //! start-up validation and `greenlight policy check`.
 
-use std::{process::Command, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use greenlight::{app::Server, config::Config};
 use reqwest::StatusCode;
@@ -209,12 +209,10 @@ fn policy_check_explains_without_slack_settings() {
         r#"{"code": "helm upgrade", "context": {"env": "prod"}}"#,
     )
     .expect("write");
+    let env = HashMap::from([("GREENLIGHT_POLICY".to_owned(), policy.display().to_string())]);
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_greenlight"))
+        crate::helpers::binary::command(&env, dir.path())
             .args(args)
-            .env_clear()
-            .env("GREENLIGHT_POLICY", &policy)
-            .current_dir(dir.path())
             .output()
             .expect("run greenlight")
     };

@@ -1,65 +1,22 @@
 //! Running the real `greenlight` binary as a child process, for what only a process
-//! can show: kill -9, signals, exit codes, stdout/stderr.
+//! can show: kill -9, signals, exit codes, stdout/stderr, the global log subscriber.
 
-use std::{collections::HashMap, net::SocketAddr, path::Path, process::Stdio, time::Duration};
-
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, Command},
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::Duration,
 };
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_greenlight");
+use super::{base_env, FakeSlack};
 
-/// A running `greenlight serve`.
-pub struct Process {
-    pub child: Child,
-    pub addr: SocketAddr,
-}
-
-impl Process {
-    /// Starts `greenlight serve` with exactly `env` (plus PATH), in `dir` so no stray
-    /// `.env` is read, and waits for its "listening" line. stderr goes to `dir/serve.log`.
-    pub async fn serve(env: &HashMap<String, String>, dir: &Path) -> Process {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("serve.log"))
-            .expect("log file");
-        let mut child = command(env, dir)
-            .arg("serve")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn greenlight");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("greenlight started in time")
-            .expect("read stdout")
-            .expect("a listening line");
-        let addr = line
-            .strip_prefix("greenlight listening on http://")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        Process { child, addr }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// SIGKILL: no chance to flush or clean up.
-    pub async fn kill9(mut self) {
-        self.child.kill().await.expect("kill -9");
-    }
-}
-
-/// A `greenlight` command with a clean environment.
+/// `greenlight` with exactly `env` (plus PATH; nothing inherited that could change its
+/// behaviour) in `dir`, a directory without a `.env`.
 pub fn command(env: &HashMap<String, String>, dir: &Path) -> Command {
-    let mut command = Command::new(BIN);
-    command.env_clear().current_dir(dir).envs(env);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_greenlight"));
+    command.current_dir(dir).env_clear().envs(env);
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);
     }
@@ -72,16 +29,128 @@ pub async fn run(
     dir: &Path,
     args: &[&str],
 ) -> (i32, String, String) {
-    let output = tokio::time::timeout(
-        Duration::from_secs(60),
-        command(env, dir).args(args).output(),
-    )
-    .await
-    .expect("command finished in time")
-    .expect("run greenlight");
+    let mut command = tokio::process::Command::from(command(env, dir));
+    let output = tokio::time::timeout(Duration::from_secs(60), command.args(args).output())
+        .await
+        .expect("command finished in time")
+        .expect("run greenlight");
     (
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// The real `greenlight serve` in a child process, against a fake Slack.
+pub struct Binary {
+    pub addr: SocketAddr,
+    child: Child,
+    pub stderr_path: PathBuf,
+}
+
+impl Binary {
+    /// Starts the binary with the e2e environment plus `overrides`, the database at
+    /// `db_path`, and waits for its "listening on" line.
+    pub async fn start(
+        slack: &FakeSlack,
+        dir: &Path,
+        db_path: &Path,
+        log_name: &str,
+        overrides: &[(&str, &str)],
+    ) -> Self {
+        let mut env = base_env(slack, &format!("sqlite://{}", db_path.display()));
+        env.insert("RUST_LOG".into(), "info".into());
+        for (key, value) in overrides {
+            env.insert((*key).to_owned(), (*value).to_owned());
+        }
+        Self::serve(&env, dir, log_name).await
+    }
+
+    /// Starts `greenlight serve` with exactly `env`, in `dir`, stderr to `dir/log_name`.
+    pub async fn serve(env: &HashMap<String, String>, dir: &Path, log_name: &str) -> Self {
+        let stderr_path = dir.join(log_name);
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut child = command(env, dir)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start greenlight");
+        let stdout = child.stdout.take().expect("stdout");
+        let line = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(stdout).read_line(&mut line);
+                line
+            }),
+        )
+        .await
+        .expect("greenlight printed its address in time")
+        .expect("reader");
+        let addr = line
+            .trim()
+            .strip_prefix("greenlight listening on http://")
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                panic!("unexpected stdout {line:?}; stderr:\n{log}")
+            })
+            .parse()
+            .expect("address");
+        Self {
+            addr,
+            child,
+            stderr_path,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill -9");
+        let _ = self.child.wait();
+    }
+
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit, failing the test after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "greenlight did not exit within {within:?}; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

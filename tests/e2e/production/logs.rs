@@ -208,7 +208,7 @@ async fn an_invalid_log_format_is_a_one_line_config_error() {
     let db = dir.path().join("greenlight.db");
     let mut env = base_env(&slack, &format!("sqlite://{}", db.display()));
     env.insert("GREENLIGHT_LOG_FORMAT".into(), "yaml".into());
-    let output = command(dir.path(), &env)
+    let output = command(&env, dir.path())
         .arg("serve")
         .output()
         .expect("run greenlight");
