@@ -201,27 +201,34 @@ impl Config {
             });
         }
 
-        let default_timeout = match non_empty("GREENLIGHT_DEFAULT_TIMEOUT_SECS") {
-            None => Duration::from_secs(DEFAULT_TIMEOUT_SECS),
-            Some(raw) => Duration::from_secs(parse_timeout(&raw).map_err(|problem| {
-                ConfigError::Invalid {
-                    var: "GREENLIGHT_DEFAULT_TIMEOUT_SECS",
-                    problem,
-                }
-            })?),
-        };
-
-        let retention = match non_empty("GREENLIGHT_RETENTION_DAYS") {
-            None => None,
-            Some(raw) => {
-                Some(
-                    parse_retention_days(&raw).map_err(|problem| ConfigError::Invalid {
-                        var: "GREENLIGHT_RETENTION_DAYS",
-                        problem,
-                    })?,
-                )
+        // Every numeric setting is a whole number from 1 to a bound that only catches
+        // typos (a stray zero, a negative); within it any value is the operator's call.
+        let number = |var: &'static str,
+                      unit: &str,
+                      max: u64|
+         -> Result<Option<u64>, ConfigError> {
+            let Some(raw) = non_empty(var) else {
+                return Ok(None);
+            };
+            match raw.parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(ConfigError::Invalid {
+                    var,
+                    problem: format!("{raw:?} must be a whole number of {unit} from 1 to {max}"),
+                }),
             }
         };
+        let default_timeout = Duration::from_secs(
+            number(
+                "GREENLIGHT_DEFAULT_TIMEOUT_SECS",
+                "seconds",
+                MAX_TIMEOUT_SECS,
+            )?
+            .unwrap_or(DEFAULT_TIMEOUT_SECS),
+        );
+        // Unset keeps everything: deleting evidence is the operator's explicit choice.
+        let retention = number("GREENLIGHT_RETENTION_DAYS", "days", 36_500)?
+            .map(|days| Duration::from_secs(days * 24 * 3600));
 
         // Checked here because a bot token or signing secret pasted into the wrong
         // variable would otherwise only show up as a reconnect loop in the logs.
@@ -253,40 +260,21 @@ impl Config {
                 })
             }
         };
-        let number = |var: &'static str, default: u64, max: u64| -> Result<u64, ConfigError> {
-            match non_empty(var) {
-                None => Ok(default),
-                Some(raw) => match raw.parse::<u64>() {
-                    Ok(n) if (1..=max).contains(&n) => Ok(n),
-                    _ => Err(ConfigError::Invalid {
-                        var,
-                        problem: format!("{raw:?} must be a whole number from 1 to {max}"),
-                    }),
-                },
-            }
-        };
-        // The bounds only catch typos (a stray zero, a negative); within them any value
-        // is the operator's call. u32::MAX fits both u32 fields, so the casts hold.
-        let rate_limit_per_minute = number(
-            "GREENLIGHT_RATE_LIMIT_PER_MINUTE",
-            DEFAULT_RATE_LIMIT_PER_MINUTE.into(),
-            1_000_000,
-        )? as u32;
-        let max_pending_per_agent = number(
-            "GREENLIGHT_MAX_PENDING_PER_AGENT",
-            DEFAULT_MAX_PENDING_PER_AGENT.into(),
-            1_000_000,
-        )? as u32;
-        let shutdown_grace = Duration::from_secs(number(
-            "GREENLIGHT_SHUTDOWN_GRACE_SECS",
-            DEFAULT_SHUTDOWN_GRACE_SECS,
-            300,
-        )?);
-        let readiness_recheck = Duration::from_secs(number(
-            "GREENLIGHT_READINESS_RECHECK_SECS",
-            DEFAULT_READINESS_RECHECK_SECS,
-            3600,
-        )?);
+        // u32::MAX is above both bounds, so the casts to u32 hold.
+        let rate_limit_per_minute =
+            number("GREENLIGHT_RATE_LIMIT_PER_MINUTE", "submissions", 1_000_000)?
+                .map_or(DEFAULT_RATE_LIMIT_PER_MINUTE, |n| n as u32);
+        let max_pending_per_agent =
+            number("GREENLIGHT_MAX_PENDING_PER_AGENT", "requests", 1_000_000)?
+                .map_or(DEFAULT_MAX_PENDING_PER_AGENT, |n| n as u32);
+        let shutdown_grace = Duration::from_secs(
+            number("GREENLIGHT_SHUTDOWN_GRACE_SECS", "seconds", 300)?
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS),
+        );
+        let readiness_recheck = Duration::from_secs(
+            number("GREENLIGHT_READINESS_RECHECK_SECS", "seconds", 3600)?
+                .unwrap_or(DEFAULT_READINESS_RECHECK_SECS),
+        );
 
         Ok(Self {
             slack_bot_token: slack_bot_token.into(),
@@ -321,25 +309,6 @@ impl Config {
             }
         }
         found
-    }
-}
-
-fn parse_timeout(raw: &str) -> Result<u64, String> {
-    match raw.parse::<u64>() {
-        Ok(secs) if (1..=MAX_TIMEOUT_SECS).contains(&secs) => Ok(secs),
-        _ => Err(format!(
-            "{raw:?} must be a whole number of seconds from 1 to {MAX_TIMEOUT_SECS}"
-        )),
-    }
-}
-
-/// Days to keep decided requests: a whole number from 1 to 36500.
-fn parse_retention_days(raw: &str) -> Result<Duration, String> {
-    match raw.parse::<u64>() {
-        Ok(days) if (1..=36_500).contains(&days) => Ok(Duration::from_secs(days * 24 * 3600)),
-        _ => Err(format!(
-            "{raw:?} must be a whole number of days from 1 to 36500 (unset keeps everything)"
-        )),
     }
 }
 
