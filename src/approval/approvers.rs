@@ -29,6 +29,9 @@ pub enum Refusal {
     SelfApproval,
     /// The approver list names a user group whose members could not be read.
     Unverified,
+    /// The policy changed since the request was routed and now denies requests like
+    /// it: approving is refused (denying is still possible).
+    PolicyForbids,
 }
 
 impl Refusal {
@@ -38,6 +41,7 @@ impl Refusal {
             Refusal::NotApprover => "not_approver",
             Refusal::SelfApproval => "self_approval",
             Refusal::Unverified => "unverified",
+            Refusal::PolicyForbids => "policy_forbids",
         }
     }
 
@@ -49,6 +53,9 @@ impl Refusal {
             }
             Refusal::SelfApproval => {
                 "You asked for this request, so you cannot approve it yourself; someone else must. You may still deny it."
+            }
+            Refusal::PolicyForbids => {
+                "The approval policy now denies requests like this one, so it can no longer be approved; deny it or let it expire."
             }
             Refusal::Unverified => {
                 "Your click changed nothing: greenlight could not verify that you are an approver for this request (Slack did not list the approver group's members). Try again in a moment."

@@ -83,6 +83,8 @@ pub enum ClickOutcome {
     SelfApproval,
     /// Whether the clicker is an approver could not be verified (fails closed).
     Unverified,
+    /// The current policy denies requests like this one: Approve no longer counts.
+    PolicyForbids,
 }
 
 impl From<Refusal> for ClickOutcome {
@@ -91,6 +93,7 @@ impl From<Refusal> for ClickOutcome {
             Refusal::NotApprover => ClickOutcome::NotApprover,
             Refusal::SelfApproval => ClickOutcome::SelfApproval,
             Refusal::Unverified => ClickOutcome::Unverified,
+            Refusal::PolicyForbids => ClickOutcome::PolicyForbids,
         }
     }
 }
@@ -108,6 +111,8 @@ pub enum ReasonOutcome {
 struct Access {
     approvers: Option<Vec<String>>,
     high_risk_rule: Option<String>,
+    /// The policy now auto-denies requests like this one: Approve must not count.
+    approve_forbidden: bool,
 }
 
 impl ClickOutcome {
@@ -122,6 +127,7 @@ impl ClickOutcome {
             ClickOutcome::NotApprover => "not_approver",
             ClickOutcome::SelfApproval => "self_approval",
             ClickOutcome::Unverified => "unverified",
+            ClickOutcome::PolicyForbids => "policy_forbids",
         }
     }
 }
@@ -450,11 +456,15 @@ impl ApprovalService {
             } => Access {
                 approvers,
                 high_risk_rule: high_risk.then_some(rule),
+                approve_forbidden: false,
             },
-            // The policy changed since it was routed: fall back to the global list.
-            Plan::Auto { .. } => Access {
+            // The policy changed since the request was routed and now decides requests
+            // like it automatically. Fail closed: if it would deny, Approve no longer
+            // counts; either way the global approver list says who may click.
+            Plan::Auto { approve, .. } => Access {
                 approvers: self.inner.defaults.approvers.clone(),
                 high_risk_rule: None,
+                approve_forbidden: !approve,
             },
         }
     }
@@ -475,7 +485,11 @@ impl ApprovalService {
                 Button::Deny => Ok(()),
             };
         }
-        let Some(approvers) = self.access(approval).approvers else {
+        let access = self.access(approval);
+        if access.approve_forbidden && button == Button::Approve {
+            return Err(Refusal::PolicyForbids);
+        }
+        let Some(approvers) = access.approvers else {
             return Ok(());
         };
         match self.inner.directory.allows(&approvers, user).await {

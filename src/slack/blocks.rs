@@ -30,7 +30,9 @@ pub struct RenderedMessage {
     pub blocks: Value,
 }
 
-/// Escapes the three characters that make mrkdwn act on text.
+/// Escapes the three characters that make mrkdwn act on text, and makes bidirectional
+/// control characters visible: they can make code read differently from how it runs
+/// ("Trojan Source"), and a reviewer must see what will execute.
 pub fn escape_mrkdwn(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -38,10 +40,30 @@ pub fn escape_mrkdwn(text: &str) -> String {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
+            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' => {
+                out.push_str(&format!("⟨U+{:04X}⟩", u32::from(c)));
+            }
             c => out.push(c),
         }
     }
     out
+}
+
+/// An escaped stretch of code inside a ``` block. A backtick right at either end would
+/// merge with the fence and end the block early, so it gets a zero-width space; an
+/// empty stretch becomes one, since section text must not be empty.
+pub(crate) fn fence(escaped: &str) -> String {
+    let mut chunk = escaped.to_owned();
+    if chunk.is_empty() {
+        chunk.push('\u{200B}');
+    }
+    if chunk.starts_with('`') {
+        chunk.insert(0, '\u{200B}');
+    }
+    if chunk.ends_with('`') {
+        chunk.push('\u{200B}');
+    }
+    format!("```{chunk}```")
 }
 
 /// Escapes code for a ``` block: a run of three backticks inside the code would close
@@ -172,7 +194,7 @@ fn code_blocks(approval: &Approval) -> Vec<Value> {
     let (preview, hidden_lines) = code_preview(&approval.code);
     let mut blocks = vec![json!({
         "type": "section",
-        "text": {"type": "mrkdwn", "text": format!("```{preview}```")},
+        "text": {"type": "mrkdwn", "text": fence(&preview)},
     })];
     if hidden_lines > 0 {
         blocks.push(json!({
@@ -440,6 +462,36 @@ mod tests {
         let inner = &code[3..code.len() - 3];
         assert!(!inner.contains("```"), "{inner:?}");
         assert!(!message.text.contains("<!channel>"));
+    }
+
+    #[test]
+    fn code_touching_the_fence_cannot_merge_with_it() {
+        for code in ["`rm -rf /tmp/*x*`", "``", "a`\n`b", "```"] {
+            let message = pending_message(&approval(code));
+            let mut texts = Vec::new();
+            mrkdwn_texts(&message.blocks, &mut texts);
+            let block = texts.iter().find(|t| t.starts_with("```")).expect("code");
+            let inner = &block[3..block.len() - 3];
+            assert!(
+                !inner.starts_with('`') && !inner.ends_with('`'),
+                "{code:?}: {block:?}"
+            );
+            assert!(!inner.contains("```"), "{code:?}: {block:?}");
+        }
+    }
+
+    #[test]
+    fn bidi_controls_are_made_visible() {
+        let code =
+            "if access_level != \"user\u{202E} \u{2066}// Check if admin\u{2069} \u{2066}\" {";
+        let escaped = escape_code(code);
+        assert!(!escaped
+            .chars()
+            .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')));
+        assert!(
+            escaped.contains("⟨U+202E⟩") && escaped.contains("⟨U+2066⟩"),
+            "{escaped}"
+        );
     }
 
     #[test]

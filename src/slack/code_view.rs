@@ -17,7 +17,7 @@ use tokio::time::{Duration, Instant};
 
 use super::{
     api::{SlackClient, SlackError},
-    blocks::{code_preview, escape_code, escape_mrkdwn, truncate},
+    blocks::{code_preview, escape_code, escape_mrkdwn, fence, truncate},
     interaction::{Payload, User},
 };
 use crate::approval::{Approval, ApprovalId};
@@ -163,7 +163,7 @@ pub fn split_code(text: &str, max: usize) -> Vec<String> {
         current_lines += 1;
     }
     flush(&mut current, &mut current_len, &mut current_lines);
-    chunks.into_iter().map(guard_ends).collect()
+    chunks
 }
 
 /// Cuts one raw line so each piece's escaped form is at most `max` characters. The
@@ -193,22 +193,8 @@ fn cut_line(line: &str, max: usize) -> Vec<&str> {
     pieces
 }
 
-fn guard_ends(mut chunk: String) -> String {
-    if chunk.is_empty() {
-        // Section text must not be empty; a blank stretch of code stays blank.
-        return "\u{200B}".to_owned();
-    }
-    if chunk.starts_with('`') {
-        chunk.insert(0, '\u{200B}');
-    }
-    if chunk.ends_with('`') {
-        chunk.push('\u{200B}');
-    }
-    chunk
-}
-
 fn code_section(chunk: &str) -> Value {
-    json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("```{chunk}```")}})
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": fence(chunk)}})
 }
 
 fn note(text: String) -> Value {
@@ -477,7 +463,7 @@ mod tests {
     fn backticks_cannot_merge_with_the_fence() {
         let chunks = split_code("```\nrm -rf /\n```", CHUNK_CHARS);
         assert_eq!(chunks.len(), 1);
-        let section = format!("```{}```", chunks[0]);
+        let section = fence(&chunks[0]);
         let inner = &section[3..section.len() - 3];
         assert!(!inner.contains("```"), "{inner:?}");
         assert!(inner.starts_with('\u{200B}') && inner.ends_with('\u{200B}'));

@@ -261,3 +261,46 @@ fn policy_check_explains_without_slack_settings() {
         "{stderr}"
     );
 }
+
+/// A request routed to a narrow approver list, then a restart with a policy that now
+/// auto-denies its code: Approve must stop counting (fail closed), Deny still works.
+#[tokio::test]
+async fn a_policy_that_now_denies_a_pending_request_refuses_its_approval() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db_url = format!("sqlite://{}", dir.path().join("gl.db").display());
+    let routed = r#"
+[[rule]]
+name = "kubectl"
+code = 'kubectl'
+approvers = ["U0SRE"]
+"#;
+    let app = spawn_app_with_policy(routed, &[("GREENLIGHT_DATABASE_URL", &db_url)]).await;
+    let id = app.submit_and_post(request("kubectl delete ns prod")).await;
+    app.stop().await;
+
+    let now_denied = r#"
+[[rule]]
+name = "no kubectl delete"
+action = "auto_deny"
+code = 'kubectl delete'
+reason = "Deleting namespaces is not allowed"
+"#;
+    let app = spawn_app_with_policy(now_denied, &[("GREENLIGHT_DATABASE_URL", &db_url)]).await;
+    assert_eq!(app.approve(&id, "U0SRE").await.status, StatusCode::OK);
+    assert_eq!(app.approve(&id, "U0ANYONE").await.status, StatusCode::OK);
+    assert_eq!(app.approval(&id).await["status"], "pending");
+    let refused = app.event_kinds(&id).await;
+    assert_eq!(
+        refused
+            .iter()
+            .filter(|(kind, why)| kind == "click_ignored" && why == "policy_forbids")
+            .count(),
+        2,
+        "{refused:?}"
+    );
+    let ack = app
+        .deny_with_reason(&id, "U0SRE", "policy forbids it now")
+        .await;
+    assert_eq!(ack.status, StatusCode::OK);
+    assert_eq!(app.approval(&id).await["status"], "denied");
+}
