@@ -258,40 +258,53 @@ impl ApprovalService {
                 .unwrap_or_else(|| self.inner.defaults.channel.clone()),
         };
         let expires_at = now + chrono::Duration::seconds(new.timeout_secs as i64);
+        let routed: Vec<NewEvent> = match &plan {
+            Plan::Route {
+                rule,
+                approvers,
+                high_risk,
+                ..
+            } => vec![NewEvent::new(
+                "routed",
+                None,
+                json!({ "rule": rule, "channel": channel, "approvers": approvers,
+                        "required_approvals": new.required_approvals,
+                        "timeout_secs": new.timeout_secs, "high_risk": high_risk }),
+            )],
+            Plan::Auto { .. } => Vec::new(),
+        };
         match self
             .inner
             .store
-            .insert(id, &new, &channel, now, expires_at)
+            .insert(id, &new, &channel, now, expires_at, &routed)
             .await?
         {
             Inserted::Created(approval) => {
                 tracing::info!(request_id = %approval.id, agent = %approval.agent, rule = plan.rule(), "approval submitted");
                 self.inner.metrics.submitted(&approval.agent);
+                // Armed before anything else can fail, so a stored request always
+                // has a deadline.
+                self.arm_deadline(&approval);
                 if let Plan::Auto { .. } = plan {
                     let decided = self.auto_decide(&approval, &plan).await?;
                     return Ok((decided, true));
                 }
-                if let Plan::Route {
-                    rule,
-                    approvers,
-                    high_risk,
-                    ..
-                } = &plan
-                {
-                    let event = NewEvent::new(
-                        "routed",
-                        None,
-                        json!({ "rule": rule, "channel": approval.channel, "approvers": approvers,
-                                "required_approvals": approval.required_approvals,
-                                "timeout_secs": new.timeout_secs, "high_risk": high_risk }),
-                    );
-                    self.inner.store.append_event(approval.id, &event).await?;
-                }
-                self.arm_deadline(&approval);
                 self.enqueue_post(&approval);
                 Ok((approval, true))
             }
-            Inserted::Existing(approval) => Ok((approval, false)),
+            Inserted::Existing(approval) => {
+                // The first submission may have failed after storing it (a 500 the
+                // agent is now retrying): make sure the request is being worked on.
+                if approval.status == Status::Pending {
+                    if !self.inner.timers.contains_key(&approval.id) {
+                        self.arm_deadline(&approval);
+                    }
+                    if approval.message_ts.is_none() {
+                        self.enqueue_post(&approval);
+                    }
+                }
+                Ok((approval, false))
+            }
             Inserted::KeyConflict => Err(ServiceError::IdempotencyConflict),
         }
     }
@@ -952,12 +965,27 @@ impl ApprovalService {
         let weak = Arc::downgrade(&self.inner);
         let task = tokio::spawn(async move {
             tokio::time::sleep(sleep_for).await;
-            let Some(service) = upgrade(&weak) else {
-                return;
-            };
-            service.inner.timers.remove(&id);
-            if let Err(error) = service.expire(id).await {
-                tracing::error!(request_id = %id, %error, "could not expire a request");
+            // Out of the map first: deciding aborts the request's timer, which is
+            // this very task.
+            if let Some(service) = upgrade(&weak) {
+                service.inner.timers.remove(&id);
+            }
+            // A deadline must not be lost to one failed write (a busy or full disk):
+            // keep trying, backing off, until the request is expired or decided.
+            let mut backoff = Duration::from_millis(250);
+            loop {
+                let Some(service) = upgrade(&weak) else {
+                    return;
+                };
+                match service.expire(id).await {
+                    Ok(_) | Err(ServiceError::NotFound(_)) => break,
+                    Err(error) => {
+                        tracing::error!(request_id = %id, %error, retry_in_ms = backoff.as_millis() as u64, "could not expire a request; retrying");
+                    }
+                }
+                drop(service);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         });
         self.inner.timers.insert(id, task.abort_handle());

@@ -92,6 +92,7 @@ async fn a_rate_limited_channel_does_not_hold_up_another() {
             "CSLOW",
             now,
             now + chrono::Duration::seconds(30),
+            &[],
         )
         .await
         .expect("insert")

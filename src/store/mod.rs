@@ -155,6 +155,9 @@ impl Store {
 
     /// Records a new request and its `submitted` event in one transaction, or finds
     /// the request an earlier call with the same Idempotency-Key created.
+    ///
+    /// `also` are further events of the submission itself (how it was routed): written
+    /// in the same transaction, so a stored request never lacks them.
     pub async fn insert(
         &self,
         id: ApprovalId,
@@ -162,6 +165,7 @@ impl Store {
         channel: &str,
         created_at: DateTime<Utc>,
         expires_at: DateTime<Utc>,
+        also: &[NewEvent],
     ) -> StoreResult<Inserted> {
         let mut tx = self.writer.begin().await?;
         let context = new.context.as_ref().map(Value::to_string);
@@ -221,6 +225,9 @@ impl Store {
             &NewEvent::new("submitted", Some(&new.agent), detail),
         )
         .await?;
+        for event in also {
+            insert_event(&mut tx, id, created_at, event).await?;
+        }
         tx.commit().await?;
         self.get(id)
             .await?
