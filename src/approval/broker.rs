@@ -33,6 +33,14 @@ impl Broker {
         rx
     }
 
+    /// Drops the entry for `id` if nobody is listening on it any more: a long-poll
+    /// that timed out, or a read that found the request final or unknown. Without
+    /// this, every such read would leave an entry behind for good.
+    pub fn forget_if_idle(&self, id: ApprovalId) {
+        self.waiters
+            .remove_if(&id, |_, waiters| waiters.iter().all(|w| w.is_closed()));
+    }
+
     /// Wakes every waiter of this request with its final state. Returns how many were
     /// still listening.
     pub fn resolve(&self, approval: &Approval) -> usize {
@@ -104,6 +112,18 @@ mod tests {
             0,
             "resolves once"
         );
+    }
+
+    #[tokio::test]
+    async fn idle_entries_are_forgotten_live_ones_kept() {
+        let broker = Broker::new();
+        let (idle, live) = (ApprovalId::new(), ApprovalId::new());
+        drop(broker.subscribe(idle));
+        let _listening = broker.subscribe(live);
+        broker.forget_if_idle(idle);
+        broker.forget_if_idle(live);
+        assert!(broker.waiters.get(&idle).is_none());
+        assert!(broker.waiters.get(&live).is_some());
     }
 
     #[tokio::test]

@@ -397,11 +397,19 @@ impl ApprovalService {
     /// The request's state once it is final, or after `wait` (or at shutdown) if it
     /// is still pending by then.
     pub async fn wait(&self, id: ApprovalId, wait: Duration) -> Result<Approval, ServiceError> {
+        if wait.is_zero() {
+            return self.get(id).await;
+        }
         // Subscribe before reading, so a decision between the two still wakes us.
         let decided = self.inner.broker.subscribe(id);
-        let current = self.get(id).await?;
-        if current.status.is_final() || wait.is_zero() {
-            return Ok(current);
+        match self.get(id).await {
+            Ok(current) if !current.status.is_final() => {}
+            // Final or unknown: nobody will resolve this entry, so take it back.
+            other => {
+                drop(decided);
+                self.inner.broker.forget_if_idle(id);
+                return other;
+            }
         }
         let mut shutdown = self.inner.shutting_down.subscribe();
         let woken = tokio::select! {
@@ -411,7 +419,10 @@ impl ApprovalService {
         };
         match woken {
             Some(approval) => Ok(approval),
-            None => self.get(id).await,
+            None => {
+                self.inner.broker.forget_if_idle(id);
+                self.get(id).await
+            }
         }
     }
 

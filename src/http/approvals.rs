@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, Path, RawQuery, State},
+    extract::{rejection::BytesRejection, RawQuery, State},
     http::{HeaderMap, StatusCode},
     routing::{get, post},
     Json, Router,
@@ -14,13 +14,13 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
-    extract::{body_bytes, parse_json, parse_wait, url_pairs, Agent},
+    extract::{body_bytes, parse_json, parse_wait, url_pairs, Agent, ApprovalPath},
     AppState,
 };
 use utoipa::ToSchema;
 
 use crate::{
-    approval::{Approval, ApprovalId, ApprovalView, NewApproval, Status},
+    approval::{Approval, ApprovalView, NewApproval, Status},
     config::MAX_TIMEOUT_SECS,
     error::{ApiError, ErrorBody, Result},
     slack::blocks::is_user_id,
@@ -172,7 +172,11 @@ pub(super) async fn submit(
         )
         .await?;
     let (approval, created) = state.service.submit(new).await?;
-    if !created {
+    // Release the agent's admission lock now: holding it through the long-poll below
+    // would make the agent's next submission wait for this one's decision.
+    if created {
+        drop(admission);
+    } else {
         admission.replayed();
     }
     tracing::Span::current().record("request_id", tracing::field::display(approval.id));
@@ -267,11 +271,6 @@ fn validate(
     })
 }
 
-fn parse_id(raw: &str) -> Result<ApprovalId> {
-    ApprovalId::parse(raw)
-        .ok_or_else(|| ApiError::NotFound(format!("no approval request with id {raw:?}")))
-}
-
 /// Read a request; with `wait`, long-poll until it is decided.
 #[utoipa::path(
     get,
@@ -294,14 +293,11 @@ fn parse_id(raw: &str) -> Result<ApprovalId> {
 pub(super) async fn fetch(
     State(state): State<AppState>,
     _agent: Agent,
-    Path(id): Path<String>,
+    ApprovalPath(id): ApprovalPath,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>> {
     let wait = parse_wait(query.as_deref())?;
-    let approval = state
-        .service
-        .wait(parse_id(&id)?, Duration::from_secs(wait))
-        .await?;
+    let approval = state.service.wait(id, Duration::from_secs(wait)).await?;
     Ok(Json(json!(approval.view())))
 }
 
@@ -324,9 +320,9 @@ pub(super) async fn fetch(
 pub(super) async fn cancel(
     State(state): State<AppState>,
     agent: Agent,
-    Path(id): Path<String>,
+    ApprovalPath(id): ApprovalPath,
 ) -> Result<Json<Value>> {
-    let approval = state.service.cancel(parse_id(&id)?, &agent.0).await?;
+    let approval = state.service.cancel(id, &agent.0).await?;
     Ok(Json(json!(approval.view())))
 }
 
@@ -347,9 +343,8 @@ pub(super) async fn cancel(
 pub(super) async fn events(
     State(state): State<AppState>,
     _agent: Agent,
-    Path(id): Path<String>,
+    ApprovalPath(id): ApprovalPath,
 ) -> Result<Json<EventList>> {
-    let id = parse_id(&id)?;
     state.service.get(id).await?;
     let events = state.service.store().events(id).await?;
     Ok(Json(EventList { events }))

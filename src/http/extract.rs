@@ -3,13 +3,13 @@
 
 use axum::{
     body::Bytes,
-    extract::{rejection::BytesRejection, FromRequestParts},
+    extract::{rejection::BytesRejection, FromRequestParts, Path},
     http::{header::AUTHORIZATION, request::Parts, StatusCode},
 };
 use serde::de::DeserializeOwned;
 
 use super::{AppState, MAX_BODY_BYTES};
-use crate::error::ApiError;
+use crate::{approval::ApprovalId, error::ApiError};
 
 /// The authenticated agent: the name its bearer token is configured under.
 #[derive(Debug, Clone)]
@@ -36,6 +36,33 @@ impl FromRequestParts<AppState> for Agent {
             .agent_for_token(presented)
             .map(|name| Agent(name.to_owned()))
             .ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The `{id}` of an approval in the path. Anything that is not an approval id (bad
+/// UUID, bad percent-encoding) is simply a request that does not exist: a JSON 404,
+/// never axum's plain-text rejection.
+#[derive(Debug, Clone, Copy)]
+pub struct ApprovalPath(pub ApprovalId);
+
+impl FromRequestParts<AppState> for ApprovalPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let raw = match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(raw)) => raw,
+            Err(_) => {
+                return Err(ApiError::NotFound(
+                    "no approval request with that id".into(),
+                ))
+            }
+        };
+        ApprovalId::parse(&raw)
+            .map(ApprovalPath)
+            .ok_or_else(|| ApiError::NotFound(format!("no approval request with id {raw:?}")))
     }
 }
 

@@ -75,7 +75,8 @@ impl SignatureVerifier {
             .trim()
             .parse()
             .map_err(|_| SignatureError::MalformedTimestamp)?;
-        if (now - ts).abs() > MAX_CLOCK_SKEW_SECS {
+        // abs_diff: a hostile timestamp such as i64::MIN must not overflow.
+        if now.abs_diff(ts) > MAX_CLOCK_SKEW_SECS.unsigned_abs() {
             return Err(SignatureError::StaleTimestamp);
         }
         let hex_part = signature
@@ -233,6 +234,17 @@ mod tests {
             v.verify(&headers("yesterday", VECTOR_SIG), b"x", 0),
             Err(SignatureError::MalformedTimestamp)
         );
+    }
+
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        let v = verifier(VECTOR_SECRET);
+        for ts in [i64::MIN, i64::MAX] {
+            assert_eq!(
+                v.verify(&headers(&ts.to_string(), VECTOR_SIG), b"x", VECTOR_TS),
+                Err(SignatureError::StaleTimestamp)
+            );
+        }
     }
 
     #[test]

@@ -135,6 +135,11 @@ async fn unknown_ids_and_routes_are_404() {
     assert_error(&unknown, StatusCode::NOT_FOUND, "not_found");
     let junk = app.get("/v1/approvals/not-an-id").await;
     assert_error(&junk, StatusCode::NOT_FOUND, "not_found");
+    // Invalid percent-encoding in the path is still a JSON error, not plain text.
+    for path in ["/v1/approvals/%FF", "/v1/approvals/%FF/events"] {
+        let bad = app.get(path).await;
+        assert_error(&bad, StatusCode::NOT_FOUND, "not_found");
+    }
     let route = app.get("/v2/nothing").await;
     assert_error(&route, StatusCode::NOT_FOUND, "not_found");
     let method = app
