@@ -134,7 +134,7 @@ async fn audit_export(since: Option<String>) -> anyhow::Result<ExitCode> {
         .ok()
         .filter(|v| !v.trim().is_empty())
         .unwrap_or_else(|| crate::config::DEFAULT_DATABASE_URL.to_owned());
-    let store = crate::store::Store::open_existing(&url)
+    let store = crate::store::Store::open_read_only(&url)
         .await
         .with_context(|| format!("cannot open the database at {url} (GREENLIGHT_DATABASE_URL)"))?;
     let stdout = std::io::stdout();

@@ -261,18 +261,68 @@ async fn socket_mode(config: &Config, retry: RetryPolicy) -> Check {
     }
 }
 
+/// Looks at the database without changing it: no file is created and no migration
+/// runs (that is `serve`'s job), so a typo in the URL cannot pass as a new, empty
+/// database and a newer binary never migrates a database a running `serve` uses.
 async fn database(url: &str) -> Check {
     let name = "database";
-    let opened = match Store::connect(url).await {
-        Ok(store) => store.ping().await.map(|()| store),
-        Err(error) => Err(error),
-    };
-    match opened {
-        Ok(_) => Check::new(Level::Ok, name, format!("{url} opened and up to date")),
-        Err(error) => Check::new(
+    let fix = "check GREENLIGHT_DATABASE_URL, and that its directory exists and is writable";
+    let Some(file) = Store::file_of(url) else {
+        return Check::new(
             Level::Fail,
             name,
-            format!("cannot open {url} ({error}): check GREENLIGHT_DATABASE_URL, and that its directory exists and is writable"),
+            format!("{url} is not a SQLite URL: {fix}"),
+        );
+    };
+    if !file.exists() {
+        let dir = file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let writable =
+            std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && !m.permissions().readonly());
+        return if writable {
+            Check::new(
+                Level::Ok,
+                name,
+                format!("{url} does not exist yet; greenlight serve creates it on first start"),
+            )
+        } else {
+            Check::new(
+                Level::Fail,
+                name,
+                format!("{url} does not exist and its directory cannot hold it: {fix}"),
+            )
+        };
+    }
+    let store = match Store::open_read_only(url).await {
+        Ok(store) => store,
+        Err(error) => {
+            return Check::new(
+                Level::Fail,
+                name,
+                format!("cannot open {url} ({error}): {fix}"),
+            )
+        }
+    };
+    match (store.ping().await, store.pending_migrations().await) {
+        (Ok(()), Ok(pending)) if pending.is_empty() => Check::new(
+            Level::Ok,
+            name,
+            format!("{url} opened (read-only) and up to date"),
+        ),
+        (Ok(()), Ok(pending)) => Check::new(
+            Level::Warn,
+            name,
+            format!(
+                "{url} lacks {} schema migration(s); greenlight serve applies them at start",
+                pending.len()
+            ),
+        ),
+        (Err(error), _) | (_, Err(error)) => Check::new(
+            Level::Fail,
+            name,
+            format!("cannot read {url} ({error}): {fix}"),
         ),
     }
 }

@@ -88,18 +88,8 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database and brings its schema up to date.
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        Self::open(url, true).await
-    }
-
-    /// Opens a database that must already exist (for tools that only read it: a typo
-    /// in the path should be an error, not a new empty database).
-    pub async fn open_existing(url: &str) -> StoreResult<Self> {
-        Self::open(url, false).await
-    }
-
-    async fn open(url: &str, create: bool) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(create)
+            .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // FULL: a committed decision survives power loss, not only a crash.
             .synchronous(SqliteSynchronous::Full)
@@ -115,6 +105,45 @@ impl Store {
             .connect_with(options)
             .await?;
         Ok(Self { writer, reader })
+    }
+
+    /// Opens an existing database read-only, without migrating it: for tools that
+    /// only look (`audit export`, `doctor`). A typo in the path is an error, not a new
+    /// empty database, and a running `serve` of another version is never migrated
+    /// under its feet.
+    pub async fn open_read_only(url: &str) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            writer: pool.clone(),
+            reader: pool,
+        })
+    }
+
+    /// The file behind a `sqlite:` URL, if it names one.
+    pub fn file_of(url: &str) -> Option<std::path::PathBuf> {
+        let options = SqliteConnectOptions::from_str(url).ok()?;
+        Some(options.get_filename().to_path_buf())
+    }
+
+    /// Versions of the migrations this binary carries that the database has not
+    /// applied yet (all of them for a database greenlight never started on).
+    pub async fn pending_migrations(&self) -> StoreResult<Vec<i64>> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
+                .fetch_all(&self.reader)
+                .await
+                .unwrap_or_default();
+        Ok(sqlx::migrate!("./migrations")
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect())
     }
 
     /// Cheap liveness check for readiness probes and `doctor`.

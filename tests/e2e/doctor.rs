@@ -85,6 +85,15 @@ async fn all_good_exits_zero_with_ok_lines() {
         assert!(run.line(name).starts_with("ok "), "{}", run.stdout);
     }
     assert!(!run.stdout.contains("FAIL") && !run.stdout.contains("warn"));
+    assert!(
+        run.line("database").contains("does not exist yet"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !dir.path().join("doctor.db").exists(),
+        "doctor must not create the database"
+    );
     // The checks asked Slack the right questions with the right tokens.
     let info = &slack.calls_to("conversations.info")[0];
     assert_eq!(info.body["channel"], CHANNEL);
@@ -246,4 +255,32 @@ async fn weak_signing_secret_only_warns() {
         line.starts_with("warn") && !line.contains("not-the-signing-secret"),
         "{line}"
     );
+}
+
+#[tokio::test]
+async fn an_existing_database_is_read_without_being_changed() {
+    let slack = slack().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = format!("sqlite://{}", dir.path().join("doctor.db").display());
+    let store = greenlight::store::Store::connect(&db)
+        .await
+        .expect("create as serve would");
+    store.close().await;
+    let file = dir.path().join("doctor.db");
+    let before = std::fs::metadata(&file)
+        .expect("db")
+        .modified()
+        .expect("mtime");
+    let run = doctor(&env_for(&slack, dir.path()), dir.path()).await;
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    let line = run.line("database");
+    assert!(
+        line.starts_with("ok ") && line.contains("up to date"),
+        "{line}"
+    );
+    let after = std::fs::metadata(&file)
+        .expect("db")
+        .modified()
+        .expect("mtime");
+    assert_eq!(before, after, "doctor must not write to the database");
 }
