@@ -356,7 +356,12 @@ pub fn final_message(approval: &Approval) -> RenderedMessage {
         .unwrap_or_else(|| "greenlight".into());
     let when = approval.decided_at.map(slack_date).unwrap_or_default();
     let mut summary = format!("*{outcome}* by {who} {when}");
-    if !approval.reason.is_empty() {
+    // An approval by click has greenlight's own reason ("Approved in Slack by <@U…>"),
+    // which the summary above already says with real mentions; every other reason
+    // (a reviewer's, a rule's, a timeout's) is shown, escaped.
+    let approved_by_people =
+        approval.status == Status::Approved && approval.decided_by.as_deref() != Some(SYSTEM_ACTOR);
+    if !approval.reason.is_empty() && !approved_by_people {
         summary.push_str(&format!(
             "\n> {}",
             escape_mrkdwn(&truncate(&approval.reason, 1000)).replace('\n', "\n> ")
