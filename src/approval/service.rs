@@ -651,10 +651,27 @@ impl ApprovalService {
                 .await?;
             return Ok(ClickOutcome::Accepted);
         };
+        // Slack issues a fresh trigger per click, so a second Deny with the same one is
+        // that click again (a proxy retry, a replay inside the signature window). Its
+        // used trigger could not open a modal, and denying "without a reason" in the
+        // reviewer's name would be a decision they did not make.
+        let seen =
+            self.inner.store.events(approval.id).await?.iter().any(|e| {
+                e.kind == "reason_requested" && e.detail["trigger_id"] == trigger_id.as_str()
+            });
+        if seen {
+            let event = NewEvent::new(
+                "click_ignored",
+                Some(&click.user.id),
+                json!({ "button": "deny", "why": "duplicate", "status": approval.status.as_str() }),
+            );
+            self.inner.store.append_event(approval.id, &event).await?;
+            return Ok(ClickOutcome::Duplicate);
+        }
         let event = NewEvent::new(
             "reason_requested",
             Some(&click.user.id),
-            json!({ "user": click.user.display() }),
+            json!({ "user": click.user.display(), "trigger_id": trigger_id }),
         );
         self.inner.store.append_event(approval.id, &event).await?;
         let service = self.clone();

@@ -413,3 +413,33 @@ async fn post_wait_returns_the_decision_when_clicked_in_time() {
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.body["status"], "approved");
 }
+
+/// The same signed Deny click twice (a proxy retry, a replay inside the signature
+/// window): one modal, and the replay decides nothing in the reviewer's name.
+#[tokio::test]
+async fn a_replayed_deny_click_opens_one_modal_and_decides_nothing() {
+    let app = spawn_app().await;
+    let id = app.submit_and_post(request("terraform destroy")).await;
+    let payload = TestApp::click_payload(&id, "greenlight_deny", "U0BOB");
+    let now = chrono::Utc::now().timestamp();
+    let (body, signature) = TestApp::signed_form(&payload, now);
+    for _ in 0..2 {
+        let ack = app
+            .send_interaction(body.clone(), Some(now.to_string()), Some(signature.clone()))
+            .await;
+        assert_eq!(ack.status, StatusCode::OK);
+    }
+    app.wait_for_modal(&id).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.slack.calls_to("views.open").len(), 1);
+    assert_eq!(app.approval(&id).await["status"], "pending");
+    let kinds = app.event_kinds(&id).await;
+    assert!(
+        kinds.contains(&("click_ignored".to_owned(), "duplicate".to_owned())),
+        "{kinds:?}"
+    );
+    // The reviewer's real answer still decides.
+    let ack = app.submit_reason(&id, "U0BOB", "not today").await;
+    assert_eq!(ack.status, StatusCode::OK);
+    assert_eq!(app.approval(&id).await["reason"], "not today");
+}
