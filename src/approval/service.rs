@@ -819,20 +819,15 @@ impl ApprovalService {
         );
         self.inner.store.append_event(approval.id, &event).await?;
         tracing::info!(request_id = %approval.id, user = %click.user.id, why = outcome.as_str(), "click ignored");
-        if let Some(channel) = click
+        let channel = click
             .channel
             .clone()
-            .or_else(|| Some(approval.channel.clone()))
-        {
-            let note = blocks::already_decided_note(approval);
-            let slack = self.inner.slack.clone();
-            let user = click.user.id.clone();
-            tokio::spawn(async move {
-                if let Err(error) = slack.post_ephemeral(&channel, &user, &note).await {
-                    tracing::warn!(%error, "could not tell a late clicker");
-                }
-            });
-        }
+            .unwrap_or_else(|| approval.channel.clone());
+        self.spawn_ephemeral(
+            channel,
+            click.user.id.clone(),
+            blocks::already_decided_note(approval),
+        );
         Ok(outcome)
     }
 
@@ -947,6 +942,10 @@ impl ApprovalService {
         let _guard = lock.lock().await;
         let approval = self.get(id).await?;
         let Some(ts) = approval.message_ts.clone() else {
+            // Never posted: nothing to rewrite, and once final nothing ever will be.
+            if approval.status.is_final() {
+                self.inner.message_locks.remove(&id);
+            }
             return Ok(());
         };
         let message = MessageRef {
