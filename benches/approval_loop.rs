@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use greenlight::{
     app::Server, config::Config, slack::api::RetryPolicy, slack::signature::SignatureVerifier,
 };
@@ -56,6 +57,9 @@ async fn main() {
             "GREENLIGHT_DATABASE_URL",
             format!("sqlite://{}", dir.path().join("bench.db").display()),
         ),
+        // One agent sends everything: the per-agent limits must not be what is measured.
+        ("GREENLIGHT_RATE_LIMIT_PER_MINUTE", "1000000".to_owned()),
+        ("GREENLIGHT_MAX_PENDING_PER_AGENT", "1000000".to_owned()),
     ]);
     let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -72,23 +76,29 @@ async fn main() {
 
     // 1. Submissions: n requests, 64 in flight at a time.
     let started = Instant::now();
-    let ids: Vec<String> = futures::future::join_all((0..n).map(|i| {
-        let (http, base) = (http.clone(), base.clone());
-        async move {
-            let body: Value = http
-                .post(format!("{base}/v1/approvals"))
-                .bearer_auth(TOKEN)
-                .json(&json!({"code": format!("echo {i}"), "language": "bash"}))
-                .send()
-                .await
-                .expect("submit")
-                .json()
-                .await
-                .expect("json");
-            body["id"].as_str().expect("id").to_owned()
-        }
-    }))
-    .await;
+    let ids: Vec<String> = futures::stream::iter(0..n)
+        .map(|i| {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                let body: Value = http
+                    .post(format!("{base}/v1/approvals"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"code": format!("echo {i}"), "language": "bash"}))
+                    .send()
+                    .await
+                    .expect("submit")
+                    .json()
+                    .await
+                    .expect("json");
+                body["id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no id in {body}"))
+                    .to_owned()
+            }
+        })
+        .buffered(64)
+        .collect()
+        .await;
     let submit_secs = started.elapsed().as_secs_f64();
     slack
         .wait_until(Duration::from_secs(600), "every message", |c| {
