@@ -13,51 +13,28 @@ use crate::helpers::{
     request, spawn_app, spawn_app_with, FakeSlack, TestApp, AGENT_TOKEN, OTHER_AGENT_TOKEN,
 };
 
-async fn submit_with_key(
-    app: &TestApp,
-    token: &str,
-    key: &str,
-    body: &Value,
-) -> crate::helpers::Answer {
-    let response = app
-        .http
-        .post(app.url("/v1/approvals"))
-        .bearer_auth(token)
-        .header("Idempotency-Key", key)
-        .json(body)
-        .send()
-        .await
-        .expect("submit");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.json().await.expect("json");
-    crate::helpers::Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
 #[tokio::test]
 async fn idempotency_key_returns_the_same_request_and_posts_once() {
     let app = spawn_app().await;
     let body = request("kubectl rollout restart deploy/api");
-    let first = submit_with_key(&app, AGENT_TOKEN, "deploy-42", &body).await;
+    let first = app.submit_with_key(AGENT_TOKEN, "deploy-42", &body).await;
     assert_eq!(first.status, StatusCode::ACCEPTED);
     app.slack.nth_call("chat.postMessage", 1).await;
-    let again = submit_with_key(&app, AGENT_TOKEN, "deploy-42", &body).await;
+    let again = app.submit_with_key(AGENT_TOKEN, "deploy-42", &body).await;
     assert_eq!(again.status, StatusCode::ACCEPTED);
     assert_eq!(again.body["id"], first.body["id"]);
 
     // Same key, different body: refused, nothing created.
     let mut other = body.clone();
     other["code"] = json!("kubectl delete ns prod");
-    let conflict = submit_with_key(&app, AGENT_TOKEN, "deploy-42", &other).await;
+    let conflict = app.submit_with_key(AGENT_TOKEN, "deploy-42", &other).await;
     assert_eq!(conflict.status, StatusCode::CONFLICT);
     assert_eq!(conflict.body["error"]["code"], "idempotency_conflict");
 
     // Keys are scoped per agent: another agent's identical key is its own request.
-    let theirs = submit_with_key(&app, OTHER_AGENT_TOKEN, "deploy-42", &body).await;
+    let theirs = app
+        .submit_with_key(OTHER_AGENT_TOKEN, "deploy-42", &body)
+        .await;
     assert_eq!(theirs.status, StatusCode::ACCEPTED);
     assert_ne!(theirs.body["id"], first.body["id"]);
 
@@ -72,7 +49,7 @@ async fn idempotency_key_returns_the_same_request_and_posts_once() {
     // After a decision the same key answers with the decision.
     let id = first.body["id"].as_str().expect("id");
     app.approve(id, "U0ALICE").await;
-    let decided = submit_with_key(&app, AGENT_TOKEN, "deploy-42", &body).await;
+    let decided = app.submit_with_key(AGENT_TOKEN, "deploy-42", &body).await;
     assert_eq!(decided.status, StatusCode::OK);
     assert_eq!(decided.body["status"], "approved");
 }
@@ -422,25 +399,12 @@ async fn kill_nine_and_restart_loses_nothing() {
     }
     // The agent re-attaches; a click after the restart decides as usual.
     let reattached = tokio::spawn(get(&ids[2], 30));
-    let click = |id: &str| {
+    let base = second.url("");
+    for id in &ids[1..] {
         let payload = TestApp::click_payload(id, "greenlight_approve", "U0ALICE");
-        let now = chrono::Utc::now().timestamp();
-        let (body, sig) = TestApp::signed_form(&payload, now);
-        http.post(second.url("/slack/interactions"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("X-Slack-Request-Timestamp", now.to_string())
-            .header("X-Slack-Signature", sig)
-            .body(body)
-            .send()
-    };
-    assert_eq!(
-        click(&ids[1]).await.expect("click").status(),
-        StatusCode::OK
-    );
-    assert_eq!(
-        click(&ids[2]).await.expect("click").status(),
-        StatusCode::OK
-    );
+        let ack = crate::helpers::post_signed(&http, &base, &payload).await;
+        assert_eq!(ack.status(), StatusCode::OK);
+    }
     let answer: Value = reattached
         .await
         .expect("task")

@@ -202,6 +202,20 @@ impl TestApp {
         Self::answer(response).await
     }
 
+    /// `POST /v1/approvals` with an `Idempotency-Key`.
+    pub async fn submit_with_key(&self, token: &str, key: &str, body: &Value) -> Answer {
+        let response = self
+            .http
+            .post(self.url("/v1/approvals"))
+            .bearer_auth(token)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("submit");
+        Self::answer(response).await
+    }
+
     pub async fn post_raw(
         &self,
         path: &str,
@@ -288,26 +302,13 @@ impl TestApp {
         timestamp: Option<String>,
         signature: Option<String>,
     ) -> Answer {
-        let mut request = self
-            .http
-            .post(self.url("/slack/interactions"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body);
-        if let Some(ts) = timestamp {
-            request = request.header("X-Slack-Request-Timestamp", ts);
-        }
-        if let Some(sig) = signature {
-            request = request.header("X-Slack-Signature", sig);
-        }
-        Self::answer(request.send().await.expect("interaction")).await
+        Self::answer(post_interaction(&self.http, &self.url(""), body, timestamp, signature).await)
+            .await
     }
 
     /// Signs and sends an interaction payload now.
     pub async fn interact(&self, payload: &str) -> Answer {
-        let now = chrono::Utc::now().timestamp();
-        let (body, signature) = Self::signed_form(payload, now);
-        self.send_interaction(body, Some(now.to_string()), Some(signature))
-            .await
+        Self::answer(post_signed(&self.http, &self.url(""), payload).await).await
     }
 
     /// Clicks Approve or Deny as `user`, properly signed.
@@ -438,6 +439,40 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
+}
+
+/// Posts a form body to `{base_url}/slack/interactions` with these signature headers,
+/// as Slack would (or as a forger would, when they are wrong or missing).
+pub async fn post_interaction(
+    http: &reqwest::Client,
+    base_url: &str,
+    body: Vec<u8>,
+    timestamp: Option<String>,
+    signature: Option<String>,
+) -> reqwest::Response {
+    let mut request = http
+        .post(format!("{base_url}/slack/interactions"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some(ts) = timestamp {
+        request = request.header("X-Slack-Request-Timestamp", ts);
+    }
+    if let Some(sig) = signature {
+        request = request.header("X-Slack-Signature", sig);
+    }
+    request.send().await.expect("interaction")
+}
+
+/// Signs `payload` now with the test signing secret and posts it to any greenlight
+/// (an in-process app or a child process).
+pub async fn post_signed(
+    http: &reqwest::Client,
+    base_url: &str,
+    payload: &str,
+) -> reqwest::Response {
+    let now = chrono::Utc::now().timestamp();
+    let (body, signature) = TestApp::signed_form(payload, now);
+    post_interaction(http, base_url, body, Some(now.to_string()), Some(signature)).await
 }
 
 /// A minimal valid request body.

@@ -7,28 +7,20 @@ use serde_json::Value;
 use super::{scrape, value};
 use crate::helpers::{request, spawn_app_with, TestApp, AGENT_TOKEN, OTHER_AGENT_TOKEN};
 
+/// (status, body, Retry-After) of a submission with an Idempotency-Key.
 async fn submit_with_key(
     app: &TestApp,
     token: &str,
     key: &str,
     body: &Value,
 ) -> (StatusCode, Value, Option<String>) {
-    let response = app
-        .http
-        .post(app.url("/v1/approvals"))
-        .bearer_auth(token)
-        .header("Idempotency-Key", key)
-        .json(body)
-        .send()
-        .await
-        .expect("submit");
-    let status = response.status();
-    let retry_after = response
-        .headers()
+    let answer = app.submit_with_key(token, key, body).await;
+    let retry_after = answer
+        .headers
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    (status, response.json().await.expect("json"), retry_after)
+    (answer.status, answer.body, retry_after)
 }
 
 #[tokio::test]

@@ -47,15 +47,15 @@ async fn signed_click(
         greenlight::slack::signature::SignatureVerifier::new("not-the-secret".to_owned().into())
             .sign(now, &body)
     };
-    http.post(bin.url("/slack/interactions"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("X-Slack-Request-Timestamp", now.to_string())
-        .header("X-Slack-Signature", signature)
-        .body(body)
-        .send()
-        .await
-        .expect("click")
-        .status()
+    crate::helpers::post_interaction(
+        http,
+        &bin.url(""),
+        body,
+        Some(now.to_string()),
+        Some(signature),
+    )
+    .await
+    .status()
 }
 
 /// Whether a JSON log line carries `request_id == id`, as an event field or in one of

@@ -166,22 +166,13 @@ async fn sigterm_answers_long_polls_finishes_clicks_and_keeps_pending_requests()
         assert_eq!(body["status"], "pending", "{body}");
     }
     // And can still be decided after the restart.
-    let ack = {
-        let now = chrono::Utc::now().timestamp();
-        let (body, signature) = TestApp::signed_form(
-            &TestApp::click_payload(&waiting_a, "greenlight_approve", "U0BOB"),
-            now,
-        );
-        http.post(bin.url("/slack/interactions"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("X-Slack-Request-Timestamp", now.to_string())
-            .header("X-Slack-Signature", signature)
-            .body(body)
-            .send()
-            .await
-            .expect("click")
-            .status()
-    };
+    let ack = crate::helpers::post_signed(
+        &http,
+        &bin.url(""),
+        &TestApp::click_payload(&waiting_a, "greenlight_approve", "U0BOB"),
+    )
+    .await
+    .status();
     assert_eq!(ack, StatusCode::OK);
     assert_eq!(get(&http, &bin, &waiting_a).await["status"], "approved");
 }
