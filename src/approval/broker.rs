@@ -72,26 +72,13 @@ impl Broker {
 mod tests {
     use super::*;
     use crate::approval::Status;
-    use chrono::Utc;
-
     fn approval(id: ApprovalId, status: Status) -> Approval {
         Approval {
             id,
-            agent: "ci".into(),
-            code: "true".into(),
-            language: None,
-            title: None,
-            context: None,
-            requester_slack_id: None,
-            required_approvals: 1,
-            channel: "C1".into(),
-            message_ts: None,
             status,
             reason: "ok".into(),
             decided_by: Some("U1".into()),
-            decided_at: None,
-            created_at: Utc::now(),
-            expires_at: Utc::now(),
+            ..crate::approval::sample("true")
         }
     }
 

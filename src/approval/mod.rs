@@ -199,6 +199,29 @@ pub fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A pending request for unit tests; override fields with struct update syntax.
+#[cfg(test)]
+pub(crate) fn sample(code: &str) -> Approval {
+    Approval {
+        id: ApprovalId::new(),
+        agent: "ci-bot".into(),
+        code: code.into(),
+        language: Some("python".into()),
+        title: None,
+        context: None,
+        requester_slack_id: None,
+        required_approvals: 1,
+        channel: "C1".into(),
+        message_ts: None,
+        status: Status::Pending,
+        reason: String::new(),
+        decided_by: None,
+        decided_at: None,
+        created_at: Utc::now(),
+        expires_at: Utc::now(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,24 +237,7 @@ mod tests {
 
     #[test]
     fn only_approved_is_approved() {
-        let mut a = Approval {
-            id: ApprovalId::new(),
-            agent: "ci".into(),
-            code: "ls".into(),
-            language: None,
-            title: None,
-            context: None,
-            requester_slack_id: None,
-            required_approvals: 1,
-            channel: "C1".into(),
-            message_ts: None,
-            status: Status::Pending,
-            reason: String::new(),
-            decided_by: None,
-            decided_at: None,
-            created_at: Utc::now(),
-            expires_at: Utc::now(),
-        };
+        let mut a = sample("ls");
         assert_eq!(a.view().reason, PENDING_REASON);
         for s in Status::ALL {
             a.status = s;

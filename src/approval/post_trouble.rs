@@ -82,26 +82,12 @@ pub fn describe(error: &SlackError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approval::{ApprovalId, Status};
 
     fn approval(ts: Option<&str>) -> Approval {
         Approval {
-            id: ApprovalId::new(),
-            agent: "ci".into(),
-            code: "ls".into(),
-            language: None,
-            title: None,
-            context: None,
-            requester_slack_id: None,
-            required_approvals: 1,
-            channel: "C1".into(),
             message_ts: ts.map(str::to_owned),
-            status: Status::Pending,
-            reason: String::new(),
-            decided_by: None,
-            decided_at: None,
             created_at: Utc::now() - chrono::Duration::seconds(5),
-            expires_at: Utc::now(),
+            ..crate::approval::sample("ls")
         }
     }
 

@@ -397,45 +397,32 @@ pub fn already_decided_note(approval: &Approval) -> String {
     )
 }
 
+/// Every mrkdwn string in a rendered message or view, for checks that must hold
+/// everywhere (nothing unescaped, no fence broken).
+#[cfg(test)]
+pub(crate) fn mrkdwn_texts(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if map.get("type").and_then(Value::as_str) == Some("mrkdwn") {
+                if let Some(text) = map.get("text").and_then(Value::as_str) {
+                    out.push(text.to_owned());
+                }
+            }
+            map.values().for_each(|v| mrkdwn_texts(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| mrkdwn_texts(v, out)),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approval::ApprovalId;
 
     fn approval(code: &str) -> Approval {
         Approval {
-            id: ApprovalId::new(),
-            agent: "ci-bot".into(),
-            code: code.into(),
-            language: Some("python".into()),
             title: Some("Clean <!channel> temp".into()),
-            context: None,
-            requester_slack_id: None,
-            required_approvals: 1,
-            channel: "C1".into(),
-            message_ts: None,
-            status: Status::Pending,
-            reason: String::new(),
-            decided_by: None,
-            decided_at: None,
-            created_at: Utc::now(),
-            expires_at: Utc::now(),
-        }
-    }
-
-    /// Every mrkdwn string in a rendered message, for checks that must hold everywhere.
-    fn mrkdwn_texts(value: &Value, out: &mut Vec<String>) {
-        match value {
-            Value::Object(map) => {
-                if map.get("type").and_then(Value::as_str) == Some("mrkdwn") {
-                    if let Some(text) = map.get("text").and_then(Value::as_str) {
-                        out.push(text.to_owned());
-                    }
-                }
-                map.values().for_each(|v| mrkdwn_texts(v, out));
-            }
-            Value::Array(items) => items.iter().for_each(|v| mrkdwn_texts(v, out)),
-            _ => {}
+            ..crate::approval::sample(code)
         }
     }
 

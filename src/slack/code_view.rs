@@ -382,27 +382,12 @@ pub async fn upload_code(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approval::Status;
-    use chrono::Utc;
 
     fn approval(code: &str) -> Approval {
         Approval {
-            id: ApprovalId::new(),
-            agent: "ci-bot".into(),
-            code: code.into(),
-            language: Some("python".into()),
             title: Some("t".into()),
-            context: None,
-            requester_slack_id: None,
-            required_approvals: 1,
-            channel: "C1".into(),
             message_ts: Some("1.2".into()),
-            status: Status::Pending,
-            reason: String::new(),
-            decided_by: None,
-            decided_at: None,
-            created_at: Utc::now(),
-            expires_at: Utc::now(),
+            ..crate::approval::sample(code)
         }
     }
 
