@@ -238,27 +238,53 @@ def slack_approval(
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
     client = AsyncClient(base_url, token, **client_options)
+    call_args = _call_args(
+        title=title,
+        timeout=timeout,
+        requester_slack_id=requester_slack_id,
+        required_approvals=required_approvals,
+        context_messages=context_messages,
+        context_chars=context_chars,
+    )
 
     async def greenlight_slack_approval(request: Any) -> Any:
         try:
-            fields = request_fields(
-                request, title=title, context_messages=context_messages, context_chars=context_chars
-            )
-            decision = await client.request_approval(
-                fields["code"],
-                language=fields["language"],
-                title=fields["title"],
-                context=fields["context"],
-                timeout_secs=timeout,
-                requester_slack_id=requester_slack_id,
-                required_approvals=required_approvals,
-            )
+            decision = await client.request_approval(**call_args(request))
         except Exception as exc:
             decision = _fail(f"client error ({_describe_exc(exc)})")
         return _to_response(decision)
 
     greenlight_slack_approval.client = client  # type: ignore[attr-defined]
     return greenlight_slack_approval
+
+
+def _call_args(
+    *,
+    title: Optional[str],
+    timeout: Optional[float],
+    requester_slack_id: Optional[str],
+    required_approvals: Optional[int],
+    context_messages: int,
+    context_chars: int,
+) -> Callable[[Any], Dict[str, Any]]:
+    """Maps an AutoGen ``ApprovalRequest`` to ``request_approval`` keyword arguments;
+    shared by the async and sync approval functions so they cannot drift apart."""
+
+    def call_args(request: Any) -> Dict[str, Any]:
+        fields = request_fields(
+            request, title=title, context_messages=context_messages, context_chars=context_chars
+        )
+        return {
+            "code": fields["code"],
+            "language": fields["language"],
+            "title": fields["title"],
+            "context": fields["context"],
+            "timeout_secs": timeout,
+            "requester_slack_id": requester_slack_id,
+            "required_approvals": required_approvals,
+        }
+
+    return call_args
 
 
 def slack_approval_sync(
@@ -282,21 +308,18 @@ def slack_approval_sync(
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
     client = Client(base_url, token, **client_options)
+    call_args = _call_args(
+        title=title,
+        timeout=timeout,
+        requester_slack_id=requester_slack_id,
+        required_approvals=required_approvals,
+        context_messages=context_messages,
+        context_chars=context_chars,
+    )
 
     def greenlight_slack_approval_sync(request: Any) -> Any:
         try:
-            fields = request_fields(
-                request, title=title, context_messages=context_messages, context_chars=context_chars
-            )
-            decision = client.request_approval(
-                fields["code"],
-                language=fields["language"],
-                title=fields["title"],
-                context=fields["context"],
-                timeout_secs=timeout,
-                requester_slack_id=requester_slack_id,
-                required_approvals=required_approvals,
-            )
+            decision = client.request_approval(**call_args(request))
         except Exception as exc:
             decision = _fail(f"client error ({_describe_exc(exc)})")
         return _to_response(decision)
