@@ -141,6 +141,8 @@ impl Server {
                 .readiness
                 .spawn_slack_check(service.slack().clone(), self.state.config.readiness_recheck),
         );
+        // Slack messages whose final update failed get another try every few minutes.
+        tasks.push(service.spawn_resync_sweep(Duration::from_secs(300)));
         let _housekeeping = Housekeeping(tasks);
         let grace = self.state.config.shutdown_grace;
         // Dropping the sender (the server failing) stops Socket Mode as well.

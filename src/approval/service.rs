@@ -35,7 +35,7 @@ use crate::{
     metrics::{Metrics, Outcome},
     policy::{Defaults, Plan, Policy, Requested, Subject},
     slack::{
-        api::{MessageRef, SlackClient},
+        api::{MessageRef, SlackClient, SlackError},
         blocks::{self, mention, PendingExtras},
         interaction::{Button, Click, User},
         modal,
@@ -964,6 +964,16 @@ impl ApprovalService {
             .await;
         if approval.status.is_final() {
             self.inner.message_locks.remove(&id);
+            // Synced when the outcome is shown, or when retrying can never show it
+            // (the message or channel is gone); a transient failure stays stale for
+            // the resync sweep.
+            let settled = match &result {
+                Ok(()) => true,
+                Err(error) => is_permanent_update_failure(error),
+            };
+            if settled {
+                self.inner.store.mark_message_synced(id).await?;
+            }
         }
         if let Err(error) = result {
             tracing::warn!(request_id = %approval.id, %error, "could not update the Slack message");
@@ -977,6 +987,22 @@ impl ApprovalService {
             }
         }
         Ok(())
+    }
+
+    /// Rewrites every Slack message that may still show a decided request as pending
+    /// (a crash between the decision and its update, or Slack failing the update).
+    /// Runs at start-up and periodically; returns how many it tried.
+    pub async fn resync_stale_messages(&self) -> Result<usize, ServiceError> {
+        let stale = self.inner.store.stale_messages().await?;
+        for id in &stale {
+            if let Err(error) = self.refresh_message(*id).await {
+                tracing::warn!(request_id = %id, %error, "could not resync a Slack message");
+            }
+        }
+        if !stale.is_empty() {
+            tracing::info!(count = stale.len(), "resynced stale Slack messages");
+        }
+        Ok(stale.len())
     }
 
     async fn pending_extras(&self, approval: &Approval) -> Result<PendingExtras, ServiceError> {
@@ -1102,7 +1128,33 @@ impl ApprovalService {
             }
         }
         tracing::info!(pending = pending.len(), "recovered pending requests");
+        // Messages a crash left showing a decided request as pending: fixed in the
+        // background, so start-up does not wait on Slack.
+        let service = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = service.resync_stale_messages().await {
+                tracing::error!(%error, "could not resync stale Slack messages");
+            }
+        });
         Ok(pending.len())
+    }
+
+    /// Retries stale Slack messages every `every`, for as long as the task lives.
+    pub fn spawn_resync_sweep(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await; // the first tick is immediate; start-up already resynced
+            loop {
+                tick.tick().await;
+                let Some(service) = upgrade(&weak) else {
+                    return;
+                };
+                if let Err(error) = service.resync_stale_messages().await {
+                    tracing::error!(%error, "could not resync stale Slack messages");
+                }
+            }
+        })
     }
 
     /// Answers every open long-poll with the current state, now and from now on.
@@ -1115,6 +1167,18 @@ impl ApprovalService {
     pub fn waiting(&self) -> usize {
         self.inner.broker.waiting()
     }
+}
+
+/// Slack answers after which updating the message again can never succeed.
+fn is_permanent_update_failure(error: &SlackError) -> bool {
+    matches!(
+        error.code(),
+        "message_not_found"
+            | "cant_update_message"
+            | "channel_not_found"
+            | "is_archived"
+            | "edit_window_closed"
+    )
 }
 
 fn upgrade(weak: &Weak<Inner>) -> Option<ApprovalService> {

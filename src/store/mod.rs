@@ -282,7 +282,12 @@ impl Store {
         ts: &str,
     ) -> StoreResult<Approval> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE approvals SET channel = ?, message_ts = ? WHERE id = ?")
+        // Posted after it was decided (the post was in flight): the message now shows
+        // a stale, pending state until it is updated.
+        sqlx::query(
+            "UPDATE approvals SET channel = ?, message_ts = ?, message_stale = (status != 'pending')
+             WHERE id = ?",
+        )
             .bind(channel)
             .bind(ts)
             .bind(id.to_string())
@@ -317,6 +322,25 @@ impl Store {
         }
         tx.commit().await?;
         self.get(id).await
+    }
+
+    /// The Slack message of `id` now shows its final state (or never will: it is gone).
+    pub async fn mark_message_synced(&self, id: ApprovalId) -> StoreResult<()> {
+        sqlx::query("UPDATE approvals SET message_stale = 0 WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    /// Final requests whose Slack message may still show them as pending.
+    pub async fn stale_messages(&self) -> StoreResult<Vec<ApprovalId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM approvals WHERE message_stale = 1 AND status != 'pending' ORDER BY decided_at",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(ids.iter().filter_map(|id| ApprovalId::parse(id)).collect())
     }
 
     /// Appends one event to a request's audit trail.
@@ -411,7 +435,8 @@ async fn decide_in(
 ) -> StoreResult<bool> {
     debug_assert!(decision.status.is_final());
     let changed = sqlx::query(
-        "UPDATE approvals SET status = ?, reason = ?, decided_by = ?, decided_at = ?
+        "UPDATE approvals SET status = ?, reason = ?, decided_by = ?, decided_at = ?,
+             message_stale = (message_ts IS NOT NULL)
          WHERE id = ? AND status = 'pending'",
     )
     .bind(decision.status.as_str())

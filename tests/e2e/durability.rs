@@ -10,7 +10,7 @@ use sqlx::Row;
 use crate::helpers::{
     approval_id_of, base_env,
     binary::{run, Binary},
-    request, spawn_app, spawn_app_with, FakeSlack, TestApp, AGENT_TOKEN, OTHER_AGENT_TOKEN,
+    request, spawn_app, spawn_app_with, FakeSlack, Reply, TestApp, AGENT_TOKEN, OTHER_AGENT_TOKEN,
 };
 
 #[tokio::test]
@@ -494,4 +494,67 @@ async fn a_thousand_concurrent_requests_are_each_persisted_once() {
         .await
         .expect("count");
     assert_eq!(posted, N as i64);
+}
+
+/// Waits until request `id` has an event of `kind`.
+async fn wait_for_event(app: &TestApp, id: &str, kind: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !kinds(&app.get(&format!("/v1/approvals/{id}/events")).await.body)
+        .iter()
+        .any(|k| k == kind)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no {kind} event");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Slack fails the final update (down for good, so every retry fails): the decision
+/// stands, and the next start shows it in the message. Once shown, it is not redone.
+#[tokio::test]
+async fn a_message_left_showing_pending_is_fixed_at_the_next_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db_url = format!("sqlite://{}", dir.path().join("gl.db").display());
+    let app = spawn_app_with(&[("GREENLIGHT_DATABASE_URL", &db_url)]).await;
+    app.slack.always("chat.update", Reply::Status(503));
+    let id = app.submit_and_post(request("make deploy")).await;
+    assert_eq!(app.approve(&id, "U0ALICE").await.status, StatusCode::OK);
+    wait_for_event(&app, &id, "slack_update_failed").await;
+    assert_eq!(app.approval(&id).await["status"], "approved");
+    app.stop().await;
+
+    // Slack is back: the new start rewrites the message with the outcome.
+    let app = spawn_app_with(&[("GREENLIGHT_DATABASE_URL", &db_url)]).await;
+    let update = app
+        .wait_for_update("the resynced message", |c| {
+            c.body["ts"] == "1700000000.000001"
+        })
+        .await;
+    let blocks = update.body["blocks"].to_string();
+    assert!(
+        !blocks.contains("greenlight_approve") && blocks.contains("Approved"),
+        "{blocks}"
+    );
+    app.stop().await;
+
+    // Synced now: a further start leaves the message alone.
+    let app = spawn_app_with(&[("GREENLIGHT_DATABASE_URL", &db_url)]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(app.slack.calls_to("chat.update").is_empty());
+}
+
+/// A message that is gone for good is not retried at every start.
+#[tokio::test]
+async fn a_vanished_message_is_not_resynced() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db_url = format!("sqlite://{}", dir.path().join("gl.db").display());
+    let app = spawn_app_with(&[("GREENLIGHT_DATABASE_URL", &db_url)]).await;
+    app.slack
+        .always("chat.update", Reply::Error("message_not_found"));
+    let id = app.submit_and_post(request("make deploy")).await;
+    app.approve(&id, "U0ALICE").await;
+    wait_for_event(&app, &id, "slack_update_failed").await;
+    app.stop().await;
+    let app = spawn_app_with(&[("GREENLIGHT_DATABASE_URL", &db_url)]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(app.slack.calls_to("chat.update").is_empty());
 }
