@@ -165,3 +165,22 @@ async fn health_needs_no_auth_and_says_nothing_of_config() {
     let text = answer.text().await.expect("body");
     assert_eq!(text, r#"{"status":"ok"}"#);
 }
+
+/// An agent long-polling one submission (`?wait=`) can still submit another at once:
+/// the per-agent admission check is not held through the wait.
+#[tokio::test]
+async fn a_long_polled_submission_does_not_block_the_next() {
+    let app = spawn_app().await;
+    let first = app.submit_as(AGENT_TOKEN, "?wait=30", request("sleep 1"));
+    let second = async {
+        // Let the first one get to its wait.
+        app.slack.nth_call("chat.postMessage", 1).await;
+        tokio::time::timeout(std::time::Duration::from_secs(5), app.submit(request("ls")))
+            .await
+            .expect("the second submission was not held up by the first's long-poll")
+    };
+    tokio::select! {
+        answer = second => assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body),
+        _ = first => panic!("the first long-poll ended before the second submission"),
+    }
+}
