@@ -126,6 +126,12 @@ pub struct Approval {
 /// The reason a pending request reports, so `reason` is always a string.
 pub const PENDING_REASON: &str = "waiting for a reviewer";
 
+/// The clause that opens the reason of a decision made in Slack. It names the deciders
+/// for the agent; the Slack message already says who decided in its summary line, so
+/// it shows only what follows the clause (see `slack::blocks::final_message`).
+pub const APPROVED_IN_SLACK: &str = "Approved in Slack by ";
+pub const DENIED_IN_SLACK: &str = "Denied in Slack by ";
+
 /// Who decided when no person did (timeouts, failures to post).
 pub const SYSTEM_ACTOR: &str = "greenlight";
 

@@ -29,7 +29,8 @@ use tokio::{
 use super::{
     approvers::{Directory, Refusal},
     post_trouble::PostTrouble,
-    Approval, ApprovalId, Broker, Decision, NewApproval, Status, SYSTEM_ACTOR,
+    Approval, ApprovalId, Broker, Decision, NewApproval, Status, APPROVED_IN_SLACK,
+    DENIED_IN_SLACK, SYSTEM_ACTOR,
 };
 use crate::{
     metrics::{Metrics, Outcome},
@@ -574,7 +575,7 @@ impl ApprovalService {
                     let by = voters.join(",");
                     let decision = Decision {
                         status: Status::Approved,
-                        reason: format!("Approved in Slack by {}", mention(&by)),
+                        reason: format!("{APPROVED_IN_SLACK}{}", mention(&by)),
                         decided_by: by,
                         at: now,
                     };
@@ -721,7 +722,7 @@ impl ApprovalService {
         let decision = Decision {
             status: Status::Denied,
             reason: format!(
-                "Denied in Slack by <@{}>; no reason was given (the reason dialog could not be opened)",
+                "{DENIED_IN_SLACK}<@{}>; no reason was given (the reason dialog could not be opened)",
                 user.id
             ),
             decided_by: user.id.clone(),

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::approval::{Approval, Status, SYSTEM_ACTOR};
+use crate::approval::{Approval, Status, APPROVED_IN_SLACK, DENIED_IN_SLACK, SYSTEM_ACTOR};
 
 pub const ACTIONS_BLOCK_ID: &str = "greenlight_decision";
 pub const APPROVE_ACTION_ID: &str = "greenlight_approve";
@@ -356,15 +356,11 @@ pub fn final_message(approval: &Approval) -> RenderedMessage {
         .unwrap_or_else(|| "greenlight".into());
     let when = approval.decided_at.map(slack_date).unwrap_or_default();
     let mut summary = format!("*{outcome}* by {who} {when}");
-    // An approval by click has greenlight's own reason ("Approved in Slack by <@U…>"),
-    // which the summary above already says with real mentions; every other reason
-    // (a reviewer's, a rule's, a timeout's) is shown, escaped.
-    let approved_by_people =
-        approval.status == Status::Approved && approval.decided_by.as_deref() != Some(SYSTEM_ACTOR);
-    if !approval.reason.is_empty() && !approved_by_people {
+    let reason = shown_reason(&approval.reason);
+    if !reason.is_empty() {
         summary.push_str(&format!(
             "\n> {}",
-            escape_mrkdwn(&truncate(&approval.reason, 1000)).replace('\n', "\n> ")
+            escape_mrkdwn(&truncate(reason, 1000)).replace('\n', "\n> ")
         ));
     }
     let mut blocks = vec![
@@ -381,6 +377,19 @@ pub fn final_message(approval: &Approval) -> RenderedMessage {
         text,
         blocks: Value::Array(blocks),
     }
+}
+
+/// The part of a reason the final message shows. greenlight's own "Approved in Slack by
+/// <@U1>, <@U2>" / "Denied in Slack by <@U1>; …" clause repeats the summary line (and
+/// would show as escaped markup), so only what follows it is shown; any other reason
+/// (a reviewer's, a rule's, a timeout's) is shown whole.
+fn shown_reason(reason: &str) -> &str {
+    for clause in [APPROVED_IN_SLACK, DENIED_IN_SLACK] {
+        if let Some(rest) = reason.strip_prefix(clause) {
+            return rest.split_once("; ").map_or("", |(_, after)| after);
+        }
+    }
+    reason
 }
 
 /// What a late clicker is told.
@@ -470,6 +479,28 @@ mod tests {
             );
             assert!(!inner.contains("```"), "{code:?}: {block:?}");
         }
+    }
+
+    #[test]
+    fn the_final_message_does_not_repeat_greenlights_own_clause() {
+        assert_eq!(shown_reason("Approved in Slack by <@U0A>, <@U0B>"), "");
+        assert_eq!(
+            shown_reason("Denied in Slack by <@U0A>; no reason was given (the reason dialog could not be opened)"),
+            "no reason was given (the reason dialog could not be opened)"
+        );
+        assert_eq!(
+            shown_reason("not during the freeze"),
+            "not during the freeze"
+        );
+        let mut a = approval("ls");
+        a.status = Status::Denied;
+        a.decided_by = Some("U0A".into());
+        a.reason = "Denied in Slack by <@U0A>; no reason was given".into();
+        let shown = final_message(&a).blocks.to_string();
+        assert!(
+            !shown.contains("&lt;@U0A&gt;") && shown.contains("no reason was given"),
+            "{shown}"
+        );
     }
 
     #[test]
