@@ -170,15 +170,17 @@ impl User {
     }
 }
 
+/// `payload=<json>` form-encoded, as Slack sends interactions: for unit tests.
+#[cfg(test)]
+pub(crate) fn form(json: &str) -> Vec<u8> {
+    serde_urlencoded::to_string([("payload", json)])
+        .expect("encode")
+        .into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn form(json: &str) -> Vec<u8> {
-        serde_urlencoded::to_string([("payload", json)])
-            .expect("encode")
-            .into_bytes()
-    }
 
     #[test]
     fn parses_a_block_actions_click_and_ignores_unknown_fields() {

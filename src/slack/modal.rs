@@ -159,12 +159,7 @@ impl SlackClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn form(json: &str) -> Vec<u8> {
-        serde_urlencoded::to_string([("payload", json)])
-            .expect("encode")
-            .into_bytes()
-    }
+    use crate::slack::interaction::form;
 
     #[test]
     fn reads_the_contracted_view_submission() {

@@ -372,14 +372,7 @@ async fn gate_exits_1_when_cancelled_while_waiting() {
     let app = spawn_app().await;
     let running = Gate::for_app(&app, &["--code", "terraform apply"]).spawn();
     let id = posted_id(&app, 1).await;
-    let cancel = app
-        .post_raw(
-            &format!("/v1/approvals/{id}/cancel"),
-            Some(AGENT_TOKEN),
-            "application/json",
-            Vec::new(),
-        )
-        .await;
+    let cancel = app.cancel(&id, AGENT_TOKEN).await;
     assert_eq!(cancel.status, StatusCode::OK, "{:?}", cancel.body);
     running.finish().await.assert_decided(1, "cancelled: ");
 }

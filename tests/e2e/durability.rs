@@ -58,26 +58,13 @@ async fn idempotency_key_returns_the_same_request_and_posts_once() {
 async fn cancel_withdraws_a_pending_request_and_nothing_changes_it_after() {
     let app = spawn_app().await;
     let id = app.submit_and_post(request("rm -rf ./dist")).await;
-    let cancel_url = app.url(&format!("/v1/approvals/{id}/cancel"));
 
-    let not_owner = app
-        .http
-        .post(&cancel_url)
-        .bearer_auth(OTHER_AGENT_TOKEN)
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(not_owner.status(), StatusCode::FORBIDDEN);
+    let not_owner = app.cancel(&id, OTHER_AGENT_TOKEN).await;
+    assert_eq!(not_owner.status, StatusCode::FORBIDDEN);
 
-    let cancelled = app
-        .http
-        .post(&cancel_url)
-        .bearer_auth(AGENT_TOKEN)
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(cancelled.status(), StatusCode::OK);
-    let body: Value = cancelled.json().await.expect("json");
+    let cancelled = app.cancel(&id, AGENT_TOKEN).await;
+    assert_eq!(cancelled.status, StatusCode::OK);
+    let body = cancelled.body;
     assert_eq!(
         (body["status"].as_str(), body["approved"].as_bool()),
         (Some("cancelled"), Some(false))
@@ -95,38 +82,22 @@ async fn cancel_withdraws_a_pending_request_and_nothing_changes_it_after() {
     assert_eq!(app.approve(&id, "U0ALICE").await.status, StatusCode::OK);
     assert_eq!(app.approval(&id).await["status"], "cancelled");
 
-    let again = app
-        .http
-        .post(&cancel_url)
-        .bearer_auth(AGENT_TOKEN)
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(again.status(), StatusCode::CONFLICT);
-    let body: Value = again.json().await.expect("json");
+    let again = app.cancel(&id, AGENT_TOKEN).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    let body = again.body;
     assert_eq!(body["error"]["code"], "already_decided");
 
     // Cancelling a decided request is a conflict too.
     let decided = app.submit_and_post(request("ls")).await;
     app.approve(&decided, "U0ALICE").await;
-    let late = app
-        .http
-        .post(app.url(&format!("/v1/approvals/{decided}/cancel")))
-        .bearer_auth(AGENT_TOKEN)
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(late.status(), StatusCode::CONFLICT);
+    let late = app.cancel(&decided, AGENT_TOKEN).await;
+    assert_eq!(late.status, StatusCode::CONFLICT);
     assert_eq!(app.approval(&decided).await["status"], "approved");
 
     let unknown = app
-        .http
-        .post(app.url(&format!("/v1/approvals/{}/cancel", uuid::Uuid::new_v4())))
-        .bearer_auth(AGENT_TOKEN)
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+        .cancel(&uuid::Uuid::new_v4().to_string(), AGENT_TOKEN)
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 }
 
 fn kinds(events: &Value) -> Vec<String> {
@@ -452,14 +423,8 @@ async fn a_thousand_concurrent_requests_are_each_persisted_once() {
             if i % 2 == 0 {
                 assert_eq!(app.approve(id, "U0ALICE").await.status, StatusCode::OK);
             } else {
-                let response = app
-                    .http
-                    .post(app.url(&format!("/v1/approvals/{id}/cancel")))
-                    .bearer_auth(AGENT_TOKEN)
-                    .send()
-                    .await
-                    .expect("cancel");
-                assert_eq!(response.status(), StatusCode::OK);
+                let response = app.cancel(id, AGENT_TOKEN).await;
+                assert_eq!(response.status, StatusCode::OK);
             }
         }
     }))

@@ -216,6 +216,18 @@ impl TestApp {
         Self::answer(response).await
     }
 
+    /// `POST /v1/approvals/{id}/cancel` as the agent holding `token`.
+    pub async fn cancel(&self, id: &str, token: &str) -> Answer {
+        let response = self
+            .http
+            .post(self.url(&format!("/v1/approvals/{id}/cancel")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("cancel");
+        Self::answer(response).await
+    }
+
     pub async fn post_raw(
         &self,
         path: &str,

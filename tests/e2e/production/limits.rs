@@ -115,14 +115,8 @@ async fn pending_requests_are_capped_per_agent() {
 
     // Once one is decided there is room again.
     let id = first["id"].as_str().expect("id");
-    let cancel = app
-        .http
-        .post(app.url(&format!("/v1/approvals/{id}/cancel")))
-        .bearer_auth(AGENT_TOKEN)
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(cancel.status(), StatusCode::OK);
+    let cancel = app.cancel(id, AGENT_TOKEN).await;
+    assert_eq!(cancel.status, StatusCode::OK);
     assert_eq!(
         app.submit(request("echo e")).await.status,
         StatusCode::ACCEPTED

@@ -177,14 +177,8 @@ async fn long_polls_and_pending_are_gauges() {
         assert!(tokio::time::Instant::now() < deadline, "poll never parked");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let cancelled = app
-        .http
-        .post(app.url(&format!("/v1/approvals/{id}/cancel")))
-        .bearer_auth(crate::helpers::AGENT_TOKEN)
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(cancelled.status(), StatusCode::OK);
+    let cancelled = app.cancel(&id, crate::helpers::AGENT_TOKEN).await;
+    assert_eq!(cancelled.status, StatusCode::OK);
     assert_eq!(poll.await.expect("poll task")["status"], "cancelled");
     let metrics = scrape(&app.http, &base).await;
     assert_eq!(value(&metrics, "greenlight_long_polls_waiting"), 0.0);

@@ -234,11 +234,11 @@ def slack_approval(
     The returned coroutine function never raises (cancellation aside): any
     failure answers ``ApprovalResponse(approved=False, reason=<what went wrong>)``.
     """
-    unknown = set(client_options) - set(_CLIENT_OPTIONS)
-    if unknown:
-        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    client = AsyncClient(base_url, token, **client_options)
-    call_args = _call_args(
+    client, call_args = _prepare(
+        AsyncClient,
+        base_url,
+        token,
+        client_options,
         title=title,
         timeout=timeout,
         requester_slack_id=requester_slack_id,
@@ -256,6 +256,21 @@ def slack_approval(
 
     greenlight_slack_approval.client = client  # type: ignore[attr-defined]
     return greenlight_slack_approval
+
+
+def _prepare(
+    client_cls: Any,
+    base_url: str,
+    token: str,
+    client_options: Dict[str, Any],
+    **mapping: Any,
+) -> Tuple[Any, Callable[[Any], Dict[str, Any]]]:
+    """Checks the client options and builds the client and the request mapping: the
+    one setup shared by the async and sync approval functions."""
+    unknown = set(client_options) - set(_CLIENT_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    return client_cls(base_url, token, **client_options), _call_args(**mapping)
 
 
 def _call_args(
@@ -304,11 +319,11 @@ def slack_approval_sync(
     Note: AutoGen runs a sync ``approval_func`` on its event loop, blocking it
     while the human decides; prefer :func:`slack_approval` with AutoGen.
     """
-    unknown = set(client_options) - set(_CLIENT_OPTIONS)
-    if unknown:
-        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    client = Client(base_url, token, **client_options)
-    call_args = _call_args(
+    client, call_args = _prepare(
+        Client,
+        base_url,
+        token,
+        client_options,
         title=title,
         timeout=timeout,
         requester_slack_id=requester_slack_id,
