@@ -1,6 +1,18 @@
 //! Assembling and running the service: one function builds it from a listener and a
 //! configuration, another runs it until a shutdown future resolves. Tests bind port 0
 //! and pass their own shutdown.
+//!
+//! Every background worker is started, named and stopped here, where a reader sees
+//! them all side by side:
+//! - `deadlines`: expires requests at their deadline (`approval::deadlines`);
+//! - `slack-outbox`: posts and rewrites Slack messages from the store's outbox
+//!   (`slack::outbox`);
+//! - `slack-auth-check`: readiness's `auth.test` until Slack accepts the token;
+//! - `retention`: prunes decided requests past `GREENLIGHT_RETENTION_DAYS`;
+//! - `socket-mode`: the Socket Mode receiver, when `SLACK_APP_TOKEN` is set.
+//!
+//! Start-up recovery is nothing more than these workers starting: everything pending
+//! is in the store.
 
 use std::{
     future::{Future, IntoFuture},
@@ -14,40 +26,54 @@ use axum::serve::ListenerExt;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    approval::ApprovalService,
+    approval::{deadlines, ApprovalService},
     config::Config,
     http::{self, AppState},
     limits::SubmitLimits,
     metrics::Metrics,
+    policy::Defaults,
     readiness::Readiness,
     slack::{
         api::{RetryPolicy, SlackClient},
+        interactions::Interactions,
+        outbox::OutboxWorker,
         signature::SignatureVerifier,
         socket_mode::{self, SocketMode},
     },
     store::{retention, Store},
 };
 
-/// A built service, bound and recovered, not yet serving.
+/// A built service, bound and migrated, not yet serving.
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    slack: SlackClient,
     /// Present when `SLACK_APP_TOKEN` is set; runs beside the HTTP endpoint.
     socket_mode: Option<SocketMode>,
 }
 
-/// Background housekeeping that lives as long as the server runs.
-struct Housekeeping(Vec<tokio::task::JoinHandle<()>>);
+/// The running background workers, by name. Dropping it stops them all.
+struct Workers(Vec<(&'static str, tokio::task::JoinHandle<()>)>);
 
-impl Drop for Housekeeping {
+impl Workers {
+    fn start(&mut self, name: &'static str, work: impl Future<Output = ()> + Send + 'static) {
+        tracing::debug!(worker = name, "starting");
+        self.0.push((name, tokio::spawn(work)));
+    }
+}
+
+impl Drop for Workers {
     fn drop(&mut self) {
-        self.0.iter().for_each(|task| task.abort());
+        for (name, task) in &self.0 {
+            tracing::debug!(worker = name, "stopping");
+            task.abort();
+        }
     }
 }
 
 impl Server {
-    /// Opens the database (running migrations), recovers pending requests and wires
-    /// the routes. Fails with a message naming what could not be set up.
+    /// Opens the database (running migrations) and wires the routes. Fails with a
+    /// message naming what could not be set up.
     pub async fn build(
         listener: TcpListener,
         config: Config,
@@ -69,23 +95,22 @@ impl Server {
             retry.clone(),
         )
         .with_metrics(metrics.clone());
-        let service = ApprovalService::with_policy(
+        let service = ApprovalService::new(
             store,
-            slack,
-            config.slack_channel_id.clone(),
+            Arc::new(slack.clone()),
+            Defaults {
+                channel: config.slack_channel_id.clone(),
+                approvers: config.approvers.clone(),
+            },
             Arc::new(policy),
-            config.approvers.clone(),
             metrics.clone(),
         );
-        service
-            .recover()
-            .await
-            .context("cannot recover pending requests")?;
+        let interactions = Interactions::new(service.clone(), slack.clone());
         let verifier = SignatureVerifier::new(config.slack_signing_secret.clone());
         let socket_mode = config.slack_app_token.clone().map(|app_token| {
             SocketMode::new(
                 SlackClient::new(&config.slack_api_base_url, app_token, retry.clone()),
-                service.clone(),
+                interactions.clone(),
                 socket_mode::Backoff::from_retry(&retry),
                 socket_mode::Timings::default(),
             )
@@ -97,9 +122,11 @@ impl Server {
         );
         Ok(Self {
             listener,
+            slack,
             state: AppState {
                 config,
                 service,
+                interactions,
                 verifier,
                 metrics,
                 readiness: Readiness::new(),
@@ -122,9 +149,10 @@ impl Server {
     /// `GREENLIGHT_SHUTDOWN_GRACE_SECS`; then closes the database. Socket Mode, when
     /// configured, runs as a background task that stops with the server.
     ///
-    /// Pending requests stay pending in the database: the next start re-arms their
-    /// deadlines. Nothing needs flushing beyond closing the pools, because every state
-    /// change is committed before anyone is told about it. Past the grace period it
+    /// Pending requests stay pending in the database, with their deadlines and
+    /// outbox rows: the next start's workers take them up. Nothing needs flushing
+    /// beyond the writer's queue, because every state change is committed before
+    /// anyone is told about it. Past the grace period it
     /// returns anyway, so a stuck client cannot keep an orchestrator's rollout waiting;
     /// the requests cut off then were either committed already or never acknowledged.
     pub async fn run(
@@ -132,18 +160,26 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let service = self.state.service.clone();
-        let mut tasks = Vec::new();
-        if let Some(keep_for) = self.state.config.retention {
-            tasks.push(retention::spawn_pruner(service.store().clone(), keep_for));
-        }
-        tasks.push(
+        let store = service.store().clone();
+        let mut workers = Workers(Vec::new());
+        let deadline_source = service.clone();
+        workers.start("deadlines", async move {
+            let signal = deadline_source.store().deadline_signal();
+            deadlines::run(&deadline_source, signal, deadlines::Clock::System).await
+        });
+        workers.start(
+            "slack-outbox",
+            OutboxWorker::new(service.clone(), self.slack.clone()).run(),
+        );
+        workers.start(
+            "slack-auth-check",
             self.state
                 .readiness
-                .spawn_slack_check(service.slack().clone(), self.state.config.readiness_recheck),
+                .check_slack(self.slack.clone(), self.state.config.readiness_recheck),
         );
-        // Slack messages whose final update failed get another try every few minutes.
-        tasks.push(service.spawn_resync_sweep(Duration::from_secs(300)));
-        let _housekeeping = Housekeeping(tasks);
+        if let Some(keep_for) = self.state.config.retention {
+            workers.start("retention", retention::run(store.clone(), keep_for));
+        }
         let grace = self.state.config.shutdown_grace;
         // Dropping the sender (the server failing) stops Socket Mode as well.
         let (stop_socket_mode, socket_mode_stopped) = watch::channel(false);
@@ -192,7 +228,8 @@ impl Server {
             // Bounded: Socket Mode gives its connections a short grace, then returns.
             let _ = task.await;
         }
-        if tokio::time::timeout(Duration::from_secs(5), service.store().close())
+        drop(workers);
+        if tokio::time::timeout(Duration::from_secs(5), store.close())
             .await
             .is_err()
         {

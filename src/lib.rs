@@ -8,14 +8,17 @@
 //! - [`config`]: settings from the environment, validated once.
 //! - [`app`]: builds the service from a listener and runs it until shutdown.
 //! - [`http`]: routes: the agent API (`/v1`), Slack interactivity, health.
-//! - [`approval`]: the domain: request states, the waiting broker, the service that
-//!   decides, expires, cancels and recovers.
+//! - [`model`]: what a request is, its states, reviewers, the agent-facing JSON; at
+//!   the bottom, imported by everything else.
+//! - [`approval`]: the domain: the service that submits, counts votes, decides,
+//!   expires and cancels; approver checks; waiting long-polls; the deadline worker.
 //! - [`policy`]: `config/policy.toml`: which rule a request matches and what it does
 //!   (auto approve / deny, or channel, approvers, required approvals, timeout).
-//! - [`store`]: SQLite persistence and the append-only audit trail.
+//! - [`store`]: SQLite persistence with group commit, the append-only audit trail and
+//!   the Slack outbox; it wakes the workers when it has work for them.
 //! - [`audit`]: exporting the audit trail as JSON lines.
-//! - [`slack`]: Web API client, request signatures, Block Kit, interaction payloads,
-//!   the Socket Mode receiver.
+//! - [`slack`]: the Slack adapter: Web API client, request signatures, Block Kit,
+//!   interaction payloads and handling, the outbox worker, the Socket Mode receiver.
 //! - [`doctor`]: `greenlight doctor`, checks of a deployment's Slack setup.
 //! - [`error`]: the API's JSON error type.
 //! - [`cli`]: the `greenlight` command.
@@ -35,6 +38,7 @@ pub mod http;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod policy;
 pub mod readiness;
 pub mod slack;

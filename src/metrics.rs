@@ -18,7 +18,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{approval::Status, slack::signature::SignatureError};
+use crate::{model::Status, slack::signature::SignatureError};
 
 /// How a request ended, as the decisions metric labels it. `Auto` is for decisions a
 /// rule makes without a person (the policy engine); exposed before anything uses it so

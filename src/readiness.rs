@@ -13,7 +13,6 @@ use std::{
 };
 
 use serde::Serialize;
-use tokio::task::JoinHandle;
 use utoipa::ToSchema;
 
 use crate::{metrics::bounded_slack_code, slack::api::SlackClient, store::Store};
@@ -72,11 +71,15 @@ impl Readiness {
         }
     }
 
-    /// Checks the bot token now and, while it fails, every `recheck`. The task ends
-    /// once Slack accepted the token (or when aborted at shutdown).
-    pub fn spawn_slack_check(&self, slack: SlackClient, recheck: Duration) -> JoinHandle<()> {
+    /// The Slack check worker: checks the bot token now and, while it fails, every
+    /// `recheck`. Ends once Slack accepted the token (or when dropped at shutdown).
+    pub fn check_slack(
+        &self,
+        slack: SlackClient,
+        recheck: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let state = self.slack.clone();
-        tokio::spawn(async move {
+        async move {
             loop {
                 let answer = match slack.call("auth.test", &serde_json::json!({}), None).await {
                     Ok(_) => SlackAuth::Ok,
@@ -100,7 +103,7 @@ impl Readiness {
                 }
                 tokio::time::sleep(recheck).await;
             }
-        })
+        }
     }
 
     fn slack_status(&self) -> String {

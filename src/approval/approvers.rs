@@ -10,9 +10,19 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use dashmap::DashMap;
+use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use crate::slack::api::{SlackClient, SlackError};
+/// Where user group members come from: Slack's `usergroups.users.list` in production
+/// (implemented by the Slack adapter), anything in tests. `Err` carries what went
+/// wrong, for the log.
+pub trait GroupMembers: Send + Sync {
+    fn members<'a>(
+        &'a self,
+        group: &'a str,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>>;
+}
 
 /// How long a group's member list is trusted.
 pub const GROUP_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
@@ -65,17 +75,16 @@ impl Refusal {
 }
 
 /// Resolves approver lists, caching user group members.
-#[derive(Debug)]
 pub struct Directory {
-    slack: SlackClient,
+    source: Arc<dyn GroupMembers>,
     ttl: Duration,
     groups: DashMap<String, (Instant, Arc<HashSet<String>>)>,
 }
 
 impl Directory {
-    pub fn new(slack: SlackClient) -> Self {
+    pub fn new(source: Arc<dyn GroupMembers>) -> Self {
         Self {
-            slack,
+            source,
             ttl: GROUP_CACHE_TTL,
             groups: DashMap::new(),
         }
@@ -84,7 +93,7 @@ impl Directory {
     /// Is `user` one of `approvers` (directly, or as a member of a listed group)?
     /// `Err` when the answer depends on a group that could not be read: the caller
     /// must treat that as "no".
-    pub async fn allows(&self, approvers: &[String], user: &str) -> Result<bool, SlackError> {
+    pub async fn allows(&self, approvers: &[String], user: &str) -> Result<bool, String> {
         if approvers.iter().any(|a| a == user) {
             return Ok(true);
         }
@@ -105,7 +114,7 @@ impl Directory {
         }
     }
 
-    async fn members(&self, group: &str) -> Result<Arc<HashSet<String>>, SlackError> {
+    async fn members(&self, group: &str) -> Result<Arc<HashSet<String>>, String> {
         if let Some(entry) = self.groups.get(group) {
             let (fetched, members) = entry.value();
             if fetched.elapsed() < self.ttl {
@@ -114,8 +123,8 @@ impl Directory {
         }
         let deadline = Instant::now() + GROUP_LOOKUP_TIMEOUT;
         let members: Arc<HashSet<String>> = Arc::new(
-            self.slack
-                .usergroup_members(group, deadline)
+            self.source
+                .members(group, deadline)
                 .await?
                 .into_iter()
                 .collect(),

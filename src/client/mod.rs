@@ -41,7 +41,7 @@ use tokio::time::Instant;
 pub use error::ClientError;
 pub use protocol::MAX_POLL_WAIT_SECS;
 
-use crate::approval::{ApprovalView, Status};
+use crate::model::{ApprovalView, Status};
 use protocol::{Backoff, Exchange, Phase, Step};
 
 /// Largest answer body read: an approval object is a few hundred bytes, and a

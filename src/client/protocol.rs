@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::{ClientError, Decision, DecisionStatus};
-use crate::approval::{ApprovalView, Status};
+use crate::model::{ApprovalView, Status};
 
 /// Longest long-poll the client asks for. The server allows 60 s; staying well below
 /// common proxy idle timeouts keeps connections healthy (same as the Python client).

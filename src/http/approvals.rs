@@ -20,10 +20,10 @@ use super::{
 use utoipa::ToSchema;
 
 use crate::{
-    approval::{Approval, ApprovalView, NewApproval, Status},
     config::MAX_TIMEOUT_SECS,
     error::{ApiError, ErrorBody, Result},
-    slack::blocks::is_user_id,
+    model::is_user_id,
+    model::{Approval, ApprovalView, NewApproval, Status},
     store::Event,
 };
 

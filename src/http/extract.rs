@@ -9,7 +9,7 @@ use axum::{
 use serde::de::DeserializeOwned;
 
 use super::{AppState, MAX_BODY_BYTES};
-use crate::{approval::ApprovalId, error::ApiError};
+use crate::{error::ApiError, model::ApprovalId};
 
 /// The authenticated agent: the name its bearer token is configured under.
 #[derive(Debug, Clone)]

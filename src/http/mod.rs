@@ -14,8 +14,13 @@ use std::sync::Arc;
 use axum::{extract::DefaultBodyLimit, middleware, Router};
 
 use crate::{
-    approval::ApprovalService, config::Config, error::ApiError, limits::SubmitLimits,
-    metrics::Metrics, readiness::Readiness, slack::signature::SignatureVerifier,
+    approval::ApprovalService,
+    config::Config,
+    error::ApiError,
+    limits::SubmitLimits,
+    metrics::Metrics,
+    readiness::Readiness,
+    slack::{interactions::Interactions, signature::SignatureVerifier},
 };
 
 /// Largest request body accepted anywhere. Code to review rarely comes near it; it
@@ -27,6 +32,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub struct AppState {
     pub config: Arc<Config>,
     pub service: ApprovalService,
+    /// What a verified Slack interaction does (shared with Socket Mode).
+    pub interactions: Interactions,
     pub verifier: SignatureVerifier,
     pub metrics: Metrics,
     pub readiness: Readiness,

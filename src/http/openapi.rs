@@ -13,8 +13,8 @@ use utoipa::{
 
 use super::{approvals, health, AppState};
 use crate::{
-    approval::{ApprovalId, ApprovalView, Status},
     error::{ErrorBody, ErrorDetail},
+    model::{ApprovalId, ApprovalView, Status},
     readiness::{Checks, Report},
     store::Event,
 };

@@ -15,7 +15,6 @@ use axum::{
 
 use super::{extract::body_bytes, AppState};
 use crate::{
-    approval::interactions,
     error::ApiError,
     slack::{interaction::Payload, signature::SignatureError},
     store::NewEvent,
@@ -43,7 +42,7 @@ async fn interactions(
         return Err(ApiError::Unauthorized);
     }
     let payload = Payload::from_form(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
-    match interactions::handle(&state.service, &payload).await? {
+    match state.interactions.handle(&payload).await? {
         Some(ack) => Ok(Json(ack).into_response()),
         None => Ok(StatusCode::OK.into_response()),
     }
@@ -70,7 +69,7 @@ async fn record_rejected_clicks(state: &AppState, body: &[u8], error: SignatureE
             if let Err(error) = state
                 .service
                 .store()
-                .append_event(click.approval_id, &event)
+                .append_event(click.approval_id, event)
                 .await
             {
                 tracing::error!(%error, "could not record a rejected click");

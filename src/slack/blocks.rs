@@ -9,7 +9,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::approval::{Approval, Status, APPROVED_IN_SLACK, DENIED_IN_SLACK, SYSTEM_ACTOR};
+use crate::model::{
+    is_user_id, Approval, Status, APPROVED_IN_SLACK, DENIED_IN_SLACK, SYSTEM_ACTOR,
+};
 
 pub const ACTIONS_BLOCK_ID: &str = "greenlight_decision";
 pub const APPROVE_ACTION_ID: &str = "greenlight_approve";
@@ -120,16 +122,6 @@ pub(crate) fn code_preview(code: &str) -> (String, usize) {
         shown.trim_end_matches('\n').to_owned(),
         total_lines - shown_lines,
     )
-}
-
-/// Is this a Slack user id we may safely turn into a mention?
-pub fn is_user_id(raw: &str) -> bool {
-    raw.len() >= 3
-        && raw.len() <= 32
-        && raw.starts_with(['U', 'W'])
-        && raw
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
 /// `<@U…>` for user ids (comma-separated for several), plain text otherwise.
@@ -431,7 +423,7 @@ mod tests {
     fn approval(code: &str) -> Approval {
         Approval {
             title: Some("Clean <!channel> temp".into()),
-            ..crate::approval::sample(code)
+            ..crate::model::sample(code)
         }
     }
 

@@ -20,7 +20,7 @@ use super::{
     blocks::{code_preview, escape_code, escape_mrkdwn, fence, truncate},
     interaction::{Payload, User},
 };
-use crate::approval::{Approval, ApprovalId};
+use crate::model::{Approval, ApprovalId};
 
 pub const VIEW_BLOCK_ID: &str = "greenlight_view";
 pub const VIEW_CODE_ACTION_ID: &str = "greenlight_view_code";
@@ -387,7 +387,7 @@ mod tests {
         Approval {
             title: Some("t".into()),
             message_ts: Some("1.2".into()),
-            ..crate::approval::sample(code)
+            ..crate::model::sample(code)
         }
     }
 

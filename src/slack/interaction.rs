@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::blocks::{APPROVE_ACTION_ID, DENY_ACTION_ID};
-use crate::approval::ApprovalId;
+use crate::model::ApprovalId;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PayloadError {

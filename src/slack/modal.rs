@@ -7,6 +7,7 @@
 //! `greenlight_deny_reason`, its `private_metadata` is the approval id, and the reason
 //! arrives at `view.state.values.reason.reason_input.value`.
 
+use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -15,7 +16,10 @@ use super::{
     blocks::{escape_mrkdwn, truncate},
     interaction::{Payload, User},
 };
-use crate::approval::{Approval, ApprovalId};
+use crate::{
+    approval::approvers::GroupMembers,
+    model::{Approval, ApprovalId},
+};
 
 pub const DENY_REASON_CALLBACK_ID: &str = "greenlight_deny_reason";
 pub const REASON_BLOCK_ID: &str = "reason";
@@ -96,6 +100,21 @@ impl Payload {
             approval_id,
             user: self.user.clone()?,
             reason,
+        })
+    }
+}
+
+/// Approver lists name user groups; their members come from Slack.
+impl GroupMembers for SlackClient {
+    fn members<'a>(
+        &'a self,
+        group: &'a str,
+        deadline: Instant,
+    ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+        Box::pin(async move {
+            self.usergroup_members(group, deadline)
+                .await
+                .map_err(|e| e.to_string())
         })
     }
 }
@@ -200,7 +219,7 @@ mod tests {
             required_approvals: 1,
             channel: "C1".into(),
             message_ts: None,
-            status: crate::approval::Status::Pending,
+            status: crate::model::Status::Pending,
             reason: String::new(),
             decided_by: None,
             decided_at: None,

@@ -13,7 +13,7 @@
 //!
 //! Slack may deliver the same click twice (an envelope redelivered after a lost ack,
 //! two overlapping connections). That needs no bookkeeping here: the click is handed
-//! to [`interactions::handle`], whose store write is conditional on the request still
+//! to [`Interactions::handle`], whose store write is conditional on the request still
 //! being pending, so the second delivery is recorded as an ignored click and acked
 //! like any other.
 
@@ -34,11 +34,11 @@ use tokio_tungstenite::{
     MaybeTlsStream, WebSocketStream,
 };
 
+use super::interactions::Interactions;
 use super::{
     api::{RetryPolicy, SlackClient},
     interaction::Payload,
 };
-use crate::approval::{interactions, ApprovalService};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -117,7 +117,7 @@ pub struct SocketMode {
     /// A Web API client holding the app-level token: only `apps.connections.open`
     /// accepts it.
     app_client: SlackClient,
-    service: ApprovalService,
+    interactions: Interactions,
     backoff: Backoff,
     timings: Timings,
 }
@@ -145,13 +145,13 @@ enum Ended {
 impl SocketMode {
     pub fn new(
         app_client: SlackClient,
-        service: ApprovalService,
+        interactions: Interactions,
         backoff: Backoff,
         timings: Timings,
     ) -> Self {
         Self {
             app_client,
-            service,
+            interactions,
             backoff,
             timings,
         }
@@ -176,7 +176,7 @@ impl SocketMode {
                     let (ended_tx, ended_rx) = oneshot::channel();
                     let connection = Connection {
                         id: next_id,
-                        service: self.service.clone(),
+                        interactions: self.interactions.clone(),
                         timings: self.timings.clone(),
                         ended: Some(ended_tx),
                     };
@@ -328,7 +328,7 @@ fn ack_body(envelope_id: &str, payload: Option<Value>) -> String {
 /// Handles one envelope; `None` means "do not ack" (recording failed, so Slack
 /// should show the clicker an error rather than pretend the click counted).
 async fn process(
-    service: &ApprovalService,
+    interactions: &Interactions,
     envelope_id: &str,
     kind: &str,
     payload: Value,
@@ -348,7 +348,7 @@ async fn process(
             return Some(ack_body(envelope_id, None));
         }
     };
-    match interactions::handle(service, &payload).await {
+    match interactions.handle(&payload).await {
         Ok(answer) => Some(ack_body(envelope_id, answer)),
         Err(error) => {
             tracing::error!(
@@ -365,7 +365,7 @@ async fn process(
 /// of an unrelated click.
 struct Connection {
     id: u64,
-    service: ApprovalService,
+    interactions: Interactions,
     timings: Timings,
     /// Tells the supervisor to replace this connection, or that it ended.
     ended: Option<oneshot::Sender<Ended>>,
@@ -423,11 +423,11 @@ impl Connection {
                         }
                         Frame::Envelope { envelope_id, kind, payload } => {
                             in_flight += 1;
-                            let service = self.service.clone();
+                            let interactions = self.interactions.clone();
                             let acks = acks_tx.clone();
                             tokio::spawn(async move {
                                 let started = Instant::now();
-                                let ack = process(&service, &envelope_id, &kind, payload).await;
+                                let ack = process(&interactions, &envelope_id, &kind, payload).await;
                                 let took = started.elapsed();
                                 if took > ACK_DEADLINE {
                                     tracing::warn!(took_ms = took.as_millis() as u64, "Socket Mode: ack later than Slack's 3 s limit");

@@ -11,15 +11,13 @@ use super::Store;
 /// How often the pruner wakes. Retention is counted in days; hourly is plenty.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Prunes once now and then every hour, for as long as the runtime lives.
-pub fn spawn_pruner(store: Store, keep_for: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(PRUNE_EVERY);
-        loop {
-            tick.tick().await;
-            prune_once(&store, keep_for).await;
-        }
-    })
+/// The pruning worker: prunes once now and then every hour, until dropped.
+pub async fn run(store: Store, keep_for: Duration) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tick.tick().await;
+        prune_once(&store, keep_for).await;
+    }
 }
 
 /// One pruning pass; failures are logged and retried at the next tick.

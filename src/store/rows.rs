@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{sqlite::SqliteRow, Row};
 
 use super::{Event, StoreError, StoreResult};
-use crate::approval::{Approval, ApprovalId, Status};
+use crate::model::{Approval, ApprovalId, Status};
 
 /// The columns `approval_from_row` reads, in one place so every query selects them.
 pub(super) const APPROVAL_COLUMNS: &str = "id, agent, code, language, title, context, \

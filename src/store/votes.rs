@@ -1,7 +1,7 @@
 //! Approval votes (the two-person rule), in their own file so the approval rows and
 //! the audit trail in `store/mod.rs` read on their own.
 //!
-//! Counting and deciding happen in one transaction on the single writer connection:
+//! Counting and deciding happen in one job of the group-committing writer:
 //! the vote is inserted, the distinct voters are counted, and if that reaches the
 //! request's `required_approvals` the request is approved by the same conditional
 //! UPDATE every other decision uses. Two approvers clicking at once are therefore
@@ -11,8 +11,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{decide_in, insert_event, NewEvent, Store, StoreResult};
-use crate::approval::{rfc3339, Approval, ApprovalId, Decision};
+use super::{insert_event, outbox, requests::decide_in, NewEvent, Store, StoreResult};
+use crate::model::{rfc3339, Approval, ApprovalId, Decision};
 
 /// What recording one approval did.
 #[derive(Debug)]
@@ -22,7 +22,10 @@ pub enum Vote {
     /// This person had already approved; the voters so far, oldest first.
     Repeat(Vec<String>),
     /// Counted, more are needed; the voters so far, oldest first.
-    Counted(Vec<String>),
+    Counted {
+        voters: Vec<String>,
+        channel: String,
+    },
     /// This vote was the last one needed: the request is approved.
     Decided(Box<Approval>),
 }
@@ -30,63 +33,26 @@ pub enum Vote {
 impl Store {
     /// Records `user`'s approval of `id`. `decide` builds the decision and its event
     /// from the full voter list when the vote completes the approval; `counted` builds
-    /// the event for a vote that does not.
+    /// the event for a vote that does not (whose outbox row then shows the progress).
     pub async fn record_approval(
         &self,
         id: ApprovalId,
-        user: &str,
+        user: String,
         at: DateTime<Utc>,
-        decide: impl FnOnce(&[String]) -> (Decision, NewEvent),
-        counted: impl FnOnce(&[String], u32) -> NewEvent,
+        decide: impl FnOnce(&[String]) -> (Decision, NewEvent) + Send + 'static,
+        counted: impl FnOnce(&[String], u32) -> NewEvent + Send + 'static,
     ) -> StoreResult<Vote> {
-        let mut tx = self.writer.begin().await?;
-        let row = sqlx::query("SELECT status, required_approvals FROM approvals WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
+        let vote = self
+            .write(Box::new(move |conn| {
+                Box::pin(async move { vote_in(conn, id, &user, at, decide, counted).await })
+            }))
             .await?;
-        let Some(row) = row else {
-            tx.rollback().await?;
-            return Ok(Vote::NotPending);
-        };
-        let status: String = row.try_get("status")?;
-        let required: i64 = row.try_get("required_approvals")?;
-        if status != "pending" {
-            tx.rollback().await?;
-            return Ok(Vote::NotPending);
+        match &vote {
+            Vote::Decided(approval) => self.outbox.mark(&approval.channel),
+            Vote::Counted { channel, .. } => self.outbox.mark(channel),
+            _ => {}
         }
-        let inserted = sqlx::query(
-            "INSERT INTO votes (approval_id, user_id, at) VALUES (?, ?, ?)
-             ON CONFLICT (approval_id, user_id) DO NOTHING",
-        )
-        .bind(id.to_string())
-        .bind(user)
-        .bind(rfc3339(at))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let voters = voters(&mut tx, id).await?;
-        if inserted == 0 {
-            tx.rollback().await?;
-            return Ok(Vote::Repeat(voters));
-        }
-        let required = u32::try_from(required.max(1)).unwrap_or(1);
-        if (voters.len() as u64) < u64::from(required) {
-            insert_event(&mut tx, id, at, &counted(&voters, required)).await?;
-            tx.commit().await?;
-            return Ok(Vote::Counted(voters));
-        }
-        let (decision, event) = decide(&voters);
-        if !decide_in(&mut tx, id, &decision, &event).await? {
-            // Unreachable with one writer (we read `pending` in this transaction), but
-            // if it ever happens nothing is half-written.
-            tx.rollback().await?;
-            return Ok(Vote::NotPending);
-        }
-        tx.commit().await?;
-        match self.get(id).await? {
-            Some(approval) => Ok(Vote::Decided(Box::new(approval))),
-            None => Ok(Vote::NotPending),
-        }
+        Ok(vote)
     }
 
     /// Who has approved `id` so far, oldest first.
@@ -94,6 +60,60 @@ impl Store {
         let mut conn = self.reader.acquire().await?;
         voters(&mut conn, id).await
     }
+}
+
+async fn vote_in(
+    conn: &mut sqlx::SqliteConnection,
+    id: ApprovalId,
+    user: &str,
+    at: DateTime<Utc>,
+    decide: impl FnOnce(&[String]) -> (Decision, NewEvent),
+    counted: impl FnOnce(&[String], u32) -> NewEvent,
+) -> StoreResult<Vote> {
+    let row = sqlx::query(
+        "SELECT status, required_approvals, channel, message_ts FROM approvals WHERE id = ?",
+    )
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Vote::NotPending);
+    };
+    let status: String = row.try_get("status")?;
+    let required: i64 = row.try_get("required_approvals")?;
+    let channel: String = row.try_get("channel")?;
+    let posted = row.try_get::<Option<String>, _>("message_ts")?.is_some();
+    if status != "pending" {
+        return Ok(Vote::NotPending);
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO votes (approval_id, user_id, at) VALUES (?, ?, ?)
+         ON CONFLICT (approval_id, user_id) DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(user)
+    .bind(rfc3339(at))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let voters = voters(conn, id).await?;
+    if inserted == 0 {
+        return Ok(Vote::Repeat(voters));
+    }
+    let required = u32::try_from(required.max(1)).unwrap_or(1);
+    if (voters.len() as u64) < u64::from(required) {
+        insert_event(conn, id, at, &counted(&voters, required)).await?;
+        if posted {
+            outbox::enqueue_in(conn, id, &channel, outbox::Kind::Update).await?;
+        }
+        return Ok(Vote::Counted { voters, channel });
+    }
+    let (decision, event) = decide(&voters);
+    // We read `pending` in this transaction on the only writer, so this decides.
+    Ok(match decide_in(conn, id, &decision, &event).await? {
+        Some(approval) => Vote::Decided(Box::new(approval)),
+        None => Vote::NotPending,
+    })
 }
 
 async fn voters(conn: &mut sqlx::SqliteConnection, id: ApprovalId) -> StoreResult<Vec<String>> {

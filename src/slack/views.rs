@@ -7,12 +7,14 @@
 
 use serde_json::json;
 
-use super::{service::ServiceError, Approval, ApprovalService};
+use super::{
+    api::SlackClient,
+    code_view::{self, ViewKind, ViewRequest},
+    interaction::Payload,
+};
 use crate::{
-    slack::{
-        code_view::{self, ViewKind, ViewRequest},
-        interaction::Payload,
-    },
+    approval::{ApprovalService, ServiceError},
+    model::Approval,
     store::NewEvent,
 };
 
@@ -21,18 +23,22 @@ use crate::{
 const UPLOADED: &str = "code_file_uploaded";
 
 /// Starts serving every view click in `payload`; returns at once.
-pub fn spawn(service: &ApprovalService, payload: &Payload) {
+pub fn spawn(service: &ApprovalService, slack: &SlackClient, payload: &Payload) {
     for request in code_view::view_requests(payload) {
-        let service = service.clone();
+        let (service, slack) = (service.clone(), slack.clone());
         tokio::spawn(async move {
-            if let Err(error) = show(&service, &request).await {
+            if let Err(error) = show(&service, &slack, &request).await {
                 tracing::error!(request_id = %request.approval_id, %error, "could not show a view");
             }
         });
     }
 }
 
-async fn show(service: &ApprovalService, request: &ViewRequest) -> Result<(), ServiceError> {
+async fn show(
+    service: &ApprovalService,
+    slack: &SlackClient,
+    request: &ViewRequest,
+) -> Result<(), ServiceError> {
     let user = request.user.as_ref().map(|u| u.id.as_str()).unwrap_or("?");
     let Some(approval) = service.store().get(request.approval_id).await? else {
         tracing::warn!(request_id = %request.approval_id, user, "view click on an unknown request");
@@ -42,7 +48,7 @@ async fn show(service: &ApprovalService, request: &ViewRequest) -> Result<(), Se
         ViewKind::Code => code_view::code_modal(&approval),
         ViewKind::Context => (code_view::context_modal(&approval), false),
     };
-    match code_view::open_view(service.slack(), &request.trigger_id, &view).await {
+    match code_view::open_view(slack, &request.trigger_id, &view).await {
         Ok(()) => {
             tracing::info!(request_id = %approval.id, user, kind = ?request.kind, "view opened")
         }
@@ -51,13 +57,14 @@ async fn show(service: &ApprovalService, request: &ViewRequest) -> Result<(), Se
         }
     }
     if too_long {
-        upload_once(service, &approval, user).await?;
+        upload_once(service, slack, &approval, user).await?;
     }
     Ok(())
 }
 
 async fn upload_once(
     service: &ApprovalService,
+    slack: &SlackClient,
     approval: &Approval,
     user: &str,
 ) -> Result<(), ServiceError> {
@@ -65,15 +72,10 @@ async fn upload_once(
         return Ok(());
     };
     let store = service.store();
-    if store
-        .events(approval.id)
-        .await?
-        .iter()
-        .any(|e| e.kind == UPLOADED)
-    {
+    if store.has_event(approval.id, UPLOADED, None).await? {
         return Ok(());
     }
-    let event = match code_view::upload_code(service.slack(), approval, thread_ts).await {
+    let event = match code_view::upload_code(slack, approval, thread_ts).await {
         Ok(file_id) => NewEvent::new(
             UPLOADED,
             Some(user),
@@ -88,6 +90,6 @@ async fn upload_once(
             )
         }
     };
-    store.append_event(approval.id, &event).await?;
+    store.append_event(approval.id, event).await?;
     Ok(())
 }

@@ -1,24 +1,24 @@
-//! The waiting broker: where callers park until their request is decided.
+//! Waiters: where callers (long-polling agents) park until their request is decided.
 //!
 //! Each waiter is a oneshot sender in a concurrent map keyed by request id. Several
 //! callers may wait on one id (an agent that re-attached after a dropped connection
 //! next to its old, still-open poll); all of them wake with the same final state.
 //!
-//! The broker holds no truth: the store does. Callers subscribe *before* reading the
+//! Waiters hold no truth: the store does. Callers subscribe *before* reading the
 //! store and deciders write the store *before* resolving, so a decision can never fall
 //! between a caller's read and its subscription (no lost wake-up).
 
 use dashmap::DashMap;
 use tokio::sync::oneshot;
 
-use super::{Approval, ApprovalId};
+use crate::model::{Approval, ApprovalId};
 
 #[derive(Debug, Default)]
-pub struct Broker {
+pub struct Waiters {
     waiters: DashMap<ApprovalId, Vec<oneshot::Sender<Approval>>>,
 }
 
-impl Broker {
+impl Waiters {
     pub fn new() -> Self {
         Self::default()
     }
@@ -71,31 +71,31 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approval::Status;
+    use crate::model::Status;
     fn approval(id: ApprovalId, status: Status) -> Approval {
         Approval {
             id,
             status,
             reason: "ok".into(),
             decided_by: Some("U1".into()),
-            ..crate::approval::sample("true")
+            ..crate::model::sample("true")
         }
     }
 
     #[tokio::test]
     async fn every_waiter_on_an_id_gets_the_same_answer() {
-        let broker = Broker::new();
+        let waiters = Waiters::new();
         let id = ApprovalId::new();
         let other = ApprovalId::new();
-        let a = broker.subscribe(id);
-        let b = broker.subscribe(id);
-        let mut c = broker.subscribe(other);
-        assert_eq!(broker.resolve(&approval(id, Status::Approved)), 2);
+        let a = waiters.subscribe(id);
+        let b = waiters.subscribe(id);
+        let mut c = waiters.subscribe(other);
+        assert_eq!(waiters.resolve(&approval(id, Status::Approved)), 2);
         assert_eq!(a.await.expect("woken").status, Status::Approved);
         assert_eq!(b.await.expect("woken").status, Status::Approved);
         assert!(c.try_recv().is_err(), "another id's waiter is untouched");
         assert_eq!(
-            broker.resolve(&approval(id, Status::Denied)),
+            waiters.resolve(&approval(id, Status::Denied)),
             0,
             "resolves once"
         );
@@ -103,27 +103,27 @@ mod tests {
 
     #[tokio::test]
     async fn idle_entries_are_forgotten_live_ones_kept() {
-        let broker = Broker::new();
+        let waiters = Waiters::new();
         let (idle, live) = (ApprovalId::new(), ApprovalId::new());
-        drop(broker.subscribe(idle));
-        let _listening = broker.subscribe(live);
-        broker.forget_if_idle(idle);
-        broker.forget_if_idle(live);
-        assert!(broker.waiters.get(&idle).is_none());
-        assert!(broker.waiters.get(&live).is_some());
+        drop(waiters.subscribe(idle));
+        let _listening = waiters.subscribe(live);
+        waiters.forget_if_idle(idle);
+        waiters.forget_if_idle(live);
+        assert!(waiters.waiters.get(&idle).is_none());
+        assert!(waiters.waiters.get(&live).is_some());
     }
 
     #[tokio::test]
     async fn abandoned_waiters_are_pruned_and_release_wakes_with_error() {
-        let broker = Broker::new();
+        let waiters = Waiters::new();
         let id = ApprovalId::new();
         for _ in 0..100 {
-            drop(broker.subscribe(id));
+            drop(waiters.subscribe(id));
         }
-        let live = broker.subscribe(id);
-        assert_eq!(broker.waiting(), 1);
-        assert_eq!(broker.waiters.get(&id).map(|w| w.len()), Some(1));
-        broker.release_all();
+        let live = waiters.subscribe(id);
+        assert_eq!(waiters.waiting(), 1);
+        assert_eq!(waiters.waiters.get(&id).map(|w| w.len()), Some(1));
+        waiters.release_all();
         assert!(live.await.is_err());
     }
 }

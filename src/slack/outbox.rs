@@ -1,0 +1,359 @@
+//! The outbox worker: delivers the store's outbox to Slack (posts, rewrites, FYIs).
+//!
+//! One lane per channel with work, each sending that channel's rows strictly in order,
+//! so a rate-limited channel waits without holding up the others; a lane ends when its
+//! channel has nothing left. Lanes start when the store marks a channel
+//! (`store::signals::OutboxSignal`) and, at start-up, for every channel that still has
+//! rows: resuming after a crash is the worker starting.
+//!
+//! A post that Slack refuses for good denies the request (no reviewer can see it); the
+//! failure is also kept per channel, so a request that expires still queued can say
+//! why. A rewrite that fails is retried with backoff, unless Slack says it never can
+//! succeed (the message or channel is gone).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use chrono::Utc;
+use serde_json::json;
+use tokio::{sync::Notify, task::JoinSet, time::Instant};
+
+use super::{
+    api::{SlackClient, SlackError},
+    blocks::{self, PendingExtras},
+};
+use crate::{
+    approval::{ApprovalService, ServiceError},
+    model::Approval,
+    store::{
+        outbox::{Kind, Row, Trouble},
+        NewEvent, Store,
+    },
+};
+
+/// Rows a lane claims at once.
+const CLAIM: u32 = 16;
+/// Backoff of a failed rewrite: doubles per attempt up to the cap.
+const REWRITE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const REWRITE_RETRY_MAX: Duration = Duration::from_secs(300);
+/// Backoff when the store itself fails.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+
+/// Delivers the outbox. Cheap to clone.
+#[derive(Clone)]
+pub struct OutboxWorker {
+    service: ApprovalService,
+    slack: SlackClient,
+}
+
+impl OutboxWorker {
+    pub fn new(service: ApprovalService, slack: SlackClient) -> Self {
+        Self { service, slack }
+    }
+
+    fn store(&self) -> &Store {
+        self.service.store()
+    }
+
+    /// Runs until the task is dropped (which drops the lanes with it).
+    pub async fn run(self) {
+        let mut lanes = JoinSet::new();
+        let mut running: HashMap<String, Arc<Notify>> = HashMap::new();
+        // Channels marked while their lane ran: looked at again when it ends.
+        let mut again: HashSet<String> = HashSet::new();
+        let mut todo: HashSet<String> = self.resume().await;
+        loop {
+            for channel in todo.drain() {
+                if let Some(wake) = running.get(&channel) {
+                    wake.notify_one();
+                    again.insert(channel);
+                    continue;
+                }
+                let wake = Arc::new(Notify::new());
+                running.insert(channel.clone(), wake.clone());
+                let worker = self.clone();
+                lanes.spawn(async move {
+                    worker.lane(&channel, &wake).await;
+                    channel
+                });
+            }
+            tokio::select! {
+                marked = self.store().outbox_signal().changed() => todo.extend(marked),
+                Some(ended) = lanes.join_next() => {
+                    let Ok(channel) = ended else { continue };
+                    running.remove(&channel);
+                    if again.remove(&channel) {
+                        todo.insert(channel);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every channel with rows left by an earlier run.
+    async fn resume(&self) -> HashSet<String> {
+        loop {
+            match self.store().outbox_channels().await {
+                Ok(channels) => {
+                    if !channels.is_empty() {
+                        tracing::info!(channels = channels.len(), "resuming the Slack outbox");
+                    }
+                    return channels.into_iter().collect();
+                }
+                Err(error) => {
+                    tracing::error!(%error, "could not read the Slack outbox; retrying");
+                    tokio::time::sleep(STORE_RETRY).await;
+                }
+            }
+        }
+    }
+
+    /// Sends `channel`'s rows in order until none is left. Rows waiting out a retry
+    /// are slept for (a mark for the channel wakes the lane sooner).
+    async fn lane(&self, channel: &str, wake: &Notify) {
+        loop {
+            let rows = match self.store().claim_outbox(channel, Utc::now(), CLAIM).await {
+                Ok(rows) => rows,
+                Err(error) => {
+                    tracing::error!(%channel, %error, "could not claim outbox rows; retrying");
+                    tokio::time::sleep(STORE_RETRY).await;
+                    continue;
+                }
+            };
+            if rows.is_empty() {
+                match self.store().next_outbox_try(channel).await {
+                    Ok(None) => return,
+                    Ok(Some(at)) => {
+                        let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                        tokio::select! {
+                            () = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
+                            () = wake.notified() => {}
+                        }
+                    }
+                    Err(error) => {
+                        tracing::error!(%channel, %error, "could not read the outbox; retrying");
+                        tokio::time::sleep(STORE_RETRY).await;
+                    }
+                }
+                continue;
+            }
+            for row in rows {
+                if let Err(error) = self.deliver(&row).await {
+                    // The row stays claimed and is tried again when its lane next runs.
+                    tracing::error!(request_id = %row.approval_id, %error, kind = row.kind.as_str(), "could not deliver an outbox row");
+                    tokio::time::sleep(STORE_RETRY).await;
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, row: &Row) -> Result<(), ServiceError> {
+        let Some(approval) = self.store().get(row.approval_id).await? else {
+            return Ok(self.store().outbox_done(row.seq, None).await?);
+        };
+        match row.kind {
+            Kind::Post => self.post(row, &approval).await,
+            Kind::Update => self.rewrite(row, &approval).await,
+            Kind::Fyi => self.fyi(row, &approval).await,
+        }
+    }
+
+    /// Posts the pending message. A request decided before its turn is never posted
+    /// (there is nothing left to decide); one decided while the post was in flight
+    /// gets a rewrite queued by the store.
+    async fn post(&self, row: &Row, approval: &Approval) -> Result<(), ServiceError> {
+        if approval.status.is_final() || approval.message_ts.is_some() {
+            return Ok(self.store().outbox_done(row.seq, None).await?);
+        }
+        if row.attempts > 1 {
+            tracing::warn!(request_id = %approval.id, attempts = row.attempts, "posting again: an earlier attempt was interrupted");
+        }
+        let rendered = blocks::pending_message_with(approval, &self.extras(approval).await?);
+        let deadline = Instant::now()
+            + (approval.expires_at - Utc::now())
+                .to_std()
+                .unwrap_or_default();
+        let store = self.store().clone();
+        let channel = approval.channel.clone();
+        let on_retry = move |error: &SlackError| {
+            let (store, channel, trouble) = (store.clone(), channel.clone(), trouble(error));
+            tokio::spawn(async move {
+                if let Err(error) = store.record_trouble(&channel, trouble).await {
+                    tracing::warn!(%error, "could not record a Slack posting failure");
+                }
+            });
+        };
+        let posted = self
+            .slack
+            .post_message_observed(
+                &approval.channel,
+                &rendered.text,
+                &rendered.blocks,
+                Some(deadline),
+                &on_retry,
+            )
+            .await;
+        match posted {
+            Ok(message) => {
+                self.store()
+                    .posted(row, message.channel, message.ts)
+                    .await?;
+            }
+            Err(error) => {
+                tracing::warn!(request_id = %approval.id, %error, "could not post the approval message");
+                self.store()
+                    .record_trouble(&approval.channel, trouble(&error))
+                    .await?;
+                let failure = Trouble {
+                    code: error.code().to_owned(),
+                    text: error.to_string(),
+                };
+                self.service.post_failed(approval.id, &failure).await?;
+                self.store().outbox_done(row.seq, None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the message from the request's current state: the outcome once final,
+    /// else the pending message with its approval progress.
+    async fn rewrite(&self, row: &Row, approval: &Approval) -> Result<(), ServiceError> {
+        let Some(ts) = approval.message_ts.clone() else {
+            return Ok(self.store().outbox_done(row.seq, None).await?);
+        };
+        let rendered = if approval.status.is_final() {
+            blocks::final_message(approval)
+        } else {
+            blocks::pending_message_with(approval, &self.extras(approval).await?)
+        };
+        let message = super::api::MessageRef {
+            channel: approval.channel.clone(),
+            ts,
+        };
+        let Err(error) = self
+            .slack
+            .update_message(&message, &rendered.text, &rendered.blocks)
+            .await
+        else {
+            return Ok(self.store().outbox_done(row.seq, None).await?);
+        };
+        tracing::warn!(request_id = %approval.id, %error, "could not update the Slack message");
+        let event = NewEvent::new(
+            "slack_update_failed",
+            None,
+            json!({ "error": error.code(), "detail": error.to_string() }),
+        );
+        if is_permanent_update_failure(&error) {
+            self.store()
+                .outbox_done(row.seq, Some((approval.id, event)))
+                .await?;
+        } else {
+            let not_before = Utc::now()
+                + chrono::Duration::from_std(rewrite_backoff(row.attempts)).unwrap_or_default();
+            self.store()
+                .outbox_retry(row.seq, not_before, (approval.id, event))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Posts an automatic decision as a message without buttons.
+    async fn fyi(&self, row: &Row, approval: &Approval) -> Result<(), ServiceError> {
+        if approval.message_ts.is_some() {
+            return Ok(self.store().outbox_done(row.seq, None).await?);
+        }
+        let rendered = blocks::final_message(approval);
+        match self
+            .slack
+            .post_message(&approval.channel, &rendered.text, &rendered.blocks, None)
+            .await
+        {
+            Ok(message) => {
+                self.store()
+                    .posted(row, message.channel, message.ts)
+                    .await?;
+            }
+            Err(error) => {
+                tracing::warn!(request_id = %approval.id, %error, "could not post the FYI message");
+                let event = NewEvent::new(
+                    "post_failed",
+                    None,
+                    json!({ "error": error.code(), "detail": error.to_string(), "fyi": true }),
+                );
+                self.store()
+                    .outbox_done(row.seq, Some((approval.id, event)))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn extras(&self, approval: &Approval) -> Result<PendingExtras, ServiceError> {
+        let progress = self.service.progress(approval).await?;
+        Ok(PendingExtras {
+            votes: progress.votes,
+            high_risk_rule: progress.high_risk_rule,
+        })
+    }
+}
+
+/// A posting failure as kept for the channel.
+fn trouble(error: &SlackError) -> Trouble {
+    Trouble {
+        code: error.code().to_owned(),
+        text: describe(error),
+    }
+}
+
+/// A failure in words a reviewer or agent understands. A rate limit is reported as
+/// such, not as "past the deadline", because the deadline is what we are explaining.
+pub fn describe(error: &SlackError) -> String {
+    match error {
+        SlackError::RateLimited { method } => {
+            format!("Slack kept rate-limiting {method} (HTTP 429)")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Slack answers after which updating the message again can never succeed.
+fn is_permanent_update_failure(error: &SlackError) -> bool {
+    matches!(
+        error.code(),
+        "message_not_found"
+            | "cant_update_message"
+            | "channel_not_found"
+            | "is_archived"
+            | "edit_window_closed"
+    )
+}
+
+/// How long a rewrite waits after its `attempts`-th failure.
+fn rewrite_backoff(attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(16);
+    (REWRITE_RETRY_FIRST * 2u32.pow(doublings)).min(REWRITE_RETRY_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_backoff_doubles_up_to_the_cap() {
+        assert_eq!(rewrite_backoff(1), Duration::from_secs(1));
+        assert_eq!(rewrite_backoff(2), Duration::from_secs(2));
+        assert_eq!(rewrite_backoff(5), Duration::from_secs(16));
+        assert_eq!(rewrite_backoff(40), REWRITE_RETRY_MAX);
+    }
+
+    #[test]
+    fn a_rate_limit_is_described_as_one() {
+        let text = describe(&SlackError::RateLimited {
+            method: "chat.postMessage".into(),
+        });
+        assert!(text.contains("rate-limiting chat.postMessage"), "{text}");
+    }
+}

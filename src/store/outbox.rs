@@ -1,0 +1,292 @@
+//! The Slack outbox: messages to post or rewrite, kept in the store so that a crash
+//! or restart resumes them instead of losing them.
+//!
+//! A row is written in the same transaction as the state change it reports (a new
+//! request, a vote, a decision), so the message and the state cannot disagree for
+//! longer than the outbox takes to drain. Rows are delivered per channel in `seq`
+//! order by the outbox worker (`slack::outbox`). A rewrite renders the request's state
+//! at the time it is sent, so one queued rewrite per message is enough: a second is
+//! merged into the first while that one has not been tried.
+//!
+//! `attempts` is raised when a row is claimed, before Slack is called: a row found with
+//! `attempts > 0` at start-up may already have reached Slack.
+//!
+//! `channel_trouble` keeps the last failure posting to each channel, so a request that
+//! expires unposted can say why no reviewer saw it, even after a restart.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row as _;
+
+use super::{insert_event, NewEvent, Store, StoreError, StoreResult};
+use crate::model::{rfc3339, Approval, ApprovalId, Status};
+
+/// What an outbox row asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Post the pending message with its buttons.
+    Post,
+    /// Rewrite the posted message from the request's current state.
+    Update,
+    /// Post an automatic decision's outcome, without buttons.
+    Fyi,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Post => "post",
+            Kind::Update => "update",
+            Kind::Fyi => "fyi",
+        }
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        [Kind::Post, Kind::Update, Kind::Fyi]
+            .into_iter()
+            .find(|k| k.as_str() == raw)
+    }
+}
+
+/// A claimed outbox row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub seq: i64,
+    pub approval_id: ApprovalId,
+    pub channel: String,
+    pub kind: Kind,
+    /// Claims so far, this one included: more than 1 means an earlier attempt may
+    /// have reached Slack.
+    pub attempts: u32,
+}
+
+/// The last failure posting to a channel, as a reviewer or agent would read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trouble {
+    /// Slack's error code or a short stable name (`ratelimited`, `http_error`, …).
+    pub code: String,
+    /// The failure in words.
+    pub text: String,
+}
+
+/// Adds a row inside the caller's transaction. A rewrite is merged into a rewrite of
+/// the same request that has not been tried yet.
+pub(super) async fn enqueue_in(
+    conn: &mut sqlx::SqliteConnection,
+    id: ApprovalId,
+    channel: &str,
+    kind: Kind,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO outbox (approval_id, channel, kind, created_at)
+         SELECT ?1, ?2, ?3, ?4
+         WHERE ?3 != 'update' OR NOT EXISTS
+           (SELECT 1 FROM outbox WHERE approval_id = ?1 AND kind = 'update' AND attempts = 0)",
+    )
+    .bind(id.to_string())
+    .bind(channel)
+    .bind(kind.as_str())
+    .bind(rfc3339(Utc::now()))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Every channel with rows waiting: what the outbox worker resumes at start-up.
+    pub async fn outbox_channels(&self) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT channel FROM outbox")
+            .fetch_all(&self.reader)
+            .await?)
+    }
+
+    /// Claims up to `limit` of `channel`'s rows that are due at `now`, oldest first,
+    /// raising their `attempts`.
+    pub async fn claim_outbox(
+        &self,
+        channel: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Row>> {
+        let channel = channel.to_owned();
+        let mut rows = self
+            .write(Box::new(move |conn| {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "UPDATE outbox SET attempts = attempts + 1 WHERE seq IN
+                           (SELECT seq FROM outbox WHERE channel = ?1
+                              AND (not_before IS NULL OR not_before <= ?2) ORDER BY seq LIMIT ?3)
+                         RETURNING seq, approval_id, channel, kind, attempts",
+                    )
+                    .bind(&channel)
+                    .bind(rfc3339(now))
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    rows.iter().map(row_from).collect::<StoreResult<Vec<_>>>()
+                })
+            }))
+            .await?;
+        rows.sort_by_key(|row| row.seq);
+        Ok(rows)
+    }
+
+    /// When `channel`'s earliest waiting row may be tried again; `None` when it has
+    /// no rows left at all.
+    pub async fn next_outbox_try(&self, channel: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(COALESCE(not_before, created_at)) AS at FROM outbox WHERE channel = ?",
+        )
+        .bind(channel)
+        .fetch_one(&self.reader)
+        .await?;
+        let count: i64 = row.try_get("n")?;
+        if count == 0 {
+            return Ok(None);
+        }
+        let at: Option<String> = row.try_get("at")?;
+        Ok(Some(
+            at.and_then(|raw| DateTime::parse_from_rfc3339(&raw).ok())
+                .map_or_else(Utc::now, |t| t.with_timezone(&Utc)),
+        ))
+    }
+
+    /// A post (or FYI) reached Slack: remembers where the message is, with its
+    /// `posted` event, and removes the row. A request decided while its post was in
+    /// flight gets a rewrite queued, so the message shows the outcome.
+    pub async fn posted(&self, row: &Row, channel: String, ts: String) -> StoreResult<Approval> {
+        let (seq, id, kind) = (row.seq, row.approval_id, row.kind);
+        let approval = self
+            .write(Box::new(move |conn| {
+                Box::pin(async move {
+                    let row = sqlx::query(&format!(
+                        "UPDATE approvals SET channel = ?, message_ts = ? WHERE id = ?
+                         RETURNING {}",
+                        super::rows::APPROVAL_COLUMNS
+                    ))
+                    .bind(&channel)
+                    .bind(&ts)
+                    .bind(id.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt(format!("approval {id} vanished")))?;
+                    let approval = super::rows::approval_from_row(&row)?;
+                    let detail = serde_json::json!({ "channel": channel, "ts": ts });
+                    insert_event(conn, id, Utc::now(), &NewEvent::new("posted", None, detail))
+                        .await?;
+                    delete_in(conn, seq).await?;
+                    if kind == Kind::Post && approval.status != Status::Pending {
+                        enqueue_in(conn, id, &approval.channel, Kind::Update).await?;
+                    }
+                    Ok(approval)
+                })
+            }))
+            .await?;
+        self.outbox.mark(&approval.channel);
+        Ok(approval)
+    }
+
+    /// The row is done with (delivered, or never deliverable): removes it, recording
+    /// `event` on the request's trail in the same transaction.
+    pub async fn outbox_done(
+        &self,
+        seq: i64,
+        audit: Option<(ApprovalId, NewEvent)>,
+    ) -> StoreResult<()> {
+        self.write(Box::new(move |conn| {
+            Box::pin(async move {
+                if let Some((id, event)) = &audit {
+                    insert_event(conn, *id, Utc::now(), event).await?;
+                }
+                delete_in(conn, seq).await
+            })
+        }))
+        .await
+    }
+
+    /// The row failed and is worth trying again at `not_before`; `event` goes on the
+    /// request's trail.
+    pub async fn outbox_retry(
+        &self,
+        seq: i64,
+        not_before: DateTime<Utc>,
+        audit: (ApprovalId, NewEvent),
+    ) -> StoreResult<()> {
+        self.write(Box::new(move |conn| {
+            Box::pin(async move {
+                insert_event(conn, audit.0, Utc::now(), &audit.1).await?;
+                sqlx::query("UPDATE outbox SET not_before = ? WHERE seq = ?")
+                    .bind(rfc3339(not_before))
+                    .bind(seq)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(())
+            })
+        }))
+        .await
+    }
+
+    /// Remembers the latest failure posting to `channel`.
+    pub async fn record_trouble(&self, channel: &str, trouble: Trouble) -> StoreResult<()> {
+        let channel = channel.to_owned();
+        self.write(Box::new(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO channel_trouble (channel, code, text, at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (channel) DO UPDATE SET code = ?2, text = ?3, at = ?4",
+                )
+                .bind(&channel)
+                .bind(&trouble.code)
+                .bind(&trouble.text)
+                .bind(rfc3339(Utc::now()))
+                .execute(&mut *conn)
+                .await?;
+                Ok(())
+            })
+        }))
+        .await
+    }
+
+    /// The last failure posting to `channel` at or after `since`, if any.
+    pub async fn trouble_since(
+        &self,
+        channel: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Option<Trouble>> {
+        let row =
+            sqlx::query("SELECT code, text FROM channel_trouble WHERE channel = ? AND at >= ?")
+                .bind(channel)
+                .bind(rfc3339(since))
+                .fetch_optional(&self.reader)
+                .await?;
+        row.map(|row| {
+            Ok(Trouble {
+                code: row.try_get("code")?,
+                text: row.try_get("text")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+async fn delete_in(conn: &mut sqlx::SqliteConnection, seq: i64) -> StoreResult<()> {
+    sqlx::query("DELETE FROM outbox WHERE seq = ?")
+        .bind(seq)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn row_from(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Row> {
+    let id: String = row.try_get("approval_id")?;
+    let kind: String = row.try_get("kind")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    Ok(Row {
+        seq: row.try_get("seq")?,
+        approval_id: ApprovalId::parse(&id)
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox approval_id {id}")))?,
+        channel: row.try_get("channel")?,
+        kind: Kind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox kind {kind}")))?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+    })
+}
