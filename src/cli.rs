@@ -33,7 +33,7 @@ enum Command {
     /// Exit 0 approved, 1 denied/expired/cancelled, 2 could not ask (bad input, no URL
     /// or token, unreachable service, rejected token). Reads GREENLIGHT_URL and
     /// GREENLIGHT_API_TOKEN; flags override them.
-    Request(crate::client::cli::RequestArgs),
+    Request(greenlight_client::cli::RequestArgs),
     /// Check the Slack app, channel, tokens and database; exit 0 if all is well,
     /// 1 if a check failed, 2 if the configuration cannot be loaded.
     Doctor,
@@ -92,7 +92,7 @@ pub fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Export { since },
         } => runtime.block_on(audit_export(since)),
-        Command::Request(args) => runtime.block_on(crate::client::cli::request(args)),
+        Command::Request(args) => runtime.block_on(greenlight_client::cli::request(args)),
         Command::Doctor => Ok(runtime.block_on(doctor())),
         Command::Policy(PolicyCommand::Check { request, agent }) => {
             policy_check(&request, agent.as_deref())

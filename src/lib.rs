@@ -21,8 +21,9 @@
 //!   interaction payloads and handling, the outbox worker, the Socket Mode receiver.
 //! - [`doctor`]: `greenlight doctor`, checks of a deployment's Slack setup.
 //! - [`error`]: the API's JSON error type.
-//! - [`cli`]: the `greenlight` command.
-//! - [`client`]: the Rust client of the agent API and the `greenlight request` gate.
+//! - [`cli`]: the `greenlight` command; `greenlight request` runs the gate of the Rust
+//!   client, `greenlight_client` (`clients/rust`, a crate of its own so that agents do
+//!   not compile the server).
 //! - [`metrics`], [`readiness`], [`limits`], [`logging`]: running it in production —
 //!   Prometheus metrics, the `/readyz` checks, per-agent submission limits, log format.
 
@@ -30,7 +31,6 @@ pub mod app;
 pub mod approval;
 pub mod audit;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod doctor;
 pub mod error;

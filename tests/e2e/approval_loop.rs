@@ -166,13 +166,19 @@ async fn forged_stale_and_unsigned_clicks_are_refused_without_effect() {
     let forged = app
         .send_interaction(body.clone(), Some(now.to_string()), Some(wrong_secret_sig))
         .await;
-    let (stale_body, stale_sig) = TestApp::signed_form(&payload, now - 301);
+    // An hour either side: far outside the ±300 s window whatever the test's and the
+    // server's clocks read a moment apart (one second from the edge would flake).
+    let (stale_body, stale_sig) = TestApp::signed_form(&payload, now - 3600);
     let stale = app
-        .send_interaction(stale_body, Some((now - 301).to_string()), Some(stale_sig))
+        .send_interaction(stale_body, Some((now - 3600).to_string()), Some(stale_sig))
         .await;
-    let (future_body, future_sig) = TestApp::signed_form(&payload, now + 301);
+    let (future_body, future_sig) = TestApp::signed_form(&payload, now + 3600);
     let future = app
-        .send_interaction(future_body, Some((now + 301).to_string()), Some(future_sig))
+        .send_interaction(
+            future_body,
+            Some((now + 3600).to_string()),
+            Some(future_sig),
+        )
         .await;
     // A valid signature over a different body than the one sent.
     let (_, sig_for_other) =

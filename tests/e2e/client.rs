@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::{future::Future, process::Stdio, time::Duration};
 
-use greenlight::client::{
-    ApprovalRequest, Client, ClientBuilder, ClientError, DecisionStatus, ResponseStatus,
+use greenlight_client::{
+    Approval, ApprovalRequest, ApprovalStatus, Client, ClientBuilder, ClientError, DecisionStatus,
+    ResponseStatus,
 };
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::{io::AsyncWriteExt, process::Command};
 
 use crate::helpers::{approval_id_of, spawn_app, TestApp, AGENT_TOKEN, CHANNEL};
@@ -91,6 +92,64 @@ async fn approve_in_slack_reaches_the_rust_agent() {
     assert_eq!(answer.decided_by.as_deref(), Some("U0ALICE"));
     assert_eq!(answer.id.as_deref(), Some(id.as_str()));
     assert_eq!(app.slack.calls_to("chat.postMessage").len(), 1);
+}
+
+/// The client has its own type for the approval object (`greenlight_client::wire`), so
+/// it must keep up with the server: it reads the server's real answers, pending and
+/// decided, and loses nothing (read and written back, each is the same JSON), and it
+/// knows exactly the fields and statuses the OpenAPI document promises.
+#[tokio::test]
+async fn the_clients_wire_type_reads_the_servers_approval_object_whole() {
+    let app = spawn_app().await;
+    let id = app
+        .submit_and_post(crate::helpers::request("make deploy"))
+        .await;
+    let pending = app.approval(&id).await;
+    assert_eq!(app.approve(&id, "U0ALICE").await.status, StatusCode::OK);
+    let decided = app.approval(&id).await;
+    let mut written = Value::Null;
+    for body in [pending, decided] {
+        let read: Approval = serde_json::from_value(body.clone()).expect("the client reads it");
+        written = serde_json::to_value(&read).expect("json");
+        assert_eq!(written, body);
+    }
+
+    let openapi: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json"))
+            .expect("docs/openapi.json"),
+    )
+    .expect("openapi JSON");
+    let resolve = |schema: &Value| -> Value {
+        let name = schema["$ref"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("#/components/schemas/"))
+            .expect("a schema reference");
+        openapi["components"]["schemas"][name].clone()
+    };
+    let approval = resolve(
+        &openapi["paths"]["/v1/approvals/{id}"]["get"]["responses"]["200"]["content"]
+            ["application/json"]["schema"],
+    );
+    let mut promised: Vec<&str> = approval["properties"]
+        .as_object()
+        .expect("properties")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut known: Vec<&str> = written
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    promised.sort_unstable();
+    known.sort_unstable();
+    assert_eq!(known, promised, "fields");
+    let statuses: Vec<String> =
+        serde_json::from_value(resolve(&approval["properties"]["status"])["enum"].clone())
+            .expect("status names");
+    let ours: Vec<&str> = ApprovalStatus::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(statuses, ours, "statuses");
 }
 
 #[tokio::test]

@@ -1,7 +1,11 @@
 //! Nothing lost: idempotency, cancel, the audit trail and its export, listing,
 //! retention, kill -9 recovery, and the store under concurrency.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -394,6 +398,415 @@ async fn kill_nine_and_restart_loses_nothing() {
     // No message was posted twice.
     assert_eq!(slack.calls_to("chat.postMessage").len(), 3);
     second.kill9();
+}
+
+/// One operation of the storm in `kill_nine_amid_a_thousand_acknowledgements…`.
+#[derive(Debug, Clone)]
+enum StormOp {
+    /// A new request, `POST /v1/approvals` with an `Idempotency-Key`, as the agent
+    /// holding `token`.
+    Submit {
+        token: String,
+        key: String,
+        body: Value,
+    },
+    /// Approve clicked on a pending request.
+    Approve { id: String, user: String },
+    /// The deny-reason modal submitted for a pending request (what a Deny click leads
+    /// to; the submission alone decides).
+    Deny { id: String, user: String },
+}
+
+/// What the service acknowledged, as the caller saw it.
+#[derive(Debug, Clone, PartialEq)]
+enum StormAck {
+    /// 202 with this id.
+    Submitted { id: String },
+    /// 200: the click was taken.
+    Clicked,
+    /// 200 with an empty body: denied with our reason.
+    Denied,
+    /// 200 with `response_action: errors`: decided nothing (already decided).
+    DenyRefused,
+}
+
+const STORM_REASON: &str = "not during the storm";
+
+/// Sends one operation; `None` when no acknowledgement arrived (connection refused or
+/// dropped, as when the process is killed).
+async fn storm_send(http: &reqwest::Client, base: &str, op: &StormOp) -> Option<StormAck> {
+    match op {
+        StormOp::Submit { token, key, body } => {
+            let response = http
+                .post(format!("{base}/v1/approvals"))
+                .bearer_auth(token)
+                .header("Idempotency-Key", key)
+                .json(body)
+                .send()
+                .await
+                .ok()?;
+            if response.status() != StatusCode::ACCEPTED {
+                return None;
+            }
+            let body: Value = response.json().await.ok()?;
+            Some(StormAck::Submitted {
+                id: body["id"].as_str()?.to_owned(),
+            })
+        }
+        StormOp::Approve { id, user } => {
+            let payload = TestApp::click_payload(id, "greenlight_approve", user);
+            let (status, _) = storm_interact(http, base, &payload).await?;
+            (status == StatusCode::OK).then_some(StormAck::Clicked)
+        }
+        StormOp::Deny { id, user } => {
+            let payload = TestApp::reason_payload(id, user, STORM_REASON);
+            let (status, body) = storm_interact(http, base, &payload).await?;
+            if status != StatusCode::OK {
+                return None;
+            }
+            Some(if body.is_empty() {
+                StormAck::Denied
+            } else {
+                StormAck::DenyRefused
+            })
+        }
+    }
+}
+
+/// A signed interaction that reports a dropped connection instead of panicking.
+async fn storm_interact(
+    http: &reqwest::Client,
+    base: &str,
+    payload: &str,
+) -> Option<(StatusCode, Vec<u8>)> {
+    let now = chrono::Utc::now().timestamp();
+    let (body, signature) = TestApp::signed_form(payload, now);
+    let response = http
+        .post(format!("{base}/slack/interactions"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("X-Slack-Request-Timestamp", now.to_string())
+        .header("X-Slack-Signature", signature)
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    let status = response.status();
+    Some((status, response.bytes().await.ok()?.to_vec()))
+}
+
+/// The audit-trail kinds that end a request: exactly one per final request. (A
+/// `post_failed` ends one too, unless it is only about an FYI message.)
+fn is_final_event(event: &Value) -> bool {
+    match event["kind"].as_str() {
+        Some("decided" | "expired" | "cancelled" | "auto_decided") => true,
+        Some("post_failed") => event["detail"]["fyi"] != true,
+        _ => false,
+    }
+}
+
+/// A directory for the storm's database: in memory (/dev/shm) where there is one. A
+/// kill -9 leaves the kernel's page cache alone, so what SQLite committed survives it
+/// on any file system; on a disk every commit also waits for an fsync, which only a
+/// power cut would need and which would make the test take many times longer.
+fn storm_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .expect("temp dir")
+}
+
+/// Kill -9 while 1,000 concurrent submits and clicks are being acknowledged, then
+/// restart: every acknowledged one is there, and each request has exactly one decision.
+///
+/// 200 requests are pending, with their Slack messages, when the storm starts. 750 new
+/// submissions (from 8 agents, each with an `Idempotency-Key`) go out at once, while
+/// 250 interactions stream in 32 at a time, mixed: 150 Approve clicks (on pending
+/// 0..150) and 100 deny-reason submissions (on pending 100..200), so on 50 requests an
+/// Approve and a Deny race. Streaming the interactions keeps them from all being
+/// answered before the submissions get a turn at the single SQLite writer (an agent's
+/// submissions are admitted one at a time), so both kinds are in flight when the
+/// process is killed: once 30 submissions and 100 interactions have been acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_amid_a_thousand_acknowledgements_loses_none_and_decides_each_once() {
+    const PENDING: usize = 200;
+    const SUBMITS: usize = 750;
+    const AGENTS: usize = 8;
+    // Pending requests by what the storm does to them.
+    const APPROVE_ONLY: std::ops::Range<usize> = 0..100;
+    const CONTESTED: std::ops::Range<usize> = 100..150;
+    const DENY_ONLY: std::ops::Range<usize> = 150..200;
+    const CLICKS_AT_ONCE: usize = 32;
+    const KILL_AFTER_SUBMITS: usize = 30;
+    const KILL_AFTER_CLICKS: usize = 100;
+    let started = std::time::Instant::now();
+    let slack = FakeSlack::start().await;
+    let dir = storm_dir();
+    let db_path = dir.path().join("gl.db");
+    let tokens: Vec<String> = (0..AGENTS)
+        .map(|n| format!("storm-agent-{n}-0123456789abcdef"))
+        .collect();
+    let api_tokens = std::iter::once(format!("ci-bot:{AGENT_TOKEN}"))
+        .chain(
+            tokens
+                .iter()
+                .enumerate()
+                .map(|(n, t)| format!("storm-{n}:{t}")),
+        )
+        .collect::<Vec<_>>()
+        .join(",");
+    let env = [("GREENLIGHT_API_TOKENS", api_tokens.as_str())];
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let body = |code: String| json!({"code": code, "language": "bash", "timeout_secs": 600});
+
+    let first = Binary::start(&slack, dir.path(), &db_path, "first.log", &env).await;
+    let base = first.url("");
+    let pending: Vec<String> = futures::future::join_all((0..PENDING).map(|i| {
+        let (http, base, body) = (&http, &base, body(format!("echo pending {i}")));
+        async move {
+            let answer = http
+                .post(format!("{base}/v1/approvals"))
+                .bearer_auth(AGENT_TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .expect("submit");
+            assert_eq!(answer.status(), StatusCode::ACCEPTED);
+            let answer: Value = answer.json().await.expect("json");
+            answer["id"].as_str().expect("id").to_owned()
+        }
+    }))
+    .await;
+    slack
+        .wait_until(Duration::from_secs(30), "the pending messages", |calls| {
+            calls
+                .iter()
+                .filter(|c| c.method == "chat.postMessage" && c.succeeded)
+                .count()
+                >= PENDING
+        })
+        .await;
+    let storm_started = started.elapsed();
+
+    let submits: Vec<StormOp> = (0..SUBMITS)
+        .map(|i| StormOp::Submit {
+            token: tokens[i % AGENTS].clone(),
+            key: format!("storm-{i}"),
+            body: body(format!("echo storm {i}")),
+        })
+        .collect();
+    // Every kind early in the stream; a contested pair travels side by side, so the
+    // Approve and the Deny race.
+    let approve = |i: usize| StormOp::Approve {
+        id: pending[i].clone(),
+        user: format!("U0APPROVE{i}"),
+    };
+    let deny = |i: usize| StormOp::Deny {
+        id: pending[i].clone(),
+        user: format!("U0DENY{i}"),
+    };
+    let mut clicks = Vec::new();
+    for (n, i) in APPROVE_ONLY.enumerate() {
+        clicks.push(approve(i));
+        if n < CONTESTED.len() && n < DENY_ONLY.len() {
+            let (c, d) = (CONTESTED.start + n, DENY_ONLY.start + n);
+            clicks.extend([approve(c), deny(c), deny(d)]);
+        }
+    }
+    assert_eq!(submits.len() + clicks.len(), 1000);
+
+    // Acknowledged submissions [0] and interactions [1] so far, and a bell on each.
+    let acks = [AtomicUsize::new(0), AtomicUsize::new(0)];
+    let acked = tokio::sync::Notify::new();
+    let send = |op: &StormOp| {
+        let (http, base, acks, acked) = (&http, &base, &acks, &acked);
+        let op = op.clone();
+        async move {
+            let ack = storm_send(http, base, &op).await;
+            if let Some(ack) = &ack {
+                let counter = usize::from(!matches!(ack, StormAck::Submitted { .. }));
+                acks[counter].fetch_add(1, Ordering::SeqCst);
+                acked.notify_waiters();
+            }
+            ack
+        }
+    };
+    let storm = futures::future::join(
+        futures::future::join_all(submits.iter().map(send)),
+        futures::StreamExt::collect::<Vec<_>>(futures::StreamExt::buffered(
+            futures::stream::iter(clicks.iter().map(send)),
+            CLICKS_AT_ONCE,
+        )),
+    );
+    let killer = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let notified = acked.notified();
+            let so_far = (
+                acks[0].load(Ordering::SeqCst),
+                acks[1].load(Ordering::SeqCst),
+            );
+            if so_far.0 >= KILL_AFTER_SUBMITS && so_far.1 >= KILL_AFTER_CLICKS {
+                first.kill9();
+                return so_far;
+            }
+            assert!(
+                tokio::time::timeout_at(deadline, notified).await.is_ok(),
+                "in 60 s only {} submissions and {} interactions were acknowledged",
+                so_far.0,
+                so_far.1
+            );
+        }
+    };
+    let ((submit_answers, click_answers), at_kill) = tokio::join!(storm, killer);
+    let ops: Vec<StormOp> = submits.into_iter().chain(clicks).collect();
+    let answers = submit_answers.into_iter().chain(click_answers);
+    let storm_done = started.elapsed();
+    let results: Vec<(&StormOp, StormAck)> = ops
+        .iter()
+        .zip(answers)
+        .filter_map(|(op, ack)| Some((op, ack?)))
+        .collect();
+    assert!(
+        results.len() < ops.len(),
+        "the kill came after every operation was answered: it proves nothing"
+    );
+
+    let second = Binary::start(&slack, dir.path(), &db_path, "second.log", &env).await;
+    let get = |id: String| {
+        let (http, url) = (&http, second.url(&format!("/v1/approvals/{id}")));
+        async move {
+            let answer = http
+                .get(url)
+                .bearer_auth(AGENT_TOKEN)
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(answer.status(), StatusCode::OK, "approval {id}");
+            (id, answer.json::<Value>().await.expect("json"))
+        }
+    };
+
+    // Every request the audit trail knows, with its final events.
+    let export_env = HashMap::from([(
+        "GREENLIGHT_DATABASE_URL".to_owned(),
+        format!("sqlite://{}", db_path.display()),
+    )]);
+    let (code, stdout, stderr) = run(&export_env, dir.path(), &["audit", "export"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let mut trail: HashMap<String, (usize, Vec<Value>)> = HashMap::new();
+    for line in stdout.lines() {
+        let event: Value = serde_json::from_str(line).expect("JSON line");
+        let entry = trail
+            .entry(event["approval_id"].as_str().expect("id").to_owned())
+            .or_default();
+        if event["kind"] == "submitted" {
+            entry.0 += 1;
+        }
+        if is_final_event(&event) {
+            entry.1.push(event);
+        }
+    }
+    let approvals: HashMap<String, Value> =
+        futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
+            futures::stream::iter(trail.keys().cloned().map(get)),
+            16,
+        ))
+        .await;
+
+    // Acknowledged means stored, with the acknowledged outcome. Where an Approve and a
+    // Deny raced, either may have won, but only one.
+    let contested: std::collections::HashSet<&String> = pending[CONTESTED].iter().collect();
+    let (mut submitted, mut clicked, mut denied) = (0, 0, 0);
+    for (op, ack) in &results {
+        match (op, ack) {
+            (StormOp::Submit { token, key, body }, StormAck::Submitted { id }) => {
+                submitted += 1;
+                assert!(approvals.contains_key(id), "acknowledged submission {id}");
+                let again = http
+                    .post(second.url("/v1/approvals"))
+                    .bearer_auth(token)
+                    .header("Idempotency-Key", key)
+                    .json(body)
+                    .send()
+                    .await
+                    .expect("replay");
+                let again: Value = again.json().await.expect("json");
+                assert_eq!(again["id"], id.as_str(), "the key {key} finds it again");
+            }
+            (StormOp::Approve { id, user }, StormAck::Clicked) => {
+                clicked += 1;
+                let approval = &approvals[id];
+                if !contested.contains(id) || approval["status"] == "approved" {
+                    assert_eq!(
+                        (approval["status"].as_str(), approval["decided_by"].as_str()),
+                        (Some("approved"), Some(user.as_str())),
+                        "acknowledged Approve on {id}"
+                    );
+                } else {
+                    assert_eq!(approval["status"], "denied", "{approval}");
+                }
+            }
+            (StormOp::Deny { id, user }, StormAck::Denied) => {
+                denied += 1;
+                let approval = &approvals[id];
+                assert_eq!(
+                    (
+                        approval["status"].as_str(),
+                        approval["decided_by"].as_str(),
+                        approval["reason"].as_str()
+                    ),
+                    (Some("denied"), Some(user.as_str()), Some(STORM_REASON)),
+                    "acknowledged Deny on {id}"
+                );
+            }
+            (StormOp::Deny { id, .. }, StormAck::DenyRefused) => {
+                assert_eq!(approvals[id]["status"], "approved", "refused Deny on {id}");
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(
+        submitted > 0 && clicked > 0,
+        "the kill came before submissions and clicks were both acknowledged"
+    );
+
+    // Each request: submitted once, at most one final event, exactly one if final,
+    // and a decision's event names the outcome and the one who decided.
+    for id in &pending {
+        assert!(trail.contains_key(id), "pre-submitted {id} is on the trail");
+    }
+    for (id, (submissions, finals)) in &trail {
+        let approval = &approvals[id];
+        assert_eq!(*submissions, 1, "{id} submitted once");
+        let is_final = approval["status"] != "pending";
+        assert_eq!(
+            finals.len(),
+            usize::from(is_final),
+            "{id} is {} with final events {finals:?}",
+            approval["status"]
+        );
+        if let Some(event) = finals.first().filter(|e| e["kind"] == "decided") {
+            assert_eq!(
+                (&event["detail"]["status"], &event["actor"]),
+                (&approval["status"], &approval["decided_by"]),
+                "{id}"
+            );
+        }
+    }
+    second.kill9();
+    eprintln!(
+        "kill -9 storm: killed at {} submissions + {} interactions acknowledged; {} \
+         acknowledged in all ({submitted} submissions, {clicked} Approve clicks, {denied} \
+         denials); {} requests checked; storm from {storm_started:?} to {storm_done:?}, \
+         test {:?}",
+        at_kill.0,
+        at_kill.1,
+        results.len(),
+        trail.len(),
+        started.elapsed()
+    );
 }
 
 /// 1,000 requests submitted and decided concurrently (half approved by a click, half

@@ -175,12 +175,56 @@ async fn a_burst_of_100_all_lands_in_order_through_the_rate_limit() {
         "burst: 100 submitted in {submit_time:?}, all posted after {wall:?}, {refused} answers were 429"
     );
     // Nothing was lost on the way: every request is still waiting for a reviewer,
-    // with its own message.
-    for id in [&submitted[0], &submitted[50], &submitted[99]] {
-        let body = app.approval(id).await;
-        assert_eq!(body["status"], "pending");
-        assert!(body["message_ts"].is_string());
+    // with its own message. The fake answering is not greenlight having recorded the
+    // answer, so wait for the record rather than read it once.
+    let recorded = wait_for_message_ts(&app, &submitted).await;
+    for (id, body) in &recorded {
+        assert_eq!(body["status"], "pending", "{id}");
     }
+    let mut message_ts: Vec<&str> = recorded
+        .iter()
+        .filter_map(|(_, body)| body["message_ts"].as_str())
+        .collect();
+    message_ts.sort_unstable();
+    message_ts.dedup();
+    assert_eq!(message_ts.len(), 100, "one message each");
+}
+
+/// Polls each request until greenlight has recorded its Slack message (`message_ts`);
+/// returns the approval objects in the order of `ids`. Fails after 10 s.
+async fn wait_for_message_ts(app: &TestApp, ids: &[String]) -> Vec<(String, Value)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut recorded: Vec<Option<Value>> = vec![None; ids.len()];
+    loop {
+        for (id, slot) in ids.iter().zip(recorded.iter_mut()) {
+            if slot.is_none() {
+                let body = app.approval(id).await;
+                if body["message_ts"].is_string() {
+                    *slot = Some(body);
+                }
+            }
+        }
+        let missing: Vec<&String> = ids
+            .iter()
+            .zip(&recorded)
+            .filter(|(_, slot)| slot.is_none())
+            .map(|(id, _)| id)
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no message_ts recorded for {} request(s), e.g. {}",
+            missing.len(),
+            missing[0]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ids.iter()
+        .cloned()
+        .zip(recorded.into_iter().flatten())
+        .collect()
 }
 
 /// Slack rate-limits the channel for good: the request being posted is denied when

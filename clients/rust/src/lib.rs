@@ -16,8 +16,8 @@
 //! callback that errors or panics would take the agent down with it.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), greenlight::client::ClientError> {
-//! use greenlight::client::{ApprovalRequest, Client};
+//! # async fn run() -> Result<(), greenlight_client::ClientError> {
+//! use greenlight_client::{ApprovalRequest, Client};
 //!
 //! let client = Client::new("http://127.0.0.1:8080", std::env::var("GREENLIGHT_API_TOKEN").unwrap_or_default())?;
 //! let answer = client
@@ -26,10 +26,25 @@
 //! if answer.approved { /* run it */ } else { eprintln!("not approved: {}", answer.reason); }
 //! # Ok(()) }
 //! ```
+//!
+//! This crate speaks only the agent API's JSON (`docs/api-contract.md`): it does not
+//! depend on the greenlight server, so an agent compiles an HTTP client and nothing of
+//! axum, sqlx or the Slack side.
+//!
+//! # Layout
+//! - this file: [`Client`] and its builder, what to ask ([`ApprovalRequest`]) and what
+//!   comes back ([`Decision`], [`ApprovalResponse`]); the submit and wait loops.
+//! - [`wire`]: the approval object as the service sends it ([`Approval`]).
+//! - `protocol`: the judgement calls (retry or give up, back-off, how long to wait) as
+//!   pure functions.
+//! - `error`: [`ClientError`], every way of not getting a decision.
+//! - `cli` (feature `cli`): `greenlight request`, the approval gate for scripts and CI.
 
+#[cfg(feature = "cli")]
 pub mod cli;
 mod error;
 mod protocol;
+pub mod wire;
 
 use std::{fmt, time::Duration};
 
@@ -40,8 +55,8 @@ use tokio::time::Instant;
 
 pub use error::ClientError;
 pub use protocol::MAX_POLL_WAIT_SECS;
+pub use wire::{Approval, ApprovalStatus};
 
-use crate::model::{ApprovalView, Status};
 use protocol::{Backoff, Exchange, Phase, Step};
 
 /// Largest answer body read: an approval object is a few hundred bytes, and a
@@ -149,7 +164,7 @@ pub struct Decision {
     /// Slack user id(s), or "greenlight" when no person decided (timeouts).
     pub decided_by: Option<String>,
     /// The full approval object as the service returned it.
-    pub approval: ApprovalView,
+    pub approval: Approval,
 }
 
 impl Decision {
@@ -446,7 +461,7 @@ impl Client {
         // Measured from before the submission: never gives up before the server does.
         let expiry =
             start + protocol::time_to_live(&view, request.timeout_secs) + self.settings.grace;
-        if view.status != Status::Pending {
+        if view.status != ApprovalStatus::Pending {
             return final_decision(*view);
         }
         let id = view.id.to_string();
@@ -466,7 +481,7 @@ impl Client {
         key: &str,
         start: Instant,
         overall: Option<Instant>,
-    ) -> Result<Box<ApprovalView>, ClientError> {
+    ) -> Result<Box<Approval>, ClientError> {
         let give_up_at = earliest(start + self.settings.submit_retry, overall);
         let mut backoff = Backoff::new(self.settings.initial_backoff, self.settings.max_backoff);
         let mut attempts = 0;
@@ -541,7 +556,7 @@ impl Client {
                 .bearer_auth(self.token.expose_secret())
                 .timeout(timeout);
             match protocol::classify(self.exchange(call).await, Phase::Poll { id }) {
-                Step::Approval(view) if view.status != Status::Pending => {
+                Step::Approval(view) if view.status != ApprovalStatus::Pending => {
                     return final_decision(*view)
                 }
                 Step::Approval(_) => {
@@ -615,7 +630,7 @@ impl Client {
     }
 }
 
-fn final_decision(view: ApprovalView) -> Result<Decision, ClientError> {
+fn final_decision(view: Approval) -> Result<Decision, ClientError> {
     protocol::decision_of(view)?.ok_or_else(|| ClientError::Malformed {
         during: "while waiting",
         detail: "a pending request was taken for a decision".into(),

@@ -8,8 +8,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::{ClientError, Decision, DecisionStatus};
-use crate::model::{ApprovalView, Status};
+use crate::{
+    wire::{Approval, ApprovalStatus},
+    ClientError, Decision, DecisionStatus,
+};
 
 /// Longest long-poll the client asks for. The server allows 60 s; staying well below
 /// common proxy idle timeouts keeps connections healthy (same as the Python client).
@@ -44,7 +46,7 @@ pub enum Phase<'a> {
 #[derive(Debug)]
 pub enum Step {
     /// A valid approval object, pending or final.
-    Approval(Box<ApprovalView>),
+    Approval(Box<Approval>),
     /// A transient problem (no answer, 408, 429, 5xx): try again after at least
     /// `min_delay` (the server's `Retry-After`, else zero).
     Retry {
@@ -113,8 +115,8 @@ pub fn parse_approval(
     status: u16,
     body: &[u8],
     expected_id: Option<&str>,
-) -> Result<ApprovalView, String> {
-    let view: ApprovalView = serde_json::from_slice(body).map_err(|error| {
+) -> Result<Approval, String> {
+    let view: Approval = serde_json::from_slice(body).map_err(|error| {
         format!(
             "HTTP {status} body is not an approval object: {}; body: {}",
             one_line(&error.to_string()),
@@ -132,13 +134,13 @@ pub fn parse_approval(
 /// The final decision in `view`, `None` while pending. An answer that contradicts
 /// itself (`status` approved but `approved` false, or the reverse) is refused rather
 /// than guessed at: the caller denies.
-pub fn decision_of(view: ApprovalView) -> Result<Option<Decision>, ClientError> {
+pub fn decision_of(view: Approval) -> Result<Option<Decision>, ClientError> {
     let status = match view.status {
-        Status::Pending => return Ok(None),
-        Status::Approved => DecisionStatus::Approved,
-        Status::Denied => DecisionStatus::Denied,
-        Status::Expired => DecisionStatus::Expired,
-        Status::Cancelled => DecisionStatus::Cancelled,
+        ApprovalStatus::Pending => return Ok(None),
+        ApprovalStatus::Approved => DecisionStatus::Approved,
+        ApprovalStatus::Denied => DecisionStatus::Denied,
+        ApprovalStatus::Expired => DecisionStatus::Expired,
+        ApprovalStatus::Cancelled => DecisionStatus::Cancelled,
     };
     if view.approved != (status == DecisionStatus::Approved) {
         return Err(ClientError::Malformed {
@@ -266,7 +268,7 @@ impl Backoff {
 /// How long the request lives, measured on the server's own clock (`expires_at -
 /// created_at`) so a skewed client clock cannot cut the wait short or stretch it.
 /// Falls back to the requested timeout when the timestamps cannot be read.
-pub fn time_to_live(view: &ApprovalView, requested_secs: Option<u64>) -> Duration {
+pub fn time_to_live(view: &Approval, requested_secs: Option<u64>) -> Duration {
     let parse = |s: &str| {
         DateTime::parse_from_rfc3339(s)
             .ok()
@@ -317,14 +319,14 @@ mod tests {
         }
     }
 
-    fn view(status: &str, approved: bool) -> ApprovalView {
+    fn view(status: &str, approved: bool) -> Approval {
         serde_json::from_value(view_json(status, approved)).expect("view")
     }
 
     #[test]
     fn accepted_submission_is_an_approval() {
         let step = classify(reply(202, view_json("pending", false)), Phase::Submit);
-        assert!(matches!(step, Step::Approval(v) if v.status == Status::Pending));
+        assert!(matches!(step, Step::Approval(v) if v.status == ApprovalStatus::Pending));
     }
 
     #[test]

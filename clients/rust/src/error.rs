@@ -1,5 +1,5 @@
 //! Why the client could not get a decision. Every variant is a reason to *deny*:
-//! [`Client::request_approval`](super::Client::request_approval) turns it into
+//! [`Client::request_approval`](crate::Client::request_approval) turns it into
 //! `approved: false`, and the CLI gate into exit status 2.
 //!
 //! Messages are single lines meant for a person reading an agent's transcript or a CI

@@ -5,10 +5,15 @@
 //! 1 denied / expired / cancelled, 2 could not ask (bad input, no URL or token,
 //! unreachable service, rejected token). Telling 1 from 2 lets a pipeline say "a human
 //! said no" apart from "greenlight is down". The decision goes to stdout; an error is
-//! one line on stderr, printed by `cli::main`.
+//! one line on stderr, printed by whoever runs the command (the server binary's
+//! `greenlight::cli::main`).
 //!
 //! Only `GREENLIGHT_URL` and `GREENLIGHT_API_TOKEN` are read: the server's settings
 //! (`SLACK_*`, …) are not needed on the machine that asks.
+//!
+//! It lives with the client, behind the `cli` feature, because it is a client: it needs
+//! nothing of the server, and its tests are about what it asks. A Rust program that
+//! wants the same gate in its own command line can `#[command(flatten)]` [`RequestArgs`].
 
 use std::{
     io::{IsTerminal, Read},
@@ -20,7 +25,7 @@ use std::{
 use anyhow::{bail, Context};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{protocol::one_line, ApprovalRequest, Client};
+use crate::{protocol::one_line, ApprovalRequest, Client};
 
 /// Arguments of `greenlight request`.
 #[derive(Debug, clap::Args)]
