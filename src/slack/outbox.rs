@@ -338,6 +338,10 @@ fn rewrite_backoff(attempts: u32) -> Duration {
 }
 
 #[cfg(test)]
+#[path = "outbox_tests.rs"]
+mod worker_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -92,6 +92,8 @@ type DeferredKey = (ApprovalId, &'static str, Option<String>, String);
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Box<dyn Job>>,
+    /// Transactions committed so far (for tests and metrics: jobs per commit).
+    commits: Arc<std::sync::atomic::AtomicU64>,
     deferred: Arc<std::sync::Mutex<Deferred>>,
     deferred_ready: Arc<Notify>,
     close: mpsc::Sender<oneshot::Sender<()>>,
@@ -105,6 +107,7 @@ impl Writer {
         let (close, close_rx) = mpsc::channel(1);
         let writer = Self {
             jobs,
+            commits: Arc::default(),
             deferred: Arc::default(),
             deferred_ready: Arc::default(),
             close,
@@ -113,10 +116,16 @@ impl Writer {
             conn,
             rx,
             close_rx,
+            writer.commits.clone(),
             writer.deferred.clone(),
             writer.deferred_ready.clone(),
         ));
         writer
+    }
+
+    /// How many transactions the writer has committed.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Commits what is queued (jobs and deferred entries), closes the connection (which
@@ -173,6 +182,7 @@ async fn run(
     mut conn: SqliteConnection,
     mut rx: mpsc::Receiver<Box<dyn Job>>,
     mut close: mpsc::Receiver<oneshot::Sender<()>>,
+    commits: Arc<std::sync::atomic::AtomicU64>,
     deferred: Arc<std::sync::Mutex<Deferred>>,
     deferred_ready: Arc<Notify>,
 ) {
@@ -193,6 +203,7 @@ async fn run(
         let events = take_deferred(&deferred);
         if !batch.is_empty() || !events.is_empty() {
             commit_batch(&mut conn, &mut batch, &events).await;
+            commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         if let Some(asked) = closing {
             break asked;
@@ -291,4 +302,127 @@ fn execute<'c>(
             .map(drop)
             .map_err(|e| e.to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Row};
+
+    use super::*;
+
+    async fn writer(dir: &tempfile::TempDir) -> Writer {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(dir.path().join("w.db"))
+            .create_if_missing(true)
+            .connect()
+            .await
+            .expect("connect");
+        sqlx::query("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)")
+            .execute(&mut conn)
+            .await
+            .expect("table");
+        sqlx::query(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY, approval_id TEXT, at TEXT, kind TEXT, actor TEXT, detail TEXT)",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("events");
+        Writer::spawn(conn)
+    }
+
+    fn insert(n: i64) -> Work<i64> {
+        Box::new(move |conn| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO t (n) VALUES (?)")
+                    .bind(n)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(n)
+            })
+        })
+    }
+
+    fn count() -> Work<i64> {
+        Box::new(|conn| {
+            Box::pin(async move {
+                let row = sqlx::query("SELECT COUNT(*) AS c FROM t")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok(row.try_get("c")?)
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_share_commits_and_all_land() {
+        let dir = tempfile::tempdir().expect("dir");
+        let writer = writer(&dir).await;
+        let answers = futures::future::join_all((0..500).map(|n| writer.write(insert(n)))).await;
+        assert!(answers.iter().all(Result::is_ok));
+        assert_eq!(writer.write(count()).await.expect("count"), 500);
+        let commits = writer.commits();
+        assert!(commits < 100, "500 writes took {commits} commits");
+    }
+
+    #[tokio::test]
+    async fn a_failing_job_fails_alone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let writer = writer(&dir).await;
+        writer.write(insert(1)).await.expect("first");
+        // The duplicate violates UNIQUE; the others in its batch still commit.
+        let answers =
+            futures::future::join_all([2, 1, 3].into_iter().map(|n| writer.write(insert(n)))).await;
+        assert!(answers[0].is_ok() && answers[1].is_err() && answers[2].is_ok());
+        assert_eq!(writer.write(count()).await.expect("count"), 3);
+    }
+
+    #[tokio::test]
+    async fn identical_deferred_entries_merge_with_a_count() {
+        let dir = tempfile::tempdir().expect("dir");
+        let writer = writer(&dir).await;
+        let id = ApprovalId::new();
+        let late = || {
+            NewEvent::new(
+                "click_ignored",
+                Some("U1"),
+                serde_json::json!({"why": "late"}),
+            )
+        };
+        for _ in 0..3 {
+            writer.defer_event(id, late());
+        }
+        writer.defer_event(
+            id,
+            NewEvent::new(
+                "click_ignored",
+                Some("U2"),
+                serde_json::json!({"why": "late"}),
+            ),
+        );
+        writer.flush_deferred().await.expect("flush");
+        let details: Vec<String> = writer
+            .write(Box::new(|conn| {
+                Box::pin(async move {
+                    let rows = sqlx::query("SELECT detail FROM events ORDER BY actor")
+                        .fetch_all(&mut *conn)
+                        .await?;
+                    Ok(rows.iter().map(|r| r.get::<String, _>("detail")).collect())
+                })
+            }))
+            .await
+            .expect("read");
+        assert_eq!(details.len(), 2, "{details:?}");
+        assert!(details[0].contains("\"count\":3"), "{details:?}");
+        assert!(!details[1].contains("count"), "{details:?}");
+    }
+
+    #[tokio::test]
+    async fn close_commits_what_is_queued_then_refuses_writes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let writer = writer(&dir).await;
+        let queued = writer.write(insert(7));
+        let (answer, ()) = tokio::join!(queued, writer.close());
+        assert_eq!(answer.expect("committed before closing"), 7);
+        assert!(writer.write(count()).await.is_err());
+    }
 }
