@@ -37,3 +37,30 @@ INSERT INTO outbox (approval_id, channel, kind, created_at)
 
 DROP INDEX approvals_message_stale;
 ALTER TABLE approvals DROP COLUMN message_stale;
+
+-- Pending requests per agent, kept by triggers in the same transaction as every
+-- insert and decision: the per-agent cap is checked inside the insert's own
+-- transaction in O(1), with no lock held across agents' submissions.
+CREATE TABLE agent_pending (
+    agent    TEXT PRIMARY KEY,
+    pending  INTEGER NOT NULL
+);
+INSERT INTO agent_pending (agent, pending)
+    SELECT agent, COUNT(*) FROM approvals WHERE status = 'pending' GROUP BY agent;
+
+CREATE TRIGGER agent_pending_insert AFTER INSERT ON approvals WHEN NEW.status = 'pending'
+BEGIN
+    INSERT INTO agent_pending (agent, pending) VALUES (NEW.agent, 1)
+        ON CONFLICT (agent) DO UPDATE SET pending = pending + 1;
+END;
+
+CREATE TRIGGER agent_pending_decided AFTER UPDATE OF status ON approvals
+    WHEN OLD.status = 'pending' AND NEW.status != 'pending'
+BEGIN
+    UPDATE agent_pending SET pending = pending - 1 WHERE agent = NEW.agent;
+END;
+
+CREATE TRIGGER agent_pending_pruned AFTER DELETE ON approvals WHEN OLD.status = 'pending'
+BEGIN
+    UPDATE agent_pending SET pending = pending - 1 WHERE agent = OLD.agent;
+END;

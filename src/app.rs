@@ -190,7 +190,9 @@ impl Server {
         let app = http::router(self.state);
         // Without TCP_NODELAY a response written in two segments waits out the
         // client's delayed ACK (~40 ms), which is most of an approval's latency.
-        let listener = self.listener.tap_io(|tcp| {
+        let (listener, closer) =
+            http::listener::ClosableListener::new(self.listener).context("listener")?;
+        let listener = listener.tap_io(|tcp| {
             if let Err(error) = tcp.set_nodelay(true) {
                 tracing::debug!(%error, "could not set TCP_NODELAY");
             }
@@ -203,6 +205,9 @@ impl Server {
                     "shutting down: answering open long-polls, finishing in-flight requests"
                 );
                 let _ = stop_socket_mode.send(true);
+                // No new connection once long-polls are answered: an agent told
+                // "pending" must reconnect to the next process, not this one.
+                closer.close().await;
                 shutdown_service.begin_shutdown();
                 signalled.send_replace(true);
             })

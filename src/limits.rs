@@ -12,10 +12,7 @@
 use std::{sync::Arc, time::Duration};
 
 use dashmap::DashMap;
-use tokio::{
-    sync::{Mutex, OwnedMutexGuard},
-    time::Instant,
-};
+use tokio::time::Instant;
 
 use crate::{error::ApiError, metrics::Metrics, store::Store};
 
@@ -80,7 +77,10 @@ impl RateLimiter {
     }
 }
 
-/// Both limits, shared by every submission.
+/// Both limits, shared by every submission. The token bucket is checked here, before
+/// anything is stored; the pending cap is checked by the store inside the insert's own
+/// transaction (so concurrent submissions of one agent cannot all pass it, and no
+/// lock is held across them), and reported back through [`SubmitLimits::over_cap`].
 #[derive(Clone)]
 pub struct SubmitLimits {
     inner: Arc<LimitsInner>,
@@ -89,18 +89,14 @@ pub struct SubmitLimits {
 struct LimitsInner {
     rate: RateLimiter,
     max_pending: u32,
-    /// One lock per agent, held from counting its pending requests until the new one
-    /// is stored, so concurrent submissions cannot all pass the cap at once.
-    agent_locks: DashMap<String, Arc<Mutex<()>>>,
     metrics: Metrics,
 }
 
-/// Permission to create one request. Hold it across the insert; call
-/// [`Admission::replayed`] if the insert found an existing request instead.
+/// Permission to create one request. Call [`Admission::replayed`] if the insert
+/// found an existing request instead, so its token is given back.
 pub struct Admission {
     limits: Option<SubmitLimits>,
     agent: String,
-    _lock: Option<OwnedMutexGuard<()>>,
 }
 
 impl Admission {
@@ -118,14 +114,19 @@ impl SubmitLimits {
             inner: Arc::new(LimitsInner {
                 rate: RateLimiter::new(per_minute),
                 max_pending,
-                agent_locks: DashMap::new(),
                 metrics,
             }),
         }
     }
 
-    /// Admits a submission by `agent`, or refuses it with 429. A submission carrying an
-    /// `Idempotency-Key` the agent already used is a replay and passes for free.
+    /// `GREENLIGHT_MAX_PENDING_PER_AGENT`, for the store to enforce at insert.
+    pub fn max_pending(&self) -> u32 {
+        self.inner.max_pending
+    }
+
+    /// Admits a submission by `agent` past its token bucket, or refuses it with 429. A
+    /// submission carrying an `Idempotency-Key` the agent already used is a replay and
+    /// passes for free.
     pub async fn admit(
         &self,
         store: &Store,
@@ -137,7 +138,6 @@ impl SubmitLimits {
                 return Ok(Admission {
                     limits: None,
                     agent: agent.to_owned(),
-                    _lock: None,
                 });
             }
         }
@@ -151,35 +151,22 @@ impl SubmitLimits {
                 retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
             });
         }
-        // Clone the mutex out first: the map's shard lock must not be held across the
-        // await, or a second submission blocks the runtime thread on it.
-        let agent_lock = self
-            .inner
-            .agent_locks
-            .entry(agent.to_owned())
-            .or_default()
-            .clone();
-        let lock = agent_lock.lock_owned().await;
-        let pending = match store.count_pending(agent).await {
-            Ok(pending) => pending,
-            Err(error) => {
-                self.inner.rate.refund(agent);
-                return Err(error.into());
-            }
-        };
-        if pending >= u64::from(self.inner.max_pending) {
-            self.inner.rate.refund(agent);
-            self.inner.metrics.refused(agent, "too_many_pending");
-            return Err(ApiError::TooManyPending(format!(
-                "agent {agent} already has {pending} pending requests (the limit is {}); wait for some to be decided or cancel them",
-                self.inner.max_pending
-            )));
-        }
         Ok(Admission {
             limits: Some(self.clone()),
             agent: agent.to_owned(),
-            _lock: Some(lock),
         })
+    }
+
+    /// The store refused the submission: the agent already has `pending` requests.
+    /// Gives the token back and says so with 429.
+    pub fn over_cap(&self, admission: Admission, pending: u64) -> ApiError {
+        let agent = admission.agent.clone();
+        admission.replayed();
+        self.inner.metrics.refused(&agent, "too_many_pending");
+        ApiError::TooManyPending(format!(
+            "agent {agent} already has {pending} pending requests (the limit is {}); wait for some to be decided or cancel them",
+            self.inner.max_pending
+        ))
     }
 }
 

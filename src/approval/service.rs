@@ -47,6 +47,9 @@ pub enum ServiceError {
     AlreadyDecided(Box<Approval>),
     #[error("only the agent that submitted a request may cancel it")]
     NotOwner,
+    /// The agent is at its cap of pending requests; nothing was stored.
+    #[error("the agent already has {pending} pending requests")]
+    TooManyPending { pending: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -67,6 +70,29 @@ pub struct Progress {
     pub votes: Vec<String>,
     /// The policy rule that marks this request high-risk, if one does.
     pub high_risk_rule: Option<String>,
+}
+
+/// The decision and event an approval by `reviewer` makes once `voters` (the reviewer
+/// among them) are enough.
+fn approval_by(
+    reviewer: &Reviewer,
+    at: chrono::DateTime<Utc>,
+) -> impl FnOnce(&[String]) -> (Decision, NewEvent) + Send + 'static {
+    let (user, display) = (reviewer.id.clone(), reviewer.display());
+    move |voters| {
+        let decision = Decision {
+            status: Status::Approved,
+            reason: format!("{APPROVED_IN_SLACK}{}", mentions(voters)),
+            decided_by: voters.join(","),
+            at,
+        };
+        let event = NewEvent::new(
+            "decided",
+            Some(&user),
+            json!({ "via": "click", "button": "approve", "status": "approved", "user": display, "approvers": voters }),
+        );
+        (decision, event)
+    }
 }
 
 /// Cheap to clone; every clone is the same service.
@@ -131,7 +157,13 @@ impl ApprovalService {
     /// The policy is applied first: a routed request is stored with the rule's channel,
     /// required approvals (the higher of the agent's and the rule's) and timeout (the
     /// lower); an automatic rule stores the request already decided, in the same write.
-    pub async fn submit(&self, mut new: NewApproval) -> Result<(Approval, bool), ServiceError> {
+    /// With `max_pending`, a new request is refused (`TooManyPending`) when the agent
+    /// already has that many pending, checked in the insert's own transaction.
+    pub async fn submit(
+        &self,
+        mut new: NewApproval,
+        max_pending: Option<u32>,
+    ) -> Result<(Approval, bool), ServiceError> {
         let now = Utc::now();
         let plan = self.plan_for(
             &new.agent,
@@ -204,6 +236,7 @@ impl ApprovalService {
             expires_at,
             also,
             fate,
+            max_pending,
         };
         match self.inner.store.insert(submission).await? {
             Inserted::Created(approval) => {
@@ -216,6 +249,7 @@ impl ApprovalService {
             }
             Inserted::Existing(approval) => Ok((approval, false)),
             Inserted::KeyConflict => Err(ServiceError::IdempotencyConflict),
+            Inserted::TooManyPending { pending } => Err(ServiceError::TooManyPending { pending }),
         }
     }
 
@@ -315,40 +349,26 @@ impl ApprovalService {
             return Ok(self.refuse(approval, reviewer, "approve", None, refusal));
         }
         let now = Utc::now();
+        let decide = approval_by(reviewer, now);
+        if approval.required_approvals <= 1 {
+            // One approval decides: the conditional write alone, no vote to count.
+            let (decision, event) = decide(std::slice::from_ref(&reviewer.id));
+            return Ok(match self.finish(id, decision, event).await? {
+                Some(decided) => Answer::Decided(decided),
+                None => self.already_final(self.get(id).await?, reviewer, "approve", None),
+            });
+        }
         let (user, display) = (reviewer.id.clone(), reviewer.display());
-        let counted_display = display.clone();
         let vote = self
             .inner
             .store
-            .record_approval(
-                id,
-                user.clone(),
-                now,
-                move |voters| {
-                    let decision = Decision {
-                        status: Status::Approved,
-                        reason: format!("{APPROVED_IN_SLACK}{}", mentions(voters)),
-                        decided_by: voters.join(","),
-                        at: now,
-                    };
-                    let event = NewEvent::new(
-                        "decided",
-                        Some(&user),
-                        json!({ "via": "click", "button": "approve", "status": "approved", "user": display, "approvers": voters }),
-                    );
-                    (decision, event)
-                },
-                {
-                    let user = reviewer.id.clone();
-                    move |voters, required| {
-                        NewEvent::new(
-                            "approval_vote",
-                            Some(&user),
-                            json!({ "user": counted_display, "votes": voters.len(), "required": required }),
-                        )
-                    }
-                },
-            )
+            .record_approval(id, user.clone(), now, decide, move |voters, required| {
+                NewEvent::new(
+                    "approval_vote",
+                    Some(&user),
+                    json!({ "user": display, "votes": voters.len(), "required": required }),
+                )
+            })
             .await?;
         Ok(match vote {
             Vote::Decided(decided) => {

@@ -20,10 +20,10 @@ use super::{
 use utoipa::ToSchema;
 
 use crate::{
+    approval::ServiceError,
     config::MAX_TIMEOUT_SECS,
     error::{ApiError, ErrorBody, Result},
-    model::is_user_id,
-    model::{Approval, ApprovalView, NewApproval, Status},
+    model::{is_user_id, Approval, ApprovalView, NewApproval, Status},
     store::Event,
 };
 
@@ -171,12 +171,17 @@ pub(super) async fn submit(
             new.idempotency_key.as_deref(),
         )
         .await?;
-    let (approval, created) = state.service.submit(new).await?;
-    // Release the agent's admission lock now: holding it through the long-poll below
-    // would make the agent's next submission wait for this one's decision.
-    if created {
-        drop(admission);
-    } else {
+    let (approval, created) = match state
+        .service
+        .submit(new, Some(state.limits.max_pending()))
+        .await
+    {
+        Err(ServiceError::TooManyPending { pending }) => {
+            return Err(state.limits.over_cap(admission, pending))
+        }
+        other => other?,
+    };
+    if !created {
         admission.replayed();
     }
     tracing::Span::current().record("request_id", tracing::field::display(approval.id));

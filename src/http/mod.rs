@@ -4,6 +4,7 @@
 mod approvals;
 mod extract;
 mod health;
+pub mod listener;
 mod metrics;
 mod observe;
 pub mod openapi;

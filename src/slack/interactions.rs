@@ -101,7 +101,13 @@ impl Interactions {
                 }
             };
             let outcome = answer.outcome();
-            tracing::info!(request_id = %click.approval_id, user = %click.user.id, outcome = outcome.as_str(), "click");
+            // Clicks that change nothing are audited in aggregate; logging each one
+            // at info would cost more than answering it.
+            if matches!(answer, Answer::AlreadyFinal { .. }) {
+                tracing::debug!(request_id = %click.approval_id, user = %click.user.id, outcome = outcome.as_str(), "click");
+            } else {
+                tracing::info!(request_id = %click.approval_id, user = %click.user.id, outcome = outcome.as_str(), "click");
+            }
             self.inner.service.metrics().click(outcome.as_str());
             self.follow_up(&click, who, answer, received);
         }

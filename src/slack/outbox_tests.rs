@@ -177,6 +177,7 @@ async fn pending(store: &Store, channel: &str, code: &str) -> ApprovalId {
         expires_at: now + chrono::Duration::seconds(30),
         also: Vec::new(),
         fate: Fate::Review,
+        max_pending: None,
     };
     match store.insert(submission).await.expect("insert") {
         Inserted::Created(approval) => approval.id,

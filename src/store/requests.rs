@@ -20,6 +20,8 @@ pub enum Inserted {
     Existing(Approval),
     /// The agent already sent this Idempotency-Key with a different body.
     KeyConflict,
+    /// The agent already has `pending` requests, at or over its cap: nothing stored.
+    TooManyPending { pending: u64 },
 }
 
 /// A request to store, as the domain routed it.
@@ -36,6 +38,10 @@ pub struct Submission {
     pub also: Vec<NewEvent>,
     /// What happens to it: posted for review, or decided at once by a rule.
     pub fate: Fate,
+    /// The agent's cap on pending requests (`GREENLIGHT_MAX_PENDING_PER_AGENT`),
+    /// checked in the insert's own transaction, so concurrent submissions cannot all
+    /// pass it. An idempotent replay is never refused by it.
+    pub max_pending: Option<u32>,
 }
 
 /// How a stored request is handled from its first commit on.
@@ -182,7 +188,7 @@ impl Store {
     /// per-agent cap and the pending gauge.
     pub async fn count_pending(&self, agent: impl Into<Option<&str>>) -> StoreResult<u64> {
         let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND (?1 IS NULL OR agent = ?1)",
+            "SELECT COALESCE(SUM(pending), 0) FROM agent_pending WHERE (?1 IS NULL OR agent = ?1)",
         )
         .bind(agent.into())
         .fetch_one(&self.reader)
@@ -233,7 +239,24 @@ async fn insert_in(
         expires_at,
         also,
         fate,
+        max_pending,
     } = submission;
+    if new.idempotency_key.is_some() {
+        if let Some(found) = existing(conn, &new).await? {
+            return Ok(found);
+        }
+    }
+    if let Some(max) = max_pending {
+        let pending: Option<i64> =
+            sqlx::query_scalar("SELECT pending FROM agent_pending WHERE agent = ?")
+                .bind(&new.agent)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let pending = u64::try_from(pending.unwrap_or(0)).unwrap_or(0);
+        if pending >= u64::from(max) {
+            return Ok(Inserted::TooManyPending { pending });
+        }
+    }
     let context = new.context.as_ref().map(Value::to_string);
     let inserted = sqlx::query(
         "INSERT INTO approvals (id, agent, idempotency_key, request_hash, title, language, code,
@@ -258,7 +281,10 @@ async fn insert_in(
     .await?
     .rows_affected();
     if inserted == 0 {
-        return existing(conn, &new).await;
+        // Another job of this batch stored the same key first.
+        return existing(conn, &new).await?.ok_or_else(|| {
+            StoreError::Corrupt("an Idempotency-Key conflict without a row".into())
+        });
     }
     let detail = serde_json::json!({
         "channel": channel,
@@ -302,22 +328,29 @@ async fn insert_in(
     Ok(Inserted::Created(approval))
 }
 
-/// The request an earlier submission with the same agent and Idempotency-Key stored.
-async fn existing(conn: &mut sqlx::SqliteConnection, new: &NewApproval) -> StoreResult<Inserted> {
+/// The request an earlier submission with the same agent and Idempotency-Key stored,
+/// if there is one.
+async fn existing(
+    conn: &mut sqlx::SqliteConnection,
+    new: &NewApproval,
+) -> StoreResult<Option<Inserted>> {
     let row = sqlx::query(&format!(
         "SELECT {APPROVAL_COLUMNS}, request_hash FROM approvals WHERE agent = ? AND idempotency_key = ?"
     ))
     .bind(&new.agent)
     .bind(&new.idempotency_key)
-    .fetch_one(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
     let stored_hash: String = sqlx::Row::try_get(&row, "request_hash")?;
     let existing = approval_from_row(&row)?;
-    Ok(if stored_hash == new.request_hash {
+    Ok(Some(if stored_hash == new.request_hash {
         Inserted::Existing(existing)
     } else {
         Inserted::KeyConflict
-    })
+    }))
 }
 
 /// The one write that ends a request, inside the caller's transaction: conditional on

@@ -1,0 +1,1478 @@
+//! greenlight's core benchmark: the real release binary, driven over loopback HTTP,
+//! measured against a bare server that does only what any Slack endpoint must do.
+//!
+//! ```sh
+//! cargo bench --bench core
+//! BENCH_CONNECTIONS=64 BENCH_SECS=10 BENCH_BIG_PENDING=0 cargo bench --bench core
+//! ```
+//!
+//! One run starts three things, all on 127.0.0.1:
+//! - `greenlight serve` (the release binary cargo builds for benches) as a child process,
+//!   with a cleared environment (PATH only) plus its settings: a SQLite file in a
+//!   temporary directory, one agent token, limits high enough never to refuse, a week's
+//!   default timeout so nothing expires mid-run, default logging (`info` to a file).
+//! - A stand-in Slack Web API inside this process: it answers every method at once with
+//!   `{"ok":true,…}` (a unique `ts` per post) and only counts calls, so greenlight, not
+//!   Slack, is the bottleneck.
+//! - The reference: this same bench binary re-executed with
+//!   `GREENLIGHT_BENCH_ROLE=reference`, a bare axum server whose `POST
+//!   /slack/interactions` checks the Slack signature (v0 HMAC-SHA256 over
+//!   `v0:{ts}:{body}`, ±300 s window, constant-time compare) and answers 200. It is a
+//!   separate process so that it competes for the machine's cores exactly as greenlight
+//!   does; it is the denominator of the ratios below.
+//!
+//! The load generator runs `BENCH_CONNECTIONS` tasks, each with its own kept-alive
+//! HTTP/1.1 connection and a sequential request loop (hyper's connection-level client:
+//! no pool, so every request of a task reuses its connection; reconnects are counted
+//! and printed). Throughput phases warm up for `BENCH_WARMUP_SECS`, then count the
+//! answers that complete within the next `BENCH_SECS` (or until their supply of
+//! distinct requests runs out). In order:
+//!
+//! 1. submits: `POST /v1/approvals` `{"code":"echo i","language":"bash"}` answered
+//!    `202` with an id: requests/s, p50/p99 latency.
+//! 2. RSS of the greenlight process (`VmRSS`) fresh, and after filling to
+//!    `BENCH_PENDING` pending requests: total and KiB per pending request.
+//! 3. click → answer with `BENCH_PENDING` pending: for `BENCH_SAMPLES` requests an agent
+//!    long-polls `GET /v1/approvals/{id}?wait=30`; once greenlight's
+//!    `greenlight_long_polls_waiting` gauge shows the poll parked, a signed Approve click
+//!    is sent; latency from sending the click to the poll's answer, p50/p90/p99.
+//! 4. decisions: signed Approve clicks, each on a distinct pending request: decisions/s.
+//! 5. duplicate clicks: the same signed clicks again, on the now-approved requests.
+//! 6. reference: the same signed clicks against the bare reference server.
+//! 7. RSS with `BENCH_BIG_PENDING` pending (the fill is capped at `BENCH_FILL_SECS`; the
+//!    count reached is printed, and the verdict extrapolates linearly when short).
+//! 8. kill -9 with that pending set, restart on the same database: time from the kill
+//!    until the new process answers `GET /healthz` 200.
+//!
+//! Answers are checked as they arrive (every submit `202` with an id, every poll
+//! answered `approved`, every click acked `200`; afterwards every decided request reads
+//! `approved`, greenlight's click counters match what was sent, and pending requests
+//! survive the kill). A wrong answer panics; a figure that misses its target only
+//! prints MISS: this is a measurement, and it exits 0 either way. A figure whose target
+//! is stated at a pending count the run did not reach prints MISS if it misses even so,
+//! and n/a rather than PASS otherwise.
+//!
+//! Environment knobs (defaults in brackets): `BENCH_CONNECTIONS` [32], `BENCH_SECS` [5]
+//! per throughput phase, `BENCH_WARMUP_SECS` [1], `BENCH_PENDING` [10000],
+//! `BENCH_SAMPLES` [1000] click → answer samples, `BENCH_BIG_PENDING` [100000; 0 skips
+//! the big fill, the restart then runs with what is pending], `BENCH_FILL_SECS` [60] cap
+//! on each fill. Progress goes to stderr, figures to stdout.
+
+use std::{
+    future::Future,
+    io::{BufRead, BufReader, Write},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    str::FromStr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    body::Bytes,
+    extract::{Path as UrlPath, State},
+    http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode},
+    routing::post,
+    Json, Router,
+};
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::Sha256;
+use tokio::net::{TcpListener, TcpStream};
+
+const ROLE_VAR: &str = "GREENLIGHT_BENCH_ROLE";
+const REFERENCE_SECRET_VAR: &str = "GREENLIGHT_BENCH_SIGNING_SECRET";
+const SIGNING_SECRET: &str = "bench-signing-secret-0123456789ab";
+const API_TOKEN: &str = "bench-token-0123456789abcdef";
+const CHANNEL: &str = "CBENCH0001";
+const REVIEWER: &str = "UBENCH0001";
+/// Slack's replay window, enforced by greenlight and the reference alike.
+const MAX_CLOCK_SKEW_SECS: u64 = 300;
+/// Click → answer samples taken first and not counted.
+const LATENCY_WARMUP_SAMPLES: usize = 20;
+
+// Targets from the issue: ratios to the reference, latency, memory, recovery.
+const TARGET_SUBMITS_RATIO: f64 = 0.25;
+const TARGET_DECISIONS_RATIO: f64 = 0.25;
+const TARGET_DUPLICATES_RATIO: f64 = 0.6;
+const TARGET_CLICK_P99: Duration = Duration::from_millis(2);
+const TARGET_CLICK_PENDING: usize = 10_000;
+const TARGET_BIG_RSS_BYTES: f64 = 150e6;
+const TARGET_BIG_PENDING: usize = 100_000;
+const TARGET_RESTART: Duration = Duration::from_secs(3);
+
+fn main() {
+    if std::env::var(ROLE_VAR).as_deref() == Ok("reference") {
+        reference::main();
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(bench(Settings::from_env()));
+}
+
+struct Settings {
+    connections: usize,
+    measure: Duration,
+    warmup: Duration,
+    pending: usize,
+    samples: usize,
+    big_pending: usize,
+    fill_cap: Duration,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        Self {
+            connections: knob("BENCH_CONNECTIONS", 32).max(1),
+            measure: Duration::from_secs_f64(knob("BENCH_SECS", 5.0)),
+            warmup: Duration::from_secs_f64(knob("BENCH_WARMUP_SECS", 1.0)),
+            pending: knob("BENCH_PENDING", 10_000),
+            samples: knob("BENCH_SAMPLES", 1_000).max(1),
+            big_pending: knob("BENCH_BIG_PENDING", 100_000),
+            fill_cap: Duration::from_secs_f64(knob("BENCH_FILL_SECS", 60.0)),
+        }
+    }
+}
+
+/// A numeric environment knob; a value that does not parse stops the bench.
+fn knob<T: FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(raw) => raw
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={raw:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+async fn bench(settings: Settings) {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let slack = StandInSlack::start().await;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let env = greenlight_env(&slack, dir.path());
+    let mut greenlight = Greenlight::start(&env, dir.path()).await;
+    let reference = reference::Process::start().await;
+    let gl = greenlight.addr;
+    let conns = settings.connections;
+    progress(format!(
+        "greenlight on {gl} (pid {}), reference on {} (pid {}), stand-in Slack on {}; {conns} connections, {cpus} CPUs",
+        greenlight.pid(),
+        reference.addr,
+        reference.pid(),
+        slack.addr
+    ));
+    let rss_fresh = greenlight.rss_kib();
+
+    // 1. Submits.
+    progress("submits".into());
+    let submits = load(
+        gl,
+        conns,
+        Window::timed(settings.warmup, settings.measure),
+        submit_request(gl, 0),
+        check_submitted,
+    )
+    .await;
+    let mut pending: Vec<String> = submits.items.clone();
+    let mut submitted = pending.len();
+
+    // 2. RSS with BENCH_PENDING pending.
+    let need = settings.pending.saturating_sub(pending.len());
+    let added = fill(gl, conns, need, settings.fill_cap, submitted).await;
+    let fill_rate = added.rate;
+    submitted += added.ids.len();
+    pending.extend(added.ids);
+    slack.settle(submitted).await;
+    let rss_pending = greenlight.rss_kib();
+    let pending_at_rss = pending.len();
+
+    // 3. Click → answer with BENCH_PENDING pending: top up by the samples first, so
+    //    the store never holds fewer than BENCH_PENDING while they are taken.
+    let want = pending_at_rss + settings.samples + LATENCY_WARMUP_SAMPLES;
+    let added = fill(
+        gl,
+        conns,
+        want - pending.len(),
+        settings.fill_cap,
+        submitted,
+    )
+    .await;
+    submitted += added.ids.len();
+    pending.extend(added.ids);
+    slack.settle(submitted).await;
+    let pending_at_latency = pending.len();
+    let sample_ids = pending.split_off(
+        pending
+            .len()
+            .saturating_sub((settings.samples + LATENCY_WARMUP_SAMPLES).min(pending.len())),
+    );
+    progress(format!(
+        "click → answer: {} samples with {pending_at_latency} pending",
+        sample_ids.len()
+    ));
+    let latencies = click_to_answer(gl, &sample_ids).await;
+    slack.settle(submitted).await;
+
+    // 4. Decisions on distinct pending requests.
+    progress(format!("decisions ({} pending to click)", pending.len()));
+    let clicks: Arc<Vec<SignedClick>> = Arc::new(pending.iter().map(|id| click(id)).collect());
+    let at_start = Counters::read(gl).await;
+    let decisions = load(
+        gl,
+        conns,
+        Window::limited(settings.warmup, settings.measure, clicks.len()),
+        click_request(gl, clicks.clone(), usize::MAX),
+        check_acked,
+    )
+    .await;
+    let decided_count = decisions.issued;
+    let decided: Vec<String> = pending.drain(..decided_count).collect();
+    let decided_clicks: Arc<Vec<SignedClick>> = Arc::new(
+        clicks[..decided_count]
+            .iter()
+            .map(SignedClick::fresh)
+            .collect(),
+    );
+    assert!(
+        !decided.is_empty(),
+        "no click was sent in the decisions phase"
+    );
+    verify_status(gl, conns, &decided, "approved").await;
+    let before = Counters::read(gl).await;
+    before.check_accepted(&at_start, decided.len());
+
+    // 5. The same clicks again: every one a duplicate.
+    slack.settle(submitted).await;
+    progress(format!(
+        "duplicate clicks (cycling over {} decided requests)",
+        decided.len()
+    ));
+    let duplicates = load(
+        gl,
+        conns,
+        Window::timed(settings.warmup, settings.measure),
+        click_request(gl, decided_clicks.clone(), decided_clicks.len()),
+        check_acked,
+    )
+    .await;
+    let after = Counters::read(gl).await;
+    after.check_duplicates(&before, duplicates.issued);
+    verify_status(gl, conns, &decided, "approved").await;
+
+    // 6. The same clicks against the bare reference.
+    slack.settle(submitted).await;
+    progress("reference".into());
+    reference.check_refuses_forgery().await;
+    let baseline = load(
+        reference.addr,
+        conns,
+        Window::timed(settings.warmup, settings.measure),
+        click_request(reference.addr, decided_clicks.clone(), decided_clicks.len()),
+        check_acked,
+    )
+    .await;
+
+    // 7. RSS with BENCH_BIG_PENDING pending.
+    let big = if settings.big_pending > 0 {
+        let need = settings.big_pending.saturating_sub(pending.len());
+        let added = fill(gl, conns, need, settings.fill_cap, submitted).await;
+        submitted += added.ids.len();
+        pending.extend(added.ids);
+        slack.settle(submitted).await;
+        Some(BigFill {
+            pending: pending.len(),
+            rss_kib: greenlight.rss_kib(),
+            added_per_sec: added.rate,
+        })
+    } else {
+        None
+    };
+
+    // 8. kill -9, restart, time to /healthz 200.
+    progress(format!(
+        "kill -9 with {} pending, then restart",
+        pending.len()
+    ));
+    let pending_at_kill = pending.len();
+    let restart = greenlight.kill9_and_restart(&env, dir.path()).await;
+    let survivors: Vec<String> = pending
+        .iter()
+        .step_by((pending.len() / 20).max(1))
+        .cloned()
+        .collect();
+    verify_status(greenlight.addr, conns.min(4), &survivors, "pending").await;
+    let slack_calls = slack.counts();
+    drop(greenlight);
+    drop(reference);
+
+    // Figures.
+    let reference_rate = baseline.rate();
+    let ratio = |rate: f64| rate / reference_rate;
+    println!();
+    println!(
+        "greenlight core benchmark: release binary, loopback HTTP/1.1, {conns} keep-alive connections, {cpus} CPUs"
+    );
+    println!(
+        "phases: {} s warm-up + {} s measured; SQLite in a temporary directory; stand-in Slack answers at once",
+        settings.warmup.as_secs_f64(),
+        settings.measure.as_secs_f64()
+    );
+    println!();
+    println!(
+        "reference (bare axum, signature check)  {:>9.0} clicks/s   ({} in {:.2} s)",
+        reference_rate,
+        baseline.measured,
+        baseline.window.as_secs_f64()
+    );
+    println!(
+        "submits    POST /v1/approvals → 202     {:>9.0} req/s      p50 {} p99 {}   ({} in {:.2} s)",
+        submits.rate(),
+        ms(submits.percentile(0.5)),
+        ms(submits.percentile(0.99)),
+        submits.measured,
+        submits.window.as_secs_f64()
+    );
+    verdict(
+        "  submits/ref",
+        format!("{:.3}", ratio(submits.rate())),
+        format!("≥ {TARGET_SUBMITS_RATIO}"),
+        ratio(submits.rate()) >= TARGET_SUBMITS_RATIO,
+    );
+    println!(
+        "decisions  Approve on distinct pending  {:>9.0} decisions/s  p50 {} p99 {}   ({} in {:.2} s{})",
+        decisions.rate(),
+        ms(decisions.percentile(0.5)),
+        ms(decisions.percentile(0.99)),
+        decisions.measured,
+        decisions.window.as_secs_f64(),
+        if decisions.ran_out {
+            "; ran out of pending requests"
+        } else {
+            ""
+        }
+    );
+    verdict(
+        "  decisions/ref",
+        format!("{:.3}", ratio(decisions.rate())),
+        format!("≥ {TARGET_DECISIONS_RATIO}"),
+        ratio(decisions.rate()) >= TARGET_DECISIONS_RATIO,
+    );
+    println!(
+        "duplicates same clicks on decided ones  {:>9.0} clicks/s   p50 {} p99 {}   ({} in {:.2} s)",
+        duplicates.rate(),
+        ms(duplicates.percentile(0.5)),
+        ms(duplicates.percentile(0.99)),
+        duplicates.measured,
+        duplicates.window.as_secs_f64()
+    );
+    verdict(
+        "  duplicates/ref",
+        format!("{:.3}", ratio(duplicates.rate())),
+        format!("≥ {TARGET_DUPLICATES_RATIO}"),
+        ratio(duplicates.rate()) >= TARGET_DUPLICATES_RATIO,
+    );
+    let p99 = percentile(&latencies, 0.99);
+    println!(
+        "click → long-poll answered, {pending_at_rss}–{pending_at_latency} pending, {} samples: p50 {} p90 {} p99 {} max {}",
+        latencies.len(),
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.9)),
+        ms(p99),
+        ms(percentile(&latencies, 1.0)),
+    );
+    verdict_at(
+        "  click → answer p99",
+        ms(p99),
+        format!(
+            "≤ {} at {TARGET_CLICK_PENDING} pending",
+            ms(TARGET_CLICK_P99)
+        ),
+        p99 <= TARGET_CLICK_P99,
+        (pending_at_rss < TARGET_CLICK_PENDING)
+            .then(|| format!("with only {pending_at_rss} pending")),
+    );
+    let per_pending_kib =
+        rss_pending.saturating_sub(rss_fresh) as f64 / pending_at_rss.max(1) as f64;
+    println!(
+        "RSS        fresh {}, {} with {pending_at_rss} pending: {per_pending_kib:.2} KiB per pending request (filled at {fill_rate:.0} req/s)",
+        mb(rss_fresh),
+        mb(rss_pending),
+    );
+    match &big {
+        Some(big) => {
+            let measured = big.rss_kib as f64 * 1024.0;
+            let reached = big.pending >= TARGET_BIG_PENDING;
+            // Short of the target count (the fill hit its time cap, or a smaller
+            // BENCH_BIG_PENDING): project linearly from the fresh process through the
+            // measured point.
+            let projected = if reached || big.pending == 0 {
+                measured
+            } else {
+                let fresh = rss_fresh as f64 * 1024.0;
+                fresh + (measured - fresh) * TARGET_BIG_PENDING as f64 / big.pending as f64
+            };
+            println!(
+                "RSS        {} with {} pending (filled at {:.0} req/s{})",
+                mb(big.rss_kib),
+                big.pending,
+                big.added_per_sec,
+                if reached {
+                    String::new()
+                } else {
+                    let why = if big.pending < settings.big_pending {
+                        "the BENCH_FILL_SECS cap stopped the fill"
+                    } else {
+                        "BENCH_BIG_PENDING is below it"
+                    };
+                    format!(
+                        "; {why}: {:.1} MB extrapolated to {TARGET_BIG_PENDING}",
+                        projected / 1e6
+                    )
+                }
+            );
+            verdict(
+                &format!("  RSS at {TARGET_BIG_PENDING} pending"),
+                format!(
+                    "{:.1} MB{}",
+                    projected / 1e6,
+                    if reached { "" } else { " (extrapolated)" }
+                ),
+                format!("≤ {:.0} MB", TARGET_BIG_RSS_BYTES / 1e6),
+                projected <= TARGET_BIG_RSS_BYTES,
+            );
+        }
+        None => println!("RSS        big fill skipped (BENCH_BIG_PENDING=0)"),
+    }
+    println!(
+        "restart    kill -9 with {pending_at_kill} pending → /healthz 200 in {:.3} s (listening line after {:.3} s)",
+        restart.healthy.as_secs_f64(),
+        restart.listening.as_secs_f64()
+    );
+    verdict_at(
+        "  kill -9 → serving",
+        format!("{:.3} s", restart.healthy.as_secs_f64()),
+        format!(
+            "≤ {:.0} s at {TARGET_BIG_PENDING} pending",
+            TARGET_RESTART.as_secs_f64()
+        ),
+        restart.healthy <= TARGET_RESTART,
+        (pending_at_kill < TARGET_BIG_PENDING)
+            .then(|| format!("with only {pending_at_kill} pending")),
+    );
+    println!();
+    println!(
+        "checked: {submitted} submits answered 202 with an id; {} decisions read back approved; {} duplicates counted as such; {} polls answered approved; {} sampled pending requests survived the kill",
+        decided.len(),
+        duplicates.issued,
+        sample_ids.len(),
+        survivors.len()
+    );
+    println!(
+        "stand-in Slack calls: {} chat.postMessage, {} chat.update, {} chat.postEphemeral, {} other; reconnects: {}",
+        slack_calls.post,
+        slack_calls.update,
+        slack_calls.ephemeral,
+        slack_calls.other,
+        submits.reconnects + decisions.reconnects + duplicates.reconnects + baseline.reconnects
+    );
+    println!("(targets apply at the stated pending counts; a verdict is PASS or MISS, the run exits 0 either way)");
+}
+
+fn progress(message: String) {
+    eprintln!("[bench] {message}");
+}
+
+fn verdict(name: &str, value: String, target: String, pass: bool) {
+    verdict_at(name, value, target, pass, None);
+}
+
+/// A verdict whose target holds at a stated pending count. `short` names the count
+/// actually measured when it was lower: a miss there is still a miss (more pending
+/// would not help), but a pass there proves nothing, so it prints n/a.
+fn verdict_at(name: &str, value: String, target: String, pass: bool, short: Option<String>) {
+    let verdict = match (pass, short) {
+        (false, _) => "MISS".to_owned(),
+        (true, None) => "PASS".to_owned(),
+        (true, Some(short)) => format!("n/a (measured {short})"),
+    };
+    println!("{name:<26} {value:>14}   target {target:<28} {verdict}");
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn mb(kib: u64) -> String {
+    format!("{:.1} MB", kib as f64 * 1024.0 / 1e6)
+}
+
+/// Nearest-rank percentile of sorted values; zero when there are none.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn unix_now() -> i64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    i64::try_from(secs).expect("seconds fit in i64")
+}
+
+// ---------------------------------------------------------------------------------
+// Slack signatures.
+
+fn slack_mac(secret: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(b"v0:");
+    mac.update(timestamp.as_bytes());
+    mac.update(b":");
+    mac.update(body);
+    mac
+}
+
+/// One Approve click as Slack would deliver it: the form body and its signature.
+#[derive(Clone)]
+struct SignedClick {
+    body: Bytes,
+    timestamp: HeaderValue,
+    signature: HeaderValue,
+    signed_at: i64,
+}
+
+fn click(id: &str) -> SignedClick {
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": REVIEWER, "username": "bench-reviewer", "name": "bench-reviewer"},
+        "channel": {"id": CHANNEL},
+        "actions": [{"action_id": "greenlight_approve", "value": id, "type": "button"}],
+    })
+    .to_string();
+    let body = serde_urlencoded::to_string([("payload", payload)]).expect("form encoding");
+    SignedClick::sign(Bytes::from(body))
+}
+
+impl SignedClick {
+    fn sign(body: Bytes) -> Self {
+        let signed_at = unix_now();
+        let timestamp = signed_at.to_string();
+        let tag = slack_mac(SIGNING_SECRET.as_bytes(), &timestamp, &body)
+            .finalize()
+            .into_bytes();
+        Self {
+            signature: HeaderValue::from_str(&format!("v0={}", hex::encode(tag)))
+                .expect("hex is a header value"),
+            timestamp: HeaderValue::from_str(&timestamp).expect("digits are a header value"),
+            body,
+            signed_at,
+        }
+    }
+
+    /// The same click, re-signed only if its signature could go stale during the next
+    /// phase (a run with long phases); otherwise this very signed request.
+    fn fresh(&self) -> Self {
+        if unix_now().abs_diff(self.signed_at) < MAX_CLOCK_SKEW_SECS / 2 {
+            self.clone()
+        } else {
+            Self::sign(self.body.clone())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The reference: a bare axum server that checks Slack signatures and answers 200.
+
+mod reference {
+    use super::*;
+
+    pub fn main() {
+        let secret = std::env::var(REFERENCE_SECRET_VAR).expect("the signing secret variable");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(async move {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("local address");
+            let app = Router::new()
+                .route("/slack/interactions", post(interactions))
+                .with_state(Arc::new(secret.into_bytes()));
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            // Exit with the parent: it holds our stdin open until it is done.
+            std::thread::spawn(|| {
+                let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+                std::process::exit(0);
+            });
+            let mut stdout = std::io::stdout();
+            writeln!(stdout, "reference listening on http://{addr}").expect("stdout");
+            stdout.flush().expect("stdout");
+            axum::serve(listener, app).await.expect("serve");
+        });
+    }
+
+    async fn interactions(
+        State(secret): State<Arc<Vec<u8>>>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> StatusCode {
+        if verify(&secret, &headers, &body, unix_now()) {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        }
+    }
+
+    /// Slack's v0 check: timestamp within ±300 s, then HMAC-SHA256 of
+    /// `v0:{ts}:{raw body}` compared in constant time (`verify_slice`).
+    fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8], now: i64) -> bool {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let (Some(timestamp), Some(signature)) = (
+            header("x-slack-request-timestamp"),
+            header("x-slack-signature"),
+        ) else {
+            return false;
+        };
+        let Ok(ts) = timestamp.trim().parse::<i64>() else {
+            return false;
+        };
+        if now.abs_diff(ts) > MAX_CLOCK_SKEW_SECS {
+            return false;
+        }
+        let Some(Ok(expected)) = signature.strip_prefix("v0=").map(hex::decode) else {
+            return false;
+        };
+        slack_mac(secret, timestamp.trim(), body)
+            .verify_slice(&expected)
+            .is_ok()
+    }
+
+    /// The reference as a child process of the bench.
+    pub struct Process {
+        pub addr: SocketAddr,
+        child: std::process::Child,
+    }
+
+    impl Process {
+        pub async fn start() -> Self {
+            let mut command =
+                Command::new(std::env::current_exe().expect("the bench binary's path"));
+            command
+                .env_clear()
+                .env(ROLE_VAR, "reference")
+                .env(REFERENCE_SECRET_VAR, SIGNING_SECRET)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit());
+            if let Some(path) = std::env::var_os("PATH") {
+                command.env("PATH", path);
+            }
+            let mut child = command.spawn().expect("start the reference server");
+            let line = first_line(&mut child, "reference").await;
+            let addr = line
+                .trim()
+                .strip_prefix("reference listening on http://")
+                .unwrap_or_else(|| panic!("the reference printed {line:?}"))
+                .parse()
+                .expect("the reference's address");
+            Self { addr, child }
+        }
+
+        pub fn pid(&self) -> u32 {
+            self.child.id()
+        }
+
+        /// The denominator is only honest if the reference really checks: a forged
+        /// signature and a stale timestamp must both be refused.
+        pub async fn check_refuses_forgery(&self) {
+            let mut conn = Conn::open(self.addr).await;
+            let good = click("00000000-0000-4000-8000-000000000000");
+            let mut forged = good.clone();
+            forged.signature = HeaderValue::from_static(
+                "v0=0000000000000000000000000000000000000000000000000000000000000000",
+            );
+            let mut stale = SignedClick::sign(good.body.clone());
+            stale.timestamp = HeaderValue::from_str(&(unix_now() - 301).to_string())
+                .expect("digits are a header value");
+            for (name, click, want) in [
+                ("a good signature", good, StatusCode::OK),
+                ("a forged signature", forged, StatusCode::UNAUTHORIZED),
+                ("a stale timestamp", stale, StatusCode::UNAUTHORIZED),
+            ] {
+                let (status, _) = conn.send(click_request_for(self.addr, &click)).await;
+                assert_eq!(status, want, "the reference answered {name} with {status}");
+            }
+        }
+    }
+
+    impl Drop for Process {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Reads a child's first stdout line (its address), then drains the rest in the
+/// background so the child never blocks on a full pipe.
+async fn first_line(child: &mut std::process::Child, name: &str) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let read = tokio::task::spawn_blocking(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+        line
+    });
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .unwrap_or_else(|_| panic!("{name} printed no address within 60 s"))
+        .expect("stdout reader")
+}
+
+// ---------------------------------------------------------------------------------
+// The stand-in Slack Web API: answers at once, counts, stores nothing per call.
+
+#[derive(Default)]
+struct SlackCounts {
+    post: AtomicU64,
+    update: AtomicU64,
+    ephemeral: AtomicU64,
+    other: AtomicU64,
+}
+
+struct SlackTally {
+    post: u64,
+    update: u64,
+    ephemeral: u64,
+    other: u64,
+}
+
+struct StandInSlack {
+    addr: SocketAddr,
+    counts: Arc<SlackCounts>,
+}
+
+impl StandInSlack {
+    async fn start() -> Self {
+        let counts = Arc::new(SlackCounts::default());
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the stand-in Slack");
+        let addr = listener.local_addr().expect("local address");
+        let app = Router::new()
+            .route("/{method}", post(slack_method))
+            .with_state(counts.clone());
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, counts }
+    }
+
+    fn counts(&self) -> SlackTally {
+        let c = &self.counts;
+        SlackTally {
+            post: c.post.load(Ordering::Relaxed),
+            update: c.update.load(Ordering::Relaxed),
+            ephemeral: c.ephemeral.load(Ordering::Relaxed),
+            other: c.other.load(Ordering::Relaxed),
+        }
+    }
+
+    fn total(&self) -> u64 {
+        let t = self.counts();
+        t.post + t.update + t.ephemeral + t.other
+    }
+
+    /// Lets greenlight's background Slack work (posting, message updates, ephemeral
+    /// notes) finish before the next phase, so one phase's tail is not measured in the
+    /// next: waits until every submitted request has been posted and no call has come
+    /// in for 300 ms, at most 60 s. Hygiene for the measurements, not a correctness
+    /// check: nothing is asserted here.
+    async fn settle(&self, submitted: usize) {
+        let started = Instant::now();
+        let mut last = self.total();
+        let mut quiet_since = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let total = self.total();
+            if total != last {
+                last = total;
+                quiet_since = Instant::now();
+            }
+            let posted = self.counts.post.load(Ordering::Relaxed) as usize >= submitted;
+            if posted && quiet_since.elapsed() >= Duration::from_millis(300) {
+                return;
+            }
+            if started.elapsed() >= Duration::from_secs(60) {
+                progress(format!(
+                    "Slack traffic still not settled after 60 s ({} of {submitted} posted); going on",
+                    self.counts.post.load(Ordering::Relaxed)
+                ));
+                return;
+            }
+        }
+    }
+}
+
+async fn slack_method(
+    State(counts): State<Arc<SlackCounts>>,
+    UrlPath(method): UrlPath<String>,
+) -> Json<serde_json::Value> {
+    Json(match method.as_str() {
+        "chat.postMessage" => {
+            let n = counts.post.fetch_add(1, Ordering::Relaxed) + 1;
+            let ts = format!("{}.{:06}", 1_700_000_000 + n / 1_000_000, n % 1_000_000);
+            json!({"ok": true, "channel": CHANNEL, "ts": ts, "message": {"ts": ts}})
+        }
+        "chat.update" => {
+            counts.update.fetch_add(1, Ordering::Relaxed);
+            json!({"ok": true, "channel": CHANNEL})
+        }
+        "chat.postEphemeral" => {
+            counts.ephemeral.fetch_add(1, Ordering::Relaxed);
+            json!({"ok": true, "message_ts": "1700000000.000000"})
+        }
+        "auth.test" => {
+            counts.other.fetch_add(1, Ordering::Relaxed);
+            json!({"ok": true, "user_id": "UBOT", "team": "Bench", "team_id": "TBENCH", "bot_id": "BBENCH"})
+        }
+        _ => {
+            counts.other.fetch_add(1, Ordering::Relaxed);
+            json!({"ok": true})
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// The greenlight child process.
+
+fn greenlight_env(slack: &StandInSlack, dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("SLACK_BOT_TOKEN", "xoxb-bench-not-a-real-token".into()),
+        ("SLACK_SIGNING_SECRET", SIGNING_SECRET.into()),
+        ("SLACK_CHANNEL_ID", CHANNEL.into()),
+        ("SLACK_API_BASE_URL", format!("http://{}", slack.addr)),
+        ("GREENLIGHT_API_TOKENS", format!("bench:{API_TOKEN}")),
+        (
+            "GREENLIGHT_DATABASE_URL",
+            format!("sqlite://{}", dir.join("greenlight.db").display()),
+        ),
+        ("GREENLIGHT_LISTEN", "127.0.0.1:0".into()),
+        // One agent sends everything: its limits must not be what is measured.
+        ("GREENLIGHT_RATE_LIMIT_PER_MINUTE", "1000000".into()),
+        ("GREENLIGHT_MAX_PENDING_PER_AGENT", "1000000".into()),
+        // Nothing may expire during a run.
+        ("GREENLIGHT_DEFAULT_TIMEOUT_SECS", "604800".into()),
+    ]
+}
+
+struct Greenlight {
+    addr: SocketAddr,
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+struct Restart {
+    /// From the kill to the new process's "listening" line.
+    listening: Duration,
+    /// From the kill to the first `/healthz` 200.
+    healthy: Duration,
+}
+
+impl Greenlight {
+    /// `greenlight serve` in `dir` (no `.env`, no policy file there), with exactly `env`
+    /// plus PATH; stderr (its log) appended to `dir/greenlight.log`.
+    async fn start(env: &[(&'static str, String)], dir: &Path) -> Self {
+        let log = dir.join("greenlight.log");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_greenlight"));
+        command
+            .arg("serve")
+            .current_dir(dir)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        if let Some(path) = std::env::var_os("PATH") {
+            command.env("PATH", path);
+        }
+        let mut child = command.spawn().expect("start greenlight");
+        let line = first_line(&mut child, "greenlight").await;
+        let Some(addr) = line.trim().strip_prefix("greenlight listening on http://") else {
+            let _ = child.kill();
+            panic!(
+                "greenlight printed {line:?}; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        let addr = addr.parse().expect("greenlight's address");
+        Self { addr, child, log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size from /proc/<pid>/status, in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("greenlight's /proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kib| kib.parse().ok())
+            .expect("a VmRSS line")
+    }
+
+    /// SIGKILL, then the same command on the same database; times both to the
+    /// listening line and to the first `/healthz` 200.
+    async fn kill9_and_restart(&mut self, env: &[(&'static str, String)], dir: &Path) -> Restart {
+        let killed = Instant::now();
+        self.child.kill().expect("kill -9 greenlight");
+        self.child.wait().expect("reap greenlight");
+        let next = Self::start(env, dir).await;
+        let listening = killed.elapsed();
+        loop {
+            if let Ok(tcp) = TcpStream::connect(next.addr).await {
+                let mut conn = Conn::from_stream(next.addr, tcp).await;
+                let (status, _) = conn.send(get(next.addr, "/healthz")).await;
+                if status == StatusCode::OK {
+                    break;
+                }
+            }
+            if killed.elapsed() > Duration::from_secs(120) {
+                panic!("the restarted greenlight did not answer /healthz 200 within 120 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let healthy = killed.elapsed();
+        *self = next;
+        Restart { listening, healthy }
+    }
+}
+
+impl Drop for Greenlight {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!("greenlight's last log lines:");
+            for line in tail.iter().rev() {
+                eprintln!("  {line}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The load generator: one kept-alive HTTP/1.1 connection per task.
+
+struct Conn {
+    addr: SocketAddr,
+    sender: http1::SendRequest<Full<Bytes>>,
+    reconnects: usize,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Self {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Self::from_stream(addr, tcp).await
+    }
+
+    async fn from_stream(addr: SocketAddr, tcp: TcpStream) -> Self {
+        Self {
+            addr,
+            sender: handshake(tcp).await,
+            reconnects: 0,
+        }
+    }
+
+    /// Waits until the connection can take a request; if the server closed it, opens
+    /// a new one (counted: a well-behaved server keeps it alive throughout).
+    async fn ready(&mut self) {
+        if self.sender.ready().await.is_err() {
+            let tcp = TcpStream::connect(self.addr)
+                .await
+                .unwrap_or_else(|e| panic!("reconnect to {}: {e}", self.addr));
+            self.sender = handshake(tcp).await;
+            self.reconnects += 1;
+        }
+    }
+
+    /// Writes the request now; the returned future yields the answer.
+    async fn dispatch(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> impl Future<Output = (StatusCode, Bytes)> {
+        self.ready().await;
+        let response = self.sender.send_request(request);
+        async move {
+            let response = response.await.expect("an HTTP answer");
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("the answer's body")
+                .to_bytes();
+            (status, body)
+        }
+    }
+
+    async fn send(&mut self, request: Request<Full<Bytes>>) -> (StatusCode, Bytes) {
+        self.dispatch(request).await.await
+    }
+}
+
+async fn handshake(tcp: TcpStream) -> http1::SendRequest<Full<Bytes>> {
+    tcp.set_nodelay(true).expect("TCP_NODELAY");
+    let (sender, connection) = http1::handshake(TokioIo::new(tcp))
+        .await
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+fn request(method: Method, addr: SocketAddr, path: &str) -> axum::http::request::Builder {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::HOST, addr.to_string())
+}
+
+fn get(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {
+    request(Method::GET, addr, path)
+        .body(Full::new(Bytes::new()))
+        .expect("a GET request")
+}
+
+fn authed_get(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {
+    let mut req = get(addr, path);
+    req.headers_mut().insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {API_TOKEN}")).expect("header value"),
+    );
+    req
+}
+
+/// `POST /v1/approvals` number `offset + i`.
+fn submit_request(
+    addr: SocketAddr,
+    offset: usize,
+) -> impl Fn(usize) -> Request<Full<Bytes>> + Send + Sync + 'static {
+    let auth = HeaderValue::from_str(&format!("Bearer {API_TOKEN}")).expect("header value");
+    move |i| {
+        let body = Bytes::from(
+            json!({"code": format!("echo {}", offset + i), "language": "bash"}).to_string(),
+        );
+        request(Method::POST, addr, "/v1/approvals")
+            .header(header::AUTHORIZATION, auth.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .expect("a submit request")
+    }
+}
+
+fn click_request_for(addr: SocketAddr, click: &SignedClick) -> Request<Full<Bytes>> {
+    request(Method::POST, addr, "/slack/interactions")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", click.timestamp.clone())
+        .header("x-slack-signature", click.signature.clone())
+        .body(Full::new(click.body.clone()))
+        .expect("a click request")
+}
+
+/// Click number `i`, cycling over `clicks` every `cycle` clicks.
+fn click_request(
+    addr: SocketAddr,
+    clicks: Arc<Vec<SignedClick>>,
+    cycle: usize,
+) -> impl Fn(usize) -> Request<Full<Bytes>> + Send + Sync + 'static {
+    move |i| click_request_for(addr, &clicks[i % cycle])
+}
+
+#[derive(Deserialize)]
+struct View {
+    id: String,
+    status: String,
+}
+
+fn check_submitted(_: usize, status: StatusCode, body: Bytes) -> String {
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "a submit was answered {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let view: View = serde_json::from_slice(&body).expect("a submit answer with an id");
+    assert_eq!(view.status, "pending", "a fresh submit is pending");
+    view.id
+}
+
+fn check_acked(_: usize, status: StatusCode, body: Bytes) {
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a click was answered {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+/// How long a load phase runs and how many requests it may issue.
+struct Window {
+    warmup: Duration,
+    measure: Duration,
+    max_items: usize,
+}
+
+impl Window {
+    fn timed(warmup: Duration, measure: Duration) -> Self {
+        Self::limited(warmup, measure, usize::MAX)
+    }
+
+    fn limited(warmup: Duration, measure: Duration, max_items: usize) -> Self {
+        Self {
+            warmup,
+            measure,
+            max_items,
+        }
+    }
+}
+
+struct Load<T> {
+    /// Every answer's item, warm-up included, in no particular order.
+    items: Vec<T>,
+    /// Requests issued (items `0..issued` of the supply were used).
+    issued: usize,
+    /// Answers completed inside the measured window.
+    measured: usize,
+    window: Duration,
+    /// Latencies of the measured answers, sorted.
+    latencies: Vec<Duration>,
+    ran_out: bool,
+    reconnects: usize,
+}
+
+impl<T> Load<T> {
+    fn rate(&self) -> f64 {
+        if self.window.is_zero() {
+            return 0.0;
+        }
+        self.measured as f64 / self.window.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        percentile(&self.latencies, p)
+    }
+}
+
+/// `connections` tasks, each a sequential loop on its own connection, issuing requests
+/// `request(i)` for i = 0, 1, … (shared counter) until the window closes or `max_items`
+/// were issued. Counts the answers completed within [end of warm-up, end of window]; when
+/// the supply runs out first, the window ends at the last answer.
+async fn load<T, Q, A>(
+    addr: SocketAddr,
+    connections: usize,
+    window: Window,
+    request: Q,
+    answer: A,
+) -> Load<T>
+where
+    T: Send + 'static,
+    Q: Fn(usize) -> Request<Full<Bytes>> + Send + Sync + 'static,
+    A: Fn(usize, StatusCode, Bytes) -> T + Send + Sync + 'static,
+{
+    let (request, answer) = (Arc::new(request), Arc::new(answer));
+    let next = Arc::new(AtomicUsize::new(0));
+    let ran_out = Arc::new(AtomicBool::new(false));
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        conns.push(Conn::open(addr).await);
+    }
+    let started = Instant::now();
+    let measure_from = started + window.warmup;
+    let stop_at = measure_from + window.measure;
+    let max_items = window.max_items;
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut conn| {
+            let (request, answer, next, ran_out) = (
+                request.clone(),
+                answer.clone(),
+                next.clone(),
+                ran_out.clone(),
+            );
+            tokio::spawn(async move {
+                let mut items = Vec::new();
+                let mut timings = Vec::new();
+                while Instant::now() < stop_at {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= max_items {
+                        ran_out.store(true, Ordering::Relaxed);
+                        break;
+                    }
+                    let req = request(i);
+                    let sent = Instant::now();
+                    let (status, body) = conn.send(req).await;
+                    let done = Instant::now();
+                    items.push(answer(i, status, body));
+                    timings.push((done, done - sent));
+                }
+                (items, timings, conn.reconnects)
+            })
+        })
+        .collect();
+    let mut items = Vec::new();
+    let mut timings = Vec::new();
+    let mut reconnects = 0;
+    for task in tasks {
+        let (i, t, r) = task.await.expect("a load task (a wrong answer panics)");
+        items.extend(i);
+        timings.extend(t);
+        reconnects += r;
+    }
+    let ran_out = ran_out.load(Ordering::Relaxed);
+    let end = if ran_out {
+        timings
+            .iter()
+            .map(|(done, _)| *done)
+            .max()
+            .unwrap_or(started)
+    } else {
+        stop_at
+    };
+    let mut latencies: Vec<Duration> = timings
+        .iter()
+        .filter(|(done, _)| *done >= measure_from && *done <= end)
+        .map(|(_, latency)| *latency)
+        .collect();
+    latencies.sort();
+    Load {
+        issued: next.load(Ordering::Relaxed).min(max_items),
+        measured: latencies.len(),
+        window: end.saturating_duration_since(measure_from),
+        items,
+        latencies,
+        ran_out,
+        reconnects,
+    }
+}
+
+/// Submits `count` more requests (at most for `cap`), returning their ids and the rate.
+async fn fill(
+    addr: SocketAddr,
+    connections: usize,
+    count: usize,
+    cap: Duration,
+    offset: usize,
+) -> Filled {
+    if count == 0 {
+        return Filled {
+            ids: Vec::new(),
+            rate: 0.0,
+        };
+    }
+    progress(format!(
+        "filling: {count} more pending requests (at most {:.0} s)",
+        cap.as_secs_f64()
+    ));
+    let started = Instant::now();
+    let done = load(
+        addr,
+        connections,
+        Window::limited(Duration::ZERO, cap, count),
+        submit_request(addr, offset),
+        check_submitted,
+    )
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    let rate = done.items.len() as f64 / secs;
+    progress(format!(
+        "  {} submitted in {secs:.1} s ({rate:.0} req/s)",
+        done.items.len()
+    ));
+    Filled {
+        ids: done.items,
+        rate,
+    }
+}
+
+struct Filled {
+    ids: Vec<String>,
+    /// Submits per second during the fill (they slow down if pending requests cost).
+    rate: f64,
+}
+
+/// Reads every id back and checks its status.
+async fn verify_status(addr: SocketAddr, connections: usize, ids: &[String], want: &'static str) {
+    let ids = Arc::new(ids.to_vec());
+    let paths = ids.clone();
+    let done = load(
+        addr,
+        connections,
+        Window::limited(Duration::ZERO, Duration::from_secs(3600), ids.len()),
+        move |i| authed_get(addr, &format!("/v1/approvals/{}", paths[i])),
+        move |i, status, body| {
+            assert_eq!(status, StatusCode::OK, "reading {} back", ids[i]);
+            let view: View = serde_json::from_slice(&body).expect("an approval view");
+            assert_eq!(
+                view.status,
+                want,
+                "request {} should be {want}: {}",
+                ids[i],
+                String::from_utf8_lossy(&body)
+            );
+        },
+    )
+    .await;
+    assert_eq!(done.items.len(), done.issued, "every id was read back");
+}
+
+/// A value from greenlight's `/metrics` text, by its full series name.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+async fn metrics_text(conn: &mut Conn) -> String {
+    let (status, body) = conn.send(get(conn.addr, "/metrics")).await;
+    assert_eq!(status, StatusCode::OK, "GET /metrics");
+    String::from_utf8(body.to_vec()).expect("metrics are UTF-8")
+}
+
+/// greenlight's click counters, to check that clicks counted as what they were.
+struct Counters {
+    duplicate: f64,
+    accepted: f64,
+}
+
+impl Counters {
+    async fn read(addr: SocketAddr) -> Self {
+        let text = metrics_text(&mut Conn::open(addr).await).await;
+        let read = |outcome: &str| {
+            metric(
+                &text,
+                &format!("greenlight_clicks_total{{outcome=\"{outcome}\"}}"),
+            )
+            .unwrap_or_else(|| panic!("/metrics has no greenlight_clicks_total for {outcome}"))
+        };
+        Self {
+            duplicate: read("duplicate"),
+            accepted: read("accepted"),
+        }
+    }
+
+    fn check_accepted(&self, before: &Self, sent: usize) {
+        assert_eq!(
+            self.accepted - before.accepted,
+            sent as f64,
+            "every click on a pending request is accepted"
+        );
+    }
+
+    fn check_duplicates(&self, before: &Self, sent: usize) {
+        assert_eq!(
+            self.duplicate - before.duplicate,
+            sent as f64,
+            "every repeated click counts as a duplicate"
+        );
+        assert_eq!(
+            self.accepted, before.accepted,
+            "no repeated click is accepted"
+        );
+    }
+}
+
+/// For each id: long-poll it, wait until greenlight shows the poll parked, click
+/// Approve, and time from sending the click to the poll's answer. The first
+/// `LATENCY_WARMUP_SAMPLES` are not counted. Returns the sorted latencies.
+async fn click_to_answer(addr: SocketAddr, ids: &[String]) -> Vec<Duration> {
+    let mut poller = Conn::open(addr).await;
+    let mut clicker = Conn::open(addr).await;
+    let mut observer = Conn::open(addr).await;
+    let gauge = "greenlight_long_polls_waiting";
+    let mut latencies = Vec::with_capacity(ids.len());
+    for (n, id) in ids.iter().enumerate() {
+        let signed = click(id);
+        let parked_before = metric(&metrics_text(&mut observer).await, gauge)
+            .unwrap_or_else(|| panic!("/metrics has no {gauge}"));
+        let answer = poller
+            .dispatch(authed_get(addr, &format!("/v1/approvals/{id}?wait=30")))
+            .await;
+        let waiting_since = Instant::now();
+        loop {
+            let parked = metric(&metrics_text(&mut observer).await, gauge).expect("the gauge");
+            if parked > parked_before {
+                break;
+            }
+            assert!(
+                waiting_since.elapsed() < Duration::from_secs(10),
+                "the long-poll for {id} never showed up in {gauge}"
+            );
+            tokio::task::yield_now().await;
+        }
+        let clicked = Instant::now();
+        let click_ack = clicker.dispatch(click_request_for(addr, &signed)).await;
+        let answered = async move {
+            let answer = answer.await;
+            (answer, clicked.elapsed())
+        };
+        let (((status, body), latency), (ack, _)) = tokio::join!(answered, click_ack);
+        assert_eq!(ack, StatusCode::OK, "the click on {id} was answered {ack}");
+        assert_eq!(status, StatusCode::OK, "the long-poll on {id}");
+        let view: View = serde_json::from_slice(&body).expect("an approval view");
+        assert_eq!(
+            view.status,
+            "approved",
+            "the long-poll on {id} answered {}",
+            String::from_utf8_lossy(&body)
+        );
+        if n >= LATENCY_WARMUP_SAMPLES.min(ids.len() / 2) {
+            latencies.push(latency);
+        }
+    }
+    latencies.sort();
+    latencies
+}
+
+struct BigFill {
+    pending: usize,
+    rss_kib: u64,
+    added_per_sec: f64,
+}
