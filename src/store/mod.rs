@@ -37,7 +37,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    ConnectOptions, SqlitePool,
+    ConnectOptions, Connection as _, SqlitePool,
 };
 
 use crate::model::{rfc3339, ApprovalId};
@@ -50,6 +50,8 @@ use writer::{Work, Writer};
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored row is corrupt: {0}")]
@@ -124,13 +126,17 @@ impl Store {
             .busy_timeout(Duration::from_secs(10));
         let mut conn = options.connect().await?;
         sqlx::migrate!("./migrations").run(&mut conn).await?;
+        let file = options.get_filename().to_path_buf();
+        conn.close().await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
             .connect_with(options)
             .await?;
+        let writer = Writer::spawn(open_writer(&file)?)
+            .map_err(|e| StoreError::Commit(format!("cannot start the database writer: {e}")))?;
         Ok(Self {
-            writer: Some(Writer::spawn(conn)),
+            writer: Some(writer),
             reader,
             deadlines: Arc::default(),
             outbox: Arc::default(),
@@ -240,45 +246,55 @@ impl Store {
     pub async fn prune_decided_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
         let cutoff = rfc3339(cutoff);
         self.write(Box::new(move |conn| {
-            Box::pin(async move {
-                // Everything that refers to a pruned request goes with it, atomically.
-                for table in ["events", "votes", "outbox"] {
-                    sqlx::query(&format!(
+            // Everything that refers to a pruned request goes with it, atomically.
+            for table in ["events", "votes", "outbox"] {
+                conn.execute(
+                    &format!(
                         "DELETE FROM {table} WHERE approval_id IN
                            (SELECT id FROM approvals WHERE status != 'pending' AND decided_at < ?)"
-                    ))
-                    .bind(&cutoff)
-                    .execute(&mut *conn)
-                    .await?;
-                }
-                let pruned = sqlx::query(
-                    "DELETE FROM approvals WHERE status != 'pending' AND decided_at < ?",
-                )
-                .bind(&cutoff)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
-                Ok(pruned)
-            })
+                    ),
+                    [&cutoff],
+                )?;
+            }
+            let pruned = conn.execute(
+                "DELETE FROM approvals WHERE status != 'pending' AND decided_at < ?",
+                [&cutoff],
+            )?;
+            Ok(pruned as u64)
         }))
         .await
     }
 }
 
-/// Appends one event inside the caller's transaction.
-async fn insert_event(
-    conn: &mut sqlx::SqliteConnection,
+/// The writer's connection: the same database, with the settings that make a commit
+/// durable (`synchronous=FULL`: a committed decision survives power loss, not only a
+/// crash) and a patient busy timeout for the moments a checkpoint holds the file.
+fn open_writer(file: &std::path::Path) -> StoreResult<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(file)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// Appends one event inside the caller's transaction (on the writer's connection).
+fn insert_event(
+    conn: &rusqlite::Connection,
     id: ApprovalId,
     at: DateTime<Utc>,
     event: &NewEvent,
 ) -> StoreResult<()> {
-    sqlx::query("INSERT INTO events (approval_id, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?)")
-        .bind(id.to_string())
-        .bind(rfc3339(at))
-        .bind(event.kind)
-        .bind(&event.actor)
-        .bind(event.detail.to_string())
-        .execute(conn)
-        .await?;
+    conn.prepare_cached(
+        "INSERT INTO events (approval_id, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?)",
+    )?
+    .execute(rusqlite::params![
+        id.to_string(),
+        rfc3339(at),
+        event.kind,
+        event.actor,
+        event.detail.to_string()
+    ])?;
     Ok(())
 }

@@ -70,24 +70,24 @@ pub struct Trouble {
 
 /// Adds a row inside the caller's transaction. A rewrite is merged into a rewrite of
 /// the same request that has not been tried yet.
-pub(super) async fn enqueue_in(
-    conn: &mut sqlx::SqliteConnection,
+pub(super) fn enqueue_in(
+    conn: &rusqlite::Connection,
     id: ApprovalId,
     channel: &str,
     kind: Kind,
 ) -> StoreResult<()> {
-    sqlx::query(
+    conn.prepare_cached(
         "INSERT INTO outbox (approval_id, channel, kind, created_at)
          SELECT ?1, ?2, ?3, ?4
          WHERE ?3 != 'update' OR NOT EXISTS
            (SELECT 1 FROM outbox WHERE approval_id = ?1 AND kind = 'update' AND attempts = 0)",
-    )
-    .bind(id.to_string())
-    .bind(channel)
-    .bind(kind.as_str())
-    .bind(rfc3339(Utc::now()))
-    .execute(conn)
-    .await?;
+    )?
+    .execute(rusqlite::params![
+        id.to_string(),
+        channel,
+        kind.as_str(),
+        rfc3339(Utc::now())
+    ])?;
     Ok(())
 }
 
@@ -110,20 +110,19 @@ impl Store {
         let channel = channel.to_owned();
         let mut rows = self
             .write(Box::new(move |conn| {
-                Box::pin(async move {
-                    let rows = sqlx::query(
-                        "UPDATE outbox SET attempts = attempts + 1 WHERE seq IN
-                           (SELECT seq FROM outbox WHERE channel = ?1
-                              AND (not_before IS NULL OR not_before <= ?2) ORDER BY seq LIMIT ?3)
-                         RETURNING seq, approval_id, channel, kind, attempts",
-                    )
-                    .bind(&channel)
-                    .bind(rfc3339(now))
-                    .bind(i64::from(limit))
-                    .fetch_all(&mut *conn)
-                    .await?;
-                    rows.iter().map(row_from).collect::<StoreResult<Vec<_>>>()
-                })
+                let mut statement = conn.prepare_cached(
+                    "UPDATE outbox SET attempts = attempts + 1 WHERE seq IN
+                       (SELECT seq FROM outbox WHERE channel = ?1
+                          AND (not_before IS NULL OR not_before <= ?2) ORDER BY seq LIMIT ?3)
+                     RETURNING seq, approval_id, channel, kind, attempts",
+                )?;
+                let mut rows =
+                    statement.query(rusqlite::params![channel, rfc3339(now), i64::from(limit)])?;
+                let mut claimed = Vec::new();
+                while let Some(row) = rows.next()? {
+                    claimed.push(row_from(row)?);
+                }
+                Ok(claimed)
             }))
             .await?;
         rows.sort_by_key(|row| row.seq);
@@ -157,28 +156,26 @@ impl Store {
         let (seq, id, kind) = (row.seq, row.approval_id, row.kind);
         let approval = self
             .write(Box::new(move |conn| {
-                Box::pin(async move {
-                    let row = sqlx::query(&format!(
+                let approval = {
+                    let mut statement = conn.prepare_cached(&format!(
                         "UPDATE approvals SET channel = ?, message_ts = ? WHERE id = ?
                          RETURNING {}",
                         super::rows::APPROVAL_COLUMNS
-                    ))
-                    .bind(&channel)
-                    .bind(&ts)
-                    .bind(id.to_string())
-                    .fetch_optional(&mut *conn)
-                    .await?
-                    .ok_or_else(|| StoreError::Corrupt(format!("approval {id} vanished")))?;
-                    let approval = super::rows::approval_from_row(&row)?;
-                    let detail = serde_json::json!({ "channel": channel, "ts": ts });
-                    insert_event(conn, id, Utc::now(), &NewEvent::new("posted", None, detail))
-                        .await?;
-                    delete_in(conn, seq).await?;
-                    if kind == Kind::Post && approval.status != Status::Pending {
-                        enqueue_in(conn, id, &approval.channel, Kind::Update).await?;
-                    }
-                    Ok(approval)
-                })
+                    ))?;
+                    let mut rows =
+                        statement.query(rusqlite::params![channel, ts, id.to_string()])?;
+                    let row = rows
+                        .next()?
+                        .ok_or_else(|| StoreError::Corrupt(format!("approval {id} vanished")))?;
+                    super::rows::approval_from_row(row)?
+                };
+                let detail = serde_json::json!({ "channel": channel, "ts": ts });
+                insert_event(conn, id, Utc::now(), &NewEvent::new("posted", None, detail))?;
+                delete_in(conn, seq)?;
+                if kind == Kind::Post && approval.status != Status::Pending {
+                    enqueue_in(conn, id, &approval.channel, Kind::Update)?;
+                }
+                Ok(approval)
             }))
             .await?;
         self.outbox.mark(&approval.channel);
@@ -193,12 +190,10 @@ impl Store {
         audit: Option<(ApprovalId, NewEvent)>,
     ) -> StoreResult<()> {
         self.write(Box::new(move |conn| {
-            Box::pin(async move {
-                if let Some((id, event)) = &audit {
-                    insert_event(conn, *id, Utc::now(), event).await?;
-                }
-                delete_in(conn, seq).await
-            })
+            if let Some((id, event)) = &audit {
+                insert_event(conn, *id, Utc::now(), event)?;
+            }
+            delete_in(conn, seq)
         }))
         .await
     }
@@ -212,15 +207,10 @@ impl Store {
         audit: (ApprovalId, NewEvent),
     ) -> StoreResult<()> {
         self.write(Box::new(move |conn| {
-            Box::pin(async move {
-                insert_event(conn, audit.0, Utc::now(), &audit.1).await?;
-                sqlx::query("UPDATE outbox SET not_before = ? WHERE seq = ?")
-                    .bind(rfc3339(not_before))
-                    .bind(seq)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(())
-            })
+            insert_event(conn, audit.0, Utc::now(), &audit.1)?;
+            conn.prepare_cached("UPDATE outbox SET not_before = ? WHERE seq = ?")?
+                .execute(rusqlite::params![rfc3339(not_before), seq])?;
+            Ok(())
         }))
         .await
     }
@@ -229,19 +219,17 @@ impl Store {
     pub async fn record_trouble(&self, channel: &str, trouble: Trouble) -> StoreResult<()> {
         let channel = channel.to_owned();
         self.write(Box::new(move |conn| {
-            Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO channel_trouble (channel, code, text, at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (channel) DO UPDATE SET code = ?2, text = ?3, at = ?4",
-                )
-                .bind(&channel)
-                .bind(&trouble.code)
-                .bind(&trouble.text)
-                .bind(rfc3339(Utc::now()))
-                .execute(&mut *conn)
-                .await?;
-                Ok(())
-            })
+            conn.prepare_cached(
+                "INSERT INTO channel_trouble (channel, code, text, at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (channel) DO UPDATE SET code = ?2, text = ?3, at = ?4",
+            )?
+            .execute(rusqlite::params![
+                channel,
+                trouble.code,
+                trouble.text,
+                rfc3339(Utc::now())
+            ])?;
+            Ok(())
         }))
         .await
     }
@@ -268,23 +256,21 @@ impl Store {
     }
 }
 
-async fn delete_in(conn: &mut sqlx::SqliteConnection, seq: i64) -> StoreResult<()> {
-    sqlx::query("DELETE FROM outbox WHERE seq = ?")
-        .bind(seq)
-        .execute(conn)
-        .await?;
+fn delete_in(conn: &rusqlite::Connection, seq: i64) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM outbox WHERE seq = ?")?
+        .execute([seq])?;
     Ok(())
 }
 
-fn row_from(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Row> {
-    let id: String = row.try_get("approval_id")?;
-    let kind: String = row.try_get("kind")?;
-    let attempts: i64 = row.try_get("attempts")?;
+fn row_from(row: &rusqlite::Row<'_>) -> StoreResult<Row> {
+    let id: String = row.get("approval_id")?;
+    let kind: String = row.get("kind")?;
+    let attempts: i64 = row.get("attempts")?;
     Ok(Row {
-        seq: row.try_get("seq")?,
+        seq: row.get("seq")?,
         approval_id: ApprovalId::parse(&id)
             .ok_or_else(|| StoreError::Corrupt(format!("outbox approval_id {id}")))?,
-        channel: row.try_get("channel")?,
+        channel: row.get("channel")?,
         kind: Kind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("outbox kind {kind}")))?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),

@@ -2,6 +2,7 @@
 //! reads the API and the workers make.
 
 use chrono::{DateTime, Utc};
+use rusqlite::OptionalExtension;
 use serde_json::Value;
 
 use super::{
@@ -65,9 +66,7 @@ impl Store {
     pub async fn insert(&self, submission: Submission) -> StoreResult<Inserted> {
         let (expires_at, channel) = (submission.expires_at, submission.channel.clone());
         let inserted = self
-            .write(Box::new(move |conn| {
-                Box::pin(async move { insert_in(conn, submission).await })
-            }))
+            .write(Box::new(move |conn| insert_in(conn, submission)))
             .await?;
         if let Inserted::Created(approval) = &inserted {
             if approval.status == Status::Pending {
@@ -98,9 +97,7 @@ impl Store {
         event: NewEvent,
     ) -> StoreResult<Option<Approval>> {
         let decided = self
-            .write(Box::new(move |conn| {
-                Box::pin(async move { decide_in(conn, id, &decision, &event).await })
-            }))
+            .write(Box::new(move |conn| decide_in(conn, id, &decision, &event)))
             .await?;
         if let Some(approval) = &decided {
             self.outbox.mark(&approval.channel);
@@ -111,7 +108,7 @@ impl Store {
     /// Appends one event to a request's audit trail, durably, before returning.
     pub async fn append_event(&self, id: ApprovalId, event: NewEvent) -> StoreResult<()> {
         self.write(Box::new(move |conn| {
-            Box::pin(async move { insert_event(conn, id, Utc::now(), &event).await })
+            insert_event(conn, id, Utc::now(), &event)
         }))
         .await
     }
@@ -227,10 +224,7 @@ impl Store {
     }
 }
 
-async fn insert_in(
-    conn: &mut sqlx::SqliteConnection,
-    submission: Submission,
-) -> StoreResult<Inserted> {
+fn insert_in(conn: &rusqlite::Connection, submission: Submission) -> StoreResult<Inserted> {
     let Submission {
         id,
         new,
@@ -242,47 +236,46 @@ async fn insert_in(
         max_pending,
     } = submission;
     if new.idempotency_key.is_some() {
-        if let Some(found) = existing(conn, &new).await? {
+        if let Some(found) = existing(conn, &new)? {
             return Ok(found);
         }
     }
     if let Some(max) = max_pending {
-        let pending: Option<i64> =
-            sqlx::query_scalar("SELECT pending FROM agent_pending WHERE agent = ?")
-                .bind(&new.agent)
-                .fetch_optional(&mut *conn)
-                .await?;
+        let pending: Option<i64> = conn
+            .prepare_cached("SELECT pending FROM agent_pending WHERE agent = ?")?
+            .query_row([&new.agent], |row| row.get(0))
+            .optional()?;
         let pending = u64::try_from(pending.unwrap_or(0)).unwrap_or(0);
         if pending >= u64::from(max) {
             return Ok(Inserted::TooManyPending { pending });
         }
     }
     let context = new.context.as_ref().map(Value::to_string);
-    let inserted = sqlx::query(
-        "INSERT INTO approvals (id, agent, idempotency_key, request_hash, title, language, code,
-             context, requester_slack_id, required_approvals, channel, created_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (agent, idempotency_key) DO NOTHING",
-    )
-    .bind(id.to_string())
-    .bind(&new.agent)
-    .bind(&new.idempotency_key)
-    .bind(&new.request_hash)
-    .bind(&new.title)
-    .bind(&new.language)
-    .bind(&new.code)
-    .bind(context)
-    .bind(&new.requester_slack_id)
-    .bind(new.required_approvals)
-    .bind(&channel)
-    .bind(rfc3339(created_at))
-    .bind(rfc3339(expires_at))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO approvals (id, agent, idempotency_key, request_hash, title, language, code,
+                 context, requester_slack_id, required_approvals, channel, created_at, expires_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (agent, idempotency_key) DO NOTHING",
+        )?
+        .execute(rusqlite::params![
+            id.to_string(),
+            new.agent,
+            new.idempotency_key,
+            new.request_hash,
+            new.title,
+            new.language,
+            new.code,
+            context,
+            new.requester_slack_id,
+            new.required_approvals,
+            channel,
+            rfc3339(created_at),
+            rfc3339(expires_at),
+        ])?;
     if inserted == 0 {
         // Another job of this batch stored the same key first.
-        return existing(conn, &new).await?.ok_or_else(|| {
+        return existing(conn, &new)?.ok_or_else(|| {
             StoreError::Corrupt("an Idempotency-Key conflict without a row".into())
         });
     }
@@ -299,28 +292,27 @@ async fn insert_in(
         id,
         created_at,
         &NewEvent::new("submitted", Some(&new.agent), detail),
-    )
-    .await?;
+    )?;
     for event in &also {
-        insert_event(conn, id, created_at, event).await?;
+        insert_event(conn, id, created_at, event)?;
     }
     let mut approval = Approval::stored(id, new, channel, created_at, expires_at);
     match fate {
         Fate::Review => {
-            outbox::enqueue_in(conn, id, &approval.channel, outbox::Kind::Post).await?;
+            outbox::enqueue_in(conn, id, &approval.channel, outbox::Kind::Post)?;
         }
         Fate::Decided {
             decision,
             event,
             notify,
         } => {
-            let Some(decided) = decide_in(conn, id, &decision, &event).await? else {
+            let Some(decided) = decide_in(conn, id, &decision, &event)? else {
                 return Err(StoreError::Corrupt(format!(
                     "{id} was not pending at insert"
                 )));
             };
             if notify {
-                outbox::enqueue_in(conn, id, &decided.channel, outbox::Kind::Fyi).await?;
+                outbox::enqueue_in(conn, id, &decided.channel, outbox::Kind::Fyi)?;
             }
             approval = decided;
         }
@@ -330,22 +322,16 @@ async fn insert_in(
 
 /// The request an earlier submission with the same agent and Idempotency-Key stored,
 /// if there is one.
-async fn existing(
-    conn: &mut sqlx::SqliteConnection,
-    new: &NewApproval,
-) -> StoreResult<Option<Inserted>> {
-    let row = sqlx::query(&format!(
+fn existing(conn: &rusqlite::Connection, new: &NewApproval) -> StoreResult<Option<Inserted>> {
+    let mut statement = conn.prepare_cached(&format!(
         "SELECT {APPROVAL_COLUMNS}, request_hash FROM approvals WHERE agent = ? AND idempotency_key = ?"
-    ))
-    .bind(&new.agent)
-    .bind(&new.idempotency_key)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
+    ))?;
+    let mut rows = statement.query(rusqlite::params![new.agent, new.idempotency_key])?;
+    let Some(row) = rows.next()? else {
         return Ok(None);
     };
-    let stored_hash: String = sqlx::Row::try_get(&row, "request_hash")?;
-    let existing = approval_from_row(&row)?;
+    let stored_hash: String = row.get("request_hash")?;
+    let existing = approval_from_row(row)?;
     Ok(Some(if stored_hash == new.request_hash {
         Inserted::Existing(existing)
     } else {
@@ -358,31 +344,33 @@ async fn existing(
 /// a Slack message, the outbox row that rewrites it. `None` means it was not pending
 /// any more and nothing was written. Every decision goes through here, which is what
 /// makes the first decision win.
-pub(super) async fn decide_in(
-    conn: &mut sqlx::SqliteConnection,
+pub(super) fn decide_in(
+    conn: &rusqlite::Connection,
     id: ApprovalId,
     decision: &Decision,
     event: &NewEvent,
 ) -> StoreResult<Option<Approval>> {
     debug_assert!(decision.status.is_final());
-    let row = sqlx::query(&format!(
-        "UPDATE approvals SET status = ?, reason = ?, decided_by = ?, decided_at = ?
-         WHERE id = ? AND status = 'pending' RETURNING {APPROVAL_COLUMNS}"
-    ))
-    .bind(decision.status.as_str())
-    .bind(&decision.reason)
-    .bind(&decision.decided_by)
-    .bind(rfc3339(decision.at))
-    .bind(id.to_string())
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
-        return Ok(None);
+    let approval = {
+        let mut statement = conn.prepare_cached(&format!(
+            "UPDATE approvals SET status = ?, reason = ?, decided_by = ?, decided_at = ?
+             WHERE id = ? AND status = 'pending' RETURNING {APPROVAL_COLUMNS}"
+        ))?;
+        let mut rows = statement.query(rusqlite::params![
+            decision.status.as_str(),
+            decision.reason,
+            decision.decided_by,
+            rfc3339(decision.at),
+            id.to_string(),
+        ])?;
+        let Some(row) = rows.next()? else {
+            return Ok(None);
+        };
+        approval_from_row(row)?
     };
-    let approval = approval_from_row(&row)?;
-    insert_event(conn, id, decision.at, event).await?;
+    insert_event(conn, id, decision.at, event)?;
     if approval.message_ts.is_some() {
-        outbox::enqueue_in(conn, id, &approval.channel, outbox::Kind::Update).await?;
+        outbox::enqueue_in(conn, id, &approval.channel, outbox::Kind::Update)?;
     }
     Ok(Some(approval))
 }

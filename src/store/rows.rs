@@ -1,8 +1,40 @@
-//! Mapping between SQLite rows and domain types. Kept apart so the queries in
-//! `store/mod.rs` read as queries.
+//! Mapping between SQLite rows and domain types, for rows read through sqlx (the
+//! reader pool) and through rusqlite (the writer's `RETURNING` rows). Kept apart so the
+//! queries read as queries.
 
 use chrono::{DateTime, Utc};
 use sqlx::{sqlite::SqliteRow, Row};
+
+/// A row of either driver, by column name.
+pub(super) trait Columns {
+    fn text(&self, column: &str) -> StoreResult<Option<String>>;
+    fn int(&self, column: &str) -> StoreResult<i64>;
+
+    fn required_text(&self, column: &str) -> StoreResult<String> {
+        self.text(column)?
+            .ok_or_else(|| StoreError::Corrupt(format!("{column} is NULL")))
+    }
+}
+
+impl Columns for SqliteRow {
+    fn text(&self, column: &str) -> StoreResult<Option<String>> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn int(&self, column: &str) -> StoreResult<i64> {
+        Ok(self.try_get(column)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, column: &str) -> StoreResult<Option<String>> {
+        Ok(self.get(column)?)
+    }
+
+    fn int(&self, column: &str) -> StoreResult<i64> {
+        Ok(self.get(column)?)
+    }
+}
 
 use super::{Event, StoreError, StoreResult};
 use crate::model::{Approval, ApprovalId, Status};
@@ -12,32 +44,32 @@ pub(super) const APPROVAL_COLUMNS: &str = "id, agent, code, language, title, con
      requester_slack_id, required_approvals, channel, message_ts, status, reason, decided_by, \
      decided_at, created_at, expires_at";
 
-pub(super) fn approval_from_row(row: &SqliteRow) -> StoreResult<Approval> {
-    let id: String = row.try_get("id")?;
-    let status: String = row.try_get("status")?;
-    let context: Option<String> = row.try_get("context")?;
-    let decided_at: Option<String> = row.try_get("decided_at")?;
-    let required: i64 = row.try_get("required_approvals")?;
+pub(super) fn approval_from_row(row: &impl Columns) -> StoreResult<Approval> {
+    let id = row.required_text("id")?;
+    let status = row.required_text("status")?;
+    let context = row.text("context")?;
+    let decided_at = row.text("decided_at")?;
+    let required = row.int("required_approvals")?;
     Ok(Approval {
         id: ApprovalId::parse(&id).ok_or_else(|| corrupt("id", &id))?,
-        agent: row.try_get("agent")?,
-        code: row.try_get("code")?,
-        language: row.try_get("language")?,
-        title: row.try_get("title")?,
+        agent: row.required_text("agent")?,
+        code: row.required_text("code")?,
+        language: row.text("language")?,
+        title: row.text("title")?,
         context: context
             .map(|raw| serde_json::from_str(&raw).map_err(|_| corrupt("context", &id)))
             .transpose()?,
-        requester_slack_id: row.try_get("requester_slack_id")?,
+        requester_slack_id: row.text("requester_slack_id")?,
         required_approvals: u32::try_from(required)
             .map_err(|_| corrupt("required_approvals", &id))?,
-        channel: row.try_get("channel")?,
-        message_ts: row.try_get("message_ts")?,
+        channel: row.required_text("channel")?,
+        message_ts: row.text("message_ts")?,
         status: Status::parse(&status).ok_or_else(|| corrupt("status", &id))?,
-        reason: row.try_get("reason")?,
-        decided_by: row.try_get("decided_by")?,
+        reason: row.required_text("reason")?,
+        decided_by: row.text("decided_by")?,
         decided_at: decided_at.map(|raw| parse_time(&raw, &id)).transpose()?,
-        created_at: parse_time(&row.try_get::<String, _>("created_at")?, &id)?,
-        expires_at: parse_time(&row.try_get::<String, _>("expires_at")?, &id)?,
+        created_at: parse_time(&row.required_text("created_at")?, &id)?,
+        expires_at: parse_time(&row.required_text("expires_at")?, &id)?,
     })
 }
 

@@ -9,6 +9,7 @@
 //! one decision, every vote kept.
 
 use chrono::{DateTime, Utc};
+use rusqlite::OptionalExtension;
 use sqlx::Row;
 
 use super::{insert_event, outbox, requests::decide_in, NewEvent, Store, StoreResult};
@@ -44,7 +45,7 @@ impl Store {
     ) -> StoreResult<Vote> {
         let vote = self
             .write(Box::new(move |conn| {
-                Box::pin(async move { vote_in(conn, id, &user, at, decide, counted).await })
+                vote_in(conn, id, &user, at, decide, counted)
             }))
             .await?;
         match &vote {
@@ -57,71 +58,73 @@ impl Store {
 
     /// Who has approved `id` so far, oldest first.
     pub async fn votes(&self, id: ApprovalId) -> StoreResult<Vec<String>> {
-        let mut conn = self.reader.acquire().await?;
-        voters(&mut conn, id).await
+        let rows = sqlx::query("SELECT user_id FROM votes WHERE approval_id = ? ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| row.try_get("user_id").map_err(Into::into))
+            .collect()
     }
 }
 
-async fn vote_in(
-    conn: &mut sqlx::SqliteConnection,
+fn vote_in(
+    conn: &rusqlite::Connection,
     id: ApprovalId,
     user: &str,
     at: DateTime<Utc>,
     decide: impl FnOnce(&[String]) -> (Decision, NewEvent),
     counted: impl FnOnce(&[String], u32) -> NewEvent,
 ) -> StoreResult<Vote> {
-    let row = sqlx::query(
-        "SELECT status, required_approvals, channel, message_ts FROM approvals WHERE id = ?",
-    )
-    .bind(id.to_string())
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
+    let row = conn
+        .prepare_cached(
+            "SELECT status, required_approvals, channel, message_ts FROM approvals WHERE id = ?",
+        )?
+        .query_row([id.to_string()], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, Option<String>>(3)?.is_some(),
+            ))
+        })
+        .optional()?;
+    let Some((status, required, channel, posted)) = row else {
         return Ok(Vote::NotPending);
     };
-    let status: String = row.try_get("status")?;
-    let required: i64 = row.try_get("required_approvals")?;
-    let channel: String = row.try_get("channel")?;
-    let posted = row.try_get::<Option<String>, _>("message_ts")?.is_some();
     if status != "pending" {
         return Ok(Vote::NotPending);
     }
-    let inserted = sqlx::query(
-        "INSERT INTO votes (approval_id, user_id, at) VALUES (?, ?, ?)
-         ON CONFLICT (approval_id, user_id) DO NOTHING",
-    )
-    .bind(id.to_string())
-    .bind(user)
-    .bind(rfc3339(at))
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    let voters = voters(conn, id).await?;
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO votes (approval_id, user_id, at) VALUES (?, ?, ?)
+             ON CONFLICT (approval_id, user_id) DO NOTHING",
+        )?
+        .execute(rusqlite::params![id.to_string(), user, rfc3339(at)])?;
+    let voters = voters(conn, id)?;
     if inserted == 0 {
         return Ok(Vote::Repeat(voters));
     }
     let required = u32::try_from(required.max(1)).unwrap_or(1);
     if (voters.len() as u64) < u64::from(required) {
-        insert_event(conn, id, at, &counted(&voters, required)).await?;
+        insert_event(conn, id, at, &counted(&voters, required))?;
         if posted {
-            outbox::enqueue_in(conn, id, &channel, outbox::Kind::Update).await?;
+            outbox::enqueue_in(conn, id, &channel, outbox::Kind::Update)?;
         }
         return Ok(Vote::Counted { voters, channel });
     }
     let (decision, event) = decide(&voters);
     // We read `pending` in this transaction on the only writer, so this decides.
-    Ok(match decide_in(conn, id, &decision, &event).await? {
+    Ok(match decide_in(conn, id, &decision, &event)? {
         Some(approval) => Vote::Decided(Box::new(approval)),
         None => Vote::NotPending,
     })
 }
 
-async fn voters(conn: &mut sqlx::SqliteConnection, id: ApprovalId) -> StoreResult<Vec<String>> {
-    let rows = sqlx::query("SELECT user_id FROM votes WHERE approval_id = ? ORDER BY seq")
-        .bind(id.to_string())
-        .fetch_all(conn)
-        .await?;
-    rows.iter()
-        .map(|row| row.try_get("user_id").map_err(Into::into))
-        .collect()
+/// Who has approved `id` so far, oldest first, inside the writer's transaction.
+fn voters(conn: &rusqlite::Connection, id: ApprovalId) -> StoreResult<Vec<String>> {
+    let mut statement =
+        conn.prepare_cached("SELECT user_id FROM votes WHERE approval_id = ? ORDER BY seq")?;
+    let rows = statement.query_map([id.to_string()], |row| row.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

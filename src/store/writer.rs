@@ -1,12 +1,17 @@
-//! Group commit: every durable write goes through one task that owns the database's
+//! Group commit: every durable write goes through one thread that owns the database's
 //! only write connection and commits many callers' writes in one transaction.
 //!
-//! With `synchronous=FULL`, each commit costs an fsync (about 0.3 ms here), and SQLite
-//! admits one writer at a time anyway. Committing callers one by one caps the service
-//! at about one fsync per operation; batching pays one fsync for everything that
-//! arrived while the previous commit was being made. Each caller is answered only
-//! once the transaction holding its write is durable, so an acknowledged submit, vote
-//! or decision survives a power cut exactly as before.
+//! With `synchronous=FULL`, each commit costs an fsync, and SQLite admits one writer
+//! at a time anyway. Committing callers one by one caps the service at about one fsync
+//! per operation; batching pays one fsync for everything that arrived while the
+//! previous commit was being made. Each caller is answered only once the transaction
+//! holding its write is durable, so an acknowledged submit, vote or decision survives
+//! a power cut exactly as before.
+//!
+//! The writer is an OS thread with a plain (rusqlite) connection: it is the one serial
+//! path every state change takes, so its statements run as function calls, not as
+//! round trips between tasks. Callers stay async: they queue a job and await a
+//! oneshot answer.
 //!
 //! Each job runs inside its own `SAVEPOINT`: a job that fails (a constraint, a bug)
 //! is rolled back alone and gets its error, and the rest of the batch commits. A
@@ -16,12 +21,18 @@
 //! are queued with [`Writer::defer_event`] and ride along with the next batch, so a
 //! flood of repeated clicks costs no fsync of its own.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
-use chrono::{DateTime, Utc};
-use futures::future::BoxFuture;
+use chrono::Utc;
+use rusqlite::Connection;
 use serde_json::Value;
-use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{insert_event, NewEvent, StoreError, StoreResult};
@@ -36,14 +47,13 @@ const DEFERRED_FLUSH: Duration = Duration::from_millis(500);
 const QUEUE: usize = 8192;
 
 /// The work of one caller, run on the writer's connection inside the batch's
-/// transaction. Borrowing the connection is why it is a boxed closure.
-pub type Work<T> =
-    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, StoreResult<T>> + Send>;
+/// transaction.
+pub type Work<T> = Box<dyn FnOnce(&Connection) -> StoreResult<T> + Send>;
 
-/// A job as the writer task sees it, whatever its result type.
+/// A job as the writer thread sees it, whatever its result type.
 trait Job: Send {
     /// Runs the work, keeping its result until the commit is known.
-    fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool>;
+    fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller: its result if the batch committed, the commit error if not.
     fn finish(self: Box<Self>, committed: Result<(), String>);
 }
@@ -55,16 +65,14 @@ struct Typed<T> {
 }
 
 impl<T: Send + 'static> Job for Typed<T> {
-    fn run<'c>(&'c mut self, conn: &'c mut SqliteConnection) -> BoxFuture<'c, bool> {
-        Box::pin(async move {
-            let Some(work) = self.work.take() else {
-                return false;
-            };
-            let result = work(conn).await;
-            let ok = result.is_ok();
-            self.result = Some(result);
-            ok
-        })
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let result = work(conn);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
     }
 
     fn finish(self: Box<Self>, committed: Result<(), String>) {
@@ -75,6 +83,13 @@ impl<T: Send + 'static> Job for Typed<T> {
         };
         let _ = self.reply.send(answer);
     }
+}
+
+/// What the writer thread receives.
+enum Message {
+    Job(Box<dyn Job>),
+    /// Commit what is queued, close the connection, answer, stop.
+    Close(oneshot::Sender<()>),
 }
 
 /// Audit entries waiting for the next batch. Identical ones (same request, kind, actor
@@ -88,53 +103,37 @@ struct Deferred {
 /// Request, kind, actor and the detail as JSON text.
 type DeferredKey = (ApprovalId, &'static str, Option<String>, String);
 
-/// Handle to the writer task. Cheap to clone.
+/// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    messages: mpsc::Sender<Message>,
     /// Transactions committed so far (for tests and metrics: jobs per commit).
-    commits: Arc<std::sync::atomic::AtomicU64>,
-    deferred: Arc<std::sync::Mutex<Deferred>>,
+    commits: Arc<AtomicU64>,
+    deferred: Arc<Mutex<Deferred>>,
     deferred_ready: Arc<Notify>,
-    close: mpsc::Sender<oneshot::Sender<()>>,
 }
 
 impl Writer {
-    /// Starts the writer task on `conn`, which it owns from now on. The task ends when
-    /// every handle is dropped, after writing what was deferred.
-    pub fn spawn(conn: SqliteConnection) -> Self {
-        let (jobs, rx) = mpsc::channel(QUEUE);
-        let (close, close_rx) = mpsc::channel(1);
+    /// Starts the writer thread on `conn`, which it owns from now on, and a small task
+    /// that makes sure deferred entries are written within [`DEFERRED_FLUSH`]. The
+    /// thread ends when every handle is dropped or [`Writer::close`] is called.
+    pub fn spawn(conn: Connection) -> std::io::Result<Self> {
+        let (messages, rx) = mpsc::channel(QUEUE);
         let writer = Self {
-            jobs,
+            messages,
             commits: Arc::default(),
             deferred: Arc::default(),
             deferred_ready: Arc::default(),
-            close,
         };
-        tokio::spawn(run(
-            conn,
-            rx,
-            close_rx,
-            writer.commits.clone(),
-            writer.deferred.clone(),
+        let (commits, deferred) = (writer.commits.clone(), writer.deferred.clone());
+        std::thread::Builder::new()
+            .name("greenlight-writer".into())
+            .spawn(move || run(conn, rx, commits, deferred))?;
+        tokio::spawn(flush_deferred_regularly(
+            writer.messages.downgrade(),
             writer.deferred_ready.clone(),
         ));
-        writer
-    }
-
-    /// How many transactions the writer has committed.
-    pub fn commits(&self) -> u64 {
-        self.commits.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Commits what is queued (jobs and deferred entries), closes the connection (which
-    /// checkpoints the WAL) and stops the task. Later writes fail.
-    pub async fn close(&self) {
-        let (done, closed) = oneshot::channel();
-        if self.close.send(done).await.is_ok() {
-            let _ = closed.await;
-        }
+        Ok(writer)
     }
 
     /// Runs `work` in the next batch; returns once that batch is committed (or failed).
@@ -145,8 +144,8 @@ impl Writer {
             result: None,
             reply,
         });
-        self.jobs
-            .send(job)
+        self.messages
+            .send(Message::Job(job))
             .await
             .map_err(|_| StoreError::Commit("the database writer has stopped".into()))?;
         answer
@@ -154,16 +153,31 @@ impl Writer {
             .map_err(|_| StoreError::Commit("the database writer stopped mid-batch".into()))?
     }
 
+    /// Commits what is queued (jobs and deferred entries), closes the connection (which
+    /// checkpoints the WAL) and stops the thread. Later writes fail.
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.messages.send(Message::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+    }
+
+    /// How many transactions the writer has committed.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
     /// Returns once every deferred audit entry queued before the call is committed:
     /// a reader of the trail then sees every click acknowledged so far. An empty job
     /// is enough: batches commit in order, and each takes the deferred entries.
     pub async fn flush_deferred(&self) -> StoreResult<()> {
-        self.write(Box::new(|_| Box::pin(async { Ok(()) }))).await
+        self.write(Box::new(|_| Ok(()))).await
     }
 
     /// Queues an audit entry for the next batch without waiting for it. Identical
-    /// entries are merged, counting repeats in `detail.count`. For evidence that changes nothing (a repeated or late click):
-    /// losing it in a crash loses no decision.
+    /// entries are merged, counting repeats in `detail.count`. For evidence that
+    /// changes nothing (a repeated or late click): losing it in a crash loses no
+    /// decision.
     pub fn defer_event(&self, id: ApprovalId, event: NewEvent) {
         let key = (
             id,
@@ -178,55 +192,72 @@ impl Writer {
     }
 }
 
-async fn run(
-    mut conn: SqliteConnection,
-    mut rx: mpsc::Receiver<Box<dyn Job>>,
-    mut close: mpsc::Receiver<oneshot::Sender<()>>,
-    commits: Arc<std::sync::atomic::AtomicU64>,
-    deferred: Arc<std::sync::Mutex<Deferred>>,
-    deferred_ready: Arc<Notify>,
-) {
-    let closed_by = loop {
-        let (first, closing) = tokio::select! {
-            job = rx.recv() => (job, None),
-            () = flush_due(&deferred_ready) => (None, None),
-            asked = close.recv() => (None, Some(asked)),
+/// Sends an empty job [`DEFERRED_FLUSH`] after deferred entries appear, so they are
+/// written even when nothing else is.
+async fn flush_deferred_regularly(messages: mpsc::WeakSender<Message>, ready: Arc<Notify>) {
+    loop {
+        ready.notified().await;
+        tokio::time::sleep(DEFERRED_FLUSH).await;
+        let Some(messages) = messages.upgrade() else {
+            return;
         };
-        let mut batch: Vec<Box<dyn Job>> = first.into_iter().collect();
-        // Everything that queued while the last commit was being made.
-        while closing.is_some() || batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        let (reply, _) = oneshot::channel::<StoreResult<()>>();
+        let job = Box::new(Typed {
+            work: Some(Box::new(|_: &Connection| Ok(()))),
+            result: None,
+            reply,
+        });
+        if messages.send(Message::Job(job)).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Message>,
+    commits: Arc<AtomicU64>,
+    deferred: Arc<Mutex<Deferred>>,
+) {
+    let mut closed_by = None;
+    while closed_by.is_none() {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let mut batch: Vec<Box<dyn Job>> = Vec::new();
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Job(job) => batch.push(job),
+                Message::Close(done) => closed_by = Some(done),
+            }
+            // Everything that queued while the last commit was being made.
+            if batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
             }
         }
         let events = take_deferred(&deferred);
         if !batch.is_empty() || !events.is_empty() {
-            commit_batch(&mut conn, &mut batch, &events).await;
-            commits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            commit_batch(&conn, &mut batch, &events);
+            commits.fetch_add(1, Ordering::Relaxed);
         }
-        if let Some(asked) = closing {
-            break asked;
-        }
-        if rx.is_closed() && rx.is_empty() {
-            break None;
-        }
-    };
+    }
     rx.close();
-    let _ = conn.close().await;
+    // Jobs that raced the close are refused, not left hanging.
+    while let Ok(message) = rx.try_recv() {
+        if let Message::Job(job) = message {
+            job.finish(Err("the database writer has stopped".into()));
+        }
+    }
+    if let Err((_, error)) = conn.close() {
+        tracing::warn!(%error, "the database writer did not close cleanly");
+    }
     if let Some(done) = closed_by {
         let _ = done.send(());
     }
 }
 
-/// Resolves once deferred entries have waited [`DEFERRED_FLUSH`]: they then get a
-/// batch of their own.
-async fn flush_due(ready: &Notify) {
-    ready.notified().await;
-    tokio::time::sleep(DEFERRED_FLUSH).await;
-}
-
-fn take_deferred(deferred: &std::sync::Mutex<Deferred>) -> Vec<(ApprovalId, NewEvent)> {
+fn take_deferred(deferred: &Mutex<Deferred>) -> Vec<(ApprovalId, NewEvent)> {
     let Ok(mut deferred) = deferred.lock() else {
         return Vec::new();
     };
@@ -246,117 +277,74 @@ fn take_deferred(deferred: &std::sync::Mutex<Deferred>) -> Vec<(ApprovalId, NewE
 
 /// One transaction: every job in its savepoint, then the deferred entries, then one
 /// commit; then every caller is answered.
-async fn commit_batch(
-    conn: &mut SqliteConnection,
+fn commit_batch(
+    conn: &Connection,
     batch: &mut Vec<Box<dyn Job>>,
     events: &[(ApprovalId, NewEvent)],
 ) {
-    // Boxed so the compiler sees one concrete `Send` future (sqlx's executor bounds
-    // are higher-ranked and do not infer through the nested borrows otherwise).
-    let transaction: BoxFuture<'_, Result<(), String>> =
-        Box::pin(transaction(&mut *conn, batch, events, Utc::now()));
-    let committed = transaction.await;
+    let committed = transaction(conn, batch, events).map_err(|e| e.to_string());
     if let Err(error) = &committed {
         tracing::error!(%error, jobs = batch.len(), "a write batch failed to commit");
         // Whatever state the failure left, the next batch must start clean.
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        let _ = conn.execute_batch("ROLLBACK");
     }
     for job in batch.drain(..) {
         job.finish(committed.clone());
     }
 }
 
-async fn transaction(
-    conn: &mut SqliteConnection,
+fn transaction(
+    conn: &Connection,
     batch: &mut [Box<dyn Job>],
     events: &[(ApprovalId, NewEvent)],
-    now: DateTime<Utc>,
-) -> Result<(), String> {
-    execute(conn, "BEGIN IMMEDIATE").await?;
+) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
-        execute(conn, "SAVEPOINT job").await?;
-        if !job.run(&mut *conn).await {
-            execute(conn, "ROLLBACK TO job").await?;
+        conn.execute_batch("SAVEPOINT job")?;
+        if !job.run(conn) {
+            conn.execute_batch("ROLLBACK TO job")?;
         }
-        execute(conn, "RELEASE job").await?;
+        conn.execute_batch("RELEASE job")?;
     }
+    let now = Utc::now();
     for (id, event) in events {
-        let written: BoxFuture<'_, StoreResult<()>> =
-            Box::pin(insert_event(&mut *conn, *id, now, event));
-        if let Err(error) = written.await {
+        if let Err(error) = insert_event(conn, *id, now, event) {
             tracing::error!(request_id = %id, %error, "could not write a deferred audit entry");
         }
     }
-    execute(conn, "COMMIT").await
-}
-
-/// Runs one fixed statement (transaction control) on the writer's connection.
-fn execute<'c>(
-    conn: &'c mut SqliteConnection,
-    sql: &'static str,
-) -> BoxFuture<'c, Result<(), String>> {
-    Box::pin(async move {
-        sqlx::query(sql)
-            .execute(conn)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
-    })
+    conn.execute_batch("COMMIT")
 }
 
 #[cfg(test)]
 mod tests {
-    use sqlx::{sqlite::SqliteConnectOptions, ConnectOptions, Row};
-
     use super::*;
 
-    async fn writer(dir: &tempfile::TempDir) -> Writer {
-        let mut conn = SqliteConnectOptions::new()
-            .filename(dir.path().join("w.db"))
-            .create_if_missing(true)
-            .connect()
-            .await
-            .expect("connect");
-        sqlx::query("CREATE TABLE t (n INTEGER NOT NULL UNIQUE)")
-            .execute(&mut conn)
-            .await
-            .expect("table");
-        sqlx::query(
-            "CREATE TABLE events (seq INTEGER PRIMARY KEY, approval_id TEXT, at TEXT, kind TEXT, actor TEXT, detail TEXT)",
+    fn writer(dir: &tempfile::TempDir) -> Writer {
+        let conn = Connection::open(dir.path().join("w.db")).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE t (n INTEGER NOT NULL UNIQUE);
+             CREATE TABLE events (seq INTEGER PRIMARY KEY, approval_id TEXT, at TEXT, kind TEXT, actor TEXT, detail TEXT);",
         )
-        .execute(&mut conn)
-        .await
-        .expect("events");
-        Writer::spawn(conn)
+        .expect("tables");
+        Writer::spawn(conn).expect("spawn")
     }
 
     fn insert(n: i64) -> Work<i64> {
         Box::new(move |conn| {
-            Box::pin(async move {
-                sqlx::query("INSERT INTO t (n) VALUES (?)")
-                    .bind(n)
-                    .execute(&mut *conn)
-                    .await?;
-                Ok(n)
-            })
+            conn.prepare_cached("INSERT INTO t (n) VALUES (?)")?
+                .execute([n])?;
+            Ok(n)
         })
     }
 
     fn count() -> Work<i64> {
-        Box::new(|conn| {
-            Box::pin(async move {
-                let row = sqlx::query("SELECT COUNT(*) AS c FROM t")
-                    .fetch_one(&mut *conn)
-                    .await?;
-                Ok(row.try_get("c")?)
-            })
-        })
+        Box::new(|conn| Ok(conn.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))?))
     }
 
     #[tokio::test]
     async fn concurrent_writes_share_commits_and_all_land() {
         let dir = tempfile::tempdir().expect("dir");
-        let writer = writer(&dir).await;
+        let writer = writer(&dir);
         let answers = futures::future::join_all((0..500).map(|n| writer.write(insert(n)))).await;
         assert!(answers.iter().all(Result::is_ok));
         assert_eq!(writer.write(count()).await.expect("count"), 500);
@@ -367,7 +355,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_job_fails_alone() {
         let dir = tempfile::tempdir().expect("dir");
-        let writer = writer(&dir).await;
+        let writer = writer(&dir);
         writer.write(insert(1)).await.expect("first");
         // The duplicate violates UNIQUE; the others in its batch still commit.
         let answers =
@@ -379,7 +367,7 @@ mod tests {
     #[tokio::test]
     async fn identical_deferred_entries_merge_with_a_count() {
         let dir = tempfile::tempdir().expect("dir");
-        let writer = writer(&dir).await;
+        let writer = writer(&dir);
         let id = ApprovalId::new();
         let late = || {
             NewEvent::new(
@@ -402,12 +390,9 @@ mod tests {
         writer.flush_deferred().await.expect("flush");
         let details: Vec<String> = writer
             .write(Box::new(|conn| {
-                Box::pin(async move {
-                    let rows = sqlx::query("SELECT detail FROM events ORDER BY actor")
-                        .fetch_all(&mut *conn)
-                        .await?;
-                    Ok(rows.iter().map(|r| r.get::<String, _>("detail")).collect())
-                })
+                let mut statement = conn.prepare("SELECT detail FROM events ORDER BY actor")?;
+                let rows = statement.query_map([], |row| row.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
             }))
             .await
             .expect("read");
@@ -417,9 +402,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn deferred_entries_are_written_without_other_writes() {
+        let dir = tempfile::tempdir().expect("dir");
+        let writer = writer(&dir);
+        writer.defer_event(
+            ApprovalId::new(),
+            NewEvent::new("click_ignored", None, serde_json::json!({})),
+        );
+        let started = std::time::Instant::now();
+        while writer.commits() == 0 {
+            assert!(started.elapsed() < Duration::from_secs(10), "never flushed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
     async fn close_commits_what_is_queued_then_refuses_writes() {
         let dir = tempfile::tempdir().expect("dir");
-        let writer = writer(&dir).await;
+        let writer = writer(&dir);
         let queued = writer.write(insert(7));
         let (answer, ()) = tokio::join!(queued, writer.close());
         assert_eq!(answer.expect("committed before closing"), 7);
