@@ -229,6 +229,8 @@ struct Inner {
     decision_seconds: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     pending: Gauge,
     long_polls: Gauge,
+    db_commits: Counter,
+    db_writes: Counter,
     slack_calls: Family<SlackLabels, Counter>,
     slack_retries: Family<SlackRetryLabels, Counter>,
     signature_failures: Family<ReasonLabels, Counter>,
@@ -290,6 +292,18 @@ impl Metrics {
             "long_polls_waiting",
             "Agent calls currently parked waiting for a decision",
             long_polls.clone(),
+        );
+        let db_commits = Counter::default();
+        registry.register(
+            "db_commits",
+            "Write transactions the group-committing writer committed (each one fsync)",
+            db_commits.clone(),
+        );
+        let db_writes = Counter::default();
+        registry.register(
+            "db_writes",
+            "Writes (submits, votes, decisions, outbox updates) the writer ran; writes per commit is the group-commit batch size",
+            db_writes.clone(),
         );
         let slack_calls = Family::<SlackLabels, Counter>::default();
         registry.register(
@@ -356,6 +370,8 @@ impl Metrics {
                 decision_seconds,
                 pending,
                 long_polls,
+                db_commits,
+                db_writes,
                 slack_calls,
                 slack_retries,
                 signature_failures,
@@ -490,6 +506,16 @@ impl Metrics {
 
     pub fn set_long_polls(&self, waiting: i64) {
         self.inner.long_polls.set(waiting);
+    }
+
+    /// Brings the writer counters up to the writer's own totals (read at scrape time).
+    pub fn set_db_totals(&self, commits: u64, writes: u64) {
+        for (counter, total) in [
+            (&self.inner.db_commits, commits),
+            (&self.inner.db_writes, writes),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     /// The registry in the text exposition format.

@@ -704,8 +704,14 @@ impl ApprovalService {
     /// What a pending message shows besides the request: votes so far and the
     /// high-risk rule, if any.
     pub async fn progress(&self, approval: &Approval) -> Result<Progress, ServiceError> {
+        // With one approval needed, the first one decides: there are never votes to show.
+        let votes = if approval.required_approvals > 1 {
+            self.inner.store.votes(approval.id).await?
+        } else {
+            Vec::new()
+        };
         Ok(Progress {
-            votes: self.inner.store.votes(approval.id).await?,
+            votes,
             high_risk_rule: self.access(approval).high_risk_rule,
         })
     }

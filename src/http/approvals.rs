@@ -185,6 +185,10 @@ pub(super) async fn submit(
         admission.replayed();
     }
     tracing::Span::current().record("request_id", tracing::field::display(approval.id));
+    // Without `wait`, the state the submission just committed is the answer: no read.
+    if wait == 0 || approval.status.is_final() {
+        return Ok(reply(&approval));
+    }
     let approval = state
         .service
         .wait(approval.id, Duration::from_secs(wait))

@@ -30,6 +30,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         // Keep serving the other metrics; the gauge keeps its last value.
         Err(error) => tracing::warn!(%error, "metrics: could not count pending requests"),
     }
+    let (commits, writes) = state.service.store().write_totals();
+    state.metrics.set_db_totals(commits, writes);
     state
         .metrics
         .set_long_polls(i64::try_from(state.service.waiting()).unwrap_or(i64::MAX));

@@ -48,6 +48,8 @@ struct Inner {
     slack: SlackClient,
     /// When each (request, reviewer) last got an "already decided" note.
     noted: DashMap<(ApprovalId, String), Instant>,
+    /// When `noted` was last swept of entries older than [`NOTE_EVERY`].
+    swept: std::sync::Mutex<Instant>,
 }
 
 impl Interactions {
@@ -57,6 +59,7 @@ impl Interactions {
                 service,
                 slack,
                 noted: DashMap::new(),
+                swept: std::sync::Mutex::new(Instant::now()),
             }),
         }
     }
@@ -151,11 +154,20 @@ impl Interactions {
     }
 
     /// Whether `user` may hear "already decided" about `id` now: once per
-    /// [`NOTE_EVERY`]. Old entries are swept as the map grows.
+    /// [`NOTE_EVERY`]. Entries older than that are swept at most once per
+    /// [`NOTE_EVERY`], so the map holds about a minute of notes and a click never pays
+    /// for a scan of it.
     fn note_due(&self, id: ApprovalId, user: &str) -> bool {
         let now = Instant::now();
         let noted = &self.inner.noted;
-        if noted.len() > 10_000 {
+        let sweep = self.inner.swept.lock().is_ok_and(|mut swept| {
+            let due = now.duration_since(*swept) >= NOTE_EVERY;
+            if due {
+                *swept = now;
+            }
+            due
+        });
+        if sweep {
             noted.retain(|_, at| now.duration_since(*at) < NOTE_EVERY);
         }
         let mut due = false;

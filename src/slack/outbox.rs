@@ -114,9 +114,18 @@ impl OutboxWorker {
     /// Sends `channel`'s rows in order until none is left. Rows waiting out a retry
     /// are slept for (a mark for the channel wakes the lane sooner).
     async fn lane(&self, channel: &str, wake: &Notify) {
+        // Rows delivered since the last claim: removed by the next claim's own write.
+        let mut done = Vec::new();
         loop {
-            let rows = match self.store().claim_outbox(channel, Utc::now(), CLAIM).await {
-                Ok(rows) => rows,
+            let claimed = self
+                .store()
+                .claim_outbox(channel, Utc::now(), CLAIM, done.clone())
+                .await;
+            let rows = match claimed {
+                Ok(rows) => {
+                    done.clear();
+                    rows
+                }
                 Err(error) => {
                     tracing::error!(%channel, %error, "could not claim outbox rows; retrying");
                     tokio::time::sleep(STORE_RETRY).await;
@@ -141,7 +150,7 @@ impl OutboxWorker {
                 continue;
             }
             for row in rows {
-                if let Err(error) = self.deliver(&row).await {
+                if let Err(error) = self.deliver(&row, &mut done).await {
                     // The row stays claimed and is tried again when its lane next runs.
                     tracing::error!(request_id = %row.approval_id, %error, kind = row.kind.as_str(), "could not deliver an outbox row");
                     tokio::time::sleep(STORE_RETRY).await;
@@ -150,23 +159,30 @@ impl OutboxWorker {
         }
     }
 
-    async fn deliver(&self, row: &Row) -> Result<(), ServiceError> {
+    async fn deliver(&self, row: &Row, done: &mut Vec<i64>) -> Result<(), ServiceError> {
         let Some(approval) = self.store().get(row.approval_id).await? else {
-            return Ok(self.store().outbox_done(row.seq, None).await?);
+            done.push(row.seq);
+            return Ok(());
         };
         match row.kind {
-            Kind::Post => self.post(row, &approval).await,
-            Kind::Update => self.rewrite(row, &approval).await,
-            Kind::Fyi => self.fyi(row, &approval).await,
+            Kind::Post => self.post(row, &approval, done).await,
+            Kind::Update => self.rewrite(row, &approval, done).await,
+            Kind::Fyi => self.fyi(row, &approval, done).await,
         }
     }
 
     /// Posts the pending message. A request decided before its turn is never posted
     /// (there is nothing left to decide); one decided while the post was in flight
     /// gets a rewrite queued by the store.
-    async fn post(&self, row: &Row, approval: &Approval) -> Result<(), ServiceError> {
+    async fn post(
+        &self,
+        row: &Row,
+        approval: &Approval,
+        done: &mut Vec<i64>,
+    ) -> Result<(), ServiceError> {
         if approval.status.is_final() || approval.message_ts.is_some() {
-            return Ok(self.store().outbox_done(row.seq, None).await?);
+            done.push(row.seq);
+            return Ok(());
         }
         if row.attempts > 1 {
             tracing::warn!(request_id = %approval.id, attempts = row.attempts, "posting again: an earlier attempt was interrupted");
@@ -212,7 +228,7 @@ impl OutboxWorker {
                     text: error.to_string(),
                 };
                 self.service.post_failed(approval.id, &failure).await?;
-                self.store().outbox_done(row.seq, None).await?;
+                done.push(row.seq);
             }
         }
         Ok(())
@@ -220,9 +236,15 @@ impl OutboxWorker {
 
     /// Rewrites the message from the request's current state: the outcome once final,
     /// else the pending message with its approval progress.
-    async fn rewrite(&self, row: &Row, approval: &Approval) -> Result<(), ServiceError> {
+    async fn rewrite(
+        &self,
+        row: &Row,
+        approval: &Approval,
+        done: &mut Vec<i64>,
+    ) -> Result<(), ServiceError> {
         let Some(ts) = approval.message_ts.clone() else {
-            return Ok(self.store().outbox_done(row.seq, None).await?);
+            done.push(row.seq);
+            return Ok(());
         };
         let rendered = if approval.status.is_final() {
             blocks::final_message(approval)
@@ -238,7 +260,8 @@ impl OutboxWorker {
             .update_message(&message, &rendered.text, &rendered.blocks)
             .await
         else {
-            return Ok(self.store().outbox_done(row.seq, None).await?);
+            done.push(row.seq);
+            return Ok(());
         };
         tracing::warn!(request_id = %approval.id, %error, "could not update the Slack message");
         let event = NewEvent::new(
@@ -261,9 +284,15 @@ impl OutboxWorker {
     }
 
     /// Posts an automatic decision as a message without buttons.
-    async fn fyi(&self, row: &Row, approval: &Approval) -> Result<(), ServiceError> {
+    async fn fyi(
+        &self,
+        row: &Row,
+        approval: &Approval,
+        done: &mut Vec<i64>,
+    ) -> Result<(), ServiceError> {
         if approval.message_ts.is_some() {
-            return Ok(self.store().outbox_done(row.seq, None).await?);
+            done.push(row.seq);
+            return Ok(());
         }
         let rendered = blocks::final_message(approval);
         match self

@@ -109,6 +109,8 @@ pub struct Writer {
     messages: mpsc::Sender<Message>,
     /// Transactions committed so far (for tests and metrics: jobs per commit).
     commits: Arc<AtomicU64>,
+    /// Jobs run so far.
+    writes: Arc<AtomicU64>,
     deferred: Arc<Mutex<Deferred>>,
     deferred_ready: Arc<Notify>,
 }
@@ -118,17 +120,44 @@ impl Writer {
     /// that makes sure deferred entries are written within [`DEFERRED_FLUSH`]. The
     /// thread ends when every handle is dropped or [`Writer::close`] is called.
     pub fn spawn(conn: Connection) -> std::io::Result<Self> {
+        Self::spawn_with_checkpointer(conn, None)
+    }
+
+    /// As [`Writer::spawn`], and with `checkpoints` (a second connection to the same
+    /// database) moves WAL checkpoints off the write path: the writer's own automatic
+    /// checkpoint is turned off, and a thread of its own checkpoints (`PASSIVE`, which
+    /// never blocks the writer) every [`CHECKPOINT_EVERY`]. A checkpoint copies pages
+    /// into the database file and fsyncs it; done inside a commit, it stalls every
+    /// caller of that batch.
+    pub fn spawn_with_checkpointer(
+        conn: Connection,
+        checkpoints: Option<Connection>,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(checkpoints) = checkpoints {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(std::io::Error::other)?;
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("greenlight-checkpoint".into())
+                .spawn(move || checkpoint(checkpoints, &stop))?;
+        }
         let (messages, rx) = mpsc::channel(QUEUE);
         let writer = Self {
             messages,
             commits: Arc::default(),
+            writes: Arc::default(),
             deferred: Arc::default(),
             deferred_ready: Arc::default(),
         };
-        let (commits, deferred) = (writer.commits.clone(), writer.deferred.clone());
+        let counters = (writer.commits.clone(), writer.writes.clone());
+        let deferred = writer.deferred.clone();
         std::thread::Builder::new()
             .name("greenlight-writer".into())
-            .spawn(move || run(conn, rx, commits, deferred))?;
+            .spawn(move || {
+                run(conn, rx, counters, deferred);
+                stop.store(true, Ordering::Relaxed);
+            })?;
         tokio::spawn(flush_deferred_regularly(
             writer.messages.downgrade(),
             writer.deferred_ready.clone(),
@@ -167,6 +196,11 @@ impl Writer {
         self.commits.load(Ordering::Relaxed)
     }
 
+    /// How many jobs the writer has run.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
     /// Returns once every deferred audit entry queued before the call is committed:
     /// a reader of the trail then sees every click acknowledged so far. An empty job
     /// is enough: batches commit in order, and each takes the deferred entries.
@@ -189,6 +223,20 @@ impl Writer {
             deferred.entries.entry(key).or_insert((event, 0)).1 += 1;
         }
         self.deferred_ready.notify_one();
+    }
+}
+
+/// How often the checkpoint thread copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// The checkpoint thread: `PASSIVE` checkpoints until the writer stops, then one
+/// last one, so the WAL does not grow without bound.
+fn checkpoint(conn: Connection, stop: &std::sync::atomic::AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(%error, "WAL checkpoint failed; retrying");
+        }
     }
 }
 
@@ -216,7 +264,7 @@ async fn flush_deferred_regularly(messages: mpsc::WeakSender<Message>, ready: Ar
 fn run(
     conn: Connection,
     mut rx: mpsc::Receiver<Message>,
-    commits: Arc<AtomicU64>,
+    (commits, writes): (Arc<AtomicU64>, Arc<AtomicU64>),
     deferred: Arc<Mutex<Deferred>>,
 ) {
     let mut closed_by = None;
@@ -238,6 +286,7 @@ fn run(
         }
         let events = take_deferred(&deferred);
         if !batch.is_empty() || !events.is_empty() {
+            writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
             commit_batch(&conn, &mut batch, &events);
             commits.fetch_add(1, Ordering::Relaxed);
         }
