@@ -36,6 +36,11 @@ use crate::{
 
 /// Rows a lane claims at once.
 const CLAIM: u32 = 16;
+/// A claimed row carries the request as it was at the claim. A post whose turn comes
+/// later than this re-reads it, so a request decided while the lane waited on Slack is
+/// not posted with live buttons. (A rewrite needs no re-read: a later change queues a
+/// rewrite of its own.)
+const FRESH: Duration = Duration::from_secs(1);
 /// Backoff of a failed rewrite: doubles per attempt up to the cap.
 const REWRITE_RETRY_FIRST: Duration = Duration::from_secs(1);
 const REWRITE_RETRY_MAX: Duration = Duration::from_secs(300);
@@ -149,7 +154,17 @@ impl OutboxWorker {
                 }
                 continue;
             }
-            for row in rows {
+            let claimed = Instant::now();
+            for mut row in rows {
+                if row.kind == Kind::Post && claimed.elapsed() > FRESH {
+                    // Slack held the lane up: the request may have been decided since.
+                    match self.store().get(row.approval_id).await {
+                        Ok(now) => row.approval = now,
+                        Err(error) => {
+                            tracing::warn!(request_id = %row.approval_id, %error, "could not re-read a request before posting")
+                        }
+                    }
+                }
                 if let Err(error) = self.deliver(&row, &mut done).await {
                     // The row stays claimed and is tried again when its lane next runs.
                     tracing::error!(request_id = %row.approval_id, %error, kind = row.kind.as_str(), "could not deliver an outbox row");
@@ -160,14 +175,14 @@ impl OutboxWorker {
     }
 
     async fn deliver(&self, row: &Row, done: &mut Vec<i64>) -> Result<(), ServiceError> {
-        let Some(approval) = self.store().get(row.approval_id).await? else {
+        let Some(approval) = &row.approval else {
             done.push(row.seq);
             return Ok(());
         };
         match row.kind {
-            Kind::Post => self.post(row, &approval, done).await,
-            Kind::Update => self.rewrite(row, &approval, done).await,
-            Kind::Fyi => self.fyi(row, &approval, done).await,
+            Kind::Post => self.post(row, approval, done).await,
+            Kind::Update => self.rewrite(row, approval, done).await,
+            Kind::Fyi => self.fyi(row, approval, done).await,
         }
     }
 

@@ -48,7 +48,7 @@ impl Kind {
 }
 
 /// A claimed outbox row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub seq: i64,
     pub approval_id: ApprovalId,
@@ -57,6 +57,9 @@ pub struct Row {
     /// Claims so far, this one included: more than 1 means an earlier attempt may
     /// have reached Slack.
     pub attempts: u32,
+    /// The request as it stood when the row was claimed (read in the claim's own
+    /// transaction); `None` if it is gone (pruned).
+    pub approval: Option<Approval>,
 }
 
 /// The last failure posting to a channel, as a reviewer or agent would read it.
@@ -127,6 +130,19 @@ impl Store {
                 let mut claimed = Vec::new();
                 while let Some(row) = rows.next()? {
                     claimed.push(row_from(row)?);
+                }
+                drop(rows);
+                drop(statement);
+                let mut read = conn.prepare_cached(&format!(
+                    "SELECT {} FROM approvals WHERE id = ?",
+                    super::rows::APPROVAL_COLUMNS
+                ))?;
+                for row in &mut claimed {
+                    let mut found = read.query([row.approval_id.to_string()])?;
+                    row.approval = match found.next()? {
+                        Some(stored) => Some(super::rows::approval_from_row(stored)?),
+                        None => None,
+                    };
                 }
                 Ok(claimed)
             }))
@@ -280,5 +296,6 @@ fn row_from(row: &rusqlite::Row<'_>) -> StoreResult<Row> {
         kind: Kind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("outbox kind {kind}")))?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        approval: None,
     })
 }
