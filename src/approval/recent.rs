@@ -1,11 +1,20 @@
-//! Requests this process recently saw final, so a repeated or late click is answered
-//! from memory: no database read, no durable write of its own.
+//! Requests this process recently stored or saw final, so a click finds the request
+//! without a database read, and a repeated or late click is answered from memory with
+//! no durable write of its own.
 //!
-//! A final request never changes again, so a cached copy cannot go stale in any way a
-//! click cares about (status, who decided, when), on one replica or many. The cache is
-//! bounded by two generations: when the young one fills, the old one is dropped and the
-//! young one takes its place, so memory stays below twice `capacity` entries and a
-//! request clicked again and again stays in.
+//! Why a cached copy is safe to act on:
+//! - A final request never changes again, so its copy cannot go stale in any way a
+//!   click cares about (status, who decided, when), on one replica or many.
+//! - A pending copy is used only for what never changes (agent, code, context,
+//!   requester, required approvals, channel, deadline): the write a click makes is
+//!   conditional on the request still being pending in the store, and a click whose
+//!   write finds it decided reads the store for the answer.
+//!
+//! Pending requests are kept only when their code and context are small
+//! ([`MAX_PENDING_BYTES`]), so the cache's memory stays bounded by entries, not by
+//! what agents send. The cache is bounded by two generations: when the young one
+//! fills, the old one is dropped and the young one takes its place, so memory stays
+//! below twice `capacity` entries and a request clicked again and again stays in.
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex};
 
@@ -13,22 +22,24 @@ use crate::model::{Approval, ApprovalId};
 
 /// Entries per generation by default: about a day of decisions for a busy team.
 pub const DEFAULT_CAPACITY: usize = 50_000;
+/// Largest code plus context (bytes) of a pending request worth keeping.
+pub const MAX_PENDING_BYTES: usize = 4096;
 
 type Generation = HashMap<ApprovalId, Arc<Approval>>;
 
 #[derive(Debug)]
-pub struct RecentlyFinal {
+pub struct Recent {
     capacity: usize,
     generations: Mutex<(Generation, Generation)>,
 }
 
-impl Default for RecentlyFinal {
+impl Default for Recent {
     fn default() -> Self {
         Self::new(DEFAULT_CAPACITY)
     }
 }
 
-impl RecentlyFinal {
+impl Recent {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
@@ -36,10 +47,14 @@ impl RecentlyFinal {
         }
     }
 
-    /// Remembers a final request. Pending ones are ignored: they may still change.
+    /// Remembers a request: any final one, and a pending one whose code and context
+    /// are small.
     pub fn remember(&self, approval: &Approval) {
         if !approval.status.is_final() {
-            return;
+            let context = approval.context.as_ref().map_or(0, |c| c.to_string().len());
+            if approval.code.len() + context > MAX_PENDING_BYTES {
+                return;
+            }
         }
         self.put(approval.id, Arc::new(approval.clone()));
     }
@@ -55,7 +70,7 @@ impl RecentlyFinal {
         young.insert(id, approval);
     }
 
-    /// The final state of `id`, if this process saw it recently.
+    /// The last state of `id` this process saw, if it saw it recently.
     pub fn get(&self, id: ApprovalId) -> Option<Arc<Approval>> {
         let found = {
             let generations = self.generations.lock().ok()?;
@@ -87,12 +102,24 @@ mod tests {
     }
 
     #[test]
-    fn remembers_only_final_requests() {
-        let recent = RecentlyFinal::new(4);
+    fn keeps_final_requests_and_small_pending_ones() {
+        let recent = Recent::new(4);
         let pending = sample("ls");
         recent.remember(&pending);
-        assert!(recent.get(pending.id).is_none());
-        let done = decided();
+        assert_eq!(
+            recent.get(pending.id).map(|a| a.status),
+            Some(Status::Pending)
+        );
+        let huge = sample(&"x".repeat(MAX_PENDING_BYTES + 1));
+        recent.remember(&huge);
+        assert!(
+            recent.get(huge.id).is_none(),
+            "large pending ones are not kept"
+        );
+        let done = Approval {
+            status: Status::Approved,
+            ..huge
+        };
         recent.remember(&done);
         assert_eq!(
             recent.get(done.id).map(|a| a.status),
@@ -102,7 +129,7 @@ mod tests {
 
     #[test]
     fn stays_bounded_and_keeps_what_is_clicked_again() {
-        let recent = RecentlyFinal::new(2);
+        let recent = Recent::new(2);
         let hot = decided();
         recent.remember(&hot);
         for _ in 0..10 {

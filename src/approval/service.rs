@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use super::{
     approvers::{Directory, GroupMembers, Refusal},
     outcomes::{Answer, ReasonOutcome},
-    recent::RecentlyFinal,
+    recent::Recent,
     waiters::Waiters,
 };
 use crate::{
@@ -104,8 +104,8 @@ pub struct ApprovalService {
 struct Inner {
     store: Store,
     waiters: Waiters,
-    /// Final requests seen lately: repeated and late clicks are answered from here.
-    recent: RecentlyFinal,
+    /// Requests stored or decided lately: clicks find them here without a read.
+    recent: Recent,
     /// Flips to true on shutdown so open long-polls answer at once.
     shutting_down: watch::Sender<bool>,
     /// Routing, approvers, required approvals, timeouts and automatic decisions.
@@ -132,7 +132,7 @@ impl ApprovalService {
             inner: Arc::new(Inner {
                 store,
                 waiters: Waiters::new(),
-                recent: RecentlyFinal::default(),
+                recent: Recent::default(),
                 directory: Directory::new(groups),
                 defaults,
                 shutting_down,
@@ -242,6 +242,7 @@ impl ApprovalService {
             Inserted::Created(approval) => {
                 tracing::info!(request_id = %approval.id, agent = %approval.agent, rule = plan.rule(), "approval submitted");
                 self.inner.metrics.submitted(&approval.agent);
+                self.inner.recent.remember(&approval);
                 if approval.status.is_final() {
                     self.decided(&approval, true);
                 }
@@ -315,11 +316,15 @@ impl ApprovalService {
         }
     }
 
-    /// The request as a click needs it: from the recently-final cache when it is
-    /// there (a repeated or late click then costs no database read), else the store.
+    /// The request as a click needs it: from the recent cache when it is there (see
+    /// `recent` for why a pending copy is safe: every write a click makes is
+    /// conditional on the store), else the store.
     async fn current(&self, id: ApprovalId) -> Result<Option<Approval>, ServiceError> {
-        if let Some(final_state) = self.inner.recent.get(id) {
-            return Ok(Some((*final_state).clone()));
+        if let Some(seen) = self.inner.recent.get(id) {
+            // An overdue copy goes to the store: expiring it needs its current state.
+            if seen.status.is_final() || seen.expires_at > Utc::now() {
+                return Ok(Some((*seen).clone()));
+            }
         }
         let Some(approval) = self.inner.store.get(id).await? else {
             return Ok(None);
