@@ -46,6 +46,21 @@ impl Default for RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// The production shape with millisecond backoffs: for tests against a fake Slack,
+    /// which must not wait out real backoffs.
+    pub fn fast() -> Self {
+        Self {
+            max_failure_retries: 3,
+            max_rate_limit_retries: 10,
+            base_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(100),
+            max_jitter: Duration::from_millis(20),
+            attempt_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Why a Web API call failed, after any retries.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SlackError {

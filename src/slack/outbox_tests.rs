@@ -113,14 +113,7 @@ async fn stand_in() -> (String, Arc<Seen>) {
 }
 
 fn retry() -> RetryPolicy {
-    RetryPolicy {
-        max_failure_retries: 3,
-        max_rate_limit_retries: 10,
-        base_backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(100),
-        max_jitter: Duration::from_millis(20),
-        attempt_timeout: Duration::from_secs(5),
-    }
+    RetryPolicy::fast()
 }
 
 struct NoGroups;

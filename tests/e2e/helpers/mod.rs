@@ -29,14 +29,7 @@ pub const APP_TOKEN: &str = "xapp-1-A0GREENLIGHT-e2e-app-token";
 
 /// Retries fast enough for tests, same shape as production.
 pub fn fast_retry() -> RetryPolicy {
-    RetryPolicy {
-        max_failure_retries: 3,
-        max_rate_limit_retries: 10,
-        base_backoff: Duration::from_millis(20),
-        max_backoff: Duration::from_millis(100),
-        max_jitter: Duration::from_millis(20),
-        attempt_timeout: Duration::from_secs(5),
-    }
+    RetryPolicy::fast()
 }
 
 fn init_tracing() {
