@@ -4,7 +4,9 @@
 //! here, and nothing here starts a task: `crate::app` runs the workers.
 //!
 //! # Layout
-//! - [`service`]: `ApprovalService`, every state change.
+//! - [`service`]: `ApprovalService`: submit, wait, cancel, expire, and the one path
+//!   that ends a request; `review`: its reviewer side (clicks, deny reasons, who may
+//!   decide).
 //! - [`outcomes`]: what a click did, and the wording of system decisions.
 //! - [`approvers`]: approver lists and user groups.
 //! - [`waiters`]: long-polls parked until a decision.
@@ -15,6 +17,7 @@ pub mod approvers;
 pub mod deadlines;
 pub mod outcomes;
 pub mod recent;
+mod review;
 pub mod service;
 pub mod waiters;
 
