@@ -64,6 +64,14 @@ impl Recent {
             return;
         };
         let (young, old) = &mut *generations;
+        // Final is final: a pending copy read before the decision never replaces it.
+        let known_final = young
+            .get(&id)
+            .or_else(|| old.get(&id))
+            .is_some_and(|seen| seen.status.is_final());
+        if known_final && !approval.status.is_final() {
+            return;
+        }
         if young.len() >= self.capacity {
             *old = std::mem::take(young);
         }
@@ -125,6 +133,16 @@ mod tests {
             recent.get(done.id).map(|a| a.status),
             Some(Status::Approved)
         );
+        // A pending copy read before the decision arrives late: the final one stays.
+        recent.remember(&sample_with_id(done.id));
+        assert_eq!(
+            recent.get(done.id).map(|a| a.status),
+            Some(Status::Approved)
+        );
+    }
+
+    fn sample_with_id(id: crate::model::ApprovalId) -> Approval {
+        Approval { id, ..sample("ls") }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{
     approvers::Refusal,
     outcomes::{Answer, ReasonOutcome},
-    service::{ApprovalService, Progress, ServiceError},
+    service::{to_the_end, ApprovalService, Progress, ServiceError},
 };
 use crate::{
     model::{
@@ -103,22 +103,27 @@ impl ApprovalService {
             });
         }
         let (user, display) = (reviewer.id.clone(), reviewer.display());
-        let vote = self
-            .inner
-            .store
-            .record_approval(id, user.clone(), now, decide, move |voters, required| {
-                NewEvent::new(
-                    "approval_vote",
-                    Some(&user),
-                    json!({ "user": display, "votes": voters.len(), "required": required }),
-                )
-            })
-            .await?;
-        Ok(match vote {
-            Vote::Decided(decided) => {
-                self.decided(&decided, false);
-                Answer::Decided(*decided)
+        let this = self.clone();
+        let vote = to_the_end(async move {
+            let vote = this
+                .inner
+                .store
+                .record_approval(id, user.clone(), now, decide, move |voters, required| {
+                    NewEvent::new(
+                        "approval_vote",
+                        Some(&user),
+                        json!({ "user": display, "votes": voters.len(), "required": required }),
+                    )
+                })
+                .await?;
+            if let Vote::Decided(decided) = &vote {
+                this.decided(decided, false);
             }
+            Ok(vote)
+        })
+        .await?;
+        Ok(match vote {
+            Vote::Decided(decided) => Answer::Decided(*decided),
             Vote::Counted { voters, .. } => {
                 tracing::info!(request_id = %id, user = %reviewer.id, votes = voters.len(), required = approval.required_approvals, "approval counted");
                 Answer::Counted {

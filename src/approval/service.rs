@@ -3,9 +3,10 @@
 //! Every transition is one store write, conditional on the request still being
 //! pending, that also queues what must follow it (the Slack message to post or
 //! rewrite goes into the store's outbox in the same transaction). Once it is
-//! committed, waiters wake. The service starts no task and renders no message: the
-//! workers (`crate::app` starts them) and the adapters (Slack, HTTP) do that from what
-//! it returns and what the store holds.
+//! committed, waiters wake. The service renders no message and runs no background
+//! work: the workers (`crate::app` starts them) and the adapters (Slack, HTTP) do that
+//! from what it returns and what the store holds. Its only task is [`to_the_end`],
+//! which keeps a state change and its follow-ups running when the caller goes away.
 //!
 //! The policy (`crate::policy`) routes each submission: the matching rule picks the
 //! channel, the approvers, the approvals needed and the timeout, or decides on its own.
@@ -29,6 +30,19 @@ use crate::{
     policy::{Defaults, Plan, Policy, Requested},
     store::{outbox::Trouble, Fate, Inserted, NewEvent, Store, StoreError, Submission},
 };
+
+/// Runs a state change and what must follow its commit (waking the workers and the
+/// waiters) to the end even if the caller goes away: an HTTP client that disconnects
+/// while its write is queued drops the handler's future, but the write still commits,
+/// and a committed change whose follow-ups were dropped would sit unseen (no post, no
+/// deadline armed, long-polls left sleeping) until something else looked.
+pub(super) async fn to_the_end<T: Send + 'static>(
+    change: impl std::future::Future<Output = Result<T, ServiceError>> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::spawn(change).await.map_err(|e| {
+        ServiceError::Store(StoreError::Commit(format!("the write task failed: {e}")))
+    })?
+}
 
 /// Failures the API maps to client errors; store failures become 500s.
 #[derive(Debug, thiserror::Error)]
@@ -200,17 +214,25 @@ impl ApprovalService {
             fate,
             max_pending,
         };
-        match self.inner.store.insert(submission).await? {
-            Inserted::Created(approval) => {
-                tracing::info!(request_id = %approval.id, agent = %approval.agent, rule = plan.rule(), "approval submitted");
-                self.inner.metrics.submitted(&approval.agent);
-                self.inner.recent.remember(&approval);
+        let this = self.clone();
+        let rule = plan.rule().to_owned();
+        let inserted = to_the_end(async move {
+            let inserted = this.inner.store.insert(submission).await?;
+            if let Inserted::Created(approval) = &inserted {
+                tracing::info!(request_id = %approval.id, agent = %approval.agent, rule, "approval submitted");
+                this.inner.metrics.submitted(&approval.agent);
+                this.inner.recent.remember(approval);
                 if approval.status.is_final() {
-                    self.decided(&approval, true);
+                    this.decided(approval, true);
                 }
-                Ok((approval, true))
             }
-            Inserted::Existing(approval) => Ok((approval, false)),
+            Ok(inserted)
+        })
+        .await?;
+        match inserted {
+            Inserted::Created(approval) => Ok((approval, true)),
+            // A replay after the deadline must not say "pending".
+            Inserted::Existing(approval) => Ok((self.overdue_expired(approval).await?, false)),
             Inserted::KeyConflict => Err(ServiceError::IdempotencyConflict),
             Inserted::TooManyPending { pending } => Err(ServiceError::TooManyPending { pending }),
         }
@@ -381,11 +403,15 @@ impl ApprovalService {
         decision: Decision,
         event: NewEvent,
     ) -> Result<Option<Approval>, ServiceError> {
-        let Some(approval) = self.inner.store.decide(id, decision, event).await? else {
-            return Ok(None);
-        };
-        self.decided(&approval, false);
-        Ok(Some(approval))
+        let this = self.clone();
+        to_the_end(async move {
+            let decided = this.inner.store.decide(id, decision, event).await?;
+            if let Some(approval) = &decided {
+                this.decided(approval, false);
+            }
+            Ok(decided)
+        })
+        .await
     }
 
     /// After a committed decision: count it, remember it, wake the waiters. `by_rule`

@@ -44,6 +44,10 @@ const FRESH: Duration = Duration::from_secs(1);
 /// Backoff of a failed rewrite: doubles per attempt up to the cap.
 const REWRITE_RETRY_FIRST: Duration = Duration::from_secs(1);
 const REWRITE_RETRY_MAX: Duration = Duration::from_secs(300);
+/// Backoff between posts while Slack is unavailable (the client's own retries ran
+/// out): doubles up to the cap, and never waits past the request's deadline.
+const POST_RETRY_FIRST: Duration = Duration::from_secs(1);
+const POST_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Backoff when the store itself fails.
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
@@ -81,7 +85,12 @@ impl OutboxWorker {
                 running.insert(channel.clone(), wake.clone());
                 let worker = self.clone();
                 lanes.spawn(async move {
-                    worker.lane(&channel, &wake).await;
+                    // A lane that panicked must still hand its channel back, or the
+                    // channel would count as running forever and never be served.
+                    let lane = std::panic::AssertUnwindSafe(worker.lane(&channel, &wake));
+                    if futures::FutureExt::catch_unwind(lane).await.is_err() {
+                        tracing::error!(%channel, "a Slack outbox lane panicked; restarting it");
+                    }
                     channel
                 });
             }
@@ -90,7 +99,8 @@ impl OutboxWorker {
                 Some(ended) = lanes.join_next() => {
                     let Ok(channel) = ended else { continue };
                     running.remove(&channel);
-                    if again.remove(&channel) {
+                    // Rows may be left (a panicked lane) or new (marked meanwhile).
+                    if again.remove(&channel) || self.store().next_outbox_try(&channel).await.ok().flatten().is_some() {
                         todo.insert(channel);
                     }
                 }
@@ -217,36 +227,68 @@ impl OutboxWorker {
                 }
             });
         };
-        let posted = self
-            .slack
-            .post_message_observed(
-                &approval.channel,
-                &rendered.text,
-                &rendered.blocks,
-                Some(deadline),
-                &on_retry,
-            )
-            .await;
-        match posted {
-            Ok(message) => {
-                self.store()
-                    .posted(row, message.channel, message.ts)
-                    .await?;
-            }
-            Err(error) => {
+        let mut pause = POST_RETRY_FIRST;
+        loop {
+            let posted = self
+                .slack
+                .post_message_observed(
+                    &approval.channel,
+                    &rendered.text,
+                    &rendered.blocks,
+                    Some(deadline),
+                    &on_retry,
+                )
+                .await;
+            let error = match posted {
+                Ok(message) => {
+                    self.store()
+                        .posted(row, message.channel, message.ts)
+                        .await?;
+                    return Ok(());
+                }
+                Err(error) => error,
+            };
+            self.store()
+                .record_trouble(&approval.channel, trouble(&error))
+                .await?;
+            if !is_transient(&error) {
+                // Slack refused for good: no reviewer can ever see it.
                 tracing::warn!(request_id = %approval.id, %error, "could not post the approval message");
-                self.store()
-                    .record_trouble(&approval.channel, trouble(&error))
-                    .await?;
                 let failure = Trouble {
                     code: error.code().to_owned(),
                     text: error.to_string(),
                 };
                 self.service.post_failed(approval.id, &failure).await?;
                 done.push(row.seq);
+                return Ok(());
+            }
+            if Utc::now() >= approval.expires_at {
+                // Slack stayed unavailable until the deadline: the request expires,
+                // with a reason naming the failure (the deadline worker's expiry, done
+                // now so the lane can move on).
+                self.service
+                    .expire_due(Utc::now(), crate::approval::deadlines::BATCH)
+                    .await?;
+                done.push(row.seq);
+                return Ok(());
+            }
+            tracing::warn!(request_id = %approval.id, %error, retry_in_ms = pause.as_millis() as u64, "Slack is unavailable for a post; retrying until the deadline");
+            let until_deadline = (approval.expires_at - Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            tokio::time::sleep(pause.min(until_deadline)).await;
+            pause = (pause * 2).min(POST_RETRY_MAX);
+            // Cancelled (or decided) while Slack was away: nothing left to post.
+            let still_pending = self
+                .store()
+                .get(approval.id)
+                .await?
+                .is_some_and(|now| !now.status.is_final());
+            if !still_pending {
+                done.push(row.seq);
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     /// Rewrites the message from the request's current state: the outcome once final,
@@ -360,6 +402,19 @@ pub fn describe(error: &SlackError) -> String {
             format!("Slack kept rate-limiting {method} (HTTP 429)")
         }
         other => other.to_string(),
+    }
+}
+
+/// Failures that may pass (rate limits, 5xx, no connection, an unreadable answer): a
+/// post that hits one is tried again until its deadline. Slack's own refusals
+/// (`channel_not_found`, `invalid_auth`, …) and other 4xx never will.
+fn is_transient(error: &SlackError) -> bool {
+    match error {
+        SlackError::Api { .. } => false,
+        SlackError::Http { status, .. } => *status >= 500 || *status == 429,
+        SlackError::RateLimited { .. }
+        | SlackError::Transport { .. }
+        | SlackError::Malformed { .. } => true,
     }
 }
 

@@ -131,6 +131,41 @@ async fn a_permanent_refusal_denies_with_the_slack_error() {
     assert_eq!(event["detail"]["error"], "channel_not_found");
 }
 
+/// Slack answers 503 for longer than the Web API client retries: the request is not
+/// denied as if Slack had refused it; the post is tried again until the deadline, then
+/// the request expires naming the failure. And a request posted once Slack is back
+/// is posted as usual.
+#[tokio::test]
+async fn an_outage_longer_than_the_retries_waits_for_the_deadline_not_a_denial() {
+    let app = spawn_app().await;
+    app.slack.always("chat.postMessage", Reply::Status(503));
+    let mut body = request("echo during the outage");
+    body["timeout_secs"] = json!(3);
+    let id = submit_id(&app, body).await;
+    let state = final_state(&app, &id).await;
+    assert_eq!(state["status"], "expired", "{state}");
+    let reason = state["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("could not be posted") && reason.contains("503"),
+        "{reason}"
+    );
+    let event = wait_for_event(&app, &id, "expired").await;
+    assert_eq!(event["detail"]["never_posted"], true);
+    assert!(
+        !event_kinds(&app, &id)
+            .await
+            .contains(&"post_failed".to_owned()),
+        "a transient failure is not a refusal"
+    );
+    // More than one round of the client's retries went out before the deadline.
+    assert!(app.slack.calls_to("chat.postMessage").len() > 4);
+
+    app.slack.always("chat.postMessage", Reply::Ok);
+    let after = submit_id(&app, request("echo after the outage")).await;
+    wait_for_event(&app, &after, "posted").await;
+    assert_eq!(app.approval(&after).await["status"], "pending");
+}
+
 /// 100 requests to one channel whose Slack admits 20 messages a second: all of them
 /// land, once each, in the order they were submitted.
 #[tokio::test]
