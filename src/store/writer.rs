@@ -69,7 +69,10 @@ impl<T: Send + 'static> Job for Typed<T> {
         let Some(work) = self.work.take() else {
             return false;
         };
-        let result = work(conn);
+        // A job that panics fails alone (its savepoint is rolled back), instead of
+        // taking the only writer, and with it every later write, down.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+            .unwrap_or_else(|_| Err(StoreError::Commit("the write panicked".into())));
         let ok = result.is_ok();
         self.result = Some(result);
         ok
@@ -399,6 +402,17 @@ mod tests {
         assert_eq!(writer.write(count()).await.expect("count"), 500);
         let commits = writer.commits();
         assert!(commits < 100, "500 writes took {commits} commits");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().expect("dir");
+        let writer = writer(&dir);
+        let panics: Work<i64> = Box::new(|_| panic!("a bug in one write"));
+        let (bad, good) = tokio::join!(writer.write(panics), writer.write(insert(5)));
+        assert!(bad.is_err());
+        assert_eq!(good.expect("the other write commits"), 5);
+        assert_eq!(writer.write(count()).await.expect("count"), 1);
     }
 
     #[tokio::test]
