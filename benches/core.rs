@@ -335,52 +335,31 @@ async fn bench(settings: Settings) {
         baseline.measured,
         baseline.window.as_secs_f64()
     );
-    println!(
-        "submits    POST /v1/approvals → 202     {:>9.0} req/s      p50 {} p99 {}   ({} in {:.2} s)",
-        submits.rate(),
-        ms(submits.percentile(0.5)),
-        ms(submits.percentile(0.99)),
-        submits.measured,
-        submits.window.as_secs_f64()
+    throughput(
+        "submits    POST /v1/approvals → 202     ",
+        "req/s     ",
+        &submits,
+        ("  submits/ref", ratio(submits.rate()), TARGET_SUBMITS_RATIO),
     );
-    verdict(
-        "  submits/ref",
-        format!("{:.3}", ratio(submits.rate())),
-        format!("≥ {TARGET_SUBMITS_RATIO}"),
-        ratio(submits.rate()) >= TARGET_SUBMITS_RATIO,
+    throughput(
+        "decisions  Approve on distinct pending  ",
+        "decisions/s",
+        &decisions,
+        (
+            "  decisions/ref",
+            ratio(decisions.rate()),
+            TARGET_DECISIONS_RATIO,
+        ),
     );
-    println!(
-        "decisions  Approve on distinct pending  {:>9.0} decisions/s  p50 {} p99 {}   ({} in {:.2} s{})",
-        decisions.rate(),
-        ms(decisions.percentile(0.5)),
-        ms(decisions.percentile(0.99)),
-        decisions.measured,
-        decisions.window.as_secs_f64(),
-        if decisions.ran_out {
-            "; ran out of pending requests"
-        } else {
-            ""
-        }
-    );
-    verdict(
-        "  decisions/ref",
-        format!("{:.3}", ratio(decisions.rate())),
-        format!("≥ {TARGET_DECISIONS_RATIO}"),
-        ratio(decisions.rate()) >= TARGET_DECISIONS_RATIO,
-    );
-    println!(
-        "duplicates same clicks on decided ones  {:>9.0} clicks/s   p50 {} p99 {}   ({} in {:.2} s)",
-        duplicates.rate(),
-        ms(duplicates.percentile(0.5)),
-        ms(duplicates.percentile(0.99)),
-        duplicates.measured,
-        duplicates.window.as_secs_f64()
-    );
-    verdict(
-        "  duplicates/ref",
-        format!("{:.3}", ratio(duplicates.rate())),
-        format!("≥ {TARGET_DUPLICATES_RATIO}"),
-        ratio(duplicates.rate()) >= TARGET_DUPLICATES_RATIO,
+    throughput(
+        "duplicates same clicks on decided ones  ",
+        "clicks/s  ",
+        &duplicates,
+        (
+            "  duplicates/ref",
+            ratio(duplicates.rate()),
+            TARGET_DUPLICATES_RATIO,
+        ),
     );
     let p99 = percentile(&latencies, 0.99);
     println!(
@@ -491,6 +470,30 @@ async fn bench(settings: Settings) {
 
 fn progress(message: String) {
     eprintln!("[bench] {message}");
+}
+
+/// One throughput phase's line (rate, p50/p99, count in window) and its verdict
+/// against the reference: `(name, ratio, target ratio)`.
+fn throughput<T>(label: &str, unit: &str, load: &Load<T>, (name, ratio, target): (&str, f64, f64)) {
+    println!(
+        "{label}{:>9.0} {unit}  p50 {} p99 {}   ({} in {:.2} s{})",
+        load.rate(),
+        ms(load.percentile(0.5)),
+        ms(load.percentile(0.99)),
+        load.measured,
+        load.window.as_secs_f64(),
+        if load.ran_out {
+            "; ran out of pending requests"
+        } else {
+            ""
+        }
+    );
+    verdict(
+        name,
+        format!("{ratio:.3}"),
+        format!("≥ {target}"),
+        ratio >= target,
+    );
 }
 
 fn verdict(name: &str, value: String, target: String, pass: bool) {
