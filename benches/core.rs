@@ -177,7 +177,7 @@ async fn bench(settings: Settings) {
     // 1. Submits.
     progress("submits".into());
     let submits = load(
-        gl,
+        (gl, Some(greenlight.pid())),
         conns,
         Window::timed(settings.warmup, settings.measure),
         submit_request(gl, 0),
@@ -229,7 +229,7 @@ async fn bench(settings: Settings) {
     let clicks: Arc<Vec<SignedClick>> = Arc::new(pending.iter().map(|id| click(id)).collect());
     let at_start = Counters::read(gl).await;
     let decisions = load(
-        gl,
+        (gl, Some(greenlight.pid())),
         conns,
         Window::limited(settings.warmup, settings.measure, clicks.len()),
         click_request(gl, clicks.clone(), usize::MAX),
@@ -259,7 +259,7 @@ async fn bench(settings: Settings) {
         decided.len()
     ));
     let duplicates = load(
-        gl,
+        (gl, Some(greenlight.pid())),
         conns,
         Window::timed(settings.warmup, settings.measure),
         click_request(gl, decided_clicks.clone(), decided_clicks.len()),
@@ -275,7 +275,7 @@ async fn bench(settings: Settings) {
     progress("reference".into());
     reference.check_refuses_forgery().await;
     let baseline = load(
-        reference.addr,
+        (reference.addr, Some(reference.pid())),
         conns,
         Window::timed(settings.warmup, settings.measure),
         click_request(reference.addr, decided_clicks.clone(), decided_clicks.len()),
@@ -330,8 +330,9 @@ async fn bench(settings: Settings) {
     );
     println!();
     println!(
-        "reference (bare axum, signature check)  {:>9.0} clicks/s   ({} in {:.2} s)",
+        "reference (bare axum, signature check)  {:>9.0} clicks/s   CPU {:.0} µs/op ({} in {:.2} s)",
         reference_rate,
+        baseline.cpu_per_op().as_secs_f64() * 1e6,
         baseline.measured,
         baseline.window.as_secs_f64()
     );
@@ -476,10 +477,11 @@ fn progress(message: String) {
 /// against the reference: `(name, ratio, target ratio)`.
 fn throughput<T>(label: &str, unit: &str, load: &Load<T>, (name, ratio, target): (&str, f64, f64)) {
     println!(
-        "{label}{:>9.0} {unit}  p50 {} p99 {}   ({} in {:.2} s{})",
+        "{label}{:>9.0} {unit}  p50 {} p99 {}  CPU {:.0} µs/op ({} in {:.2} s{})",
         load.rate(),
         ms(load.percentile(0.5)),
         ms(load.percentile(0.99)),
+        load.cpu_per_op().as_secs_f64() * 1e6,
         load.measured,
         load.window.as_secs_f64(),
         if load.ran_out {
@@ -1184,9 +1186,17 @@ struct Load<T> {
     latencies: Vec<Duration>,
     ran_out: bool,
     reconnects: usize,
+    /// CPU time the server process spent over the whole phase (warm-up included).
+    server_cpu: Duration,
 }
 
 impl<T> Load<T> {
+    /// The server's CPU time per answered request, warm-up included: unlike a rate,
+    /// it barely moves when other work shares the machine.
+    fn cpu_per_op(&self) -> Duration {
+        self.server_cpu / (self.items.len().max(1) as u32)
+    }
+
     fn rate(&self) -> f64 {
         if self.window.is_zero() {
             return 0.0;
@@ -1204,7 +1214,7 @@ impl<T> Load<T> {
 /// were issued. Counts the answers completed within [end of warm-up, end of window]; when
 /// the supply runs out first, the window ends at the last answer.
 async fn load<T, Q, A>(
-    addr: SocketAddr,
+    (addr, pid): (SocketAddr, Option<u32>),
     connections: usize,
     window: Window,
     request: Q,
@@ -1222,6 +1232,7 @@ where
     for _ in 0..connections {
         conns.push(Conn::open(addr).await);
     }
+    let cpu_before = process_cpu(pid);
     let started = Instant::now();
     let measure_from = started + window.warmup;
     let stop_at = measure_from + window.measure;
@@ -1264,6 +1275,7 @@ where
         timings.extend(t);
         reconnects += r;
     }
+    let server_cpu = process_cpu(pid).saturating_sub(cpu_before);
     let ran_out = ran_out.load(Ordering::Relaxed);
     let end = if ran_out {
         timings
@@ -1288,7 +1300,25 @@ where
         latencies,
         ran_out,
         reconnects,
+        server_cpu,
     }
+}
+
+/// CPU time (user + system) of every live thread of `pid`, from
+/// `/proc/<pid>/task/*/schedstat` (first field: nanoseconds on a CPU).
+fn process_cpu(pid: Option<u32>) -> Duration {
+    let Some(pid) = pid else {
+        return Duration::ZERO;
+    };
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// Submits `count` more requests (at most for `cap`), returning their ids and the rate.
@@ -1311,7 +1341,7 @@ async fn fill(
     ));
     let started = Instant::now();
     let done = load(
-        addr,
+        (addr, None),
         connections,
         Window::limited(Duration::ZERO, cap, count),
         submit_request(addr, offset),
@@ -1341,7 +1371,7 @@ async fn verify_status(addr: SocketAddr, connections: usize, ids: &[String], wan
     let ids = Arc::new(ids.to_vec());
     let paths = ids.clone();
     let done = load(
-        addr,
+        (addr, None),
         connections,
         Window::limited(Duration::ZERO, Duration::from_secs(3600), ids.len()),
         move |i| authed_get(addr, &format!("/v1/approvals/{}", paths[i])),

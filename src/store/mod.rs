@@ -280,7 +280,9 @@ impl Store {
 /// durable (`synchronous=FULL`: a committed decision survives power loss, not only a
 /// crash), a patient busy timeout for the moments a checkpoint holds the file, and a
 /// 64 MiB cap on the WAL file kept after a checkpoint (a start-up after a crash reads
-/// the whole WAL, so an unbounded one makes recovery slow). The
+/// the whole WAL, so an unbounded one makes recovery slow). Temporary storage is
+/// in memory: each job's savepoint journals the pages it touches, and in a file that
+/// cost an open, writes and an unlink per batch. The
 /// page cache stays at SQLite's default: a larger one makes every savepoint and commit
 /// slower (the cache is walked when they end), measured at 2.5x per job at 64 MiB.
 fn open_writer(file: &std::path::Path) -> StoreResult<rusqlite::Connection> {
@@ -288,7 +290,7 @@ fn open_writer(file: &std::path::Path) -> StoreResult<rusqlite::Connection> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
-         PRAGMA journal_size_limit = 67108864;",
+         PRAGMA journal_size_limit = 67108864; PRAGMA temp_store = MEMORY;",
     )?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
