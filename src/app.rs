@@ -12,7 +12,8 @@
 //! - `socket-mode`: the Socket Mode receiver, when `SLACK_APP_TOKEN` is set.
 //!
 //! Start-up recovery is nothing more than these workers starting: everything pending
-//! is in the store.
+//! is in the store. For the same reason a worker that panics is simply started again
+//! (`workers`).
 
 use std::{
     future::{Future, IntoFuture},
@@ -41,6 +42,7 @@ use crate::{
         socket_mode::{self, SocketMode},
     },
     store::{retention, Store},
+    workers::Workers,
 };
 
 /// A built service, bound and migrated, not yet serving.
@@ -50,25 +52,6 @@ pub struct Server {
     slack: SlackClient,
     /// Present when `SLACK_APP_TOKEN` is set; runs beside the HTTP endpoint.
     socket_mode: Option<SocketMode>,
-}
-
-/// The running background workers, by name. Dropping it stops them all.
-struct Workers(Vec<(&'static str, tokio::task::JoinHandle<()>)>);
-
-impl Workers {
-    fn start(&mut self, name: &'static str, work: impl Future<Output = ()> + Send + 'static) {
-        tracing::debug!(worker = name, "starting");
-        self.0.push((name, tokio::spawn(work)));
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for (name, task) in &self.0 {
-            tracing::debug!(worker = name, "stopping");
-            task.abort();
-        }
-    }
 }
 
 impl Server {
@@ -161,24 +144,27 @@ impl Server {
     ) -> anyhow::Result<()> {
         let service = self.state.service.clone();
         let store = service.store().clone();
-        let mut workers = Workers(Vec::new());
+        let mut workers = Workers::new(self.state.metrics.clone());
         let deadline_source = service.clone();
-        workers.start("deadlines", async move {
-            let signal = deadline_source.store().deadline_signal();
-            deadlines::run(&deadline_source, signal, deadlines::Clock::System).await
+        workers.start("deadlines", move || {
+            let source = deadline_source.clone();
+            async move {
+                let signal = source.store().deadline_signal();
+                deadlines::run(&source, signal, deadlines::Clock::System).await
+            }
         });
-        workers.start(
-            "slack-outbox",
-            OutboxWorker::new(service.clone(), self.slack.clone()).run(),
-        );
-        workers.start(
-            "slack-auth-check",
-            self.state
-                .readiness
-                .check_slack(self.slack.clone(), self.state.config.readiness_recheck),
-        );
+        let (outbox_service, outbox_slack) = (service.clone(), self.slack.clone());
+        workers.start("slack-outbox", move || {
+            OutboxWorker::new(outbox_service.clone(), outbox_slack.clone()).run()
+        });
+        let (readiness, auth_slack) = (self.state.readiness.clone(), self.slack.clone());
+        let recheck = self.state.config.readiness_recheck;
+        workers.start("slack-auth-check", move || {
+            readiness.check_slack(auth_slack.clone(), recheck)
+        });
         if let Some(keep_for) = self.state.config.retention {
-            workers.start("retention", retention::run(store.clone(), keep_for));
+            let store = store.clone();
+            workers.start("retention", move || retention::run(store.clone(), keep_for));
         }
         let grace = self.state.config.shutdown_grace;
         // Dropping the sender (the server failing) stops Socket Mode as well.

@@ -43,3 +43,4 @@ pub mod policy;
 pub mod readiness;
 pub mod slack;
 pub mod store;
+pub mod workers;

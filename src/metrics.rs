@@ -195,6 +195,11 @@ struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
 }
@@ -237,6 +242,7 @@ struct Inner {
     clicks: Family<OutcomeLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    worker_restarts: Family<WorkerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -344,6 +350,12 @@ impl Metrics {
             "HTTP request latency by route template (long-polls included)",
             http_seconds.clone(),
         );
+        let worker_restarts = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "worker_restarts",
+            "Background workers restarted after a panic, by worker (deadlines, slack-outbox, …)",
+            worker_restarts.clone(),
+        );
 
         // Every known label value shows up as 0 from the first scrape, so a rate() over a
         // fresh series works and dashboards list all outcomes.
@@ -378,6 +390,7 @@ impl Metrics {
                 clicks,
                 http_requests,
                 http_seconds,
+                worker_restarts,
             }),
         }
     }
@@ -443,6 +456,14 @@ impl Metrics {
                 method: bounded_slack_method(method),
                 reason,
             })
+            .inc();
+    }
+
+    /// The background worker `worker` panicked and is being started again.
+    pub fn worker_restarted(&self, worker: &'static str) {
+        self.inner
+            .worker_restarts
+            .get_or_create(&WorkerLabels { worker })
             .inc();
     }
 
