@@ -7,10 +7,12 @@
 pub mod api;
 pub mod blocks;
 pub mod code_view;
+pub mod fallback;
 pub mod interaction;
 pub mod interactions;
 pub mod modal;
 pub mod outbox;
 pub mod signature;
 pub mod socket_mode;
+pub mod text;
 pub mod views;
