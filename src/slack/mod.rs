@@ -15,4 +15,6 @@ pub mod outbox;
 pub mod signature;
 pub mod socket_mode;
 pub mod text;
+#[cfg(test)]
+mod text_props;
 pub mod views;
