@@ -94,20 +94,14 @@ pub(super) async fn check(bot: &SlackClient, config: &Config) -> Vec<Check> {
             ))
         })
         .collect();
-    let detail = if read.is_empty() {
-        format!(
-            "{}: {} rules; every quorum can be reached",
-            policy.source,
-            policy.rules.len()
-        )
-    } else {
-        format!(
-            "{}: {} rules; every quorum can be reached ({})",
-            policy.source,
-            policy.rules.len(),
-            read.join(", ")
-        )
-    };
+    let mut detail = format!(
+        "{} ({}): every quorum can be reached",
+        policy.source,
+        count(policy.rules.len(), "rule")
+    );
+    if !read.is_empty() {
+        detail.push_str(&format!(" ({})", read.join(", ")));
+    }
     vec![Check::new(Level::Ok, NAME, detail)]
 }
 

@@ -8,7 +8,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::helpers::{
-    fake_slack::button_value, request, slack_limits, spawn_app, Call, Reply, TestApp,
+    fake_slack::button_value, request, slack_limits, spawn_app, spawn_app_with_policy, Call, Reply,
+    TestApp,
 };
 
 /// Polls the audit trail until an event of `kind` appears; returns it.
@@ -280,4 +281,27 @@ async fn hostile_text_everywhere_stays_within_every_limit() {
         !kinds.iter().any(|(k, _)| k == "slack_fallback"),
         "{kinds:?}"
     );
+}
+
+#[tokio::test]
+async fn an_fyi_refused_for_its_blocks_is_posted_minimal_and_audited() {
+    let policy = "[[rule]]\nname = \"no curl\"\naction = \"auto_deny\"\ncode = \"curl\"\nreason = \"no downloads\"\nnotify = true\n";
+    let app = spawn_app_with_policy(policy, &[]).await;
+    app.slack
+        .script("chat.postMessage", [Reply::Error("msg_blocks_too_long")]);
+    let answer = app.submit(request("curl https://example.invalid")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    let id = answer.body["id"].as_str().expect("id").to_owned();
+    let event = wait_for_event(&app, &id, "slack_fallback").await;
+    assert_eq!(event["detail"]["message"], "fyi");
+    assert_eq!(event["detail"]["error"], "msg_blocks_too_long");
+    let posts = app.slack.calls_to("chat.postMessage");
+    assert_eq!(posts.len(), 2, "the refused FYI, then the minimal one");
+    assert!(posts[1].succeeded && !has_buttons(&posts[1]));
+    let text = sections(&posts[1]).join("\n");
+    assert!(
+        text.starts_with("*Denied* by greenlight") && text.contains(&id),
+        "{text}"
+    );
+    wait_outbox_empty(&app, &id).await;
 }
