@@ -66,6 +66,10 @@ impl Server {
         // Before anything is created: a bad policy must stop start-up cleanly.
         let policy = crate::policy::load(config.policy_path.as_deref())
             .context("invalid policy (GREENLIGHT_POLICY)")?;
+        // A rule relying on GREENLIGHT_APPROVERS for a quorum they cannot reach.
+        policy
+            .check_approvers(config.approvers.as_deref())
+            .context("invalid policy (GREENLIGHT_POLICY)")?;
         tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy loaded");
         let store = Store::connect(&config.database_url)
             .await

@@ -119,8 +119,11 @@ async fn serve() -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {} (GREENLIGHT_LISTEN)", config.listen))?;
     let server = Server::build(listener, config, RetryPolicy::default()).await?;
     let addr = server.local_addr()?;
+    // The handlers are installed before the address is announced: a SIGTERM sent as
+    // soon as the line appears must shut down gracefully, not kill the process.
+    let shutdown = shutdown_signal();
     println!("greenlight listening on http://{addr}");
-    server.run(shutdown_signal()).await?;
+    server.run(shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -166,24 +169,29 @@ fn policy_check(request: &std::path::Path, agent: Option<&str>) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C or SIGTERM. The SIGTERM handler is installed when this is
+/// called, not when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let terminate = async {
+            match sigterm {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let terminate = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = terminate => {},
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
     }
 }

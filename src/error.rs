@@ -127,6 +127,7 @@ impl From<ServiceError> for ApiError {
                 message: format!("the request is already {}", approval.status.as_str()),
             },
             ServiceError::NotOwner => ApiError::Forbidden(error.to_string()),
+            ServiceError::QuorumUnreachable(_) => ApiError::Invalid(error.to_string()),
             // The HTTP handler words this one itself (it knows the limit).
             ServiceError::TooManyPending { .. } => ApiError::TooManyPending(error.to_string()),
             ServiceError::Store(store) => ApiError::Internal(store.into()),

@@ -27,7 +27,7 @@ use super::{
 use crate::{
     metrics::{Metrics, Outcome},
     model::{Approval, ApprovalId, Decision, NewApproval, Status, SYSTEM_ACTOR},
-    policy::{Defaults, Plan, Policy, Requested},
+    policy::{quorum, Defaults, Plan, Policy, Requested},
     store::{outbox::Trouble, Fate, Inserted, NewEvent, Store, StoreError, Submission},
 };
 
@@ -58,6 +58,10 @@ pub enum ServiceError {
     /// The agent is at its cap of pending requests; nothing was stored.
     #[error("the agent already has {pending} pending requests")]
     TooManyPending { pending: u64 },
+    /// The request's approvers can never give the approvals it needs (counting
+    /// neither the requester nor anyone twice); nothing was stored.
+    #[error("required_approvals: {0}")]
+    QuorumUnreachable(crate::policy::quorum::Shortfall),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -134,7 +138,11 @@ impl ApprovalService {
     /// required approvals (the higher of the agent's and the rule's) and timeout (the
     /// lower); an automatic rule stores the request already decided, in the same write.
     /// With `max_pending`, a new request is refused (`TooManyPending`) when the agent
-    /// already has that many pending, checked in the insert's own transaction.
+    /// already has that many pending, checked in the insert's own transaction. A
+    /// routed request whose listed user approvers, not counting its requester, are
+    /// fewer than the approvals it needs is refused (`QuorumUnreachable`): it could
+    /// only ever expire. (A list with user groups is not checked here; see
+    /// [`quorum`].)
     pub async fn submit(
         &self,
         mut new: NewApproval,
@@ -151,6 +159,17 @@ impl ApprovalService {
                 timeout_secs: new.timeout_secs,
             },
         );
+        if let Plan::Route {
+            approvers: Some(approvers),
+            required_approvals,
+            ..
+        } = &plan
+        {
+            let requester = new.requester_slack_id.as_deref();
+            if let Some(short) = quorum::shortfall(approvers, *required_approvals, requester) {
+                return Err(ServiceError::QuorumUnreachable(short));
+            }
+        }
         let (channel, also, fate) = match &plan {
             Plan::Route {
                 rule,

@@ -1,13 +1,15 @@
 //! `greenlight policy check --request request.json [--agent NAME]`: which rule a
 //! request would match and what greenlight would do with it, without posting anything
-//! and without the Slack settings a server needs.
+//! and without the Slack settings a server needs. A policy `serve` would refuse, or a
+//! request the API would refuse because its approvals can never be reached, is an
+//! error here too.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{load, parse_approver_list, Defaults, Plan, Requested, Subject};
+use super::{load, parse_approver_list, quorum, Defaults, Plan, Requested, Subject};
 use crate::config::{DEFAULT_TIMEOUT_SECS, MAX_TIMEOUT_SECS};
 
 /// The `POST /v1/approvals` body, as the API reads it (unknown fields refused alike).
@@ -49,6 +51,9 @@ pub fn run(
         .map(|raw| parse_approver_list(&raw))
         .transpose()
         .map_err(|p| format!("GREENLIGHT_APPROVERS is invalid: {p}"))?;
+    policy
+        .check_approvers(approvers.as_deref())
+        .map_err(|e| e.to_string())?;
     let default_timeout = match get("GREENLIGHT_DEFAULT_TIMEOUT_SECS") {
         None => DEFAULT_TIMEOUT_SECS,
         Some(raw) => raw
@@ -122,9 +127,17 @@ pub fn run(
             high_risk,
             ..
         } => {
+            if let Some(short) = approvers.as_deref().and_then(|list| {
+                quorum::shortfall(list, required_approvals, body.requester_slack_id.as_deref())
+            }) {
+                return Err(format!(
+                    "{}: the API would refuse this request (422): required_approvals: {short}",
+                    request.display()
+                ));
+            }
             out.push("action: post to Slack for a decision".into());
             out.push(format!("channel: {channel}"));
-            out.push(match approvers {
+            out.push(match &approvers {
                 Some(list) => format!(
                     "approvers: {} (from {})",
                     list.join(", "),
@@ -143,6 +156,13 @@ pub fn run(
                 "required approvals: {required_approvals} (the request asked for {})",
                 requested.required_approvals
             ));
+            if required_approvals > 1
+                && approvers
+                    .as_deref()
+                    .is_some_and(|list| list.iter().any(|a| quorum::is_group(a)))
+            {
+                out.push("quorum: depends on the user groups' members; `greenlight doctor` looks them up".into());
+            }
             out.push(format!(
                 "timeout: {timeout_secs} s (the request asked for {} s); no decision by then denies",
                 requested.timeout_secs
@@ -223,6 +243,55 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("approvers: anyone who can click"), "{out}");
+    }
+
+    #[test]
+    fn a_quorum_that_can_never_be_reached_is_an_error() {
+        let dir = tempfile::tempdir().expect("dir");
+        let policy = write(
+            dir.path(),
+            "p.toml",
+            "[[rule]]\nname = \"pair\"\napprovers = [\"U0AAA\", \"U0BBB\"]\nrequired_approvals = 2\n",
+        );
+        let env = HashMap::from([("GREENLIGHT_POLICY", policy.display().to_string())]);
+        let fine = write(
+            dir.path(),
+            "fine.json",
+            r#"{"code": "ls", "requester_slack_id": "U0CCC"}"#,
+        );
+        assert!(run_with(&fine, None, &env).is_ok());
+        let own = write(
+            dir.path(),
+            "own.json",
+            r#"{"code": "ls", "requester_slack_id": "U0AAA"}"#,
+        );
+        let err = run_with(&own, None, &env).expect_err("the requester cannot approve");
+        assert!(
+            err.contains("would refuse this request (422): required_approvals: 2 approvals can never be reached")
+                && err.contains("requester U0AAA is left out"),
+            "{err}"
+        );
+        let three = write(
+            dir.path(),
+            "three.json",
+            r#"{"code": "ls", "required_approvals": 3}"#,
+        );
+        assert!(run_with(&three, None, &env).is_err());
+
+        let floor = write(
+            dir.path(),
+            "f.toml",
+            "[[rule]]\nname = \"floor\"\nrequired_approvals = 3\n",
+        );
+        let env = HashMap::from([
+            ("GREENLIGHT_POLICY", floor.display().to_string()),
+            ("GREENLIGHT_APPROVERS", "U0AAA,U0BBB".to_owned()),
+        ]);
+        let err = run_with(&fine, None, &env).expect_err("refused as serve would");
+        assert!(
+            err.starts_with(&format!("{}:3:22: rule \"floor\"", floor.display())),
+            "{err}"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 pub mod check;
 mod parse;
+pub mod quorum;
 
 use regex::Regex;
 use serde_json::Value;
@@ -40,6 +41,8 @@ pub struct Rule {
     pub name: String,
     /// Line of its `[[rule]]` header (0 for the built-in default).
     pub line: usize,
+    /// Line and column of its `required_approvals`, if it sets one.
+    pub required_at: Option<(usize, usize)>,
     pub when: Conditions,
     pub action: Action,
 }
@@ -181,10 +184,43 @@ impl Policy {
             fallback: Rule {
                 name: DEFAULT_RULE_NAME.into(),
                 line: 0,
+                required_at: None,
                 when: Conditions::default(),
                 action: Action::Route(Route::default()),
             },
         }
+    }
+
+    /// Refuses a routed rule that takes its approvers from `GREENLIGHT_APPROVERS`
+    /// (`approvers`) when those can never give the approvals the rule requires (see
+    /// [`quorum`]); the error points at the rule's `required_approvals`. Rules with
+    /// their own list were checked when the file was parsed.
+    pub fn check_approvers(&self, approvers: Option<&[String]>) -> Result<(), PolicyError> {
+        let Some(approvers) = approvers.filter(|a| !a.is_empty()) else {
+            return Ok(());
+        };
+        for rule in &self.rules {
+            let Action::Route(route) = &rule.action else {
+                continue;
+            };
+            let Some(required) = route
+                .required_approvals
+                .filter(|_| route.approvers.is_none())
+            else {
+                continue;
+            };
+            if let Some(short) = quorum::shortfall(approvers, required, None) {
+                return Err(PolicyError {
+                    file: self.source.clone(),
+                    position: rule.required_at,
+                    problem: format!(
+                        "rule \"{}\": required_approvals = {required}: {short} (from GREENLIGHT_APPROVERS); give the rule its own approvers, add people to GREENLIGHT_APPROVERS, or lower it",
+                        rule.name
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The first rule that matches a request asking for one approval, or the

@@ -2,7 +2,8 @@
 //!
 //! A policy decides who may let an agent run code, so a typo must stop start-up rather
 //! than quietly loosen a rule: unknown keys, unknown actions, bad regexes, keys that
-//! make no sense for a rule's action and rules that can never match are all errors,
+//! make no sense for a rule's action, rules that can never match and quorums the
+//! rule's own approvers can never reach ([`super::quorum`]) are all errors,
 //! each reported as one line `file:line:col: problem` pointing at the offending key
 //! (or at the rule's `[[rule]]` header).
 //!
@@ -29,7 +30,7 @@ use regex::Regex;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Action, Conditions, ContextMatch, Notify, Policy, Route, Rule, TextMatch};
+use super::{quorum, Action, Conditions, ContextMatch, Notify, Policy, Route, Rule, TextMatch};
 use crate::config::MAX_TIMEOUT_SECS;
 
 /// Where the policy is looked for when `GREENLIGHT_POLICY` is not set.
@@ -343,6 +344,17 @@ fn rule(at: &Locator<'_>, span: Range<usize>, raw: RawRule) -> Result<Rule, Poli
                     ));
                 }
                 route.required_approvals = u32::try_from(*n.get_ref()).ok();
+                let listed = route.approvers.as_deref().unwrap_or_default();
+                if let Some(short) = route
+                    .required_approvals
+                    .filter(|_| !listed.is_empty())
+                    .and_then(|required| quorum::shortfall(listed, required, None))
+                {
+                    return Err(fail(
+                        n.span(),
+                        format!("required_approvals = {}: {short}; list more approvers (or a user group) or lower it", n.get_ref()),
+                    ));
+                }
             }
             if let Some(t) = &raw.timeout_secs {
                 let secs = u64::try_from(*t.get_ref()).unwrap_or(0);
@@ -368,6 +380,10 @@ fn rule(at: &Locator<'_>, span: Range<usize>, raw: RawRule) -> Result<Rule, Poli
     Ok(Rule {
         name,
         line,
+        required_at: raw
+            .required_approvals
+            .as_ref()
+            .map(|n| at.position(n.span().start)),
         when,
         action,
     })
@@ -595,6 +611,60 @@ mod tests {
             assert!(err.contains(expect), "{body}: {err}");
             assert!(err.starts_with("policy.toml:"), "{body}: {err}");
         }
+    }
+
+    #[test]
+    fn a_quorum_the_listed_people_cannot_reach_is_refused_where_it_is_set() {
+        let err = error(
+            "[[rule]]\nname = \"two people\"\ncode = \"x\"\napprovers = [\"U0AAA\", \"U0BBB\"]\nrequired_approvals = 3\n",
+        );
+        assert_eq!(
+            err,
+            "policy.toml:5:22: rule \"two people\": required_approvals = 3: 3 approvals can never be reached: the approvers are only 2 people (U0AAA, U0BBB); list more approvers (or a user group) or lower it"
+        );
+        // The same person twice is one person.
+        let err = error(
+            "[[rule]]\nname = \"twice\"\napprovers = [\"U0AAA\", \"U0AAA\"]\nrequired_approvals = 2\n",
+        );
+        assert!(
+            err.starts_with("policy.toml:4:22: rule \"twice\": required_approvals = 2:"),
+            "{err}"
+        );
+        // Enough people, a user group (its size is doctor's to check), or no list of
+        // the rule's own (GREENLIGHT_APPROVERS, checked at start-up) all load.
+        for ok in [
+            "approvers = [\"U0AAA\", \"U0BBB\"]\nrequired_approvals = 2",
+            "approvers = [\"S0SRE\"]\nrequired_approvals = 10",
+            "approvers = [\"U0AAA\", \"S0SRE\"]\nrequired_approvals = 3",
+            "required_approvals = 3",
+        ] {
+            let source = format!("[[rule]]\nname = \"r\"\n{ok}\n");
+            parse(&source, "policy.toml").unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_quorum_greenlight_approvers_cannot_reach_is_refused_with_its_position() {
+        let policy = parse(
+            "[[rule]]\nname = \"prod\"\ncode = \"deploy\"\nrequired_approvals = 3\n",
+            "policy.toml",
+        )
+        .expect("valid on its own");
+        let two = vec!["U0AAA".to_owned(), "U0BBB".to_owned()];
+        let err = policy
+            .check_approvers(Some(&two))
+            .expect_err("two people cannot give three approvals")
+            .to_string();
+        assert!(
+            err.starts_with("policy.toml:4:22: rule \"prod\": required_approvals = 3: 3 approvals can never be reached: the approvers are only 2 people (U0AAA, U0BBB) (from GREENLIGHT_APPROVERS)"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+        let with_group = vec!["U0AAA".to_owned(), "S0SRE".to_owned()];
+        assert!(policy.check_approvers(Some(&with_group)).is_ok());
+        assert!(policy.check_approvers(None).is_ok(), "anyone may approve");
+        let three = vec!["U0AAA".to_owned(), "U0BBB".to_owned(), "U0CCC".to_owned()];
+        assert!(policy.check_approvers(Some(&three)).is_ok());
     }
 
     #[test]

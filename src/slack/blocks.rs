@@ -1,14 +1,18 @@
 //! Block Kit rendering of approval messages.
 //!
-//! Two rules shape everything here. First, every byte a requester chose (code, title,
-//! context, language, agent-supplied ids) is escaped before it reaches mrkdwn, so code
-//! can never ping `<!channel>`, mention someone, inject a link or close its own code
-//! block. Second, the message must read well on a locked phone: a short notification
-//! `text`, a header that says what is asked, and the buttons last.
+//! Three rules shape everything here. First, every byte a requester or reviewer chose
+//! (code, title, context, language, reasons, names) is escaped before it reaches
+//! mrkdwn, so code can never ping `<!channel>`, mention someone, inject a link or close
+//! its own code block. Second, it is escaped *and cut* by [`text::fit`] against a
+//! budget that keeps each text within Slack's limits after escaping ([`limits`]), so
+//! Slack never refuses a message for its size. Third, the message must read well on a
+//! locked phone: a short notification `text`, a header that says what is asked, and
+//! the buttons last.
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use super::text::{self, fit, limits, slack_len, Escape};
 use crate::model::{
     is_user_id, Approval, Status, APPROVED_IN_SLACK, DENIED_IN_SLACK, SYSTEM_ACTOR,
 };
@@ -17,12 +21,21 @@ pub const ACTIONS_BLOCK_ID: &str = "greenlight_decision";
 pub const APPROVE_ACTION_ID: &str = "greenlight_approve";
 pub const DENY_ACTION_ID: &str = "greenlight_deny";
 
-/// Section text limit is 3000; keep room for the fences and the "more lines" note.
+/// The code preview, escaped: a section holds 3,000 ([`limits::SECTION_TEXT`]); this
+/// leaves room for the two ``` fences and their zero-width guards.
 const CODE_PREVIEW_CHARS: usize = 2800;
-const HEADER_CHARS: usize = 150;
+/// The notification `text`: what a locked phone shows, so short.
 const NOTIFICATION_CHARS: usize = 150;
 const CONTEXT_MESSAGES: usize = 3;
+/// Each context message shown, escaped.
 const CONTEXT_MESSAGE_CHARS: usize = 300;
+/// A role in the context summary, escaped.
+const CONTEXT_ROLE_CHARS: usize = 40;
+/// A name shown in text (an agent, a decider that is not a Slack user), escaped.
+pub(crate) const NAME_CHARS: usize = 100;
+/// A policy rule's name in the confirm dialog, escaped: with the agent's name and the
+/// fixed wording it stays within [`limits::CONFIRM_TEXT`].
+const CONFIRM_NAME_CHARS: usize = 48;
 
 /// A message ready for `chat.postMessage` / `chat.update`.
 #[derive(Debug, Clone)]
@@ -34,21 +47,10 @@ pub struct RenderedMessage {
 
 /// Escapes the three characters that make mrkdwn act on text, and makes bidirectional
 /// control characters visible: they can make code read differently from how it runs
-/// ("Trojan Source"), and a reviewer must see what will execute.
+/// ("Trojan Source"), and a reviewer must see what will execute. Unbounded: text with
+/// a limit goes through [`text::fit`] instead.
 pub fn escape_mrkdwn(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' => {
-                out.push_str(&format!("⟨U+{:04X}⟩", u32::from(c)));
-            }
-            c => out.push(c),
-        }
-    }
-    out
+    text::escape(text, Escape::Mrkdwn)
 }
 
 /// An escaped stretch of code inside a ``` block. A backtick right at either end would
@@ -71,51 +73,29 @@ pub(crate) fn fence(escaped: &str) -> String {
 /// Escapes code for a ``` block: a run of three backticks inside the code would close
 /// the block, so a zero-width space goes between every third backtick.
 pub(crate) fn escape_code(code: &str) -> String {
-    let escaped = escape_mrkdwn(code);
-    let mut out = String::with_capacity(escaped.len());
-    let mut run = 0;
-    for c in escaped.chars() {
-        if c == '`' {
-            run += 1;
-            if run == 3 {
-                out.push('\u{200B}');
-                run = 1;
-            }
-        } else {
-            run = 0;
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// Cuts `text` to at most `max` characters, marking the cut.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
+    text::escape(code, Escape::Code)
 }
 
 /// The code preview: whole lines that fit, and how many lines did not.
 pub(crate) fn code_preview(code: &str) -> (String, usize) {
     let total_lines = code.lines().count();
     let mut shown = String::new();
+    let mut shown_len = 0;
     let mut shown_lines = 0;
     for line in code.lines() {
         let escaped = escape_code(line);
-        if shown.chars().count() + escaped.chars().count() + 1 > CODE_PREVIEW_CHARS {
+        let len = slack_len(&escaped);
+        if shown_len + len + 1 > CODE_PREVIEW_CHARS {
             if shown_lines == 0 {
                 // One enormous first line: show its head rather than nothing.
-                shown = truncate(&escaped, CODE_PREVIEW_CHARS);
+                shown = fit(line, Escape::Code, CODE_PREVIEW_CHARS);
                 shown_lines = 1;
             }
             break;
         }
         shown.push_str(&escaped);
         shown.push('\n');
+        shown_len += len + 1;
         shown_lines += 1;
     }
     (
@@ -124,22 +104,32 @@ pub(crate) fn code_preview(code: &str) -> (String, usize) {
     )
 }
 
-/// `<@U…>` for user ids (comma-separated for several), plain text otherwise.
+/// Names shown by [`mention`]: as many as a request may need approvals (10).
+const MENTIONS: usize = 10;
+
+/// `<@U…>` for user ids (comma-separated for several), escaped text otherwise (cut
+/// to [`NAME_CHARS`] each).
 pub fn mention(decided_by: &str) -> String {
     if decided_by == SYSTEM_ACTOR {
         return "greenlight".to_owned();
     }
-    decided_by
+    let names = decided_by.split(',').count();
+    let mut shown = decided_by
         .split(',')
+        .take(MENTIONS)
         .map(|who| {
             if is_user_id(who) {
                 format!("<@{who}>")
             } else {
-                escape_mrkdwn(who)
+                fit(who, Escape::Mrkdwn, NAME_CHARS)
             }
         })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if names > MENTIONS {
+        shown.push_str(&format!(" and {} more", names - MENTIONS));
+    }
+    shown
 }
 
 /// A date Slack shows in each reader's own time zone, with a UTC fallback.
@@ -163,10 +153,12 @@ fn language_of(approval: &Approval) -> &str {
     approval.language.as_deref().unwrap_or("unspecified")
 }
 
+/// At most five fields ([`limits::SECTION_FIELDS`] is 10), each far below
+/// [`limits::FIELD_TEXT`].
 fn fields(approval: &Approval) -> Value {
     let mut fields = vec![
-        json!({"type": "mrkdwn", "text": format!("*Agent*\n{}", escape_mrkdwn(&approval.agent))}),
-        json!({"type": "mrkdwn", "text": format!("*Language*\n{}", escape_mrkdwn(&truncate(language_of(approval), 50)))}),
+        json!({"type": "mrkdwn", "text": format!("*Agent*\n{}", fit(&approval.agent, Escape::Mrkdwn, NAME_CHARS))}),
+        json!({"type": "mrkdwn", "text": format!("*Language*\n{}", fit(language_of(approval), Escape::Mrkdwn, 50))}),
     ];
     if let Some(requester) = approval
         .requester_slack_id
@@ -198,13 +190,14 @@ fn code_blocks(approval: &Approval) -> Vec<Value> {
 }
 
 /// A short, escaped digest of the agent's context: the last few chat messages when it
-/// is a list of them, otherwise compact JSON.
+/// is a list of them, otherwise compact JSON. At most about 1,100 characters, within
+/// [`limits::CONTEXT_TEXT`].
 fn context_summary(context: &Value) -> Option<String> {
     let line = |role: &str, content: &str| {
         format!(
             "*{}*: {}",
-            escape_mrkdwn(&truncate(role, 40)),
-            escape_mrkdwn(&truncate(content, CONTEXT_MESSAGE_CHARS))
+            fit(role, Escape::Mrkdwn, CONTEXT_ROLE_CHARS),
+            fit(content, Escape::Mrkdwn, CONTEXT_MESSAGE_CHARS)
         )
     };
     match context {
@@ -235,10 +228,11 @@ fn context_summary(context: &Value) -> Option<String> {
             };
             Some(format!("{skipped}{}", lines.join("\n")))
         }
-        other => Some(escape_mrkdwn(&truncate(
+        other => Some(fit(
             &other.to_string(),
+            Escape::Mrkdwn,
             CONTEXT_MESSAGE_CHARS * 2,
-        ))),
+        )),
     }
 }
 
@@ -257,9 +251,6 @@ pub struct PendingExtras {
     pub high_risk_rule: Option<String>,
 }
 
-const CONFIRM_TITLE_CHARS: usize = 100;
-const CONFIRM_TEXT_CHARS: usize = 300;
-
 /// "1 of 2 approvals: <@U1>", or how many are needed before anyone has approved.
 pub fn approval_progress(required: u32, votes: &[String]) -> String {
     if votes.is_empty() {
@@ -273,16 +264,18 @@ pub fn approval_progress(required: u32, votes: &[String]) -> String {
     }
 }
 
-/// The Block Kit confirm dialog on Approve for high-risk requests.
-fn confirm_dialog(approval: &Approval, rule: &str) -> Value {
+/// The Block Kit confirm dialog on Approve for high-risk requests. The rule's and the
+/// agent's names get [`CONFIRM_NAME_CHARS`] each, so the text stays within
+/// [`limits::CONFIRM_TEXT`] (a unit test holds that).
+pub(crate) fn confirm_dialog(approval: &Approval, rule: &str) -> Value {
     let text = format!(
         "Policy rule \"{}\" marks this request as high-risk. Approve only if you have read the code: {} runs it as soon as enough people approve.",
-        escape_mrkdwn(&truncate(rule, 64)),
-        escape_mrkdwn(&truncate(&approval.agent, 64)),
+        fit(rule, Escape::Mrkdwn, CONFIRM_NAME_CHARS),
+        fit(&approval.agent, Escape::Mrkdwn, CONFIRM_NAME_CHARS),
     );
     json!({
-        "title": {"type": "plain_text", "text": truncate("Approve a high-risk request?", CONFIRM_TITLE_CHARS)},
-        "text": {"type": "mrkdwn", "text": truncate(&text, CONFIRM_TEXT_CHARS)},
+        "title": {"type": "plain_text", "text": fit("Approve a high-risk request?", Escape::Plain, limits::CONFIRM_TITLE)},
+        "text": {"type": "mrkdwn", "text": text},
         "confirm": {"type": "plain_text", "text": "Approve"},
         "deny": {"type": "plain_text", "text": "Cancel"},
         "style": "danger",
@@ -294,77 +287,101 @@ fn confirm_dialog(approval: &Approval, rule: &str) -> Value {
 pub fn pending_message_with(approval: &Approval, extras: &PendingExtras) -> RenderedMessage {
     let title = title_of(approval);
     let mut blocks = vec![
-        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("Approval needed: {title}"), HEADER_CHARS), "emoji": true}}),
+        json!({"type": "header", "text": {"type": "plain_text", "text": fit(&format!("Approval needed: {title}"), Escape::Plain, limits::HEADER_TEXT), "emoji": true}}),
         json!({"type": "section", "fields": fields(approval)}),
     ];
     blocks.extend(code_blocks(approval));
     if let Some(summary) = approval.context.as_ref().and_then(context_summary) {
-        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": truncate(&summary, 2900)}]}));
+        blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": summary}]}));
     }
     blocks.extend(super::code_view::view_actions(approval));
     if approval.required_approvals > 1 || !extras.votes.is_empty() {
         blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
             "text": approval_progress(approval.required_approvals, &extras.votes)}]}));
     }
+    blocks.push(decision_actions(approval, extras, Vec::new()));
+    let text = fit(
+        &format!("Approval needed: {} wants to {title}", approval.agent),
+        Escape::Mrkdwn,
+        NOTIFICATION_CHARS,
+    );
+    RenderedMessage {
+        text,
+        blocks: Value::Array(blocks),
+    }
+}
+
+/// The Approve and Deny buttons, after `before` (other buttons of the same block).
+pub(crate) fn decision_actions(
+    approval: &Approval,
+    extras: &PendingExtras,
+    mut before: Vec<Value>,
+) -> Value {
     let id = approval.id.to_string();
     let mut approve = json!({"type": "button", "action_id": APPROVE_ACTION_ID, "style": "primary", "value": id,
          "text": {"type": "plain_text", "text": "Approve", "emoji": true}});
     if let Some(rule) = &extras.high_risk_rule {
         approve["confirm"] = confirm_dialog(approval, rule);
     }
-    blocks.push(json!({
+    before.push(approve);
+    before.push(
+        json!({"type": "button", "action_id": DENY_ACTION_ID, "style": "danger", "value": id,
+             "text": {"type": "plain_text", "text": "Deny", "emoji": true}}),
+    );
+    json!({
         "type": "actions",
         "block_id": ACTIONS_BLOCK_ID,
-        "elements": [
-            approve,
-            {"type": "button", "action_id": DENY_ACTION_ID, "style": "danger", "value": id,
-             "text": {"type": "plain_text", "text": "Deny", "emoji": true}},
-        ],
-    }));
-    let text = truncate(
-        &format!("Approval needed: {} wants to {title}", approval.agent),
-        NOTIFICATION_CHARS,
-    );
-    RenderedMessage {
-        text: escape_mrkdwn(&text),
-        blocks: Value::Array(blocks),
-    }
+        "elements": before,
+    })
 }
 
-/// The message once a request is final: outcome first, buttons gone.
-pub fn final_message(approval: &Approval) -> RenderedMessage {
-    let (icon, outcome) = match approval.status {
+/// The icon and the words for a request's state, as messages show it.
+pub(crate) fn outcome_of(status: Status) -> (&'static str, &'static str) {
+    match status {
         Status::Approved => ("✅", "Approved"),
         Status::Denied => ("⛔", "Denied"),
         Status::Expired => ("⌛", "Expired, denied by default"),
         Status::Cancelled => ("↩️", "Withdrawn by the agent"),
         Status::Pending => ("⏳", "Pending"),
-    };
-    let title = title_of(approval);
+    }
+}
+
+/// "*Denied* by <@U1> <date>": the first line of a final message.
+pub(crate) fn outcome_line(approval: &Approval) -> String {
+    let (_, outcome) = outcome_of(approval.status);
     let who = approval
         .decided_by
         .as_deref()
         .map(mention)
         .unwrap_or_else(|| "greenlight".into());
     let when = approval.decided_at.map(slack_date).unwrap_or_default();
-    let mut summary = format!("*{outcome}* by {who} {when}");
+    format!("*{outcome}* by {who} {when}")
+}
+
+/// The message once a request is final: outcome first, buttons gone.
+pub fn final_message(approval: &Approval) -> RenderedMessage {
+    let (icon, outcome) = outcome_of(approval.status);
+    let title = title_of(approval);
+    let mut summary = outcome_line(approval);
     let reason = shown_reason(&approval.reason);
     if !reason.is_empty() {
-        summary.push_str(&format!(
-            "\n> {}",
-            escape_mrkdwn(&truncate(reason, 1000)).replace('\n', "\n> ")
-        ));
+        // The reason gets what the section has left: shown whole when it fits after
+        // escaping, cut with "…" otherwise.
+        summary.push_str("\n> ");
+        let room = limits::SECTION_TEXT.saturating_sub(slack_len(&summary));
+        summary.push_str(&fit(reason, Escape::Quote, room));
     }
     let mut blocks = vec![
-        json!({"type": "header", "text": {"type": "plain_text", "text": truncate(&format!("{icon} {outcome}: {title}"), HEADER_CHARS), "emoji": true}}),
+        json!({"type": "header", "text": {"type": "plain_text", "text": fit(&format!("{icon} {outcome}: {title}"), Escape::Plain, limits::HEADER_TEXT), "emoji": true}}),
         json!({"type": "section", "text": {"type": "mrkdwn", "text": summary}}),
         json!({"type": "section", "fields": fields(approval)}),
     ];
     blocks.extend(code_blocks(approval));
-    let text = escape_mrkdwn(&truncate(
+    let text = fit(
         &format!("{outcome}: {} wanted to {title}", approval.agent),
+        Escape::Mrkdwn,
         NOTIFICATION_CHARS,
-    ));
+    );
     RenderedMessage {
         text,
         blocks: Value::Array(blocks),

@@ -17,8 +17,9 @@ use tokio::time::{Duration, Instant};
 
 use super::{
     api::{SlackClient, SlackError},
-    blocks::{code_preview, escape_code, escape_mrkdwn, fence, truncate},
+    blocks::{code_preview, escape_code, fence, NAME_CHARS},
     interaction::{Payload, User},
+    text::{self, fit, limits, slack_len, Escape},
 };
 use crate::model::{Approval, ApprovalId};
 
@@ -28,11 +29,13 @@ pub const VIEW_CONTEXT_ACTION_ID: &str = "greenlight_view_context";
 pub const CODE_VIEW_CALLBACK_ID: &str = "greenlight_code_view";
 pub const CONTEXT_VIEW_CALLBACK_ID: &str = "greenlight_context_view";
 
-/// Section text is at most 3000 characters: minus the two ``` fences and the two
-/// zero-width guards a chunk may get at its ends.
-pub const CHUNK_CHARS: usize = 3000 - 6 - 2;
-/// Blocks per modal.
-const MODAL_BLOCKS: usize = 100;
+/// Section text is at most 3000 characters ([`limits::SECTION_TEXT`]): minus the two
+/// ``` fences and the two zero-width guards a chunk may get at its ends.
+pub const CHUNK_CHARS: usize = limits::SECTION_TEXT - 6 - 2;
+/// Blocks per modal ([`limits::MODAL_BLOCKS`]).
+const MODAL_BLOCKS: usize = limits::MODAL_BLOCKS;
+/// The request's title in a modal's heading, escaped.
+const HEADING_TITLE_CHARS: usize = 600;
 /// `views.open` must use the trigger within 3 s of the click.
 const TRIGGER_LIFETIME: Duration = Duration::from_secs(3);
 
@@ -120,11 +123,11 @@ pub fn view_actions(approval: &Approval) -> Option<Value> {
         .then(|| json!({"type": "actions", "block_id": VIEW_BLOCK_ID, "elements": buttons}))
 }
 
-/// Splits `text` into escaped pieces of at most `max` characters for ``` sections:
-/// whole lines where they fit, a line longer than `max` cut between characters (never
-/// inside `&amp;`, since escaping happens after the cut). A piece that starts or ends
-/// with a backtick gets a zero-width space there so it cannot merge with the fence;
-/// `max` must leave room for those two (see [`CHUNK_CHARS`]).
+/// Splits `text` into escaped pieces of at most `max` ([`text::slack_len`]) for ```
+/// sections: whole lines where they fit, a line longer than `max` cut between
+/// characters by [`text::split`] (never inside `&amp;`). A piece that starts or ends
+/// with a backtick gets a zero-width space there (in [`fence`]) so it cannot merge
+/// with the fence; `max` must leave room for those two (see [`CHUNK_CHARS`]).
 pub fn split_code(text: &str, max: usize) -> Vec<String> {
     let max = max.max(1);
     let mut chunks = Vec::new();
@@ -140,11 +143,11 @@ pub fn split_code(text: &str, max: usize) -> Vec<String> {
     };
     for line in text.lines() {
         let escaped = escape_code(line);
-        let len = escaped.chars().count();
+        let len = slack_len(&escaped);
         if len > max {
             flush(&mut current, &mut current_len, &mut current_lines);
-            for piece in cut_line(line, max) {
-                current = escape_code(piece);
+            for piece in text::split(line, Escape::Code, max) {
+                current = piece;
                 current_lines = 1;
                 flush(&mut current, &mut current_len, &mut current_lines);
             }
@@ -164,33 +167,6 @@ pub fn split_code(text: &str, max: usize) -> Vec<String> {
     }
     flush(&mut current, &mut current_len, &mut current_lines);
     chunks
-}
-
-/// Cuts one raw line so each piece's escaped form is at most `max` characters. The
-/// cost of a character is an upper bound of its escaped length (a backtick may gain
-/// a zero-width space), so the bound holds without escaping twice.
-fn cut_line(line: &str, max: usize) -> Vec<&str> {
-    let cost = |c: char| match c {
-        '&' => 5,
-        '<' | '>' => 4,
-        '`' => 2,
-        _ => 1,
-    };
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    let mut used = 0;
-    for (at, c) in line.char_indices() {
-        if used + cost(c) > max && at > start {
-            pieces.push(&line[start..at]);
-            start = at;
-            used = 0;
-        }
-        used += cost(c);
-    }
-    if start < line.len() {
-        pieces.push(&line[start..]);
-    }
-    pieces
 }
 
 fn code_section(chunk: &str) -> Value {
@@ -216,8 +192,8 @@ fn heading(approval: &Approval, what: &str, lines: usize) -> Value {
     let title = approval.title.as_deref().unwrap_or("(untitled request)");
     json!({"type": "section", "text": {"type": "mrkdwn", "text": format!(
         "*{}*\n{what} from *{}*, {lines} lines · request `{}`",
-        escape_mrkdwn(&truncate(title, 200)),
-        escape_mrkdwn(&approval.agent),
+        fit(title, Escape::Mrkdwn, HEADING_TITLE_CHARS),
+        fit(&approval.agent, Escape::Mrkdwn, NAME_CHARS),
         approval.id,
     )}})
 }
@@ -290,6 +266,12 @@ pub async fn open_view(
         .map(drop)
 }
 
+/// The uploaded file's title: greenlight's words and the request id only, so it is
+/// short whatever the request says.
+pub(crate) fn file_title(approval: &Approval) -> String {
+    format!("Full code of request {}", approval.id)
+}
+
 /// A file extension for the snippet, so Slack highlights it.
 fn extension(language: Option<&str>) -> &'static str {
     let first = language
@@ -357,9 +339,7 @@ pub async fn upload_code(
             status: sent.status().as_u16(),
         });
     }
-    let files =
-        json!([{ "id": file_id, "title": format!("Full code of request {}", approval.id) }])
-            .to_string();
+    let files = json!([{ "id": file_id, "title": file_title(approval) }]).to_string();
     let comment = format!(
         "Full code of this request ({} lines).",
         approval.code.lines().count()

@@ -123,23 +123,27 @@ impl Interactions {
             Answer::Refused { approval, refusal } => {
                 Some((approval.channel, refusal.explain().to_owned()))
             }
-            Answer::AlreadyFinal { approval, .. } => self
-                .note_due(approval.id, &who.id)
-                .then(|| (approval.channel.clone(), blocks::already_decided_note(&approval))),
+            Answer::AlreadyFinal { approval, .. } => {
+                self.note_due(approval.id, &who.id).then(|| {
+                    (
+                        approval.channel.clone(),
+                        blocks::already_decided_note(&approval),
+                    )
+                })
+            }
             Answer::RepeatVote {
                 approval,
                 voters,
                 required,
-            } => Some((
-                approval.channel,
-                format!(
-                    "You already approved this request; it needs {required} approvals from different people ({}).",
-                    blocks::approval_progress(required, &voters)
-                ),
-            )),
+            } => Some((approval.channel, repeat_vote_note(required, &voters))),
             Answer::ReasonNeeded(approval) => {
                 if let Some(trigger_id) = click.trigger_id.clone() {
-                    self.open_reason_dialog(approval, who.clone(), trigger_id, received + TRIGGER_BUDGET);
+                    self.open_reason_dialog(
+                        approval,
+                        who.clone(),
+                        trigger_id,
+                        received + TRIGGER_BUDGET,
+                    );
                 }
                 None
             }
@@ -232,6 +236,14 @@ impl Interactions {
             }
         });
     }
+}
+
+/// What a reviewer who approves twice is told.
+pub(crate) fn repeat_vote_note(required: u32, voters: &[String]) -> String {
+    format!(
+        "You already approved this request; it needs {required} approvals from different people ({}).",
+        blocks::approval_progress(required, voters)
+    )
 }
 
 /// The reviewer behind a Slack user: the id decides, the handle makes audit entries

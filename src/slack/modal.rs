@@ -13,8 +13,9 @@ use tokio::time::Instant;
 
 use super::{
     api::{SlackClient, SlackError},
-    blocks::{escape_mrkdwn, truncate},
+    blocks::NAME_CHARS,
     interaction::{Payload, User},
+    text::{fit, Escape},
 };
 use crate::{
     approval::approvers::GroupMembers,
@@ -27,6 +28,9 @@ pub const REASON_ACTION_ID: &str = "reason_input";
 /// Long enough for a real explanation, short enough to show in the message.
 pub const MAX_REASON_CHARS: usize = 2000;
 
+/// The request's title in the modal's intro, escaped (a section holds 3,000).
+const INTRO_TITLE_CHARS: usize = 600;
+
 /// The modal a Deny click opens.
 pub fn deny_reason_view(approval: &Approval) -> Value {
     let title = approval
@@ -37,8 +41,8 @@ pub fn deny_reason_view(approval: &Approval) -> Value {
         .unwrap_or("run code");
     let intro = format!(
         "You are denying *{}* from *{}*. Your reason goes to the agent word for word and is shown in the channel.",
-        escape_mrkdwn(&truncate(title, 200)),
-        escape_mrkdwn(&approval.agent)
+        fit(title, Escape::Mrkdwn, INTRO_TITLE_CHARS),
+        fit(&approval.agent, Escape::Mrkdwn, NAME_CHARS)
     );
     json!({
         "type": "modal",

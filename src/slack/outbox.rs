@@ -9,7 +9,9 @@
 //! A post that Slack refuses for good denies the request (no reviewer can see it); the
 //! failure is also kept per channel, so a request that expires still queued can say
 //! why. A rewrite that fails is retried with backoff, unless Slack says it never can
-//! succeed (the message or channel is gone).
+//! succeed (the message or channel is gone). A post, rewrite or FYI that Slack refuses
+//! for its content is sent once more as a minimal message (`super::fallback`) instead
+//! of being retried as it is.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -24,6 +26,7 @@ use tokio::{sync::Notify, task::JoinSet, time::Instant};
 use super::{
     api::{SlackClient, SlackError},
     blocks::{self, PendingExtras},
+    fallback,
 };
 use crate::{
     approval::{ApprovalService, ServiceError},
@@ -212,7 +215,8 @@ impl OutboxWorker {
         if row.attempts > 1 {
             tracing::warn!(request_id = %approval.id, attempts = row.attempts, "posting again: an earlier attempt was interrupted");
         }
-        let rendered = blocks::pending_message_with(approval, &self.extras(approval).await?);
+        let extras = self.extras(approval).await?;
+        let rendered = blocks::pending_message_with(approval, &extras);
         let deadline = Instant::now()
             + (approval.expires_at - Utc::now())
                 .to_std()
@@ -245,6 +249,31 @@ impl OutboxWorker {
                         .posted(row, message.channel, message.ts)
                         .await?;
                     return Ok(());
+                }
+                Err(error) if fallback::is_content_refusal(&error) => {
+                    let minimal = fallback::minimal_message(approval, &extras, &error);
+                    match self
+                        .slack
+                        .post_message(
+                            &approval.channel,
+                            &minimal.text,
+                            &minimal.blocks,
+                            Some(deadline),
+                        )
+                        .await
+                    {
+                        Ok(message) => {
+                            tracing::warn!(request_id = %approval.id, %error, "Slack refused the approval message; posted a minimal one");
+                            self.store()
+                                .posted(row, message.channel, message.ts)
+                                .await?;
+                            self.store()
+                                .append_event(approval.id, fallback::event("post", &error))
+                                .await?;
+                            return Ok(());
+                        }
+                        Err(second) => second,
+                    }
                 }
                 Err(error) => error,
             };
@@ -303,16 +332,21 @@ impl OutboxWorker {
             done.push(row.seq);
             return Ok(());
         };
+        let extras = if approval.status.is_final() {
+            PendingExtras::default()
+        } else {
+            self.extras(approval).await?
+        };
         let rendered = if approval.status.is_final() {
             blocks::final_message(approval)
         } else {
-            blocks::pending_message_with(approval, &self.extras(approval).await?)
+            blocks::pending_message_with(approval, &extras)
         };
         let message = super::api::MessageRef {
             channel: approval.channel.clone(),
             ts,
         };
-        let Err(error) = self
+        let Err(mut error) = self
             .slack
             .update_message(&message, &rendered.text, &rendered.blocks)
             .await
@@ -320,6 +354,24 @@ impl OutboxWorker {
             done.push(row.seq);
             return Ok(());
         };
+        if fallback::is_content_refusal(&error) {
+            let minimal = fallback::minimal_message(approval, &extras, &error);
+            match self
+                .slack
+                .update_message(&message, &minimal.text, &minimal.blocks)
+                .await
+            {
+                Ok(()) => {
+                    tracing::warn!(request_id = %approval.id, %error, "Slack refused the message update; sent a minimal one");
+                    let event = fallback::event("update", &error);
+                    return Ok(self
+                        .store()
+                        .outbox_done(row.seq, Some((approval.id, event)))
+                        .await?);
+                }
+                Err(second) => error = second,
+            }
+        }
         tracing::warn!(request_id = %approval.id, %error, "could not update the Slack message");
         let event = NewEvent::new(
             "slack_update_failed",
@@ -352,15 +404,32 @@ impl OutboxWorker {
             return Ok(());
         }
         let rendered = blocks::final_message(approval);
-        match self
+        let mut posted = self
             .slack
             .post_message(&approval.channel, &rendered.text, &rendered.blocks, None)
-            .await
-        {
+            .await;
+        let refused = posted
+            .as_ref()
+            .err()
+            .filter(|e| fallback::is_content_refusal(e))
+            .cloned();
+        if let Some(error) = &refused {
+            let minimal = fallback::minimal_message(approval, &PendingExtras::default(), error);
+            posted = self
+                .slack
+                .post_message(&approval.channel, &minimal.text, &minimal.blocks, None)
+                .await;
+        }
+        match posted {
             Ok(message) => {
                 self.store()
                     .posted(row, message.channel, message.ts)
                     .await?;
+                if let Some(refused) = refused {
+                    self.store()
+                        .append_event(approval.id, fallback::event("fyi", &refused))
+                        .await?;
+                }
             }
             Err(error) => {
                 tracing::warn!(request_id = %approval.id, %error, "could not post the FYI message");
@@ -418,16 +487,19 @@ fn is_transient(error: &SlackError) -> bool {
     }
 }
 
-/// Slack answers after which updating the message again can never succeed.
+/// Slack answers after which updating the message again can never succeed: the
+/// message or channel is gone, or Slack refused the content (even the minimal
+/// fallback's).
 fn is_permanent_update_failure(error: &SlackError) -> bool {
-    matches!(
-        error.code(),
-        "message_not_found"
-            | "cant_update_message"
-            | "channel_not_found"
-            | "is_archived"
-            | "edit_window_closed"
-    )
+    fallback::is_content_refusal(error)
+        || matches!(
+            error.code(),
+            "message_not_found"
+                | "cant_update_message"
+                | "channel_not_found"
+                | "is_archived"
+                | "edit_window_closed"
+        )
 }
 
 /// How long a rewrite waits after its `attempts`-th failure.

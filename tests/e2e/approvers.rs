@@ -6,7 +6,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{request, spawn_app, spawn_app_with, Call, Reply, TestApp, AGENT_TOKEN};
+use crate::helpers::{
+    approval_id_of, request, spawn_app, spawn_app_with, Call, Reply, TestApp, AGENT_TOKEN,
+};
 
 fn has_buttons(call: &Call) -> bool {
     call.body["blocks"]
@@ -323,4 +325,50 @@ async fn a_modal_that_cannot_open_denies_at_once() {
             .expect("decided");
         assert_eq!(decided_event["detail"]["modal_error"], error);
     }
+}
+
+#[tokio::test]
+async fn a_quorum_the_listed_approvers_can_never_reach_is_refused_with_422() {
+    let app = spawn_app_with(&[("GREENLIGHT_APPROVERS", "U0AAA,U0BBB")]).await;
+    let refused = |required: u32, requester: &str| {
+        let mut body = request("kubectl rollout restart deploy/api");
+        body["required_approvals"] = json!(required);
+        body["requester_slack_id"] = json!(requester);
+        body
+    };
+    // The requester is one of the two and may not approve: two approvals never come.
+    // Three approvals from two people never come either.
+    for (body, names) in [
+        (refused(2, "U0AAA"), "requester U0AAA is left out"),
+        (refused(3, "U0CCC"), "only 2 people (U0AAA, U0BBB)"),
+    ] {
+        let answer = app.submit(body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{:?}",
+            answer.body
+        );
+        assert_eq!(answer.body["error"]["code"], "invalid_request");
+        let message = answer.body["error"]["message"].as_str().expect("message");
+        assert!(message.starts_with("required_approvals: "), "{message}");
+        assert!(message.contains(names), "{message}");
+    }
+    // What can be reached is accepted, and is the only message ever posted: the
+    // refused requests were never stored.
+    let id = app.submit_and_post(refused(2, "U0CCC")).await;
+    let posts = app.slack.calls_to("chat.postMessage");
+    assert_eq!(posts.len(), 1);
+    assert_eq!(approval_id_of(&posts[0]), id);
+}
+
+#[tokio::test]
+async fn a_quorum_that_names_a_user_group_is_accepted_at_submit() {
+    // Its size is known only to Slack: `greenlight doctor` checks it instead.
+    let app = spawn_app_with(&[("GREENLIGHT_APPROVERS", "U0AAA,S0SRE")]).await;
+    let mut body = request("kubectl rollout restart deploy/api");
+    body["required_approvals"] = json!(3);
+    body["requester_slack_id"] = json!("U0AAA");
+    let answer = app.submit(body).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
 }

@@ -284,3 +284,71 @@ async fn an_existing_database_is_read_without_being_changed() {
         .expect("mtime");
     assert_eq!(before, after, "doctor must not write to the database");
 }
+
+/// Runs doctor with `policy` as the policy file, the user group S0SRE answered with
+/// `members` (or refused with `error`).
+async fn doctor_with_policy(policy: &str, group: Reply, members: &[&str]) -> (Run, FakeSlack) {
+    let slack = slack().await;
+    slack.set_success(
+        "usergroups.users.list",
+        json!({"ok": true, "users": members}),
+    );
+    slack.always("usergroups.users.list", group);
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, policy).expect("write");
+    let mut env = env_for(&slack, dir.path());
+    set(&mut env, "GREENLIGHT_POLICY", &path.display().to_string());
+    (doctor(&env, dir.path()).await, slack)
+}
+
+const GROUP_RULE: &str =
+    "[[rule]]\nname = \"prod\"\ncontext.env = \"prod\"\napprovers = [\"S0SRE\", \"U0ALICE\"]\nrequired_approvals = 3\n";
+
+#[tokio::test]
+async fn a_user_group_too_small_for_its_quorum_is_warned_about() {
+    let (run, slack) = doctor_with_policy(GROUP_RULE, Reply::Ok, &["U0ALICE"]).await;
+    assert_eq!(run.code, Some(0), "warnings do not fail: {}", run.stdout);
+    let line = run.line("policy");
+    assert!(
+        line.starts_with("warn")
+            && line.contains("rule \"prod\" requires 3 approvals")
+            && line.contains("(S0SRE: 1 member, U0ALICE) are 1 person"),
+        "{line}"
+    );
+    let lookup = &slack.calls_to("usergroups.users.list")[0];
+    assert_eq!(lookup.body["usergroup"], "S0SRE");
+}
+
+#[tokio::test]
+async fn a_user_group_large_enough_is_ok_and_an_unreadable_one_is_warned_about() {
+    let (run, _) = doctor_with_policy(GROUP_RULE, Reply::Ok, &["U0BOB", "U0CAROL", "U0DAVE"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    let line = run.line("policy");
+    assert!(
+        line.starts_with("ok") && line.contains("every quorum can be reached (S0SRE: 3 members)"),
+        "{line}"
+    );
+
+    let (run, _) = doctor_with_policy(GROUP_RULE, Reply::Error("missing_scope"), &[]).await;
+    let line = run.line("policy");
+    assert!(
+        line.starts_with("warn")
+            && line
+                .contains("cannot read the members of user group S0SRE (Slack says missing_scope)"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_quorum_in_the_policy_fails_doctor() {
+    let policy =
+        "[[rule]]\nname = \"pair\"\napprovers = [\"U0AAA\", \"U0BBB\"]\nrequired_approvals = 3\n";
+    let (run, _) = doctor_with_policy(policy, Reply::Ok, &[]).await;
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    let line = run.line("policy");
+    assert!(
+        line.starts_with("FAIL") && line.contains(":4:22: rule \"pair\": required_approvals = 3"),
+        "{line}"
+    );
+}

@@ -36,7 +36,7 @@ reason = "other-bot may not run code"
 name = "prod"
 context.env = "prod"
 channel = "C0PROD"
-approvers = ["U0SRE"]
+approvers = ["U0SRE", "U0OPS"]
 required_approvals = 2
 timeout_secs = 120
 high_risk = true
@@ -226,7 +226,7 @@ fn policy_check_explains_without_slack_settings() {
     for line in [
         "rule: prod (",
         "channel: C0PROD",
-        "approvers: U0SRE (from the rule)",
+        "approvers: U0SRE, U0OPS (from the rule)",
         "required approvals: 2",
         "timeout: 120 s",
         "high risk: yes",
@@ -303,4 +303,107 @@ reason = "Deleting namespaces is not allowed"
         .await;
     assert_eq!(ack.status, StatusCode::OK);
     assert_eq!(app.approval(&id).await["status"], "denied");
+}
+
+/// Two listed people and three approvals required.
+const UNREACHABLE: &str = "[[rule]]\nname = \"deploys\"\ncode = \"deploy\"\napprovers = [\"U0AAA\", \"U0BBB\"]\nrequired_approvals = 3\n";
+
+#[tokio::test]
+async fn a_quorum_that_can_never_be_reached_stops_start_up_naming_rule_and_position() {
+    let slack = FakeSlack::start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, UNREACHABLE).expect("write");
+    let mut env = base_env(
+        &slack,
+        &format!("sqlite://{}", dir.path().join("g.db").display()),
+    );
+    env.insert("GREENLIGHT_POLICY".into(), policy.display().to_string());
+    let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let error = match Server::build(listener, config, fast_retry()).await {
+        Ok(_) => panic!("an unreachable quorum must stop start-up"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(
+        error.contains(&format!(
+            "{}:5:22: rule \"deploys\": required_approvals = 3: 3 approvals can never be reached",
+            policy.display()
+        )),
+        "{error}"
+    );
+}
+
+#[test]
+fn policy_check_refuses_a_quorum_that_can_never_be_reached() {
+    let dir = tempfile::tempdir().expect("dir");
+    let request = dir.path().join("r.json");
+    std::fs::write(&request, r#"{"code": "make deploy"}"#).expect("write");
+    let check = |policy_text: &str, approvers: Option<&str>| {
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(&policy, policy_text).expect("write");
+        let mut env =
+            HashMap::from([("GREENLIGHT_POLICY".to_owned(), policy.display().to_string())]);
+        if let Some(approvers) = approvers {
+            env.insert("GREENLIGHT_APPROVERS".into(), approvers.into());
+        }
+        let out = crate::helpers::binary::command(&env, dir.path())
+            .args([
+                "policy",
+                "check",
+                "--request",
+                request.to_str().expect("utf8"),
+            ])
+            .output()
+            .expect("run greenlight");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            policy.display().to_string(),
+        )
+    };
+    // The rule's own list.
+    let (code, stderr, file) = check(UNREACHABLE, None);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}:5:22: rule \"deploys\": required_approvals = 3"
+        )),
+        "{stderr}"
+    );
+    // A floor that GREENLIGHT_APPROVERS cannot meet.
+    let floor = "[[rule]]\nname = \"floor\"\nrequired_approvals = 3\n";
+    let (code, stderr, file) = check(floor, Some("U0AAA,U0BBB"));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{file}:3:22: rule \"floor\""))
+            && stderr.contains("GREENLIGHT_APPROVERS"),
+        "{stderr}"
+    );
+    let (code, stderr, _) = check(floor, Some("U0AAA,U0BBB,U0CCC"));
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_reachable_rule_quorum_with_the_requester_listed_is_refused_at_submit() {
+    let policy = "[[rule]]\nname = \"pair\"\ncode = \"deploy\"\napprovers = [\"U0AAA\", \"U0BBB\"]\nrequired_approvals = 2\n";
+    let app = spawn_app_with_policy(policy, &[]).await;
+    let mut body = request("make deploy");
+    body["requester_slack_id"] = json!("U0BBB");
+    let answer = app.submit(body).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{:?}",
+        answer.body
+    );
+    let message = answer.body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.starts_with("required_approvals: 2 approvals can never be reached")
+            && message.contains("requester U0BBB"),
+        "{message}"
+    );
 }

@@ -1,5 +1,10 @@
 //! A stand-in for the Slack Web API: a real HTTP server on 127.0.0.1:0 that records
 //! every call and answers as scripted. Tests assert on the recording.
+//!
+//! Like Slack, it refuses a message or view that breaks a documented limit
+//! (`super::slack_limits`) with `invalid_blocks` / `msg_too_long` /
+//! `invalid_arguments`, before any scripted answer, and keeps what it refused in
+//! [`FakeSlack::violations`].
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -18,6 +23,8 @@ use axum::{
 };
 use serde_json::{json, Value};
 use tokio::sync::Notify;
+
+use super::slack_limits::{self, Violation};
 
 /// One recorded Web API call.
 #[derive(Debug, Clone)]
@@ -59,6 +66,8 @@ struct Inner {
     rate_limits: Mutex<HashMap<String, RateLimit>>,
     /// The fake's own address, for URLs it hands out (`upload_url`).
     addr: Mutex<Option<SocketAddr>>,
+    /// Calls refused for breaking a Slack limit, with the method.
+    violations: Mutex<Vec<(String, Violation)>>,
 }
 
 /// "Allow `per_window` calls per channel in each `window`, then 429 until it ends."
@@ -171,6 +180,11 @@ impl FakeSlack {
             .collect()
     }
 
+    /// Every limit a call broke (the fake refused those calls as Slack would).
+    pub fn violations(&self) -> Vec<(String, Violation)> {
+        self.inner.violations.lock().expect("lock").clone()
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.inner.calls.lock().expect("lock").clone()
     }
@@ -246,6 +260,24 @@ async fn handle(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let broken = slack_limits::check(&method, &body);
+    if let Some(first) = broken.first() {
+        eprintln!("fake Slack refused {method}: {broken:?}");
+        let code = first.code;
+        inner
+            .violations
+            .lock()
+            .expect("lock")
+            .extend(broken.into_iter().map(|v| (method.clone(), v)));
+        inner.calls.lock().expect("lock").push(Call {
+            method,
+            authorization,
+            body,
+            succeeded: false,
+        });
+        inner.changed.notify_waiters();
+        return Json(json!({"ok": false, "error": code})).into_response();
+    }
     let reply = {
         let scripted = inner
             .scripted

@@ -5,6 +5,7 @@ pub mod binary;
 pub mod fake_slack;
 pub mod fake_socket;
 mod restart;
+pub mod slack_limits;
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Once, time::Duration};
 
@@ -442,6 +443,15 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        // Every test also checks that greenlight sent Slack nothing over a documented
+        // limit (the fake refused it; see slack_limits.rs).
+        if !std::thread::panicking() {
+            let broken = self.slack.violations();
+            assert!(
+                broken.is_empty(),
+                "greenlight sent Slack something over its limits: {broken:?}"
+            );
         }
     }
 }

@@ -6,6 +6,8 @@
 //! here asks Slack the question the service will later depend on, and each failure
 //! line names the setting or the Slack page that fixes it.
 
+mod policy;
+
 use std::{fmt, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -95,6 +97,7 @@ pub async fn run(config: &Config) -> Vec<Check> {
     checks.push(signing_secret(&config.slack_signing_secret));
     checks.push(socket_mode(config, retry).await);
     checks.push(database(&config.database_url).await);
+    checks.extend(policy::check(&bot, config).await);
     checks
 }
 
