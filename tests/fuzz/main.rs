@@ -68,7 +68,10 @@ where
     let mut runner = TestRunner::new(config);
     let tried = AtomicU64::new(0);
     let result = runner.run(&strategy, |input| {
-        tried.fetch_add(1, Ordering::Relaxed);
+        let n = tried.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % 100_000 == 0 {
+            eprintln!("fuzz {name}: {n} inputs so far");
+        }
         within_hang_limit(name, || property(input))
     });
     println!(
