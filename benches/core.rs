@@ -43,6 +43,10 @@
 //!    count reached is printed, and the verdict extrapolates linearly when short).
 //! 8. kill -9 with that pending set, restart on the same database: time from the kill
 //!    until the new process answers `GET /healthz` 200.
+//! 9. paced posts (`core/pacing.rs`): a second greenlight posting `BENCH_PACED_POSTS`
+//!    requests to a channel that accepts 5 posts a second, then answers `429
+//!    Retry-After: 1`: the rate the posts landed at over the available rate, beside a
+//!    simple bot that waits out each `Retry-After` on a channel of its own.
 //!
 //! Answers are checked as they arrive (every submit `202` with an id, every poll
 //! answered `approved`, every click acked `200`; afterwards every decided request reads
@@ -56,7 +60,8 @@
 //! per throughput phase, `BENCH_WARMUP_SECS` [1], `BENCH_PENDING` [10000],
 //! `BENCH_SAMPLES` [1000] click → answer samples, `BENCH_BIG_PENDING` [100000; 0 skips
 //! the big fill, the restart then runs with what is pending], `BENCH_FILL_SECS` [60] cap
-//! on each fill. Progress goes to stderr, figures to stdout.
+//! on each fill, `BENCH_PACED_POSTS` [100; 0 skips phase 9], `BENCH_ONLY` [unset;
+//! `pacing` runs phase 9 alone]. Progress goes to stderr, figures to stdout.
 
 use std::{
     future::Future,
@@ -87,6 +92,9 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
 use tokio::net::{TcpListener, TcpStream};
+
+#[path = "core/pacing.rs"]
+mod pacing;
 
 const ROLE_VAR: &str = "GREENLIGHT_BENCH_ROLE";
 const REFERENCE_SECRET_VAR: &str = "GREENLIGHT_BENCH_SIGNING_SECRET";
@@ -129,6 +137,8 @@ struct Settings {
     samples: usize,
     big_pending: usize,
     fill_cap: Duration,
+    paced_posts: usize,
+    only_pacing: bool,
 }
 
 impl Settings {
@@ -141,6 +151,8 @@ impl Settings {
             samples: knob("BENCH_SAMPLES", 1_000).max(1),
             big_pending: knob("BENCH_BIG_PENDING", 100_000),
             fill_cap: Duration::from_secs_f64(knob("BENCH_FILL_SECS", 60.0)),
+            paced_posts: knob("BENCH_PACED_POSTS", 100),
+            only_pacing: std::env::var("BENCH_ONLY").as_deref() == Ok("pacing"),
         }
     }
 }
@@ -161,6 +173,10 @@ async fn bench(settings: Settings) {
     let slack = StandInSlack::start().await;
     let dir = tempfile::tempdir().expect("temporary directory");
     let env = greenlight_env(&slack, dir.path());
+    if settings.only_pacing {
+        pacing::run(&env, settings.paced_posts.max(1)).await;
+        return;
+    }
     let mut greenlight = Greenlight::start(&env, dir.path()).await;
     let reference = reference::Process::start().await;
     let gl = greenlight.addr;
@@ -450,6 +466,9 @@ async fn bench(settings: Settings) {
         (pending_at_kill < TARGET_BIG_PENDING)
             .then(|| format!("with only {pending_at_kill} pending")),
     );
+
+    // 9. Paced posts, on a greenlight and a stand-in Slack of their own.
+    pacing::run(&env, settings.paced_posts).await;
     println!();
     println!(
         "checked: {submitted} submits answered 202 with an id; {} decisions read back approved; {} duplicates counted as such; {} polls answered approved; {} sampled pending requests survived the kill",

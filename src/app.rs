@@ -96,10 +96,12 @@ impl Server {
         let verifier = SignatureVerifier::new(config.slack_signing_secret.clone());
         let socket_mode = config.slack_app_token.clone().map(|app_token| {
             SocketMode::new(
-                SlackClient::new(&config.slack_api_base_url, app_token, retry.clone()),
+                SlackClient::new(&config.slack_api_base_url, app_token, retry.clone())
+                    .with_metrics(metrics.clone()),
                 interactions.clone(),
-                socket_mode::Backoff::from_retry(&retry),
+                socket_mode::reconnect_backoff(&retry),
                 socket_mode::Timings::default(),
+                metrics.clone(),
             )
         });
         let limits = SubmitLimits::new(

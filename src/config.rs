@@ -75,8 +75,8 @@ pub struct Config {
     pub max_pending_per_agent: u32,
     /// Hard cap on graceful shutdown (`GREENLIGHT_SHUTDOWN_GRACE_SECS`).
     pub shutdown_grace: Duration,
-    /// Interval between Slack `auth.test` retries while it fails
-    /// (`GREENLIGHT_READINESS_RECHECK_SECS`).
+    /// First wait between Slack `auth.test` retries while it fails; the wait then
+    /// doubles up to `readiness::RECHECK_MAX` (`GREENLIGHT_READINESS_RECHECK_SECS`).
     pub readiness_recheck: Duration,
 }
 

@@ -17,6 +17,7 @@
 //! - [`store`]: SQLite persistence with group commit, the append-only audit trail and
 //!   the Slack outbox; it wakes the workers when it has work for them.
 //! - [`audit`]: exporting the audit trail as JSON lines.
+//! - [`backoff`]: the one backoff (doubling, capped, jittered) every retry loop uses.
 //! - [`slack`]: the Slack adapter: Web API client, request signatures, Block Kit,
 //!   interaction payloads and handling, the outbox worker, the Socket Mode receiver.
 //! - [`doctor`]: `greenlight doctor`, checks of a deployment's Slack setup.
@@ -30,6 +31,7 @@
 pub mod app;
 pub mod approval;
 pub mod audit;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod doctor;

@@ -75,6 +75,13 @@ pub const SIGNATURE_FAILURES: [&str; 5] = [
     "mismatch",
 ];
 
+/// Why Socket Mode opened a new connection (see `slack::socket_mode`): Slack asked
+/// for it after a stable connection (`planned`), Slack ended a young connection
+/// (`disconnected`, e.g. `too_many_websockets`), the link dropped (`lost`), or the
+/// previous attempt could not connect at all (`connect_failed`).
+pub const SOCKET_RECONNECT_CAUSES: [&str; 4] =
+    ["planned", "disconnected", "lost", "connect_failed"];
+
 /// The Web API methods greenlight calls (or is about to); any other is `other`.
 const SLACK_METHODS: &[&str] = &[
     "auth.test",
@@ -183,6 +190,11 @@ struct SlackRetryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabels {
+    cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -238,6 +250,7 @@ struct Inner {
     db_writes: Counter,
     slack_calls: Family<SlackLabels, Counter>,
     slack_retries: Family<SlackRetryLabels, Counter>,
+    socket_reconnects: Family<CauseLabels, Counter>,
     signature_failures: Family<ReasonLabels, Counter>,
     clicks: Family<OutcomeLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
@@ -323,6 +336,12 @@ impl Metrics {
             "Slack Web API attempts retried, by method and reason (rate_limited, failure)",
             slack_retries.clone(),
         );
+        let socket_reconnects = Family::<CauseLabels, Counter>::default();
+        registry.register(
+            "slack_socket_reconnects",
+            "Socket Mode connections opened to replace an earlier one, by cause (planned, disconnected, lost, connect_failed)",
+            socket_reconnects.clone(),
+        );
         let signature_failures = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "slack_signature_failures",
@@ -369,6 +388,9 @@ impl Metrics {
         for outcome in CLICK_OUTCOMES {
             drop(clicks.get_or_create(&OutcomeLabels { outcome }));
         }
+        for cause in SOCKET_RECONNECT_CAUSES {
+            drop(socket_reconnects.get_or_create(&CauseLabels { cause }));
+        }
         for reason in SIGNATURE_FAILURES {
             drop(signature_failures.get_or_create(&ReasonLabels { reason }));
         }
@@ -386,6 +408,7 @@ impl Metrics {
                 db_writes,
                 slack_calls,
                 slack_retries,
+                socket_reconnects,
                 signature_failures,
                 clicks,
                 http_requests,
@@ -464,6 +487,20 @@ impl Metrics {
         self.inner
             .worker_restarts
             .get_or_create(&WorkerLabels { worker })
+            .inc();
+    }
+
+    /// Socket Mode is about to open a new connection, for `cause` (one of
+    /// [`SOCKET_RECONNECT_CAUSES`]; anything else counts as `lost`).
+    pub fn socket_reconnect(&self, cause: &'static str) {
+        let cause = SOCKET_RECONNECT_CAUSES
+            .iter()
+            .find(|known| **known == cause)
+            .copied()
+            .unwrap_or("lost");
+        self.inner
+            .socket_reconnects
+            .get_or_create(&CauseLabels { cause })
             .inc();
     }
 

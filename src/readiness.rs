@@ -3,8 +3,10 @@
 //! Two things must hold: the database answers, and the Slack bot token worked. The
 //! token is checked with `auth.test` once, in the background, at start-up (a bad token
 //! is the most common misconfiguration, and without it no request can ever reach a
-//! reviewer). While it fails it is retried every `GREENLIGHT_READINESS_RECHECK_SECS`;
-//! once it succeeds it is not asked again. A probe only reads the cached answer, so a
+//! reviewer). While it fails it is retried, first after
+//! `GREENLIGHT_READINESS_RECHECK_SECS`, then backing off (doubling, jittered) up to
+//! [`RECHECK_MAX`], with one warning per backoff step; once it succeeds it is not
+//! asked again. A probe only reads the cached answer, so a
 //! load balancer polling `/readyz` every second never turns into Slack traffic.
 
 use std::{
@@ -15,7 +17,16 @@ use std::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::{metrics::bounded_slack_code, slack::api::SlackClient, store::Store};
+use crate::{
+    backoff::{Backoff, Retrying},
+    metrics::bounded_slack_code,
+    slack::api::SlackClient,
+    store::Store,
+};
+
+/// The longest wait between two `auth.test` rechecks (unless the configured recheck
+/// is longer): a token fixed in Slack's settings is noticed within this long.
+pub const RECHECK_MAX: Duration = Duration::from_secs(300);
 
 /// The last `auth.test` answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,37 +82,43 @@ impl Readiness {
         }
     }
 
-    /// The Slack check worker: checks the bot token now and, while it fails, every
-    /// `recheck`. Ends once Slack accepted the token (or when dropped at shutdown).
+    /// The Slack check worker: checks the bot token now and, while it fails, again
+    /// after `recheck`, doubling to [`RECHECK_MAX`]. Ends once Slack accepted the
+    /// token (or when dropped at shutdown).
     pub fn check_slack(
         &self,
         slack: SlackClient,
         recheck: Duration,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         let state = self.slack.clone();
+        let mut retrying = Retrying::new(Backoff::new(recheck, RECHECK_MAX.max(recheck)));
         async move {
             loop {
                 let answer = match slack.call("auth.test", &serde_json::json!({}), None).await {
                     Ok(_) => SlackAuth::Ok,
                     Err(error) => SlackAuth::Failed(bounded_slack_code(error.code())),
                 };
-                let ok = answer == SlackAuth::Ok;
-                match &answer {
-                    SlackAuth::Ok => tracing::info!("Slack accepted the bot token (auth.test)"),
-                    SlackAuth::Failed(code) => tracing::warn!(
-                        error = code,
-                        retry_in_secs = recheck.as_secs(),
-                        "Slack auth.test failed: not ready"
-                    ),
-                    SlackAuth::Checking => {}
-                }
+                let failed = match answer {
+                    SlackAuth::Failed(code) => Some(code),
+                    _ => None,
+                };
                 if let Ok(mut slot) = state.write() {
                     *slot = answer;
                 }
-                if ok {
+                let Some(code) = failed else {
+                    tracing::info!("Slack accepted the bot token (auth.test)");
                     return;
+                };
+                let step = retrying.failed();
+                if step.log {
+                    tracing::warn!(
+                        error = code,
+                        failed_checks = step.failures,
+                        retry_in_secs = step.delay.as_secs(),
+                        "Slack auth.test failed: not ready"
+                    );
                 }
-                tokio::time::sleep(recheck).await;
+                tokio::time::sleep(step.delay).await;
             }
         }
     }

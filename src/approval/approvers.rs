@@ -6,12 +6,20 @@
 //! and someone removed from a group loses the right within [`GROUP_CACHE_TTL`].
 //! Every doubt fails closed: only positive evidence (the user is listed, or is a
 //! member of a listed group Slack just told us about) lets a click through.
+//!
+//! A group Slack could not list is not asked about again on every click: its
+//! lookups back off (from [`GROUP_RETRY_FIRST`], doubling to [`GROUP_RETRY_MAX`],
+//! jittered), clicks in between are refused at once as unverified, and the failure
+//! is logged once per backoff step. A reviewer clicking again and again during a
+//! Slack outage does not turn into a stream of calls that cannot succeed.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use dashmap::DashMap;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
+
+use crate::backoff::{Backoff, Retrying};
 
 /// Where user group members come from: Slack's `usergroups.users.list` in production
 /// (implemented by the Slack adapter), anything in tests. `Err` carries what went
@@ -29,6 +37,10 @@ pub const GROUP_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
 /// A group lookup happens before the click is acked (3 s budget, shared with the
 /// database write), so it gets less than that.
 pub const GROUP_LOOKUP_TIMEOUT: Duration = Duration::from_millis(1500);
+/// After a failed lookup, Slack is not asked about that group again for this long;
+/// the wait doubles with each further failure, up to [`GROUP_RETRY_MAX`].
+pub const GROUP_RETRY_FIRST: Duration = Duration::from_secs(1);
+pub const GROUP_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Why someone may not decide a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +91,15 @@ pub struct Directory {
     source: Arc<dyn GroupMembers>,
     ttl: Duration,
     groups: DashMap<String, (Instant, Arc<HashSet<String>>)>,
+    /// Groups whose last lookup failed: when Slack may be asked again.
+    failing: DashMap<String, Failing>,
+}
+
+/// A group whose lookups fail.
+struct Failing {
+    retrying: Retrying,
+    retry_at: Instant,
+    error: String,
 }
 
 impl Directory {
@@ -87,6 +108,7 @@ impl Directory {
             source,
             ttl: GROUP_CACHE_TTL,
             groups: DashMap::new(),
+            failing: DashMap::new(),
         }
     }
 
@@ -102,10 +124,8 @@ impl Directory {
             match self.members(group).await {
                 Ok(members) if members.contains(user) => return Ok(true),
                 Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(usergroup = %group, %error, "could not read user group members");
-                    failure = Some(error);
-                }
+                // Logged by `members`, once per backoff step.
+                Err(error) => failure = Some(error),
             }
         }
         match failure {
@@ -121,16 +141,133 @@ impl Directory {
                 return Ok(members.clone());
             }
         }
+        if let Some(failing) = self.failing.get(group) {
+            if Instant::now() < failing.retry_at {
+                return Err(format!(
+                    "{} (Slack is asked again in {} ms)",
+                    failing.error,
+                    (failing.retry_at - Instant::now()).as_millis()
+                ));
+            }
+        }
         let deadline = Instant::now() + GROUP_LOOKUP_TIMEOUT;
-        let members: Arc<HashSet<String>> = Arc::new(
-            self.source
-                .members(group, deadline)
-                .await?
-                .into_iter()
-                .collect(),
-        );
-        self.groups
-            .insert(group.to_owned(), (Instant::now(), members.clone()));
-        Ok(members)
+        match self.source.members(group, deadline).await {
+            Ok(members) => {
+                let members: Arc<HashSet<String>> = Arc::new(members.into_iter().collect());
+                self.failing.remove(group);
+                self.groups
+                    .insert(group.to_owned(), (Instant::now(), members.clone()));
+                Ok(members)
+            }
+            Err(error) => {
+                self.lookup_failed(group, &error);
+                Err(error)
+            }
+        }
+    }
+
+    /// Counts a failed lookup of `group`: sets when Slack may be asked again, and
+    /// logs once per backoff step.
+    fn lookup_failed(&self, group: &str, error: &str) {
+        let mut failing = self
+            .failing
+            .entry(group.to_owned())
+            .or_insert_with(|| Failing {
+                retrying: Retrying::new(Backoff::new(GROUP_RETRY_FIRST, GROUP_RETRY_MAX)),
+                retry_at: Instant::now(),
+                error: String::new(),
+            });
+        let step = failing.retrying.failed();
+        failing.retry_at = Instant::now() + step.delay;
+        failing.error = error.to_owned();
+        if step.log {
+            tracing::warn!(
+                usergroup = %group,
+                %error,
+                failed_lookups = step.failures,
+                retry_in_ms = step.delay.as_millis() as u64,
+                "could not read user group members; clicks needing them are refused until Slack answers"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Mutex,
+    };
+
+    /// A group source that fails while `down` and counts the calls it gets.
+    #[derive(Default)]
+    struct Flaky {
+        down: AtomicBool,
+        calls: AtomicUsize,
+        members: Mutex<Vec<String>>,
+    }
+
+    impl GroupMembers for Flaky {
+        fn members<'a>(
+            &'a self,
+            _group: &'a str,
+            _deadline: Instant,
+        ) -> BoxFuture<'a, Result<Vec<String>, String>> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                if self.down.load(Ordering::SeqCst) {
+                    return Err("Slack refused usergroups.users.list: fatal_error".into());
+                }
+                Ok(self.members.lock().expect("lock").clone())
+            })
+        }
+    }
+
+    fn directory(source: &Arc<Flaky>) -> Directory {
+        Directory::new(source.clone())
+    }
+
+    /// A reviewer clicking ten times a second for ten minutes of a Slack outage:
+    /// Slack hears about the group a few dozen times, not six thousand, and every
+    /// click is refused (fail closed). Once Slack answers again, so does the group.
+    #[tokio::test(start_paused = true)]
+    async fn lookups_of_a_failing_group_back_off_and_still_fail_closed() {
+        let source = Arc::new(Flaky::default());
+        *source.members.lock().expect("lock") = vec!["U0ALICE".into()];
+        source.down.store(true, Ordering::SeqCst);
+        let dir = directory(&source);
+        let approvers = vec!["S0TEAM".to_owned()];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(600) {
+            assert!(dir.allows(&approvers, "U0ALICE").await.is_err());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let calls = source.calls.load(Ordering::SeqCst);
+        assert!((10..=40).contains(&calls), "{calls} lookups in ten minutes");
+
+        source.down.store(false, Ordering::SeqCst);
+        tokio::time::advance(GROUP_RETRY_MAX).await;
+        assert_eq!(dir.allows(&approvers, "U0ALICE").await, Ok(true));
+        assert_eq!(dir.allows(&approvers, "U0BOB").await, Ok(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_failure_only_briefly_holds_lookups_back() {
+        let source = Arc::new(Flaky::default());
+        *source.members.lock().expect("lock") = vec!["U0ALICE".into()];
+        let dir = directory(&source);
+        let approvers = vec!["S0TEAM".to_owned()];
+        source.down.store(true, Ordering::SeqCst);
+        let refused = dir.allows(&approvers, "U0ALICE").await;
+        assert!(refused.is_err());
+        source.down.store(false, Ordering::SeqCst);
+        // Within the first backoff: refused without asking Slack.
+        let held = dir.allows(&approvers, "U0ALICE").await;
+        assert!(held.expect_err("held back").contains("asked again"));
+        assert_eq!(source.calls.load(Ordering::SeqCst), 1);
+        tokio::time::advance(GROUP_RETRY_FIRST).await;
+        assert_eq!(dir.allows(&approvers, "U0ALICE").await, Ok(true));
+        assert_eq!(source.calls.load(Ordering::SeqCst), 2);
     }
 }

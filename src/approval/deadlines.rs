@@ -15,7 +15,10 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use super::{ApprovalService, ServiceError};
-use crate::store::signals::DeadlineSignal;
+use crate::{
+    backoff::{Backoff, Retrying},
+    store::signals::DeadlineSignal,
+};
 
 /// Requests expired per write batch; more due ones are taken in the next round at once.
 pub const BATCH: u32 = 256;
@@ -76,22 +79,24 @@ impl Clock {
 
 /// Runs until the task is dropped.
 pub async fn run(source: &dyn DeadlineSource, signal: &DeadlineSignal, clock: Clock) {
-    let mut retry = RETRY_FIRST;
+    let mut retrying = Retrying::new(Backoff::new(RETRY_FIRST, RETRY_MAX));
     loop {
         match look(source, signal, clock).await {
             Ok(Some(sleep)) => {
-                retry = RETRY_FIRST;
+                retrying.succeeded();
                 tokio::select! {
                     () = tokio::time::sleep(sleep) => {}
                     () = signal.earlier() => {}
                 }
             }
             // More were due than one batch takes: go on at once.
-            Ok(None) => retry = RETRY_FIRST,
+            Ok(None) => retrying.succeeded(),
             Err(error) => {
-                tracing::error!(%error, retry_in_ms = retry.as_millis() as u64, "the deadline worker could not expire requests; retrying");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(RETRY_MAX);
+                let step = retrying.failed();
+                if step.log {
+                    tracing::error!(%error, failed_attempts = step.failures, retry_in_ms = step.delay.as_millis() as u64, "the deadline worker could not expire requests; retrying");
+                }
+                tokio::time::sleep(step.delay).await;
             }
         }
     }

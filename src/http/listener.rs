@@ -10,6 +10,8 @@
 use std::{io, net::SocketAddr};
 
 use axum::serve::Listener;
+
+use crate::backoff::{Backoff, Retrying};
 use tokio::{
     net::{TcpListener, TcpStream},
     sync::{oneshot, watch},
@@ -35,6 +37,16 @@ pub struct ClosableListener {
     addr: SocketAddr,
     close: watch::Receiver<bool>,
     closed: Option<oneshot::Sender<()>>,
+    /// Failed accepts in a row (out of file descriptors): paused for with backoff.
+    failing: Retrying,
+}
+
+/// Pause after a failed accept: 50 ms like axum's own listener, doubling to 1 s.
+fn accept_backoff() -> Backoff {
+    Backoff::new(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_secs(1),
+    )
 }
 
 impl ClosableListener {
@@ -48,6 +60,7 @@ impl ClosableListener {
                 addr,
                 close: close_rx,
                 closed: Some(closed_tx),
+                failing: Retrying::new(accept_backoff()),
             },
             Closer {
                 close: close_tx,
@@ -79,12 +92,19 @@ impl Listener for ClosableListener {
             };
             match accepted {
                 None => self.shut(),
-                Some(Ok(connection)) => return connection,
+                Some(Ok(connection)) => {
+                    self.failing.succeeded();
+                    return connection;
+                }
                 Some(Err(error)) => {
                     // As axum's own listener does: a failed accept (out of file
-                    // descriptors) is retried after a pause, not fatal.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    // descriptors) is retried after a pause, not fatal; the pause
+                    // grows while accepts keep failing, with a line per step.
+                    let step = self.failing.failed();
+                    if step.log {
+                        tracing::warn!(%error, failed_accepts = step.failures, "accept failed");
+                    }
+                    tokio::time::sleep(step.delay).await;
                 }
             }
         }

@@ -452,7 +452,9 @@ fn context_matches(
     Ok(())
 }
 
-/// Library messages may span lines (regex carets, toml snippets); ours are one line.
+/// Library messages may span lines (regex carets, toml snippets); ours are one line,
+/// and never empty (toml says nothing about a stray carriage return, found by
+/// tests/fuzz).
 fn one_line(message: &str) -> String {
     let lines: Vec<&str> = message
         .lines()
@@ -462,6 +464,9 @@ fn one_line(message: &str) -> String {
     // regex: a caret diagram, then "error: <what>".
     if let Some(what) = lines.iter().find_map(|l| l.strip_prefix("error: ")) {
         return what.to_owned();
+    }
+    if lines.is_empty() {
+        return "not valid TOML here".to_owned();
     }
     lines.join("; ")
 }

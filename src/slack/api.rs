@@ -4,8 +4,11 @@
 //! limits with 429 and `Retry-After`, and has the odd 5xx. This client turns all of
 //! that into one `SlackError` and retries what is worth retrying: 429s after waiting
 //! out `Retry-After` (plus jitter, so a burst of waiters does not stampede back), and
-//! 5xx / connection failures with bounded exponential backoff. A caller with a deadline
-//! (a request that expires) never waits past it.
+//! 5xx / connection failures with the shared [`Backoff`](crate::backoff::Backoff)
+//! (doubling, capped, jittered). A caller with a deadline (a request that expires)
+//! never waits past it. A caller that sends one channel's messages in order passes
+//! that channel's [`Pacer`]: its 429s then set a pace for the channel instead of
+//! adding jitter to each retry.
 
 use std::{fmt, time::Duration};
 
@@ -15,7 +18,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::metrics::Metrics;
+use super::pacing::Pacer;
+use crate::{backoff::Backoff, metrics::Metrics};
 
 /// How hard to try before giving up.
 #[derive(Debug, Clone)]
@@ -24,7 +28,8 @@ pub struct RetryPolicy {
     pub max_failure_retries: u32,
     /// Retries after a 429 when the caller has no deadline of its own.
     pub max_rate_limit_retries: u32,
-    /// First backoff after a failure; doubles each time up to `max_backoff`.
+    /// First backoff after a failure; doubles each time up to `max_backoff`, each
+    /// shortened at random by up to a fifth (see [`crate::backoff`]).
     pub base_backoff: Duration,
     pub max_backoff: Duration,
     /// Upper bound of the random delay added to each `Retry-After`.
@@ -179,7 +184,7 @@ impl SlackClient {
         body: &Value,
         deadline: Option<Instant>,
     ) -> Result<Value, SlackError> {
-        self.call_with(method, Args::Json(body), deadline, None)
+        self.call_with(method, Args::Json(body), deadline, None, None)
             .await
     }
 
@@ -192,7 +197,7 @@ impl SlackClient {
         form: &[(&str, &str)],
         deadline: Option<Instant>,
     ) -> Result<Value, SlackError> {
-        self.call_with(method, Args::Form(form), deadline, None)
+        self.call_with(method, Args::Form(form), deadline, None, None)
             .await
     }
 
@@ -207,8 +212,29 @@ impl SlackClient {
         deadline: Option<Instant>,
         on_retry: &OnRetry<'_>,
     ) -> Result<Value, SlackError> {
-        self.call_with(method, Args::Json(body), deadline, Some(on_retry))
+        self.call_with(method, Args::Json(body), deadline, Some(on_retry), None)
             .await
+    }
+
+    /// Like [`call_observed`](Self::call_observed), sending when `pacer` allows and
+    /// telling it about every answer: a 429 sets the pace of the channel the pacer
+    /// stands for, and is retried after exactly its `Retry-After`.
+    pub async fn call_paced(
+        &self,
+        method: &str,
+        body: &Value,
+        deadline: Option<Instant>,
+        on_retry: &OnRetry<'_>,
+        pacer: &Pacer,
+    ) -> Result<Value, SlackError> {
+        self.call_with(
+            method,
+            Args::Json(body),
+            deadline,
+            Some(on_retry),
+            Some(pacer),
+        )
+        .await
     }
 
     /// The HTTP client, for the one request that does not go to the Web API: the
@@ -223,14 +249,27 @@ impl SlackClient {
         body: Args<'_>,
         deadline: Option<Instant>,
         on_retry: Option<&OnRetry<'_>>,
+        pacer: Option<&Pacer>,
     ) -> Result<Value, SlackError> {
         let mut failures = 0;
         let mut rate_limits = 0;
         // What the deadline cut short, so the caller hears the real cause (a 5xx is
         // not a rate limit).
-        let mut last_trouble;
+        let mut last_trouble = SlackError::RateLimited {
+            method: method.to_owned(),
+        };
         loop {
+            if let Some(next) = pacer.and_then(Pacer::next_send) {
+                if deadline.is_some_and(|deadline| next >= deadline) {
+                    return Err(last_trouble);
+                }
+                tokio::time::sleep_until(next).await;
+            }
+            let sent = Instant::now();
             let attempt = self.attempt(method, body).await;
+            if let (Some(pacer), Attempt::Done(_)) = (pacer, &attempt) {
+                pacer.answered(sent);
+            }
             self.metrics.slack_attempt(method, attempt.result());
             let (wait, retry_reason) = match attempt {
                 Attempt::Done(result) => return result,
@@ -252,7 +291,11 @@ impl SlackClient {
                             method: method.to_owned(),
                         });
                     }
-                    (after + self.jitter(), "rate_limited")
+                    let wait = match pacer {
+                        Some(pacer) => pacer.limited(sent, after),
+                        None => after + self.jitter(),
+                    };
+                    (wait, "rate_limited")
                 }
                 Attempt::Failed(error) => {
                     if let Some(on_retry) = on_retry {
@@ -338,11 +381,7 @@ impl SlackClient {
     }
 
     fn backoff(&self, failures: u32) -> Duration {
-        let exp = self
-            .retry
-            .base_backoff
-            .saturating_mul(1 << failures.saturating_sub(1).min(16));
-        exp.min(self.retry.max_backoff) + self.jitter()
+        Backoff::new(self.retry.base_backoff, self.retry.max_backoff).delay(failures)
     }
 
     fn jitter(&self) -> Duration {
@@ -365,6 +404,24 @@ impl SlackClient {
             .await
     }
 
+    /// [`post_message_observed`](Self::post_message_observed) paced by `pacer`, the
+    /// channel's (see [`call_paced`](Self::call_paced)).
+    pub async fn post_message_paced(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: &Value,
+        deadline: Option<Instant>,
+        on_retry: &OnRetry<'_>,
+        pacer: &Pacer,
+    ) -> Result<MessageRef, SlackError> {
+        let body = post_body(channel, text, blocks);
+        let answer = self
+            .call_paced("chat.postMessage", &body, deadline, on_retry, pacer)
+            .await?;
+        posted_at(&answer, channel)
+    }
+
     /// [`post_message`](Self::post_message) that reports each retried failure to
     /// `on_retry` (see [`call_observed`](Self::call_observed)).
     pub async fn post_message_observed(
@@ -375,24 +432,11 @@ impl SlackClient {
         deadline: Option<Instant>,
         on_retry: &OnRetry<'_>,
     ) -> Result<MessageRef, SlackError> {
-        let body = json!({ "channel": channel, "text": text, "blocks": blocks, "unfurl_links": false, "unfurl_media": false });
+        let body = post_body(channel, text, blocks);
         let answer = self
             .call_observed("chat.postMessage", &body, deadline, on_retry)
             .await?;
-        let ts = answer.get("ts").and_then(Value::as_str);
-        let channel = answer
-            .get("channel")
-            .and_then(Value::as_str)
-            .unwrap_or(channel);
-        match ts {
-            Some(ts) => Ok(MessageRef {
-                channel: channel.to_owned(),
-                ts: ts.to_owned(),
-            }),
-            None => Err(SlackError::Malformed {
-                method: "chat.postMessage".into(),
-            }),
-        }
+        posted_at(&answer, channel)
     }
 
     /// `chat.update`: replaces a message's text and blocks.
@@ -416,6 +460,29 @@ impl SlackClient {
     ) -> Result<(), SlackError> {
         let body = json!({ "channel": channel, "user": user, "text": text });
         self.call("chat.postEphemeral", &body, None).await.map(drop)
+    }
+}
+
+/// A `chat.postMessage` body.
+fn post_body(channel: &str, text: &str, blocks: &Value) -> Value {
+    json!({ "channel": channel, "text": text, "blocks": blocks, "unfurl_links": false, "unfurl_media": false })
+}
+
+/// Where a `chat.postMessage` answer says the message landed.
+fn posted_at(answer: &Value, channel: &str) -> Result<MessageRef, SlackError> {
+    let ts = answer.get("ts").and_then(Value::as_str);
+    let channel = answer
+        .get("channel")
+        .and_then(Value::as_str)
+        .unwrap_or(channel);
+    match ts {
+        Some(ts) => Ok(MessageRef {
+            channel: channel.to_owned(),
+            ts: ts.to_owned(),
+        }),
+        None => Err(SlackError::Malformed {
+            method: "chat.postMessage".into(),
+        }),
     }
 }
 
@@ -450,9 +517,14 @@ mod tests {
             ..RetryPolicy::default()
         };
         let client = SlackClient::new("http://127.0.0.1:9", "x".to_owned().into(), retry);
-        assert_eq!(client.backoff(1), Duration::from_millis(250));
-        assert_eq!(client.backoff(2), Duration::from_millis(500));
-        assert_eq!(client.backoff(30), Duration::from_secs(8));
+        for _ in 0..20 {
+            let first = client.backoff(1);
+            assert!(first > Duration::from_millis(190) && first <= Duration::from_millis(250));
+            let second = client.backoff(2);
+            assert!(second > Duration::from_millis(390) && second <= Duration::from_millis(500));
+            let capped = client.backoff(30);
+            assert!(capped > Duration::from_millis(6390) && capped <= Duration::from_secs(8));
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod interaction;
 pub mod interactions;
 pub mod modal;
 pub mod outbox;
+pub mod pacing;
 pub mod signature;
 pub mod socket_mode;
 pub mod text;

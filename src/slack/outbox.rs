@@ -12,10 +12,14 @@
 //! succeed (the message or channel is gone). A post, rewrite or FYI that Slack refuses
 //! for its content is sent once more as a minimal message (`super::fallback`) instead
 //! of being retried as it is.
+//!
+//! Each channel's posts go through that channel's [`Pacer`]: after Slack's first 429
+//! the lane sends at the rate the channel has shown, instead of bursting into the
+//! limit and waiting out a refusal per burst.
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -27,9 +31,11 @@ use super::{
     api::{SlackClient, SlackError},
     blocks::{self, PendingExtras},
     fallback,
+    pacing::Pacer,
 };
 use crate::{
     approval::{ApprovalService, ServiceError},
+    backoff::{Backoff, Retrying},
     model::Approval,
     store::{
         outbox::{Kind, Row, Trouble},
@@ -51,19 +57,42 @@ const REWRITE_RETRY_MAX: Duration = Duration::from_secs(300);
 /// out): doubles up to the cap, and never waits past the request's deadline.
 const POST_RETRY_FIRST: Duration = Duration::from_secs(1);
 const POST_RETRY_MAX: Duration = Duration::from_secs(30);
-/// Backoff when the store itself fails.
+/// Backoff when the store itself fails: doubles up to the cap.
 const STORE_RETRY: Duration = Duration::from_millis(500);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A backoff for store failures, which log once per step.
+fn store_retrying() -> Retrying {
+    Retrying::new(Backoff::new(STORE_RETRY, STORE_RETRY_MAX))
+}
 
 /// Delivers the outbox. Cheap to clone.
 #[derive(Clone)]
 pub struct OutboxWorker {
     service: ApprovalService,
     slack: SlackClient,
+    /// Per channel: the pace of its posts (kept across lanes: a channel that was
+    /// just rate-limited is still paced when its next burst comes; a pace a minute
+    /// old is forgotten by the pacer itself). One entry per channel posted to.
+    pacers: Arc<Mutex<HashMap<String, Arc<Pacer>>>>,
 }
 
 impl OutboxWorker {
     pub fn new(service: ApprovalService, slack: SlackClient) -> Self {
-        Self { service, slack }
+        Self {
+            service,
+            slack,
+            pacers: Arc::default(),
+        }
+    }
+
+    /// `channel`'s pacer.
+    fn pacer(&self, channel: &str) -> Arc<Pacer> {
+        let mut pacers = self
+            .pacers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pacers.entry(channel.to_owned()).or_default().clone()
     }
 
     fn store(&self) -> &Store {
@@ -113,6 +142,7 @@ impl OutboxWorker {
 
     /// Every channel with rows left by an earlier run.
     async fn resume(&self) -> HashSet<String> {
+        let mut retrying = store_retrying();
         loop {
             match self.store().outbox_channels().await {
                 Ok(channels) => {
@@ -122,8 +152,11 @@ impl OutboxWorker {
                     return channels.into_iter().collect();
                 }
                 Err(error) => {
-                    tracing::error!(%error, "could not read the Slack outbox; retrying");
-                    tokio::time::sleep(STORE_RETRY).await;
+                    let step = retrying.failed();
+                    if step.log {
+                        tracing::error!(%error, failed_attempts = step.failures, "could not read the Slack outbox; retrying");
+                    }
+                    tokio::time::sleep(step.delay).await;
                 }
             }
         }
@@ -134,6 +167,7 @@ impl OutboxWorker {
     async fn lane(&self, channel: &str, wake: &Notify) {
         // Rows delivered since the last claim: removed by the next claim's own write.
         let mut done = Vec::new();
+        let mut store_trouble = store_retrying();
         loop {
             let claimed = self
                 .store()
@@ -142,11 +176,15 @@ impl OutboxWorker {
             let rows = match claimed {
                 Ok(rows) => {
                     done.clear();
+                    store_trouble.succeeded();
                     rows
                 }
                 Err(error) => {
-                    tracing::error!(%channel, %error, "could not claim outbox rows; retrying");
-                    tokio::time::sleep(STORE_RETRY).await;
+                    let step = store_trouble.failed();
+                    if step.log {
+                        tracing::error!(%channel, %error, failed_attempts = step.failures, "could not claim outbox rows; retrying");
+                    }
+                    tokio::time::sleep(step.delay).await;
                     continue;
                 }
             };
@@ -161,8 +199,11 @@ impl OutboxWorker {
                         }
                     }
                     Err(error) => {
-                        tracing::error!(%channel, %error, "could not read the outbox; retrying");
-                        tokio::time::sleep(STORE_RETRY).await;
+                        let step = store_trouble.failed();
+                        if step.log {
+                            tracing::error!(%channel, %error, failed_attempts = step.failures, "could not read the outbox; retrying");
+                        }
+                        tokio::time::sleep(step.delay).await;
                     }
                 }
                 continue;
@@ -180,8 +221,11 @@ impl OutboxWorker {
                 }
                 if let Err(error) = self.deliver(&row, &mut done).await {
                     // The row stays claimed and is tried again when its lane next runs.
-                    tracing::error!(request_id = %row.approval_id, %error, kind = row.kind.as_str(), "could not deliver an outbox row");
-                    tokio::time::sleep(STORE_RETRY).await;
+                    let step = store_trouble.failed();
+                    if step.log {
+                        tracing::error!(request_id = %row.approval_id, %error, kind = row.kind.as_str(), failed_attempts = step.failures, "could not deliver an outbox row");
+                    }
+                    tokio::time::sleep(step.delay).await;
                 }
             }
         }
@@ -231,16 +275,18 @@ impl OutboxWorker {
                 }
             });
         };
-        let mut pause = POST_RETRY_FIRST;
+        let mut retrying = Retrying::new(Backoff::new(POST_RETRY_FIRST, POST_RETRY_MAX));
+        let pacer = self.pacer(&approval.channel);
         loop {
             let posted = self
                 .slack
-                .post_message_observed(
+                .post_message_paced(
                     &approval.channel,
                     &rendered.text,
                     &rendered.blocks,
                     Some(deadline),
                     &on_retry,
+                    &pacer,
                 )
                 .await;
             let error = match posted {
@@ -254,11 +300,13 @@ impl OutboxWorker {
                     let minimal = fallback::minimal_message(approval, &extras, &error);
                     match self
                         .slack
-                        .post_message(
+                        .post_message_paced(
                             &approval.channel,
                             &minimal.text,
                             &minimal.blocks,
                             Some(deadline),
+                            &on_retry,
+                            &pacer,
                         )
                         .await
                     {
@@ -301,12 +349,14 @@ impl OutboxWorker {
                 done.push(row.seq);
                 return Ok(());
             }
-            tracing::warn!(request_id = %approval.id, %error, retry_in_ms = pause.as_millis() as u64, "Slack is unavailable for a post; retrying until the deadline");
+            let step = retrying.failed();
+            if step.log {
+                tracing::warn!(request_id = %approval.id, %error, failed_attempts = step.failures, retry_in_ms = step.delay.as_millis() as u64, "Slack is unavailable for a post; retrying until the deadline");
+            }
             let until_deadline = (approval.expires_at - Utc::now())
                 .to_std()
                 .unwrap_or_default();
-            tokio::time::sleep(pause.min(until_deadline)).await;
-            pause = (pause * 2).min(POST_RETRY_MAX);
+            tokio::time::sleep(step.delay.min(until_deadline)).await;
             // Cancelled (or decided) while Slack was away: nothing left to post.
             let still_pending = self
                 .store()
@@ -406,7 +456,14 @@ impl OutboxWorker {
         let rendered = blocks::final_message(approval);
         let mut posted = self
             .slack
-            .post_message(&approval.channel, &rendered.text, &rendered.blocks, None)
+            .post_message_paced(
+                &approval.channel,
+                &rendered.text,
+                &rendered.blocks,
+                None,
+                &|_| {},
+                &self.pacer(&approval.channel),
+            )
             .await;
         let refused = posted
             .as_ref()
@@ -417,7 +474,14 @@ impl OutboxWorker {
             let minimal = fallback::minimal_message(approval, &PendingExtras::default(), error);
             posted = self
                 .slack
-                .post_message(&approval.channel, &minimal.text, &minimal.blocks, None)
+                .post_message_paced(
+                    &approval.channel,
+                    &minimal.text,
+                    &minimal.blocks,
+                    None,
+                    &|_| {},
+                    &self.pacer(&approval.channel),
+                )
                 .await;
         }
         match posted {
@@ -502,10 +566,10 @@ fn is_permanent_update_failure(error: &SlackError) -> bool {
         )
 }
 
-/// How long a rewrite waits after its `attempts`-th failure.
+/// How long a rewrite waits after its `attempts`-th failure (the count is stored
+/// with the row, so it survives restarts): the shared backoff, jittered.
 fn rewrite_backoff(attempts: u32) -> Duration {
-    let doublings = attempts.saturating_sub(1).min(16);
-    (REWRITE_RETRY_FIRST * 2u32.pow(doublings)).min(REWRITE_RETRY_MAX)
+    Backoff::new(REWRITE_RETRY_FIRST, REWRITE_RETRY_MAX).delay(attempts.max(1))
 }
 
 #[cfg(test)]
@@ -517,11 +581,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rewrite_backoff_doubles_up_to_the_cap() {
-        assert_eq!(rewrite_backoff(1), Duration::from_secs(1));
-        assert_eq!(rewrite_backoff(2), Duration::from_secs(2));
-        assert_eq!(rewrite_backoff(5), Duration::from_secs(16));
-        assert_eq!(rewrite_backoff(40), REWRITE_RETRY_MAX);
+    fn rewrite_backoff_doubles_up_to_the_cap_with_jitter() {
+        let within = |attempts, step: Duration| {
+            let delay = rewrite_backoff(attempts);
+            assert!(
+                delay <= step && delay >= step.mul_f64(0.79),
+                "{attempts}: {delay:?}"
+            );
+        };
+        for _ in 0..20 {
+            within(0, Duration::from_secs(1));
+            within(1, Duration::from_secs(1));
+            within(2, Duration::from_secs(2));
+            within(5, Duration::from_secs(16));
+            within(40, REWRITE_RETRY_MAX);
+        }
     }
 
     #[test]

@@ -6,10 +6,14 @@
 //! `envelope_id` within 3 seconds. There is no request signature: the URL itself is the
 //! credential, so it is never logged.
 //!
-//! Connections are replaced rather than repaired. On `disconnect` (Slack rotates
-//! connections every few hours and warns before restarting a server) a new connection
-//! is opened at once while the old one keeps draining until Slack closes it; on any
-//! failure the supervisor reconnects with bounded exponential backoff and jitter.
+//! Connections are replaced rather than repaired. On `disconnect` after a stable
+//! connection (Slack rotates connections every few hours and warns before restarting
+//! a server) a new connection is opened at once while the old one keeps draining
+//! until Slack closes it. Anything else — no connection, a lost link, or a
+//! `disconnect` within seconds of connecting, as Slack does to every new connection
+//! when the app already holds its maximum (`too_many_websockets`) — is a failed
+//! attempt: the supervisor waits with the shared [`Backoff`] (doubling, capped,
+//! jittered) and warns once per backoff step, not once per attempt.
 //!
 //! Slack may deliver the same click twice (an envelope redelivered after a lost ack,
 //! two overlapping connections). That needs no bookkeeping here: the click is handed
@@ -20,7 +24,6 @@
 use std::{fmt, time::Duration};
 
 use futures::{SinkExt, StreamExt};
-use rand::Rng;
 use serde_json::{json, Value};
 use tokio::{
     net::TcpStream,
@@ -38,6 +41,10 @@ use super::interactions::Interactions;
 use super::{
     api::{RetryPolicy, SlackClient},
     interaction::Payload,
+};
+use crate::{
+    backoff::{Backoff, Retrying},
+    metrics::Metrics,
 };
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -61,6 +68,12 @@ pub struct Timings {
     pub drain_timeout: Duration,
     /// On shutdown, how long to wait for clicks being recorded to be acked.
     pub shutdown_grace: Duration,
+    /// A connection that lived this long did useful work: its end resets the backoff,
+    /// and a `disconnect` after it is Slack's planned rotation, followed at once.
+    /// One that ends sooner, whatever the reason, counts as a failed attempt: Slack
+    /// answering every new connection with `hello` then `disconnect`
+    /// (`too_many_websockets`) must slow us down, not speed us up.
+    pub stable_after: Duration,
 }
 
 impl Default for Timings {
@@ -71,45 +84,17 @@ impl Default for Timings {
             idle_timeout: Duration::from_secs(75),
             drain_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(2),
+            stable_after: Duration::from_secs(30),
         }
     }
 }
 
-/// Reconnect delays: exponential from `base`, capped at `max`, plus up to `jitter`
-/// so that many instances cut off by the same Slack incident do not reconnect in
-/// lockstep.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    pub base: Duration,
-    pub max: Duration,
-    pub jitter: Duration,
-}
-
-impl Backoff {
-    /// Derived from the Web API retry policy, so tests that make Slack calls fast make
-    /// reconnects fast too. The cap is four times the Web API's: reconnecting hard
-    /// against a Slack outage helps nobody.
-    pub fn from_retry(retry: &RetryPolicy) -> Self {
-        Self {
-            base: retry.base_backoff,
-            max: retry.max_backoff.saturating_mul(4),
-            jitter: retry.max_jitter,
-        }
-    }
-
-    /// Delay before the attempt that follows `failures` consecutive failures (≥ 1).
-    pub fn delay(&self, failures: u32) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1 << failures.saturating_sub(1).min(16));
-        let jitter = self.jitter.as_millis() as u64;
-        let jitter = if jitter == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(rand::thread_rng().gen_range(0..=jitter))
-        };
-        exp.min(self.max) + jitter
-    }
+/// Reconnect delays, derived from the Web API retry policy so that tests which make
+/// Slack calls fast make reconnects fast too. The cap is four times the Web API's:
+/// reconnecting hard against a Slack outage, or against Slack refusing one more
+/// connection (`too_many_websockets`), helps nobody.
+pub fn reconnect_backoff(retry: &RetryPolicy) -> Backoff {
+    Backoff::new(retry.base_backoff, retry.max_backoff.saturating_mul(4))
 }
 
 /// The Socket Mode receiver: built at start-up, run as a background task.
@@ -120,6 +105,7 @@ pub struct SocketMode {
     interactions: Interactions,
     backoff: Backoff,
     timings: Timings,
+    metrics: Metrics,
 }
 
 impl fmt::Debug for SocketMode {
@@ -135,11 +121,48 @@ impl fmt::Debug for SocketMode {
 /// How a connection ended, or that it asked to be replaced.
 #[derive(Debug)]
 enum Ended {
-    /// Slack sent `disconnect`: open a new connection now; this one keeps draining.
-    Replace,
-    /// The connection is gone. `healthy` if it got as far as `hello`, which resets the
-    /// backoff.
-    Lost { healthy: bool },
+    /// Slack sent `disconnect` with this reason: open a new connection; this one
+    /// keeps draining.
+    Replace { reason: String },
+    /// The connection is gone.
+    Lost,
+}
+
+/// What the supervisor does after a connection ended (or could not be opened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Verdict {
+    /// The `cause` label of `greenlight_slack_socket_reconnects_total`.
+    cause: &'static str,
+    /// Whether it counts as a failed attempt (back off) or reconnects at once.
+    failed: bool,
+}
+
+/// A planned rotation (Slack asking for a new connection after a stable one) is
+/// followed at once; everything else is a failed attempt. `stable`: the connection
+/// lived [`Timings::stable_after`].
+fn verdict(ended: &Ended, stable: bool) -> Verdict {
+    match ended {
+        Ended::Replace { reason } if stable && reason != "link_disabled" => Verdict {
+            cause: "planned",
+            failed: false,
+        },
+        Ended::Replace { .. } => Verdict {
+            cause: "disconnected",
+            failed: true,
+        },
+        Ended::Lost => Verdict {
+            cause: "lost",
+            failed: true,
+        },
+    }
+}
+
+/// Logs at info normally, at debug while the supervisor is backing off (its own
+/// warning, once per backoff step, speaks for those connections).
+macro_rules! note {
+    ($quiet:expr, $($arg:tt)+) => {
+        if $quiet { tracing::debug!($($arg)+) } else { tracing::info!($($arg)+) }
+    };
 }
 
 impl SocketMode {
@@ -148,21 +171,28 @@ impl SocketMode {
         interactions: Interactions,
         backoff: Backoff,
         timings: Timings,
+        metrics: Metrics,
     ) -> Self {
         Self {
             app_client,
             interactions,
             backoff,
             timings,
+            metrics,
         }
     }
 
     /// Keeps one connection open (two while one is being replaced) until `shutdown`
     /// turns true or its sender is dropped, then lets every connection ack what it is
     /// recording and close.
+    ///
+    /// Every new connection after the first is counted in
+    /// `greenlight_slack_socket_reconnects_total`. Attempts that did no useful work
+    /// (no connection, or one that ended within [`Timings::stable_after`]) back off
+    /// with jitter up to the cap, with one warning per backoff step.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let mut connections = JoinSet::new();
-        let mut failures: u32 = 0;
+        let mut retrying = Retrying::new(self.backoff);
         let mut next_id: u64 = 0;
         tracing::info!("Socket Mode: starting");
         loop {
@@ -170,51 +200,71 @@ impl SocketMode {
                 opened = self.open() => opened,
                 _ = stopped(&mut shutdown) => break,
             };
-            let delay = match opened {
+            let (verdict, why) = match opened {
                 Ok(socket) => {
                     next_id += 1;
-                    let (ended_tx, ended_rx) = oneshot::channel();
+                    let (ended_tx, mut ended_rx) = oneshot::channel();
                     let connection = Connection {
                         id: next_id,
                         interactions: self.interactions.clone(),
                         timings: self.timings.clone(),
+                        quiet: retrying.failures() > 0,
                         ended: Some(ended_tx),
                     };
                     connections.spawn(connection.run(socket, shutdown.clone()));
-                    let ended = tokio::select! {
-                        ended = ended_rx => ended.unwrap_or(Ended::Lost { healthy: false }),
-                        _ = stopped(&mut shutdown) => break,
+                    let stable_at = Instant::now() + self.timings.stable_after;
+                    let mut stable = false;
+                    let ended = loop {
+                        tokio::select! {
+                            ended = &mut ended_rx => break Some(ended.unwrap_or(Ended::Lost)),
+                            _ = sleep_until(stable_at), if !stable => {
+                                stable = true;
+                                if retrying.failures() > 0 {
+                                    tracing::info!(
+                                        connection = next_id,
+                                        failed_attempts = retrying.failures(),
+                                        "Socket Mode: connected and stable again"
+                                    );
+                                }
+                                retrying.succeeded();
+                            }
+                            _ = stopped(&mut shutdown) => break None,
+                        }
                     };
-                    match ended {
-                        Ended::Replace => {
-                            failures = 0;
-                            None
-                        }
-                        Ended::Lost { healthy } => {
-                            failures = if healthy { 1 } else { failures + 1 };
-                            Some(self.backoff.delay(failures))
-                        }
-                    }
+                    let Some(ended) = ended else { break };
+                    let why = match &ended {
+                        Ended::Replace { reason } => format!("Slack sent disconnect ({reason})"),
+                        Ended::Lost => "the connection ended".to_owned(),
+                    };
+                    (verdict(&ended, stable), why)
                 }
-                Err(error) => {
-                    failures += 1;
-                    let delay = self.backoff.delay(failures);
-                    tracing::warn!(
-                        %error,
-                        attempt = failures,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "Socket Mode: cannot connect"
-                    );
-                    Some(delay)
-                }
+                Err(error) => (
+                    Verdict {
+                        cause: "connect_failed",
+                        failed: true,
+                    },
+                    error,
+                ),
             };
             // Forget connections that have finished draining.
             while connections.try_join_next().is_some() {}
-            if let Some(delay) = delay {
-                tokio::select! {
-                    _ = sleep(delay) => {}
-                    _ = stopped(&mut shutdown) => break,
-                }
+            self.metrics.socket_reconnect(verdict.cause);
+            if !verdict.failed {
+                continue;
+            }
+            let step = retrying.failed();
+            if step.log {
+                tracing::warn!(
+                    cause = verdict.cause,
+                    error = %why,
+                    failed_attempts = step.failures,
+                    retry_in_ms = step.delay.as_millis() as u64,
+                    "Socket Mode: no stable connection; backing off before reconnecting"
+                );
+            }
+            tokio::select! {
+                _ = sleep(step.delay) => {}
+                _ = stopped(&mut shutdown) => break,
             }
         }
         // Each connection saw the same shutdown and is acking what it has in hand;
@@ -367,18 +417,19 @@ struct Connection {
     id: u64,
     interactions: Interactions,
     timings: Timings,
+    /// Opened while the supervisor backs off: its routine lines go to debug.
+    quiet: bool,
     /// Tells the supervisor to replace this connection, or that it ended.
     ended: Option<oneshot::Sender<Ended>>,
 }
 
 impl Connection {
     async fn run(mut self, mut socket: Socket, mut shutdown: watch::Receiver<bool>) {
-        let id = self.id;
-        tracing::info!(connection = id, "Socket Mode: connected");
+        let (id, quiet) = (self.id, self.quiet);
+        note!(quiet, connection = id, "Socket Mode: connected");
         // `None` frees an in-flight slot without acking.
         let (acks_tx, mut acks) = mpsc::unbounded_channel::<Option<String>>();
         let mut in_flight: usize = 0;
-        let mut healthy = false;
         let mut stopping = false;
         // When set, the connection closes itself at this instant.
         let mut close_at: Option<Instant> = None;
@@ -408,16 +459,15 @@ impl Connection {
                     };
                     match Frame::parse(text.as_str()) {
                         Frame::Hello { connections } => {
-                            healthy = true;
-                            tracing::info!(connection = id, open_connections = ?connections, "Socket Mode: hello");
+                            note!(quiet, connection = id, open_connections = ?connections, "Socket Mode: hello");
                         }
                         Frame::Disconnect { reason } => {
-                            tracing::info!(connection = id, %reason, "Socket Mode: Slack asked for a new connection");
-                            if reason == "link_disabled" {
+                            note!(quiet, connection = id, %reason, "Socket Mode: Slack asked for a new connection");
+                            if reason == "link_disabled" && !quiet {
                                 tracing::warn!("Socket Mode was turned off in the Slack app's settings; reconnecting will fail until it is turned back on");
                             }
                             if let Some(ended) = self.ended.take() {
-                                let _ = ended.send(Ended::Replace);
+                                let _ = ended.send(Ended::Replace { reason });
                             }
                             close_at.get_or_insert(Instant::now() + self.timings.drain_timeout);
                         }
@@ -473,12 +523,15 @@ impl Connection {
         };
 
         match &result {
-            Ok(()) => tracing::info!(connection = id, "Socket Mode: connection closed"),
+            Ok(()) => note!(quiet, connection = id, "Socket Mode: connection closed"),
+            Err(error) if quiet => {
+                tracing::debug!(connection = id, %error, "Socket Mode: connection lost")
+            }
             Err(error) => tracing::warn!(connection = id, %error, "Socket Mode: connection lost"),
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), socket.close(None)).await;
         if let Some(ended) = self.ended.take() {
-            let _ = ended.send(Ended::Lost { healthy });
+            let _ = ended.send(Ended::Lost);
         }
     }
 }
@@ -534,23 +587,37 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_is_bounded() {
-        let backoff = Backoff {
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-            jitter: Duration::ZERO,
+    fn only_a_planned_disconnect_after_a_stable_connection_reconnects_at_once() {
+        let replace = |reason: &str| Ended::Replace {
+            reason: reason.into(),
         };
-        assert_eq!(backoff.delay(1), Duration::from_millis(100));
-        assert_eq!(backoff.delay(3), Duration::from_millis(400));
-        assert_eq!(backoff.delay(40), Duration::from_secs(2));
-        let jittered = Backoff {
-            jitter: Duration::from_millis(50),
-            ..backoff
-        };
-        for _ in 0..50 {
-            let delay = jittered.delay(1);
-            assert!(delay >= Duration::from_millis(100) && delay <= Duration::from_millis(150));
+        let planned = verdict(&replace("refresh_requested"), true);
+        assert_eq!(
+            planned,
+            Verdict {
+                cause: "planned",
+                failed: false
+            }
+        );
+        assert!(!verdict(&replace("warning"), true).failed);
+        // Slack refusing one more connection: hello, then disconnect, at once.
+        for reason in ["too_many_websockets", "refresh_requested", "warning"] {
+            let early = verdict(&replace(reason), false);
+            assert_eq!(early.cause, "disconnected");
+            assert!(early.failed, "{reason} right after connecting is a failure");
         }
+        assert!(verdict(&replace("link_disabled"), true).failed);
+        assert!(verdict(&Ended::Lost, true).failed);
+        assert_eq!(verdict(&Ended::Lost, false).cause, "lost");
+    }
+
+    #[test]
+    fn reconnects_back_off_from_the_web_api_base_to_four_times_its_cap() {
+        let retry = RetryPolicy::default();
+        let backoff = reconnect_backoff(&retry);
+        assert_eq!(backoff.first, retry.base_backoff);
+        assert_eq!(backoff.max, retry.max_backoff * 4);
+        assert!(backoff.jitter > 0.0);
     }
 
     #[test]

@@ -7,7 +7,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    request, spawn_app_on, FakeSlack, FakeSocket, Reply, SocketConn, TestApp, APP_TOKEN,
+    binary::Binary, request, spawn_app_on, FakeSlack, FakeSocket, Reply, SocketConn, TestApp,
+    APP_TOKEN,
 };
 
 const WITHIN: Duration = Duration::from_secs(5);
@@ -261,5 +262,91 @@ async fn shutdown_closes_the_connection_and_does_not_reconnect() {
     assert!(
         !socket.connects_within(Duration::from_millis(500)).await,
         "no reconnect after shutdown"
+    );
+}
+
+/// Slack answers every new connection with `hello`, then `disconnect`
+/// (`too_many_websockets`), then closes it, as it does when the app already holds its
+/// maximum of connections (several copies sharing one app token). greenlight must
+/// back off, not call `apps.connections.open` hundreds of times a second, and must
+/// log once per backoff step, not per attempt. The real binary, for its real
+/// timings (250 ms doubling) and its log output.
+#[tokio::test]
+async fn too_many_websockets_backs_off_and_logs_once_per_step() {
+    let slack = FakeSlack::start().await;
+    let socket = FakeSocket::start().await;
+    socket.refuse_every_connection("too_many_websockets");
+    slack.set_success(
+        "apps.connections.open",
+        json!({"ok": true, "url": socket.url()}),
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut bin = Binary::start(
+        &slack,
+        dir.path(),
+        &dir.path().join("greenlight.db"),
+        "serve.log",
+        &[("SLACK_APP_TOKEN", APP_TOKEN)],
+    )
+    .await;
+    let opens = |calls: &[crate::helpers::Call]| {
+        calls
+            .iter()
+            .filter(|c| c.method == "apps.connections.open")
+            .count()
+    };
+    slack
+        .wait_until(Duration::from_secs(20), "a first connection", |c| {
+            opens(c) >= 1
+        })
+        .await;
+    let first = Instant::now();
+    let calls = slack
+        .wait_until(Duration::from_secs(20), "four connection attempts", |c| {
+            opens(c) >= 4
+        })
+        .await;
+    let took = first.elapsed();
+    // Three waits of 250, 500 and 1,000 ms, each shortened by at most a fifth:
+    // at least 1.4 s. Without backoff the four calls take a few milliseconds.
+    assert!(
+        took >= Duration::from_millis(1000),
+        "4 apps.connections.open calls within {took:?}"
+    );
+    assert!(opens(&calls) <= 5, "{} calls", opens(&calls));
+    assert!(
+        socket.handshakes() >= 3,
+        "each call led to a refused connection"
+    );
+
+    let metrics = reqwest::get(bin.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let disconnected = metrics
+        .lines()
+        .find(|l| l.starts_with("greenlight_slack_socket_reconnects_total{cause=\"disconnected\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("reconnect counter missing:\n{metrics}"));
+    assert!(disconnected >= 3, "{disconnected} reconnects counted");
+
+    bin.sigterm();
+    assert!(bin.wait_exit(Duration::from_secs(20)).await.success());
+    let log = bin.stderr();
+    let attempts = slack.calls_to("apps.connections.open").len();
+    let lines = log.lines().filter(|l| l.contains("Socket Mode")).count();
+    // "starting", the first connection's own four lines, "stopped", and one warning
+    // per backoff step: never several lines per attempt.
+    assert!(
+        lines <= 6 + attempts,
+        "{lines} Socket Mode log lines for {attempts} attempts:\n{log}"
+    );
+    let warnings = log.matches("backing off before reconnecting").count();
+    assert!(
+        (1..=attempts).contains(&warnings),
+        "{warnings} backoff warnings for {attempts} attempts"
     );
 }

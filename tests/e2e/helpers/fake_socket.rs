@@ -1,8 +1,16 @@
 //! A stand-in for Slack's Socket Mode WebSocket server: a real server on 127.0.0.1:0
 //! (plain `ws://`) that greets every connection with `hello`, then lets the test send
-//! envelopes and read what greenlight sent back.
+//! envelopes and read what greenlight sent back. It can also turn every connection
+//! away as Slack does when an app holds its maximum of connections.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -13,6 +21,11 @@ use tokio_tungstenite::tungstenite::Message;
 pub struct FakeSocket {
     pub addr: SocketAddr,
     accepted: Arc<Mutex<mpsc::UnboundedReceiver<SocketConn>>>,
+    /// When set: every connection gets `hello`, then `disconnect` with this reason,
+    /// then a close.
+    refuse: Arc<std::sync::Mutex<Option<String>>>,
+    /// WebSocket handshakes completed so far.
+    handshakes: Arc<AtomicUsize>,
 }
 
 /// One accepted connection, from Slack's side.
@@ -28,11 +41,15 @@ impl FakeSocket {
             .expect("bind fake Socket Mode server");
         let addr = listener.local_addr().expect("addr");
         let (accepted_tx, accepted_rx) = mpsc::unbounded_channel();
+        let refuse = Arc::new(std::sync::Mutex::new(None::<String>));
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let (refusing, counted) = (refuse.clone(), handshakes.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
                     continue;
                 };
+                counted.fetch_add(1, Ordering::SeqCst);
                 let (mut sink, mut stream) = ws.split();
                 let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Message>();
                 let (in_tx, in_rx) = mpsc::unbounded_channel::<Value>();
@@ -57,6 +74,14 @@ impl FakeSocket {
                     "connection_info": {"app_id": "A0GREENLIGHT"},
                     "debug_info": {"host": "fake", "approximate_connection_time": 18060}});
                 let _ = out_tx.send(Message::text(hello.to_string()));
+                let refused = refusing.lock().expect("lock").clone();
+                if let Some(reason) = refused {
+                    let bye = json!({"type": "disconnect", "reason": reason,
+                        "debug_info": {"host": "fake"}});
+                    let _ = out_tx.send(Message::text(bye.to_string()));
+                    let _ = out_tx.send(Message::Close(None));
+                    continue;
+                }
                 let _ = accepted_tx.send(SocketConn {
                     outgoing: out_tx,
                     incoming: in_rx,
@@ -66,7 +91,22 @@ impl FakeSocket {
         Self {
             addr,
             accepted: Arc::new(Mutex::new(accepted_rx)),
+            refuse,
+            handshakes,
         }
+    }
+
+    /// From now on, answers every new connection with `hello`, then
+    /// `{"type":"disconnect","reason":<reason>}`, then closes it: what Slack does
+    /// when the app already holds its maximum of connections
+    /// (`too_many_websockets`). Refused connections are not handed to the test.
+    pub fn refuse_every_connection(&self, reason: &str) {
+        *self.refuse.lock().expect("lock") = Some(reason.to_owned());
+    }
+
+    /// WebSocket connections greenlight opened so far (refused ones included).
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
     }
 
     /// What `apps.connections.open` hands out. The ticket stands in for the secret
