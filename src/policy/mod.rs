@@ -14,6 +14,7 @@
 
 pub mod check;
 mod parse;
+pub mod tool;
 
 use regex::Regex;
 use serde_json::Value;
@@ -54,6 +55,11 @@ pub struct Conditions {
     pub code: Option<Regex>,
     /// Paths into the request's `context` object and what the value there must be.
     pub context: Vec<ContextMatch>,
+    /// The coding agent's tool name (`context.tool_name`, set by hook requests).
+    pub tool: Option<TextMatch>,
+    /// The code is one simple shell command starting with one of these (see
+    /// [`tool::command_has_prefix`]).
+    pub command_prefix: Option<Vec<String>>,
 }
 
 /// A condition on a string: one of a few exact values, or a regex.
@@ -272,6 +278,8 @@ impl Conditions {
             && self.language.is_none()
             && self.code.is_none()
             && self.context.is_empty()
+            && self.tool.is_none()
+            && self.command_prefix.is_none()
     }
 
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
@@ -287,6 +295,10 @@ impl Conditions {
                 .as_ref()
                 .map_or(true, |re| re.is_match(subject.code))
             && self.context.iter().all(|c| c.matches(subject.context))
+            && text(&self.tool, tool::tool_name(subject.context))
+            && self.command_prefix.as_ref().map_or(true, |prefixes| {
+                tool::command_has_prefix(subject.code, prefixes)
+            })
     }
 }
 
