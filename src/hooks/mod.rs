@@ -90,7 +90,13 @@ impl Verdict {
     pub fn of(status: &str, reason: &str, id: &str) -> Self {
         let allow = status == "approved";
         let reason = match status {
-            "approved" | "denied" => format!("greenlight: {reason} (request {id})"),
+            "approved" => format!("greenlight: {reason} (request {id})"),
+            // A reviewer's own words ("keep the old rounding") need the verdict before
+            // them; the service's own reasons already start with it.
+            "denied" if reason.starts_with("Denied") => {
+                format!("greenlight: {reason} (request {id})")
+            }
+            "denied" => format!("greenlight: denied: {reason} (request {id})"),
             "expired" => format!(
                 "greenlight: nobody decided in Slack in time, so it is denied: {reason} (request {id})"
             ),
@@ -112,6 +118,14 @@ mod tests {
             assert!(!verdict.allow, "{status}");
             assert!(verdict.reason.contains("(request r1)"), "{verdict:?}");
         }
+        assert_eq!(
+            Verdict::of("denied", "not on a Friday", "r1").reason,
+            "greenlight: denied: not on a Friday (request r1)"
+        );
+        assert_eq!(
+            Verdict::of("denied", "Denied in Slack by <@U1>", "r1").reason,
+            "greenlight: Denied in Slack by <@U1> (request r1)"
+        );
         assert!(Verdict::of("expired", "Timed out", "r1")
             .reason
             .contains("nobody decided in Slack in time"));

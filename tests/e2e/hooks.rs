@@ -538,7 +538,7 @@ async fn codex_command_hook_prints_the_deny_with_the_reviewers_reason() {
     assert!(reason.contains("not during the freeze"), "{reason}");
     outcome.assert_answer(&json!({"hookSpecificOutput": {
         "hookEventName": "PermissionRequest",
-        "decision": {"behavior": "deny", "message": format!("greenlight: {reason} (request {id})")}
+        "decision": {"behavior": "deny", "message": format!("greenlight: denied: {reason} (request {id})")}
     }}));
 }
 
