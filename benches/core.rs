@@ -39,6 +39,11 @@
 //! 4. decisions: signed Approve clicks, each on a distinct pending request: decisions/s.
 //! 5. duplicate clicks: the same signed clicks again, on the now-approved requests.
 //! 6. reference: the same signed clicks against the bare reference server.
+//!    Then (6b) hooks: Claude Code `PreToolUse` hook inputs (`Bash` `ls -la src/i`, one
+//!    session per connection) posted to `POST /v1/hooks/claude-code`, which a policy
+//!    rule (`tool = "Bash"`, `command_prefix = ["ls"]`) approves at once: every answer
+//!    must be `permissionDecision: "allow"`. Requests/s and p50/p99, p99 against 5 ms,
+//!    and both against the reference's clicks.
 //! 7. RSS with `BENCH_BIG_PENDING` pending (the fill is capped at `BENCH_FILL_SECS`; the
 //!    count reached is printed, and the verdict extrapolates linearly when short).
 //! 8. kill -9 with that pending set, restart on the same database: time from the kill
@@ -108,6 +113,17 @@ const TARGET_CLICK_PENDING: usize = 10_000;
 const TARGET_BIG_RSS_BYTES: f64 = 150e6;
 const TARGET_BIG_PENDING: usize = 100_000;
 const TARGET_RESTART: Duration = Duration::from_secs(3);
+const TARGET_HOOK_P99: Duration = Duration::from_millis(5);
+/// The policy of the benchmarked greenlight: read-only `ls` calls of the hook phase
+/// are approved at once; the other phases' requests (no tool name) match nothing and
+/// are routed to Slack as before.
+const BENCH_POLICY: &str = r#"
+[[rule]]
+name = "read-only shell"
+action = "auto_approve"
+tool = "Bash"
+command_prefix = ["ls"]
+"#;
 
 fn main() {
     if std::env::var(ROLE_VAR).as_deref() == Ok("reference") {
@@ -283,6 +299,17 @@ async fn bench(settings: Settings) {
     )
     .await;
 
+    // 6b. Auto-approved hook calls.
+    progress("hook calls approved by policy".into());
+    let hooks = load(
+        gl,
+        conns,
+        Window::timed(settings.warmup, settings.measure),
+        hook_request(gl, conns),
+        check_hook_allowed,
+    )
+    .await;
+
     // 7. RSS with BENCH_BIG_PENDING pending.
     let big = if settings.big_pending > 0 {
         let need = settings.big_pending.saturating_sub(pending.len());
@@ -360,6 +387,24 @@ async fn bench(settings: Settings) {
             ratio(duplicates.rate()),
             TARGET_DUPLICATES_RATIO,
         ),
+    );
+    let hook_p99 = hooks.percentile(0.99);
+    println!(
+        "hooks      auto-approved PreToolUse     {:>9.0} allows/s   p50 {} p99 {}   ({} in {:.2} s; ×{:.3} the reference's rate, p99 ×{:.2} the reference's {})",
+        hooks.rate(),
+        ms(hooks.percentile(0.5)),
+        ms(hook_p99),
+        hooks.measured,
+        hooks.window.as_secs_f64(),
+        ratio(hooks.rate()),
+        hook_p99.as_secs_f64() / baseline.percentile(0.99).as_secs_f64().max(1e-9),
+        ms(baseline.percentile(0.99)),
+    );
+    verdict(
+        &format!("  hook p99 ({conns} sessions)"),
+        ms(hook_p99),
+        format!("≤ {}", ms(TARGET_HOOK_P99)),
+        hook_p99 <= TARGET_HOOK_P99,
     );
     let p99 = percentile(&latencies, 0.99);
     println!(
@@ -451,10 +496,11 @@ async fn bench(settings: Settings) {
     );
     println!();
     println!(
-        "checked: {submitted} submits answered 202 with an id; {} decisions read back approved; {} duplicates counted as such; {} polls answered approved; {} sampled pending requests survived the kill",
+        "checked: {submitted} submits answered 202 with an id; {} decisions read back approved; {} duplicates counted as such; {} polls answered approved; {} hook calls answered allow; {} sampled pending requests survived the kill",
         decided.len(),
         duplicates.issued,
         sample_ids.len(),
+        hooks.items.len(),
         survivors.len()
     );
     println!(
@@ -463,7 +509,11 @@ async fn bench(settings: Settings) {
         slack_calls.update,
         slack_calls.ephemeral,
         slack_calls.other,
-        submits.reconnects + decisions.reconnects + duplicates.reconnects + baseline.reconnects
+        submits.reconnects
+            + decisions.reconnects
+            + duplicates.reconnects
+            + baseline.reconnects
+            + hooks.reconnects
     );
     println!("(targets apply at the stated pending counts; a verdict is PASS or MISS, the run exits 0 either way)");
 }
@@ -868,7 +918,10 @@ async fn slack_method(
 // The greenlight child process.
 
 fn greenlight_env(slack: &StandInSlack, dir: &Path) -> Vec<(&'static str, String)> {
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, BENCH_POLICY).expect("write the bench policy");
     vec![
+        ("GREENLIGHT_POLICY", policy.display().to_string()),
         ("SLACK_BOT_TOKEN", "xoxb-bench-not-a-real-token".into()),
         ("SLACK_SIGNING_SECRET", SIGNING_SECRET.into()),
         ("SLACK_CHANNEL_ID", CHANNEL.into()),
@@ -1104,6 +1157,40 @@ fn submit_request(
             .body(Full::new(body))
             .expect("a submit request")
     }
+}
+
+/// Claude Code's `PreToolUse` hook input number `i`: a read-only `ls`, from one of
+/// `sessions` sessions, with its own tool use id.
+fn hook_request(
+    addr: SocketAddr,
+    sessions: usize,
+) -> impl Fn(usize) -> Request<Full<Bytes>> + Send + Sync + 'static {
+    let auth = HeaderValue::from_str(&format!("Bearer {API_TOKEN}")).expect("header value");
+    move |i| {
+        let body = json!({
+            "session_id": format!("bench-session-{}", i % sessions.max(1)),
+            "transcript_path": "/tmp/bench.jsonl",
+            "cwd": "/home/bench/repo",
+            "permission_mode": "default",
+            "hook_event_name": "PreToolUse",
+            "tool_name": "Bash",
+            "tool_input": {"command": format!("ls -la src/{i}"), "description": "List files"},
+            "tool_use_id": format!("toolu_bench_{i}"),
+        });
+        request(Method::POST, addr, "/v1/hooks/claude-code")
+            .header(header::AUTHORIZATION, auth.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("a hook request")
+    }
+}
+
+fn check_hook_allowed(_: usize, status: StatusCode, body: Bytes) {
+    let answer: serde_json::Value = serde_json::from_slice(&body).expect("a JSON hook answer");
+    assert!(
+        status == StatusCode::OK && answer["hookSpecificOutput"]["permissionDecision"] == "allow",
+        "a read-only hook call was answered {status}: {answer}"
+    );
 }
 
 fn click_request_for(addr: SocketAddr, click: &SignedClick) -> Request<Full<Bytes>> {

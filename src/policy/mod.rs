@@ -293,12 +293,13 @@ impl Conditions {
             && self
                 .code
                 .as_ref()
-                .map_or(true, |re| re.is_match(subject.code))
+                .is_none_or(|re| re.is_match(subject.code))
             && self.context.iter().all(|c| c.matches(subject.context))
             && text(&self.tool, tool::tool_name(subject.context))
-            && self.command_prefix.as_ref().map_or(true, |prefixes| {
-                tool::command_has_prefix(subject.code, prefixes)
-            })
+            && self
+                .command_prefix
+                .as_ref()
+                .is_none_or(|prefixes| tool::command_has_prefix(subject.code, prefixes))
     }
 }
 
