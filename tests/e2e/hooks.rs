@@ -377,13 +377,18 @@ async fn http_hook_failures_are_denies_never_errors_the_host_would_ignore() {
     .await;
     assert_eq!(answer["hookSpecificOutput"]["decision"]["behavior"], "deny");
 
-    // A huge input is denied as too large to review.
-    let answer = post_hook(&app, AGENT_TOKEN, huge_write().to_string().into_bytes()).await;
-    let reason = answer["hookSpecificOutput"]["permissionDecisionReason"]
-        .as_str()
-        .expect("reason");
-    assert_eq!(answer["hookSpecificOutput"]["permissionDecision"], "deny");
-    assert!(reason.contains("too large to review"), "{reason}");
+    // A huge input is denied as too large to review, also past the agent API's 1 MiB
+    // body limit (the event is still read, so the deny has its shape).
+    let mut bigger = huge_write();
+    bigger["tool_input"]["content"] = Value::String("x".repeat(3 * 1024 * 1024));
+    for huge in [huge_write(), bigger] {
+        let answer = post_hook(&app, AGENT_TOKEN, huge.to_string().into_bytes()).await;
+        let reason = answer["hookSpecificOutput"]["permissionDecisionReason"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a PreToolUse deny: {answer}"));
+        assert_eq!(answer["hookSpecificOutput"]["permissionDecision"], "deny");
+        assert!(reason.contains("too large to review"), "{reason}");
+    }
 
     assert!(app.slack.calls_to("chat.postMessage").is_empty());
 }
