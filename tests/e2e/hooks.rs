@@ -324,6 +324,40 @@ async fn when_the_budget_runs_out_the_hook_denies_and_the_request_expires() {
 }
 
 #[tokio::test]
+async fn a_shutdown_while_a_hook_waits_answers_a_deny_and_withdraws_the_request() {
+    let app = spawn_app().await;
+    let call = {
+        let (http, url) = (app.http.clone(), app.url("/v1/hooks/claude-code"));
+        tokio::spawn(async move {
+            let response = http
+                .post(url)
+                .bearer_auth(AGENT_TOKEN)
+                .body(fixture_bytes("bash.json"))
+                .send()
+                .await
+                .expect("hook call");
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.expect("json")
+        })
+    };
+    within(
+        "the Slack message",
+        app.slack.nth_call("chat.postMessage", 1),
+    )
+    .await;
+    within("the shutdown", app.stop()).await;
+    let answer = within("the hook answer", call).await.expect("task");
+    let output = &answer["hookSpecificOutput"];
+    assert_eq!(output["permissionDecision"], "deny", "{answer}");
+    assert!(
+        output["permissionDecisionReason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("greenlight: cancelled: Withdrawn by the agent")),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
 async fn http_hook_failures_are_denies_never_errors_the_host_would_ignore() {
     let app = spawn_app().await;
     // A wrong token: a deny in the event's shape, and nothing reaches Slack.
