@@ -7,6 +7,15 @@
 //! the hook budget (`GREENLIGHT_HOOK_BUDGET_SECS`, below the host's hook timeout) runs
 //! out, when the request expires and the answer is an explicit deny that says so.
 //!
+//! A request the policy decides on its own without posting anything (an `auto_approve`
+//! or `auto_deny` rule without `notify`) is answered as soon as the rule is known, and
+//! its record (the request, `auto_decided` in the audit trail) is written right after,
+//! by a task of its own: a hook runs on every tool call of every session, and waiting
+//! for the commit (an fsync) behind whatever else the writer is doing would put that
+//! on every read-only call. The price: a crash in the few milliseconds between the
+//! answer and the commit loses that record. Such calls are not charged to the rate
+//! limit (nothing is posted, nothing waits).
+//!
 //! Every answer is `200` with Claude Code's JSON, failures included: Claude Code
 //! treats a non-2xx status, a connection failure and a timeout as non-blocking errors
 //! and runs the tool (its hooks reference), so a `401` here would let anything
@@ -32,6 +41,7 @@ use crate::{
     error::ApiError,
     hooks::{claude_code, render::render, HookInput, Host, Verdict},
     model::{Approval, NewApproval},
+    policy::{Plan, Requested},
 };
 
 /// Largest hook input read. Above the agent API's 1 MiB so that an oversized tool
@@ -111,6 +121,15 @@ async fn decide(state: &AppState, agent: Agent, host: Host, input: &HookInput) -
         idempotency_key: input.idempotency_key(host),
         request_hash,
     };
+    if let Some(verdict) = silent_auto_decision(state, &new) {
+        let service = state.service.clone();
+        tokio::spawn(async move {
+            if let Err(error) = service.submit(new, None).await {
+                tracing::error!(%error, "hook: could not record an automatic decision");
+            }
+        });
+        return verdict;
+    }
     match ask(state, new).await {
         Ok(approval) => Verdict::of(
             approval.status.as_str(),
@@ -125,6 +144,37 @@ async fn decide(state: &AppState, agent: Agent, host: Host, input: &HookInput) -
             Verdict::blocked("greenlight had an internal error")
         }
         Err(error) => Verdict::blocked(error),
+    }
+}
+
+/// The verdict of a policy rule that decides `new` on its own and posts nothing, if
+/// one does.
+fn silent_auto_decision(state: &AppState, new: &NewApproval) -> Option<Verdict> {
+    let plan = state.service.plan_for(
+        &new.agent,
+        new.language.as_deref(),
+        &new.code,
+        new.context.as_ref(),
+        Requested {
+            required_approvals: new.required_approvals,
+            timeout_secs: new.timeout_secs,
+        },
+    );
+    match plan {
+        Plan::Auto {
+            approve,
+            reason,
+            notify_channel: None,
+            ..
+        } => Some(Verdict {
+            allow: approve,
+            reason: if approve {
+                format!("greenlight: {reason}")
+            } else {
+                format!("greenlight: denied: {reason}")
+            },
+        }),
+        _ => None,
     }
 }
 

@@ -269,6 +269,27 @@ async fn policy_auto_approves_read_only_commands_and_tools_at_once() {
     let answer = post_hook(&app, AGENT_TOKEN, grep.to_string().into_bytes()).await;
     assert_eq!(answer["hookSpecificOutput"]["permissionDecision"], "allow");
     assert!(app.slack.calls_to("chat.postMessage").is_empty());
+    // Answered before their records commit; the records follow, audited.
+    let recorded = within("the automatic decisions to be recorded", async {
+        loop {
+            let list = app.get("/v1/approvals?status=approved").await.body;
+            let approved = list["approvals"].as_array().cloned().unwrap_or_default();
+            if approved.len() == 2 {
+                return approved;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    for approval in recorded {
+        assert_eq!(approval["decided_by"], "greenlight", "{approval}");
+        let id = approval["id"].as_str().expect("id");
+        assert!(app
+            .event_kinds(id)
+            .await
+            .iter()
+            .any(|(kind, _)| kind == "auto_decided"));
+    }
 
     // A read-only prefix with a second command chained on is a person's call.
     let mut chained = fixture("bash_read_only.json");
