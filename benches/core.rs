@@ -39,6 +39,14 @@
 //! 4. decisions: signed Approve clicks, each on a distinct pending request: decisions/s.
 //! 5. duplicate clicks: the same signed clicks again, on the now-approved requests.
 //! 6. reference: the same signed clicks against the bare reference server.
+//!    Then (6b) hooks: Claude Code `PreToolUse` hook inputs (`Bash` `ls -la src/i`, one
+//!    session per connection) posted to `POST /v1/hooks/claude-code`, which a policy
+//!    rule (`tool = "Bash"`, `command_prefix = ["ls"]`) approves at once: every answer
+//!    must be `permissionDecision: "allow"`. Twice: as 32 sessions, each pausing
+//!    `BENCH_HOOK_PAUSE_MS` between its calls (a session runs the tool and thinks
+//!    before its next call; 50 ms is already far faster than a model), whose p99 is
+//!    held against 5 ms; then with no pause at all (saturation, for the record).
+//!    Requests/s and p50/p99, and both against the reference's clicks.
 //! 7. RSS with `BENCH_BIG_PENDING` pending (the fill is capped at `BENCH_FILL_SECS`; the
 //!    count reached is printed, and the verdict extrapolates linearly when short).
 //! 8. kill -9 with that pending set, restart on the same database: time from the kill
@@ -61,7 +69,8 @@
 //! `BENCH_SAMPLES` [1000] click → answer samples, `BENCH_BIG_PENDING` [100000; 0 skips
 //! the big fill, the restart then runs with what is pending], `BENCH_FILL_SECS` [60] cap
 //! on each fill, `BENCH_PACED_POSTS` [100; 0 skips phase 9], `BENCH_ONLY` [unset;
-//! `pacing` runs phase 9 alone]. Progress goes to stderr, figures to stdout.
+//! `pacing` runs phase 9 alone], `BENCH_HOOK_PAUSE_MS` [50] each hook session's pause
+//! between calls. Progress goes to stderr, figures to stdout.
 
 use std::{
     future::Future,
@@ -116,6 +125,17 @@ const TARGET_CLICK_PENDING: usize = 10_000;
 const TARGET_BIG_RSS_BYTES: f64 = 150e6;
 const TARGET_BIG_PENDING: usize = 100_000;
 const TARGET_RESTART: Duration = Duration::from_secs(3);
+const TARGET_HOOK_P99: Duration = Duration::from_millis(5);
+/// The policy of the benchmarked greenlight: read-only `ls` calls of the hook phase
+/// are approved at once; the other phases' requests (no tool name) match nothing and
+/// are routed to Slack as before.
+const BENCH_POLICY: &str = r#"
+[[rule]]
+name = "read-only shell"
+action = "auto_approve"
+tool = "Bash"
+command_prefix = ["ls"]
+"#;
 
 fn main() {
     if std::env::var(ROLE_VAR).as_deref() == Ok("reference") {
@@ -139,6 +159,7 @@ struct Settings {
     fill_cap: Duration,
     paced_posts: usize,
     only_pacing: bool,
+    hook_pause: Duration,
 }
 
 impl Settings {
@@ -153,6 +174,7 @@ impl Settings {
             fill_cap: Duration::from_secs_f64(knob("BENCH_FILL_SECS", 60.0)),
             paced_posts: knob("BENCH_PACED_POSTS", 100),
             only_pacing: std::env::var("BENCH_ONLY").as_deref() == Ok("pacing"),
+            hook_pause: Duration::from_secs_f64(knob("BENCH_HOOK_PAUSE_MS", 50.0) / 1e3),
         }
     }
 }
@@ -299,6 +321,25 @@ async fn bench(settings: Settings) {
     )
     .await;
 
+    // 6b. Auto-approved hook calls: sessions that pause between calls, then flat out.
+    progress("hook calls approved by policy".into());
+    let hooks = load(
+        (gl, Some(greenlight.pid())),
+        conns,
+        Window::timed(settings.warmup, settings.measure).paced(settings.hook_pause),
+        hook_request(gl, conns, 0),
+        check_hook_allowed,
+    )
+    .await;
+    let hooks_flat_out = load(
+        (gl, Some(greenlight.pid())),
+        conns,
+        Window::timed(settings.warmup, settings.measure),
+        hook_request(gl, conns, hooks.issued),
+        check_hook_allowed,
+    )
+    .await;
+
     // 7. RSS with BENCH_BIG_PENDING pending.
     let big = if settings.big_pending > 0 {
         let need = settings.big_pending.saturating_sub(pending.len());
@@ -377,6 +418,39 @@ async fn bench(settings: Settings) {
             ratio(duplicates.rate()),
             TARGET_DUPLICATES_RATIO,
         ),
+    );
+    let hook_p99 = hooks.percentile(0.99);
+    let reference_p99 = baseline.percentile(0.99);
+    for (label, load) in [
+        (
+            format!(
+                "hooks      auto-approved, {} ms pauses ",
+                settings.hook_pause.as_millis()
+            ),
+            &hooks,
+        ),
+        (
+            "hooks      auto-approved, flat out     ".to_owned(),
+            &hooks_flat_out,
+        ),
+    ] {
+        println!(
+            "{label}{:>9.0} allows/s   p50 {} p99 {}   ({} in {:.2} s; ×{:.3} the reference's rate, p99 ×{:.2} the reference's {})",
+            load.rate(),
+            ms(load.percentile(0.5)),
+            ms(load.percentile(0.99)),
+            load.measured,
+            load.window.as_secs_f64(),
+            ratio(load.rate()),
+            load.percentile(0.99).as_secs_f64() / reference_p99.as_secs_f64().max(1e-9),
+            ms(reference_p99),
+        );
+    }
+    verdict(
+        &format!("  hook p99 ({conns} sessions)"),
+        ms(hook_p99),
+        format!("≤ {}", ms(TARGET_HOOK_P99)),
+        hook_p99 <= TARGET_HOOK_P99,
     );
     let p99 = percentile(&latencies, 0.99);
     println!(
@@ -471,10 +545,11 @@ async fn bench(settings: Settings) {
     pacing::run(&env, settings.paced_posts).await;
     println!();
     println!(
-        "checked: {submitted} submits answered 202 with an id; {} decisions read back approved; {} duplicates counted as such; {} polls answered approved; {} sampled pending requests survived the kill",
+        "checked: {submitted} submits answered 202 with an id; {} decisions read back approved; {} duplicates counted as such; {} polls answered approved; {} hook calls answered allow; {} sampled pending requests survived the kill",
         decided.len(),
         duplicates.issued,
         sample_ids.len(),
+        hooks.items.len() + hooks_flat_out.items.len(),
         survivors.len()
     );
     println!(
@@ -483,7 +558,12 @@ async fn bench(settings: Settings) {
         slack_calls.update,
         slack_calls.ephemeral,
         slack_calls.other,
-        submits.reconnects + decisions.reconnects + duplicates.reconnects + baseline.reconnects
+        submits.reconnects
+            + decisions.reconnects
+            + duplicates.reconnects
+            + baseline.reconnects
+            + hooks.reconnects
+            + hooks_flat_out.reconnects
     );
     println!("(targets apply at the stated pending counts; a verdict is PASS or MISS, the run exits 0 either way)");
 }
@@ -889,7 +969,10 @@ async fn slack_method(
 // The greenlight child process.
 
 fn greenlight_env(slack: &StandInSlack, dir: &Path) -> Vec<(&'static str, String)> {
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, BENCH_POLICY).expect("write the bench policy");
     vec![
+        ("GREENLIGHT_POLICY", policy.display().to_string()),
         ("SLACK_BOT_TOKEN", "xoxb-bench-not-a-real-token".into()),
         ("SLACK_SIGNING_SECRET", SIGNING_SECRET.into()),
         ("SLACK_CHANNEL_ID", CHANNEL.into()),
@@ -1127,6 +1210,42 @@ fn submit_request(
     }
 }
 
+/// Claude Code's `PreToolUse` hook input number `offset + i`: a read-only `ls`, from
+/// one of `sessions` sessions, with its own tool use id.
+fn hook_request(
+    addr: SocketAddr,
+    sessions: usize,
+    offset: usize,
+) -> impl Fn(usize) -> Request<Full<Bytes>> + Send + Sync + 'static {
+    let auth = HeaderValue::from_str(&format!("Bearer {API_TOKEN}")).expect("header value");
+    move |i| {
+        let i = offset + i;
+        let body = json!({
+            "session_id": format!("bench-session-{}", i % sessions.max(1)),
+            "transcript_path": "/tmp/bench.jsonl",
+            "cwd": "/home/bench/repo",
+            "permission_mode": "default",
+            "hook_event_name": "PreToolUse",
+            "tool_name": "Bash",
+            "tool_input": {"command": format!("ls -la src/{i}"), "description": "List files"},
+            "tool_use_id": format!("toolu_bench_{i}"),
+        });
+        request(Method::POST, addr, "/v1/hooks/claude-code")
+            .header(header::AUTHORIZATION, auth.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("a hook request")
+    }
+}
+
+fn check_hook_allowed(_: usize, status: StatusCode, body: Bytes) {
+    let answer: serde_json::Value = serde_json::from_slice(&body).expect("a JSON hook answer");
+    assert!(
+        status == StatusCode::OK && answer["hookSpecificOutput"]["permissionDecision"] == "allow",
+        "a read-only hook call was answered {status}: {answer}"
+    );
+}
+
 fn click_request_for(addr: SocketAddr, click: &SignedClick) -> Request<Full<Bytes>> {
     request(Method::POST, addr, "/slack/interactions")
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -1177,6 +1296,8 @@ struct Window {
     warmup: Duration,
     measure: Duration,
     max_items: usize,
+    /// Each connection waits this long after an answer before its next request.
+    pause: Duration,
 }
 
 impl Window {
@@ -1189,7 +1310,12 @@ impl Window {
             warmup,
             measure,
             max_items,
+            pause: Duration::ZERO,
         }
+    }
+
+    fn paced(self, pause: Duration) -> Self {
+        Self { pause, ..self }
     }
 }
 
@@ -1256,6 +1382,7 @@ where
     let measure_from = started + window.warmup;
     let stop_at = measure_from + window.measure;
     let max_items = window.max_items;
+    let pause = window.pause;
     let tasks: Vec<_> = conns
         .into_iter()
         .map(|mut conn| {
@@ -1280,6 +1407,9 @@ where
                     let done = Instant::now();
                     items.push(answer(i, status, body));
                     timings.push((done, done - sent));
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
                 }
                 (items, timings, conn.reconnects)
             })

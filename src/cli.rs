@@ -42,6 +42,26 @@ enum Command {
     Policy(PolicyCommand),
     /// Print the agent API's OpenAPI 3.1 document (docs/openapi.json is its output).
     Openapi,
+    /// Answer a coding agent's permission hook: hook JSON on stdin, the host's answer
+    /// on stdout.
+    ///
+    /// Exit 0 with the host's JSON when a decision was had (allow or deny); exit 2 with
+    /// one line on stderr when none could be (bad input, no URL or token, unreachable
+    /// service, rejected token): both hosts treat exit 2 as a block. Reads
+    /// GREENLIGHT_URL, GREENLIGHT_API_TOKEN and GREENLIGHT_HOOK_BUDGET_SECS.
+    #[command(subcommand)]
+    Hook(HookCommand),
+    /// Run an MCP server over stdio with a `request_approval` tool. Reads GREENLIGHT_URL
+    /// and GREENLIGHT_API_TOKEN.
+    Mcp(crate::mcp::McpArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum HookCommand {
+    /// Claude Code's command hook (PreToolUse or PermissionRequest).
+    ClaudeCode(crate::hooks::command::HookArgs),
+    /// Codex's command hook (PermissionRequest).
+    Codex(crate::hooks::command::HookArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -97,6 +117,13 @@ pub fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Check { request, agent }) => {
             policy_check(&request, agent.as_deref())
         }
+        Command::Hook(HookCommand::ClaudeCode(args)) => Ok(runtime.block_on(
+            crate::hooks::command::run(crate::hooks::Host::ClaudeCode, args),
+        )),
+        Command::Hook(HookCommand::Codex(args)) => {
+            Ok(runtime.block_on(crate::hooks::command::run(crate::hooks::Host::Codex, args)))
+        }
+        Command::Mcp(args) => runtime.block_on(crate::mcp::serve(args)),
         Command::Openapi => {
             print!("{}", crate::http::openapi::document());
             Ok(ExitCode::SUCCESS)

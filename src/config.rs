@@ -25,6 +25,13 @@ pub const DEFAULT_MAX_PENDING_PER_AGENT: u32 = 100;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// How often a failed Slack `auth.test` is retried for readiness.
 pub const DEFAULT_READINESS_RECHECK_SECS: u64 = 30;
+/// How long a coding agent's hook waits for a person (`GREENLIGHT_HOOK_BUDGET_SECS`):
+/// below Claude Code's default hook timeout of 600 s (its hooks reference), so that
+/// greenlight's explicit deny reaches the host before the host gives up and lets the
+/// tool run (hooks fail open).
+pub const DEFAULT_HOOK_BUDGET_SECS: u64 = 540;
+/// The longest hook budget accepted: an hour is already far beyond any host's default.
+pub const MAX_HOOK_BUDGET_SECS: u64 = 3600;
 
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,6 +85,9 @@ pub struct Config {
     /// First wait between Slack `auth.test` retries while it fails; the wait then
     /// doubles up to `readiness::RECHECK_MAX` (`GREENLIGHT_READINESS_RECHECK_SECS`).
     pub readiness_recheck: Duration,
+    /// How long a hook call (`/v1/hooks/*`) waits for a person before answering an
+    /// explicit deny and expiring the request (`GREENLIGHT_HOOK_BUDGET_SECS`).
+    pub hook_budget: Duration,
 }
 
 /// One agent credential. The name is public (shown in Slack, used in the audit
@@ -119,6 +129,7 @@ impl fmt::Debug for Config {
             .field("rate_limit_per_minute", &self.rate_limit_per_minute)
             .field("max_pending_per_agent", &self.max_pending_per_agent)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("hook_budget", &self.hook_budget)
             .field("readiness_recheck", &self.readiness_recheck)
             .finish()
     }
@@ -275,6 +286,14 @@ impl Config {
             number("GREENLIGHT_READINESS_RECHECK_SECS", "seconds", 3600)?
                 .unwrap_or(DEFAULT_READINESS_RECHECK_SECS),
         );
+        let hook_budget = Duration::from_secs(
+            number(
+                "GREENLIGHT_HOOK_BUDGET_SECS",
+                "seconds",
+                MAX_HOOK_BUDGET_SECS,
+            )?
+            .unwrap_or(DEFAULT_HOOK_BUDGET_SECS),
+        );
 
         Ok(Self {
             slack_bot_token: slack_bot_token.into(),
@@ -294,6 +313,7 @@ impl Config {
             max_pending_per_agent,
             shutdown_grace,
             readiness_recheck,
+            hook_budget,
         })
     }
 

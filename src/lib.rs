@@ -16,6 +16,10 @@
 //!   (auto approve / deny, or channel, approvers, required approvals, timeout).
 //! - [`store`]: SQLite persistence with group commit, the append-only audit trail and
 //!   the Slack outbox; it wakes the workers when it has work for them.
+//! - [`hooks`]: coding agents (Claude Code, Codex) asking through their permission
+//!   hooks: the hook input, how a tool call reads in Slack, each host's answer, and
+//!   the `greenlight hook` command hooks (the HTTP hook is in [`http`]).
+//! - [`mcp`]: `greenlight mcp`, an MCP server with a `request_approval` tool.
 //! - [`audit`]: exporting the audit trail as JSON lines.
 //! - [`backoff`]: the one backoff (doubling, capped, jittered) every retry loop uses.
 //! - [`slack`]: the Slack adapter: Web API client, request signatures, Block Kit,
@@ -36,9 +40,11 @@ pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod error;
+pub mod hooks;
 pub mod http;
 pub mod limits;
 pub mod logging;
+pub mod mcp;
 pub mod metrics;
 pub mod model;
 pub mod policy;

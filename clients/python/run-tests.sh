@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Python client tests: unit tests plus end-to-end tests against the real
-# greenlight binary, real AutoGen 0.7 and a fake Slack (all on 127.0.0.1).
+# greenlight binary, real AutoGen 0.7, the Claude Agent SDK's result types, the MCP
+# Python client, and a fake Slack (all on 127.0.0.1).
 #
 #   clients/python/run-tests.sh [pytest args...]
 #
@@ -22,7 +23,10 @@ fi
 py="$venv/bin/python"
 
 echo "run-tests.sh: installing greenlight-client + test dependencies"
-"$py" -m pip install --quiet --upgrade "$here" pytest "autogen-agentchat==0.7.*" "autogen-ext==0.7.*"
+# claude-agent-sdk: its real PermissionResult types (its CLI is never started);
+# mcp: the official MCP client that drives `greenlight mcp` over stdio.
+"$py" -m pip install --quiet --upgrade "$here" pytest "autogen-agentchat==0.7.*" "autogen-ext==0.7.*" \
+    "claude-agent-sdk>=0.2" "mcp>=1.20"
 
 export GREENLIGHT_BIN="${GREENLIGHT_BIN:-$repo/target/debug/greenlight}"
 if [ ! -x "$GREENLIGHT_BIN" ]; then

@@ -399,7 +399,10 @@ impl ApprovalService {
         }
     }
 
-    pub(super) fn plan_for(
+    /// What the policy does with a request from `agent`, computed without storing
+    /// anything (the same answer `submit` will reach: the policy is pure). The hook
+    /// endpoint uses it to answer silent automatic decisions at once.
+    pub fn plan_for(
         &self,
         agent: &str,
         language: Option<&str>,

@@ -1,9 +1,11 @@
-//! The HTTP surface: the agent API under `/v1`, Slack's interactivity endpoint, and
-//! health checks. Each area has its own `router()`; they are merged here.
+//! The HTTP surface: the agent API under `/v1` (with coding agents' hooks under
+//! `/v1/hooks`), Slack's interactivity endpoint, and health checks. Each area has its
+//! own `router()`; they are merged here.
 
 mod approvals;
 mod extract;
 mod health;
+pub mod hooks;
 pub mod listener;
 mod metrics;
 mod observe;
@@ -45,6 +47,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(approvals::router())
+        .merge(hooks::router())
         .merge(slack::router())
         .merge(health::router())
         .merge(metrics::router())

@@ -15,6 +15,7 @@
 pub mod check;
 mod parse;
 pub mod quorum;
+pub mod tool;
 
 use regex::Regex;
 use serde_json::Value;
@@ -57,6 +58,11 @@ pub struct Conditions {
     pub code: Option<Regex>,
     /// Paths into the request's `context` object and what the value there must be.
     pub context: Vec<ContextMatch>,
+    /// The coding agent's tool name (`context.tool_name`, set by hook requests).
+    pub tool: Option<TextMatch>,
+    /// The code is one simple shell command starting with one of these (see
+    /// [`tool::command_has_prefix`]).
+    pub command_prefix: Option<Vec<String>>,
 }
 
 /// A condition on a string: one of a few exact values, or a regex.
@@ -308,6 +314,8 @@ impl Conditions {
             && self.language.is_none()
             && self.code.is_none()
             && self.context.is_empty()
+            && self.tool.is_none()
+            && self.command_prefix.is_none()
     }
 
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
@@ -321,8 +329,13 @@ impl Conditions {
             && self
                 .code
                 .as_ref()
-                .map_or(true, |re| re.is_match(subject.code))
+                .is_none_or(|re| re.is_match(subject.code))
             && self.context.iter().all(|c| c.matches(subject.context))
+            && text(&self.tool, tool::tool_name(subject.context))
+            && self
+                .command_prefix
+                .as_ref()
+                .is_none_or(|prefixes| tool::command_has_prefix(subject.code, prefixes))
     }
 }
 

@@ -17,6 +17,8 @@
 //! language = ["bash", "sh"]           #   a string, a list of strings (any of), or
 //! context.env = { regex = "^prod" }   #   { regex = "…" }; `code` is always a regex
 //! code = 'kubectl\s+apply'
+//! tool = "Bash"                      # coding agents' hooks: the tool's name, and a
+//! command_prefix = ["ls", "git log"]  #   simple command starting with one of these
 //! channel = "C0PROD"                  # route: where, who, how many, how long
 //! approvers = ["U0ALICE", "S0SRE"]
 //! required_approvals = 2
@@ -125,6 +127,8 @@ struct RawRule {
     // Not `Spanned`: toml cannot span a table built from dotted keys
     // (`context.env = …`); errors point at the rule instead.
     context: Option<toml::Table>,
+    tool: Option<Spanned<toml::Value>>,
+    command_prefix: Option<Spanned<toml::Value>>,
     reason: Option<Spanned<String>>,
     notify: Option<Spanned<bool>>,
     channel: Option<Spanned<String>>,
@@ -233,6 +237,16 @@ fn rule(at: &Locator<'_>, span: Range<usize>, raw: RawRule) -> Result<Rule, Poli
     if let Some(code) = &raw.code {
         when.code =
             Some(regex(code.get_ref()).map_err(|p| fail(code.span(), format!("code {p}")))?);
+    }
+    if let Some(tool) = &raw.tool {
+        when.tool =
+            Some(text_match(tool.get_ref()).map_err(|p| fail(tool.span(), format!("tool {p}")))?);
+    }
+    if let Some(prefix) = &raw.command_prefix {
+        when.command_prefix = Some(
+            super::tool::parse_prefixes(prefix.get_ref())
+                .map_err(|p| fail(prefix.span(), format!("command_prefix {p}")))?,
+        );
     }
     if let Some(context) = &raw.context {
         let mut path = Vec::new();

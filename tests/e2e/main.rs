@@ -7,6 +7,7 @@ mod approvers;
 mod client;
 mod doctor;
 mod durability;
+mod hooks;
 mod manifest;
 mod production;
 mod slack_resilience;

@@ -186,7 +186,9 @@ class GreenlightServer:
         db_path: Optional[Path] = None,
         default_timeout_secs: int = 60,
         api_tokens: str = f"python-test:{API_TOKEN}",
+        extra_env: Optional[Dict[str, str]] = None,
     ) -> None:
+        self.extra_env = dict(extra_env or {})
         self.binary = binary
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -218,6 +220,7 @@ class GreenlightServer:
                 "NO_PROXY": "127.0.0.1,localhost",
             }
         )
+        env.update(self.extra_env)
         env.setdefault("RUST_LOG", "info")
         return env
 

@@ -48,6 +48,14 @@ pub struct RequestArgs {
     /// JSON file with context for the reviewer (any JSON value)
     #[arg(long, value_name = "FILE")]
     context_json: Option<PathBuf>,
+    #[command(flatten)]
+    service: ServiceArgs,
+}
+
+/// Where the service is and how to reach it: the arguments every command that asks
+/// greenlight shares (`greenlight request`, `greenlight hook …`).
+#[derive(Debug, clap::Args)]
+pub struct ServiceArgs {
     /// Where greenlight listens, e.g. http://127.0.0.1:8080
     #[arg(long, value_name = "URL", env = "GREENLIGHT_URL")]
     url: Option<String>,
@@ -59,9 +67,33 @@ pub struct RequestArgs {
         hide_env_values = true
     )]
     token: Option<SecretString>,
-    /// Seconds to keep retrying while the service is unreachable before giving up (exit 2)
+    /// Seconds to keep retrying while the service is unreachable before giving up
     #[arg(long, value_name = "SECS", default_value_t = 15)]
     retry_secs: u64,
+}
+
+impl ServiceArgs {
+    /// A client builder for the service named by `--url`/`GREENLIGHT_URL` with the
+    /// token of `--token`/`GREENLIGHT_API_TOKEN`; errors name the missing one.
+    pub fn client_builder(&self) -> anyhow::Result<crate::ClientBuilder> {
+        let Some(url) = self.url.as_deref().filter(|u| !u.trim().is_empty()) else {
+            bail!("no service URL: pass --url or set GREENLIGHT_URL");
+        };
+        let Some(token) = self
+            .token
+            .as_ref()
+            .map(|t| t.expose_secret().trim())
+            .filter(|t| !t.is_empty())
+        else {
+            bail!("no API token: set GREENLIGHT_API_TOKEN or pass --token");
+        };
+        Ok(Client::builder(url, token).submit_retry(Duration::from_secs(self.retry_secs)))
+    }
+
+    /// How long an unreachable service is retried.
+    pub fn retry(&self) -> Duration {
+        Duration::from_secs(self.retry_secs)
+    }
 }
 
 /// Runs the gate. `Err` is "could not ask" (exit 2, one line on stderr).
@@ -81,20 +113,7 @@ pub async fn request(args: RequestArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn client(args: &RequestArgs) -> anyhow::Result<Client> {
-    let Some(url) = args.url.as_deref().filter(|u| !u.trim().is_empty()) else {
-        bail!("no service URL: pass --url or set GREENLIGHT_URL");
-    };
-    let Some(token) = args
-        .token
-        .as_ref()
-        .map(|t| t.expose_secret().trim())
-        .filter(|t| !t.is_empty())
-    else {
-        bail!("no API token: set GREENLIGHT_API_TOKEN or pass --token");
-    };
-    Ok(Client::builder(url, token)
-        .submit_retry(Duration::from_secs(args.retry_secs))
-        .build()?)
+    Ok(args.service.client_builder()?.build()?)
 }
 
 /// Gathers the request from the arguments, a code file or `stdin`, checking what can

@@ -1,0 +1,233 @@
+//! `POST /v1/hooks/claude-code`: Claude Code's HTTP hook (`{"type": "http", "url": …}`).
+//!
+//! The body is the hook input exactly as Claude Code posts it (`PreToolUse` or
+//! `PermissionRequest`, see `crate::hooks::input`), with the agent's bearer token. The
+//! tool call becomes an approval request (`crate::hooks::render`) that goes through
+//! the policy and Slack like any other; the call is held until it is decided, or until
+//! the hook budget (`GREENLIGHT_HOOK_BUDGET_SECS`, below the host's hook timeout) runs
+//! out, when the request expires and the answer is an explicit deny that says so.
+//!
+//! A request the policy decides on its own without posting anything (an `auto_approve`
+//! or `auto_deny` rule without `notify`) is answered as soon as the rule is known, and
+//! its record (the request, `auto_decided` in the audit trail) is written right after,
+//! by a task of its own: a hook runs on every tool call of every session, and waiting
+//! for the commit (an fsync) behind whatever else the writer is doing would put that
+//! on every read-only call. The price: a crash in the few milliseconds between the
+//! answer and the commit loses that record. Such calls are not charged to the rate
+//! limit (nothing is posted, nothing waits).
+//!
+//! Every answer is `200` with Claude Code's JSON, failures included: Claude Code
+//! treats a non-2xx status, a connection failure and a timeout as non-blocking errors
+//! and runs the tool (its hooks reference), so a `401` here would let anything
+//! through. A bad token, a malformed input, a refused submission or a shutdown is a
+//! deny whose reason names the problem; a body that is not a hook input at all (so
+//! that the event is unknown) is `{"continue": false, "stopReason": …}`.
+
+use std::time::Duration;
+
+use axum::{
+    body::Bytes,
+    extract::{rejection::BytesRejection, DefaultBodyLimit, State},
+    routing::post,
+    Json, Router,
+};
+use chrono::Utc;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{extract::Agent, AppState};
+use crate::{
+    approval::ServiceError,
+    error::ApiError,
+    hooks::{claude_code, render::render, HookInput, Host, Verdict},
+    model::{Approval, NewApproval},
+    policy::{Plan, Requested},
+};
+
+/// Largest hook input read. Above the agent API's 1 MiB so that an oversized tool
+/// call (a big `Write`) can still be read far enough to answer a deny in the shape of
+/// its event; `crate::hooks::render::MAX_CODE_BYTES` bounds what is stored.
+pub const MAX_HOOK_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// After the deadline, how long a pending request may take to be expired before the
+/// call gives up on it (the deadline worker and `get` both expire it at once).
+const EXPIRY_SLACK: Duration = Duration::from_millis(250);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/hooks/claude-code", post(claude_code_hook))
+        .layer(DefaultBodyLimit::max(MAX_HOOK_BODY_BYTES))
+}
+
+/// Claude Code's HTTP hook; see the module doc.
+#[tracing::instrument(skip_all, fields(request_id = tracing::field::Empty))]
+async fn claude_code_hook(
+    State(state): State<AppState>,
+    agent: Result<Agent, ApiError>,
+    body: Result<Bytes, BytesRejection>,
+) -> Json<Value> {
+    let host = Host::ClaudeCode;
+    let bytes = match body {
+        Ok(bytes) => bytes,
+        Err(rejection) => {
+            let problem = format!("could not read the hook input: {rejection}");
+            return Json(claude_code::stop(&Verdict::blocked(problem).reason));
+        }
+    };
+    let input = match HookInput::parse(&bytes) {
+        Ok(input) => input,
+        Err(error) => {
+            let verdict = Verdict::blocked(&error.problem);
+            return Json(match error.event {
+                Some(event) => host.answer(event, &verdict),
+                None => claude_code::stop(&verdict.reason),
+            });
+        }
+    };
+    let verdict = match agent {
+        Ok(agent) => decide(&state, agent, host, &input).await,
+        Err(_) => Verdict::blocked(
+            "the bearer token was not accepted (send Authorization: Bearer <a token of GREENLIGHT_API_TOKENS>)",
+        ),
+    };
+    Json(host.answer(input.event, &verdict))
+}
+
+/// Asks for a decision on one tool call; any failure is a deny naming it.
+async fn decide(state: &AppState, agent: Agent, host: Host, input: &HookInput) -> Verdict {
+    let rendered = match render(host, input) {
+        Ok(rendered) => rendered,
+        Err(problem) => return Verdict::blocked(problem),
+    };
+    let request_hash = hex::encode(Sha256::digest(
+        json!([
+            rendered.code,
+            rendered.language,
+            rendered.title,
+            rendered.context
+        ])
+        .to_string()
+        .as_bytes(),
+    ));
+    let new = NewApproval {
+        agent: agent.0,
+        code: rendered.code,
+        language: Some(rendered.language.to_owned()),
+        title: Some(rendered.title),
+        context: Some(rendered.context),
+        timeout_secs: state.config.hook_budget.as_secs().max(1),
+        requester_slack_id: None,
+        required_approvals: 1,
+        idempotency_key: input.idempotency_key(host),
+        request_hash,
+    };
+    if let Some(verdict) = silent_auto_decision(state, &new) {
+        let service = state.service.clone();
+        tokio::spawn(async move {
+            if let Err(error) = service.submit(new, None).await {
+                tracing::error!(%error, "hook: could not record an automatic decision");
+            }
+        });
+        return verdict;
+    }
+    match ask(state, new).await {
+        Ok(approval) => Verdict::of(
+            approval.status.as_str(),
+            &approval.reason,
+            &approval.id.to_string(),
+        ),
+        Err(ApiError::Internal(error)) => {
+            tracing::error!(
+                error = format!("{error:#}"),
+                "hook: could not ask for a decision"
+            );
+            Verdict::blocked("greenlight had an internal error")
+        }
+        Err(error) => Verdict::blocked(error),
+    }
+}
+
+/// The verdict of a policy rule that decides `new` on its own and posts nothing, if
+/// one does.
+fn silent_auto_decision(state: &AppState, new: &NewApproval) -> Option<Verdict> {
+    let plan = state.service.plan_for(
+        &new.agent,
+        new.language.as_deref(),
+        &new.code,
+        new.context.as_ref(),
+        Requested {
+            required_approvals: new.required_approvals,
+            timeout_secs: new.timeout_secs,
+        },
+    );
+    match plan {
+        Plan::Auto {
+            approve,
+            reason,
+            notify_channel: None,
+            ..
+        } => Some(Verdict {
+            allow: approve,
+            reason: if approve {
+                format!("greenlight: {reason}")
+            } else {
+                format!("greenlight: denied: {reason}")
+            },
+        }),
+        _ => None,
+    }
+}
+
+/// Submits like `POST /v1/approvals` (same limits, same policy) and waits for the
+/// request to be final. A request still pending when the wait ends early (the
+/// service is shutting down) is withdrawn, so nobody approves a call that was denied.
+async fn ask(state: &AppState, new: NewApproval) -> Result<Approval, ApiError> {
+    let agent = new.agent.clone();
+    let admission = state
+        .limits
+        .admit(
+            state.service.store(),
+            &new.agent,
+            new.idempotency_key.as_deref(),
+        )
+        .await?;
+    let (mut approval, created) = match state
+        .service
+        .submit(new, Some(state.limits.max_pending()))
+        .await
+    {
+        Err(ServiceError::TooManyPending { pending }) => {
+            return Err(state.limits.over_cap(admission, pending))
+        }
+        other => other?,
+    };
+    if !created {
+        admission.replayed();
+    }
+    tracing::Span::current().record("request_id", tracing::field::display(approval.id));
+    while !approval.status.is_final() {
+        let left = (approval.expires_at - Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        approval = state.service.wait(approval.id, left + EXPIRY_SLACK).await?;
+        if approval.status.is_final() {
+            break;
+        }
+        if Utc::now() < approval.expires_at {
+            // Woken before the deadline without a decision: shutdown.
+            return match state.service.cancel(approval.id, &agent).await {
+                Ok(cancelled) => Ok(cancelled),
+                Err(ServiceError::AlreadyDecided(decided)) => Ok(*decided),
+                Err(error) => Err(error.into()),
+            };
+        }
+        approval = state.service.get(approval.id).await?;
+        if !approval.status.is_final() {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "request {} is still pending after its deadline",
+                approval.id
+            )));
+        }
+    }
+    Ok(approval)
+}
