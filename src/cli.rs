@@ -119,7 +119,10 @@ async fn serve() -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {} (GREENLIGHT_LISTEN)", config.listen))?;
     let server = Server::build(listener, config, RetryPolicy::default()).await?;
     let addr = server.local_addr()?;
-    println!("greenlight listening on http://{addr}");
+    // One write for both lines: a reader that stops after the first (a test harness,
+    // a supervisor) must not make the second fail.
+    let review_page = server.review_page_line()?;
+    println!("greenlight listening on http://{addr}\n{review_page}");
     server.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

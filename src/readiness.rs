@@ -25,6 +25,8 @@ enum SlackAuth {
     Ok,
     /// Failed with this (bounded) error code.
     Failed(&'static str),
+    /// Slack is not configured: the web page is the only surface, nothing to check.
+    NotConfigured,
 }
 
 /// Cheap handle on the cached Slack check.
@@ -45,7 +47,8 @@ pub struct Report {
 pub struct Checks {
     /// `ok`, or `failed: unreachable` / `failed: timeout`.
     pub database: String,
-    /// `ok`, `checking` (no answer yet) or `failed: <Slack error code>`.
+    /// `ok`, `checking` (no answer yet), `failed: <Slack error code>`, or `not
+    /// configured` (no Slack: the web review page is the only surface).
     pub slack_auth: String,
 }
 
@@ -54,6 +57,9 @@ impl Report {
         self.status == "ready"
     }
 }
+
+/// The Slack check's answer when Slack is not configured.
+const NOT_CONFIGURED: &str = "not configured";
 
 /// How long a probe waits for the database before calling it down.
 const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -68,6 +74,14 @@ impl Readiness {
     pub fn new() -> Self {
         Self {
             slack: Arc::new(RwLock::new(SlackAuth::Checking)),
+        }
+    }
+
+    /// Readiness without Slack (no `SLACK_BOT_TOKEN`): only the database counts, and
+    /// `/readyz` reports `slack_auth: "not configured"`.
+    pub fn without_slack() -> Self {
+        Self {
+            slack: Arc::new(RwLock::new(SlackAuth::NotConfigured)),
         }
     }
 
@@ -93,7 +107,7 @@ impl Readiness {
                         retry_in_secs = recheck.as_secs(),
                         "Slack auth.test failed: not ready"
                     ),
-                    SlackAuth::Checking => {}
+                    SlackAuth::Checking | SlackAuth::NotConfigured => {}
                 }
                 if let Ok(mut slot) = state.write() {
                     *slot = answer;
@@ -111,6 +125,7 @@ impl Readiness {
             Ok(SlackAuth::Ok) => "ok".into(),
             Ok(SlackAuth::Checking) => "checking".into(),
             Ok(SlackAuth::Failed(code)) => format!("failed: {code}"),
+            Ok(SlackAuth::NotConfigured) => NOT_CONFIGURED.into(),
             Err(_) => "failed: internal".into(),
         }
     }
@@ -128,7 +143,7 @@ impl Readiness {
             Err(_) => "failed: timeout".to_owned(),
         };
         let slack_auth = self.slack_status();
-        let ready = database == "ok" && slack_auth == "ok";
+        let ready = database == "ok" && (slack_auth == "ok" || slack_auth == NOT_CONFIGURED);
         Report {
             status: if ready { "ready" } else { "unready" },
             checks: Checks {

@@ -11,6 +11,7 @@ mod manifest;
 mod production;
 mod slack_resilience;
 mod socket_mode;
+mod web;
 // Shared test infrastructure; not every helper is used by every test module.
 #[allow(dead_code)]
 mod helpers;
