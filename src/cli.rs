@@ -119,10 +119,17 @@ async fn serve() -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {} (GREENLIGHT_LISTEN)", config.listen))?;
     let server = Server::build(listener, config, RetryPolicy::default()).await?;
     let addr = server.local_addr()?;
-    // One write for both lines: a reader that stops after the first (a test harness,
-    // a supervisor) must not make the second fail.
-    let review_page = server.review_page_line()?;
-    println!("greenlight listening on http://{addr}\n{review_page}");
+    // One write for both lines, and a closed stdout is no reason to stop serving: a
+    // reader that stops after the first line (a test harness, `| head -1`) must not
+    // make the second fail (println! would panic on the broken pipe).
+    let lines = format!(
+        "greenlight listening on http://{addr}\n{}\n",
+        server.review_page_line()?
+    );
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, lines.as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut stdout));
+    drop(stdout);
     server.run(shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -47,8 +47,8 @@ pub struct Report {
 pub struct Checks {
     /// `ok`, or `failed: unreachable` / `failed: timeout`.
     pub database: String,
-    /// `ok`, `checking` (no answer yet), `failed: <Slack error code>`, or `not
-    /// configured` (no Slack: the web review page is the only surface).
+    /// `ok`, `checking` (no answer yet), `failed: <Slack error code>`, or
+    /// `not configured` (no Slack: the web review page is the only surface).
     pub slack_auth: String,
 }
 

@@ -266,3 +266,57 @@ async fn wrong_secrets_are_refused_and_sign_in_is_rate_limited() {
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(limited.headers().contains_key(header::RETRY_AFTER));
 }
+
+/// `cp .env.example .env` and `greenlight serve`, as README's first command says: it
+/// starts without Slack, prints a sign-in link, and the example agent token works.
+#[tokio::test]
+async fn the_example_env_file_works_as_it_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example");
+    std::fs::copy(example, dir.path().join(".env")).expect("copy .env.example");
+    // Only the port differs from the file (the environment wins over .env): tests run
+    // side by side.
+    let env = std::collections::HashMap::from([(
+        "GREENLIGHT_LISTEN".to_owned(),
+        "127.0.0.1:0".to_owned(),
+    )]);
+    let server = WebServer::start_in(dir, &env).await;
+    assert!(
+        server.review_line.contains("/web/link/"),
+        "{}",
+        server.review_line
+    );
+    let answer = server
+        .http
+        .post(server.url("/v1/approvals"))
+        .bearer_auth("change-me-to-a-long-random-token")
+        .json(&request("From the README"))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+}
+
+/// `greenlight doctor` without Slack settings: Slack is reported as not configured,
+/// the database is checked, and nothing fails.
+#[tokio::test]
+async fn doctor_without_slack_checks_only_the_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = std::collections::HashMap::from([
+        (
+            "GREENLIGHT_API_TOKENS".to_owned(),
+            format!("ci-bot:{}", crate::helpers::AGENT_TOKEN),
+        ),
+        (
+            "GREENLIGHT_DATABASE_URL".to_owned(),
+            format!("sqlite://{}", dir.path().join("none.db").display()),
+        ),
+    ]);
+    let (code, stdout, stderr) = crate::helpers::binary::run(&env, dir.path(), &["doctor"]).await;
+    assert!(stdout.contains("slack: not configured"), "{stdout}{stderr}");
+    assert!(!stdout.contains("bot token"), "{stdout}");
+    // The database does not exist yet: reported, not made.
+    assert!(stdout.contains("does not exist yet"), "{stdout}");
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!dir.path().join("none.db").exists());
+}

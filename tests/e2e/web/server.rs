@@ -42,8 +42,13 @@ impl WebServer {
         for (key, value) in extra {
             env.insert((*key).into(), (*value).into());
         }
+        Self::start_in(dir, &env).await
+    }
+
+    /// Starts `greenlight serve` in `dir` (where a `.env` may be) with exactly `env`.
+    pub async fn start_in(dir: tempfile::TempDir, env: &HashMap<String, String>) -> Self {
         let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("log file");
-        let mut child = command(&env, dir.path())
+        let mut child = command(env, dir.path())
             .arg("serve")
             .stdout(Stdio::piped())
             .stderr(stderr)
