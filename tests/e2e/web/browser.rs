@@ -378,6 +378,11 @@ async fn two_person_rule_and_a_non_approver_in_the_browser() {
         .await;
     browser.wait_text("#progress", "1 of 2 approvals").await;
     browser.wait_text("#votes", "U0ALICE").await;
+    browser
+        .client
+        .execute("document.getElementById('status').scrollIntoView()", vec![])
+        .await
+        .expect("scroll");
     browser.screenshot("phone-two-person-rule").await;
     browser.sign_out().await;
 

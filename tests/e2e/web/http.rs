@@ -320,3 +320,69 @@ async fn doctor_without_slack_checks_only_the_database() {
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(!dir.path().join("none.db").exists());
 }
+
+/// The requester may not approve their own request on the page either (no button, and
+/// a posted approval is refused), but may deny it.
+#[tokio::test]
+async fn no_self_approval_on_the_page() {
+    let server = WebServer::start(&[(
+        "GREENLIGHT_REVIEWERS",
+        "alice:U0ALICE:alice-secret-0123456789",
+    )])
+    .await;
+    let mut body = request("My own deploy");
+    body["requester_slack_id"] = serde_json::json!("U0ALICE");
+    let id = server.submit(body).await;
+    let base = server.url("");
+    let session =
+        super::server::sign_in_with_secret(&server.http, &base, "alice-secret-0123456789").await;
+    let page = server
+        .http
+        .get(server.url(&format!("/web/requests/{id}")))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("id=\"cannot-approve\""), "{page}");
+    assert!(!page.contains("id=\"approve\""), "{page}");
+    assert!(page.contains("id=\"deny\""), "{page}");
+    let csrf = hidden(&page, "csrf");
+    let approve = server
+        .http
+        .post(server.url(&format!("/web/requests/{id}/approve")))
+        .header(header::COOKIE, &session)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("approve");
+    assert_eq!(approve.status(), StatusCode::FORBIDDEN);
+    assert_eq!(server.wait(&id, 0).await["status"], "pending");
+    let deny = server
+        .http
+        .post(server.url(&format!("/web/requests/{id}/deny")))
+        .header(header::COOKIE, &session)
+        .form(&[("csrf", csrf.as_str()), ("reason", "")])
+        .send()
+        .await
+        .expect("deny");
+    assert_eq!(
+        deny.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a reason is required"
+    );
+    let deny = server
+        .http
+        .post(server.url(&format!("/web/requests/{id}/deny")))
+        .header(header::COOKIE, &session)
+        .form(&[("csrf", csrf.as_str()), ("reason", "changed my mind")])
+        .send()
+        .await
+        .expect("deny");
+    assert_eq!(deny.status(), StatusCode::SEE_OTHER);
+    let answer = server.wait(&id, 0).await;
+    assert_eq!(answer["status"], "denied", "{answer}");
+    assert_eq!(answer["reason"], "changed my mind");
+}
