@@ -136,6 +136,17 @@ impl Web {
         }
     }
 
+    /// How the page names a reviewer id (a vote, a decider): `name (id)` for a
+    /// configured reviewer, the id itself otherwise (someone who voted in Slack).
+    pub fn display_name(&self, id: &str) -> String {
+        match self.inner.reviewers.iter().find(|r| r.id() == id) {
+            Some(reviewer) if reviewer.id() != format!("web:{}", reviewer.name) => {
+                format!("{} ({id})", reviewer.name)
+            }
+            _ => id.to_owned(),
+        }
+    }
+
     fn reviewer(&self, index: usize) -> Option<&WebReviewer> {
         self.inner.reviewers.get(index)
     }

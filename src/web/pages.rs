@@ -103,6 +103,10 @@ pub async fn pending(signed: SignedIn, State(state): State<AppState>) -> Page {
     ))
 }
 
+/// Why a reviewer who approved a request still waiting for others has no Approve
+/// button (a second click would not count).
+const ALREADY_VOTED: &str = "You have approved this request; it needs another approver.";
+
 /// Why the page hides a button, in the page's words.
 fn hint(refusal: Refusal) -> &'static str {
     match refusal {
@@ -125,13 +129,18 @@ async fn status_part(
     approval: &Approval,
 ) -> Result<(StatusPart, Option<String>), PageError> {
     let progress = state.service.progress(approval).await?;
+    let voted = progress.votes.contains(&signed.reviewer.id);
     let (cannot_approve, cannot_deny) = if approval.status == Status::Pending {
         let service = &state.service;
         (
-            service
-                .refusal_for(approval, &signed.reviewer, true)
-                .await
-                .map(hint),
+            if voted {
+                Some(ALREADY_VOTED)
+            } else {
+                service
+                    .refusal_for(approval, &signed.reviewer, true)
+                    .await
+                    .map(hint)
+            },
             service
                 .refusal_for(approval, &signed.reviewer, false)
                 .await
@@ -144,7 +153,11 @@ async fn status_part(
         StatusPart::of(
             approval,
             &signed.csrf,
-            progress.votes,
+            progress
+                .votes
+                .iter()
+                .map(|id| state.web.display_name(id))
+                .collect(),
             cannot_approve,
             cannot_deny,
         ),

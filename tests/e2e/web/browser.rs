@@ -377,7 +377,10 @@ async fn two_person_rule_and_a_non_approver_in_the_browser() {
         .wait_text("#note", "more approvers are needed")
         .await;
     browser.wait_text("#progress", "1 of 2 approvals").await;
-    browser.wait_text("#votes", "U0ALICE").await;
+    browser.wait_text("#votes", "alice (U0ALICE)").await;
+    browser
+        .wait_text("#cannot-approve", "it needs another approver")
+        .await;
     browser
         .client
         .execute("document.getElementById('status').scrollIntoView()", vec![])
