@@ -386,3 +386,21 @@ async fn no_self_approval_on_the_page() {
     assert_eq!(answer["status"], "denied", "{answer}");
     assert_eq!(answer["reason"], "changed my mind");
 }
+
+/// Without Slack a request nobody decides simply times out: denied by default, with a
+/// reason about the deadline, not about a Slack message that was never meant to exist.
+#[tokio::test]
+async fn without_slack_an_undecided_request_times_out() {
+    let server = WebServer::start(&[]).await;
+    let mut body = request("Nobody looks");
+    body["timeout_secs"] = serde_json::json!(1);
+    let id = server.submit(body).await;
+    let answer = server.wait(&id, 20).await;
+    assert_eq!(answer["status"], "expired", "{answer}");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("Timed out")),
+        "{answer}"
+    );
+}
