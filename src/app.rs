@@ -11,6 +11,9 @@
 //! - `retention`: prunes decided requests past `GREENLIGHT_RETENTION_DAYS`;
 //! - `socket-mode`: the Socket Mode receiver, when `SLACK_APP_TOKEN` is set.
 //!
+//! Without Slack settings (no `SLACK_BOT_TOKEN`) the Slack workers do not start: the
+//! web review page (`crate::web`) is the only surface, and nothing is queued for Slack.
+//!
 //! Start-up recovery is nothing more than these workers starting: everything pending
 //! is in the store. For the same reason a worker that panics is simply started again
 //! (`workers`).
@@ -49,7 +52,8 @@ use crate::{
 pub struct Server {
     listener: TcpListener,
     state: AppState,
-    slack: SlackClient,
+    /// The bot's client; `None` without Slack settings.
+    slack: Option<SlackClient>,
     /// Present when `SLACK_APP_TOKEN` is set; runs beside the HTTP endpoint.
     socket_mode: Option<SocketMode>,
 }
@@ -76,34 +80,62 @@ impl Server {
             .with_context(|| format!("cannot open the database at {}", config.database_url))?;
         let metrics = Metrics::new();
         metrics.register_agents(config.api_tokens.iter().map(|t| t.name.as_str()));
-        let slack = SlackClient::new(
-            &config.slack_api_base_url,
-            config.slack_bot_token.clone(),
-            retry.clone(),
-        )
-        .with_metrics(metrics.clone());
+        let slack = config.slack.as_ref().map(|settings| {
+            SlackClient::new(
+                &settings.api_base_url,
+                settings.bot_token.clone(),
+                retry.clone(),
+            )
+            .with_metrics(metrics.clone())
+        });
+        let groups: Arc<dyn crate::approval::approvers::GroupMembers> = match &slack {
+            Some(slack) => Arc::new(slack.clone()),
+            None => Arc::new(crate::web::NoSlackGroups),
+        };
         let service = ApprovalService::new(
             store,
-            Arc::new(slack.clone()),
+            groups,
             Defaults {
-                channel: config.slack_channel_id.clone(),
+                channel: config.slack_channel(),
                 approvers: config.approvers.clone(),
             },
             Arc::new(policy),
             metrics.clone(),
         );
-        let interactions = Interactions::new(service.clone(), slack.clone());
-        let verifier = SignatureVerifier::new(config.slack_signing_secret.clone());
-        let socket_mode = config.slack_app_token.clone().map(|app_token| {
-            SocketMode::new(
-                SlackClient::new(&config.slack_api_base_url, app_token, retry.clone())
+        // Without Slack the interactivity route is not mounted (`http::router`); these
+        // two exist only because the state has a place for them: a client that is never
+        // called, and a verifier whose random secret nobody could sign with.
+        let interactions = Interactions::new(
+            service.clone(),
+            slack.clone().unwrap_or_else(|| {
+                SlackClient::new(
+                    crate::config::DEFAULT_SLACK_API_BASE_URL,
+                    String::new().into(),
+                    retry.clone(),
+                )
+            }),
+        );
+        let verifier = SignatureVerifier::new(match &config.slack {
+            Some(settings) => settings.signing_secret.clone(),
+            None => crate::web::sessions::random_token().into(),
+        });
+        let socket_mode = config.slack.as_ref().and_then(|settings| {
+            let app_token = settings.app_token.clone()?;
+            Some(SocketMode::new(
+                SlackClient::new(&settings.api_base_url, app_token, retry.clone())
                     .with_metrics(metrics.clone()),
                 interactions.clone(),
                 socket_mode::reconnect_backoff(&retry),
                 socket_mode::Timings::default(),
                 metrics.clone(),
-            )
+            ))
         });
+        let readiness = if slack.is_some() {
+            Readiness::new()
+        } else {
+            Readiness::without_slack()
+        };
+        let web = crate::web::Web::new(&config);
         let limits = SubmitLimits::new(
             config.rate_limit_per_minute,
             config.max_pending_per_agent,
@@ -118,8 +150,9 @@ impl Server {
                 interactions,
                 verifier,
                 metrics,
-                readiness: Readiness::new(),
+                readiness,
                 limits,
+                web,
             },
             socket_mode,
         })
@@ -131,6 +164,13 @@ impl Server {
 
     pub fn service(&self) -> &ApprovalService {
         &self.state.service
+    }
+
+    /// The line `serve` prints for reviewers: the review page's address and, when no
+    /// reviewers are configured, a fresh one-time sign-in link for the local reviewer.
+    pub fn review_page_line(&self) -> std::io::Result<String> {
+        let base = self.state.config.base_url(self.local_addr()?);
+        Ok(self.state.web.start_line(&base))
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, answers open long-polls
@@ -159,15 +199,19 @@ impl Server {
                 deadlines::run(&source, signal, deadlines::Clock::System).await
             }
         });
-        let (outbox_service, outbox_slack) = (service.clone(), self.slack.clone());
-        workers.start("slack-outbox", move || {
-            OutboxWorker::new(outbox_service.clone(), outbox_slack.clone()).run()
-        });
-        let (readiness, auth_slack) = (self.state.readiness.clone(), self.slack.clone());
-        let recheck = self.state.config.readiness_recheck;
-        workers.start("slack-auth-check", move || {
-            readiness.check_slack(auth_slack.clone(), recheck)
-        });
+        if let Some(slack) = &self.slack {
+            let (outbox_service, outbox_slack) = (service.clone(), slack.clone());
+            workers.start("slack-outbox", move || {
+                OutboxWorker::new(outbox_service.clone(), outbox_slack.clone()).run()
+            });
+            let (readiness, auth_slack) = (self.state.readiness.clone(), slack.clone());
+            let recheck = self.state.config.readiness_recheck;
+            workers.start("slack-auth-check", move || {
+                readiness.check_slack(auth_slack.clone(), recheck)
+            });
+        } else {
+            tracing::info!("Slack is not configured: the web review page is the only surface");
+        }
         if let Some(keep_for) = self.state.config.retention {
             let store = store.clone();
             workers.start("retention", move || retention::run(store.clone(), keep_for));

@@ -149,7 +149,17 @@ async fn serve() -> anyhow::Result<ExitCode> {
     // The handlers are installed before the address is announced: a SIGTERM sent as
     // soon as the line appears must shut down gracefully, not kill the process.
     let shutdown = shutdown_signal();
-    println!("greenlight listening on http://{addr}");
+    // One write for both lines, and a closed stdout is no reason to stop serving: a
+    // reader that stops after the first line (a test harness, `| head -1`) must not
+    // make the second fail (println! would panic on the broken pipe).
+    let lines = format!(
+        "greenlight listening on http://{addr}\n{}\n",
+        server.review_page_line()?
+    );
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, lines.as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut stdout));
+    drop(stdout);
     server.run(shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -46,14 +46,16 @@ pub enum LogFormat {
 /// The validated service configuration.
 #[derive(Clone)]
 pub struct Config {
-    /// Bot token (`xoxb-…`) used for every Web API call.
-    pub slack_bot_token: SecretString,
-    /// Signing secret that authenticates requests from Slack.
-    pub slack_signing_secret: SecretString,
-    /// Channel where approval requests are posted.
-    pub slack_channel_id: String,
-    /// Base URL of the Slack Web API, without a trailing slash.
-    pub slack_api_base_url: String,
+    /// The Slack app, when `SLACK_BOT_TOKEN` is set; `None` runs greenlight with the web
+    /// review page as its only surface (no message is ever queued for Slack).
+    pub slack: Option<SlackSettings>,
+    /// Who may sign in to the web review page (`GREENLIGHT_REVIEWERS`); empty means
+    /// one local reviewer who signs in with the one-time link printed at start-up.
+    pub reviewers: Vec<crate::web::reviewers::WebReviewer>,
+    /// Where reviewers reach greenlight (`GREENLIGHT_PUBLIC_URL`, no trailing slash),
+    /// for printed links; an `https` URL also marks session cookies `Secure`. `None`:
+    /// `http://` and the bound address.
+    pub public_url: Option<String>,
     /// Address the HTTP server binds.
     pub listen: SocketAddr,
     /// Agents allowed to call the API, each with the name Slack shows.
@@ -65,9 +67,6 @@ pub struct Config {
     /// How long decided requests (and their audit events) are kept; `None` keeps them
     /// forever. Pending requests are never pruned.
     pub retention: Option<Duration>,
-    /// App-level token (`xapp-…`, scope `connections:write`). When set, clicks also
-    /// arrive over Socket Mode, so greenlight works without a public URL.
-    pub slack_app_token: Option<SecretString>,
     /// Who may approve (`GREENLIGHT_APPROVERS`): Slack user ids and user group ids.
     /// `None` lets anyone who can click decide; a policy rule may override it.
     pub approvers: Option<Vec<String>>,
@@ -98,6 +97,54 @@ pub struct ApiToken {
     pub token: SecretString,
 }
 
+/// The Slack app's settings: all three of `SLACK_BOT_TOKEN`, `SLACK_SIGNING_SECRET`
+/// and `SLACK_CHANNEL_ID` are set, or none is.
+#[derive(Clone)]
+pub struct SlackSettings {
+    /// Bot token (`xoxb-…`) used for every Web API call.
+    pub bot_token: SecretString,
+    /// Signing secret that authenticates requests from Slack.
+    pub signing_secret: SecretString,
+    /// Channel where approval requests are posted.
+    pub channel_id: String,
+    /// Base URL of the Slack Web API, without a trailing slash.
+    pub api_base_url: String,
+    /// App-level token (`xapp-…`, scope `connections:write`). When set, clicks also
+    /// arrive over Socket Mode, so greenlight works without a public URL.
+    pub app_token: Option<SecretString>,
+}
+
+impl fmt::Debug for SlackSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlackSettings")
+            .field("bot_token", &"[redacted]")
+            .field("signing_secret", &"[redacted]")
+            .field("channel_id", &self.channel_id)
+            .field("api_base_url", &self.api_base_url)
+            .field("app_token", &self.app_token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl Config {
+    /// The Slack channel requests are posted to, or `""` without Slack (a request
+    /// with no channel has no message: see `store::outbox`).
+    pub fn slack_channel(&self) -> String {
+        self.slack
+            .as_ref()
+            .map(|s| s.channel_id.clone())
+            .unwrap_or_default()
+    }
+
+    /// The base of links printed for reviewers: `GREENLIGHT_PUBLIC_URL`, else
+    /// `http://` and `addr` (the address actually bound).
+    pub fn base_url(&self, addr: SocketAddr) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"))
+    }
+}
+
 impl fmt::Debug for ApiToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiToken")
@@ -110,19 +157,14 @@ impl fmt::Debug for ApiToken {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("slack_bot_token", &"[redacted]")
-            .field("slack_signing_secret", &"[redacted]")
-            .field("slack_channel_id", &self.slack_channel_id)
-            .field("slack_api_base_url", &self.slack_api_base_url)
+            .field("slack", &self.slack)
+            .field("reviewers", &self.reviewers)
+            .field("public_url", &self.public_url)
             .field("listen", &self.listen)
             .field("api_tokens", &self.api_tokens)
             .field("database_url", &self.database_url)
             .field("default_timeout", &self.default_timeout)
             .field("retention", &self.retention)
-            .field(
-                "slack_app_token",
-                &self.slack_app_token.as_ref().map(|_| "[redacted]"),
-            )
             .field("approvers", &self.approvers)
             .field("policy_path", &self.policy_path)
             .field("log_format", &self.log_format)
@@ -166,36 +208,11 @@ impl Config {
             non_empty(var).ok_or(ConfigError::Missing { var, hint })
         };
 
-        let slack_bot_token = required(
-            "SLACK_BOT_TOKEN",
-            "set it to your Slack app's Bot User OAuth Token (xoxb-…)",
-        )?;
-        let slack_signing_secret = required(
-            "SLACK_SIGNING_SECRET",
-            "set it to the Signing Secret from your Slack app's Basic Information page",
-        )?;
-        let slack_channel_id = required(
-            "SLACK_CHANNEL_ID",
-            "set it to the id (C…/G…) of the channel where requests are posted",
-        )?;
         let tokens_raw = required(
             "GREENLIGHT_API_TOKENS",
             "set it to comma-separated bearer tokens agents present (name:token or token)",
         )?;
         let api_tokens = parse_api_tokens(&tokens_raw)?;
-
-        let slack_api_base_url = non_empty("SLACK_API_BASE_URL")
-            .unwrap_or_else(|| DEFAULT_SLACK_API_BASE_URL.to_owned())
-            .trim_end_matches('/')
-            .to_owned();
-        if !(slack_api_base_url.starts_with("http://")
-            || slack_api_base_url.starts_with("https://"))
-        {
-            return Err(ConfigError::Invalid {
-                var: "SLACK_API_BASE_URL",
-                problem: format!("{slack_api_base_url:?} is not an http(s) URL"),
-            });
-        }
 
         let listen_raw = non_empty("GREENLIGHT_LISTEN").unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen = listen_raw.parse().map_err(|_| ConfigError::Invalid {
@@ -241,18 +258,28 @@ impl Config {
         let retention = number("GREENLIGHT_RETENTION_DAYS", "days", 36_500)?
             .map(|days| Duration::from_secs(days * 24 * 3600));
 
-        // Checked here because a bot token or signing secret pasted into the wrong
-        // variable would otherwise only show up as a reconnect loop in the logs.
-        let slack_app_token = match non_empty("SLACK_APP_TOKEN") {
-            None => None,
-            Some(token) if token.starts_with("xapp-") => Some(token.into()),
-            Some(_) => {
-                return Err(ConfigError::Invalid {
-                    var: "SLACK_APP_TOKEN",
-                    problem: "must be an app-level token starting with xapp- (Basic Information → App-Level Tokens, scope connections:write); leave it unset to receive clicks over HTTP only".into(),
-                })
-            }
-        };
+        let slack = slack_settings(&non_empty)?;
+        let reviewers = non_empty("GREENLIGHT_REVIEWERS")
+            .map(|raw| crate::web::reviewers::parse(&raw))
+            .transpose()
+            .map_err(|problem| ConfigError::Invalid {
+                var: "GREENLIGHT_REVIEWERS",
+                problem,
+            })?
+            .unwrap_or_default();
+        let public_url = non_empty("GREENLIGHT_PUBLIC_URL")
+            .map(|raw| {
+                let url = raw.trim_end_matches('/').to_owned();
+                if url.starts_with("http://") || url.starts_with("https://") {
+                    Ok(url)
+                } else {
+                    Err(ConfigError::Invalid {
+                        var: "GREENLIGHT_PUBLIC_URL",
+                        problem: format!("{raw:?} is not an http(s) URL"),
+                    })
+                }
+            })
+            .transpose()?;
         let approvers = non_empty("GREENLIGHT_APPROVERS")
             .map(|raw| crate::policy::parse_approver_list(&raw))
             .transpose()
@@ -296,16 +323,14 @@ impl Config {
         );
 
         Ok(Self {
-            slack_bot_token: slack_bot_token.into(),
-            slack_signing_secret: slack_signing_secret.into(),
-            slack_channel_id,
-            slack_api_base_url,
+            slack,
+            reviewers,
+            public_url,
             listen,
             api_tokens,
             database_url,
             default_timeout,
             retention,
-            slack_app_token,
             approvers,
             policy_path,
             log_format,
@@ -330,6 +355,69 @@ impl Config {
         }
         found
     }
+}
+
+/// The Slack settings, or `None` when none of the three required ones is set (the
+/// web review page is then the only surface). Some but not all of them is a mistake
+/// worth stopping for: it names the first one missing.
+fn slack_settings(
+    non_empty: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<SlackSettings>, ConfigError> {
+    let bot_token = non_empty("SLACK_BOT_TOKEN");
+    let signing_secret = non_empty("SLACK_SIGNING_SECRET");
+    let channel_id = non_empty("SLACK_CHANNEL_ID");
+    let app_token = non_empty("SLACK_APP_TOKEN");
+    if bot_token.is_none() && signing_secret.is_none() && channel_id.is_none() {
+        if app_token.is_some() {
+            return Err(ConfigError::Missing {
+                var: "SLACK_BOT_TOKEN",
+                hint: "SLACK_APP_TOKEN is set, so the Slack app needs its Bot User OAuth Token (xoxb-…) too; or unset SLACK_APP_TOKEN to run without Slack",
+            });
+        }
+        return Ok(None);
+    }
+    let missing = |var: &'static str, hint: &'static str| ConfigError::Missing { var, hint };
+    let bot_token = bot_token.ok_or(missing(
+        "SLACK_BOT_TOKEN",
+        "set it to your Slack app's Bot User OAuth Token (xoxb-…), or unset the other SLACK_ settings to run without Slack",
+    ))?;
+    let signing_secret = signing_secret.ok_or(missing(
+        "SLACK_SIGNING_SECRET",
+        "set it to the Signing Secret from your Slack app's Basic Information page, or unset the other SLACK_ settings to run without Slack",
+    ))?;
+    let channel_id = channel_id.ok_or(missing(
+        "SLACK_CHANNEL_ID",
+        "set it to the id (C…/G…) of the channel where requests are posted, or unset the other SLACK_ settings to run without Slack",
+    ))?;
+    let api_base_url = non_empty("SLACK_API_BASE_URL")
+        .unwrap_or_else(|| DEFAULT_SLACK_API_BASE_URL.to_owned())
+        .trim_end_matches('/')
+        .to_owned();
+    if !(api_base_url.starts_with("http://") || api_base_url.starts_with("https://")) {
+        return Err(ConfigError::Invalid {
+            var: "SLACK_API_BASE_URL",
+            problem: format!("{api_base_url:?} is not an http(s) URL"),
+        });
+    }
+    // Checked here because a bot token or signing secret pasted into the wrong
+    // variable would otherwise only show up as a reconnect loop in the logs.
+    let app_token = match app_token {
+        None => None,
+        Some(token) if token.starts_with("xapp-") => Some(token.into()),
+        Some(_) => {
+            return Err(ConfigError::Invalid {
+                var: "SLACK_APP_TOKEN",
+                problem: "must be an app-level token starting with xapp- (Basic Information → App-Level Tokens, scope connections:write); leave it unset to receive clicks over HTTP only".into(),
+            })
+        }
+    };
+    Ok(Some(SlackSettings {
+        bot_token: bot_token.into(),
+        signing_secret: signing_secret.into(),
+        channel_id,
+        api_base_url,
+        app_token,
+    }))
 }
 
 /// Parses `name:token,token2,…`. A bare token is named by its position so the audit
@@ -406,7 +494,10 @@ mod tests {
     #[test]
     fn defaults_apply() {
         let config = load(&base()).expect("valid");
-        assert_eq!(config.slack_api_base_url, DEFAULT_SLACK_API_BASE_URL);
+        let slack = config.slack.as_ref().expect("slack configured");
+        assert_eq!(slack.api_base_url, DEFAULT_SLACK_API_BASE_URL);
+        assert!(config.reviewers.is_empty());
+        assert_eq!(config.public_url, None);
         assert_eq!(config.database_url, DEFAULT_DATABASE_URL);
         assert_eq!(config.default_timeout, Duration::from_secs(300));
         assert_eq!(config.retention, None);
@@ -433,6 +524,44 @@ mod tests {
         assert_eq!(config.max_pending_per_agent, 2);
         assert_eq!(config.shutdown_grace, Duration::from_secs(3));
         assert_eq!(config.readiness_recheck, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn slack_is_optional_as_a_whole() {
+        let mut vars = base();
+        for var in [
+            "SLACK_BOT_TOKEN",
+            "SLACK_SIGNING_SECRET",
+            "SLACK_CHANNEL_ID",
+        ] {
+            vars.remove(var);
+        }
+        // A leftover base URL alone does not turn Slack on.
+        vars.insert("SLACK_API_BASE_URL", "http://127.0.0.1:9".into());
+        let config = load(&vars).expect("valid without Slack");
+        assert!(config.slack.is_none());
+        assert_eq!(config.slack_channel(), "");
+        vars.insert("SLACK_APP_TOKEN", "xapp-1-A1-x".into());
+        let err = load(&vars).expect_err("app token alone").to_string();
+        assert!(err.starts_with("SLACK_BOT_TOKEN is not set"), "{err}");
+    }
+
+    #[test]
+    fn reviewers_and_public_url_are_read() {
+        let mut vars = base();
+        vars.insert(
+            "GREENLIGHT_REVIEWERS",
+            "alice:U0ALICE:alice-secret-0123456789,bob:bob-secret-0123456789".into(),
+        );
+        vars.insert("GREENLIGHT_PUBLIC_URL", "https://gl.example.com/".into());
+        let config = load(&vars).expect("valid");
+        assert_eq!(config.reviewers.len(), 2);
+        assert_eq!(config.public_url.as_deref(), Some("https://gl.example.com"));
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("alice-secret"), "{debug}");
+        vars.insert("GREENLIGHT_PUBLIC_URL", "gl.example.com".into());
+        let err = load(&vars).expect_err("not a URL").to_string();
+        assert!(err.starts_with("GREENLIGHT_PUBLIC_URL is invalid"), "{err}");
     }
 
     #[test]
@@ -466,6 +595,7 @@ mod tests {
             ("GREENLIGHT_MAX_PENDING_PER_AGENT", "lots"),
             ("GREENLIGHT_SHUTDOWN_GRACE_SECS", "301"),
             ("GREENLIGHT_READINESS_RECHECK_SECS", "0"),
+            ("GREENLIGHT_REVIEWERS", "alice:short"),
         ] {
             let mut vars = base();
             vars.insert(var, value.to_owned());
@@ -479,11 +609,12 @@ mod tests {
 
     #[test]
     fn app_token_is_optional_and_redacted() {
-        assert!(load(&base()).expect("valid").slack_app_token.is_none());
+        let app_token = |c: &Config| c.slack.as_ref().and_then(|s| s.app_token.clone());
+        assert!(app_token(&load(&base()).expect("valid")).is_none());
         let mut vars = base();
         vars.insert("SLACK_APP_TOKEN", "xapp-1-A1-secret-part".to_owned());
         let config = load(&vars).expect("valid");
-        assert!(config.slack_app_token.is_some());
+        assert!(app_token(&config).is_some());
         let debug = format!("{config:?}");
         assert!(!debug.contains("secret-part"), "{debug}");
         vars.insert("SLACK_APP_TOKEN", "xoxb-wrong-variable".to_owned());

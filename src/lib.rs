@@ -24,6 +24,9 @@
 //! - [`backoff`]: the one backoff (doubling, capped, jittered) every retry loop uses.
 //! - [`slack`]: the Slack adapter: Web API client, request signatures, Block Kit,
 //!   interaction payloads and handling, the outbox worker, the Socket Mode receiver.
+//! - [`web`]: the web review page (`/web`): reviewers, sign-in, the pending list kept
+//!   live over server-sent events, request views, Approve / Deny, history. The only
+//!   surface when Slack is not configured.
 //! - [`doctor`]: `greenlight doctor`, checks of a deployment's Slack setup.
 //! - [`error`]: the API's JSON error type.
 //! - [`cli`]: the `greenlight` command; `greenlight request` runs the gate of the Rust
@@ -51,4 +54,5 @@ pub mod policy;
 pub mod readiness;
 pub mod slack;
 pub mod store;
+pub mod web;
 pub mod workers;

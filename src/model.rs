@@ -127,6 +127,8 @@ pub const PENDING_REASON: &str = "waiting for a reviewer";
 /// it shows only what follows the clause (see `slack::blocks::final_message`).
 pub const APPROVED_IN_SLACK: &str = "Approved in Slack by ";
 pub const DENIED_IN_SLACK: &str = "Denied in Slack by ";
+/// The web review page's counterpart of [`APPROVED_IN_SLACK`].
+pub const APPROVED_ON_THE_WEB: &str = "Approved on the review page by ";
 
 /// Who decided when no person did (timeouts, failures to post).
 pub const SYSTEM_ACTOR: &str = "greenlight";
@@ -229,13 +231,52 @@ pub fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// A person who clicks Approve or Deny: their Slack user id (`U…`/`W…`) and, when
-/// Slack sent one, their handle. The id is what approver lists, votes and
-/// `decided_by` hold; the name only makes audit entries readable.
+/// A person who clicks Approve or Deny: their Slack user id (`U…`/`W…`; on the web
+/// page, the configured Slack id or `web:<name>`) and, when known, their handle. The
+/// id is what approver lists, votes and `decided_by` hold; the name only makes audit
+/// entries readable; the surface says where the click came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reviewer {
     pub id: String,
     pub name: Option<String>,
+    pub surface: Surface,
+}
+
+/// Where a reviewer decided: recorded as `surface` in the audit trail's decision
+/// events, and named in the reason of a web approval.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Surface {
+    /// A button in Slack (HTTP interactivity or Socket Mode).
+    #[default]
+    Slack,
+    /// The web review page (`crate::web`).
+    Web,
+}
+
+impl Surface {
+    /// The audit trail's `surface` value: `slack` or `web`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Surface::Slack => "slack",
+            Surface::Web => "web",
+        }
+    }
+
+    /// The clause that opens an approval's reason, before the deciders' names.
+    pub fn approved_clause(self) -> &'static str {
+        match self {
+            Surface::Slack => APPROVED_IN_SLACK,
+            Surface::Web => APPROVED_ON_THE_WEB,
+        }
+    }
+
+    /// How a deny reason reached greenlight: Slack's dialog, or the page's form.
+    pub fn reason_via(self) -> &'static str {
+        match self {
+            Surface::Slack => "modal",
+            Surface::Web => "form",
+        }
+    }
 }
 
 impl Reviewer {

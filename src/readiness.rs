@@ -36,6 +36,8 @@ enum SlackAuth {
     Ok,
     /// Failed with this (bounded) error code.
     Failed(&'static str),
+    /// Slack is not configured: the web page is the only surface, nothing to check.
+    NotConfigured,
 }
 
 /// Cheap handle on the cached Slack check.
@@ -56,7 +58,8 @@ pub struct Report {
 pub struct Checks {
     /// `ok`, or `failed: unreachable` / `failed: timeout`.
     pub database: String,
-    /// `ok`, `checking` (no answer yet) or `failed: <Slack error code>`.
+    /// `ok`, `checking` (no answer yet), `failed: <Slack error code>`, or
+    /// `not configured` (no Slack: the web review page is the only surface).
     pub slack_auth: String,
 }
 
@@ -65,6 +68,9 @@ impl Report {
         self.status == "ready"
     }
 }
+
+/// The Slack check's answer when Slack is not configured.
+const NOT_CONFIGURED: &str = "not configured";
 
 /// How long a probe waits for the database before calling it down.
 const DATABASE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -79,6 +85,14 @@ impl Readiness {
     pub fn new() -> Self {
         Self {
             slack: Arc::new(RwLock::new(SlackAuth::Checking)),
+        }
+    }
+
+    /// Readiness without Slack (no `SLACK_BOT_TOKEN`): only the database counts, and
+    /// `/readyz` reports `slack_auth: "not configured"`.
+    pub fn without_slack() -> Self {
+        Self {
+            slack: Arc::new(RwLock::new(SlackAuth::NotConfigured)),
         }
     }
 
@@ -128,6 +142,7 @@ impl Readiness {
             Ok(SlackAuth::Ok) => "ok".into(),
             Ok(SlackAuth::Checking) => "checking".into(),
             Ok(SlackAuth::Failed(code)) => format!("failed: {code}"),
+            Ok(SlackAuth::NotConfigured) => NOT_CONFIGURED.into(),
             Err(_) => "failed: internal".into(),
         }
     }
@@ -145,7 +160,7 @@ impl Readiness {
             Err(_) => "failed: timeout".to_owned(),
         };
         let slack_auth = self.slack_status();
-        let ready = database == "ok" && slack_auth == "ok";
+        let ready = database == "ok" && (slack_auth == "ok" || slack_auth == NOT_CONFIGURED);
         Report {
             status: if ready { "ready" } else { "unready" },
             checks: Checks {

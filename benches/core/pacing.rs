@@ -65,7 +65,7 @@ async fn slack_method(
     let state = channels.entry(channel.clone()).or_default();
     if state
         .opened
-        .map_or(true, |at| now.duration_since(at) >= WINDOW)
+        .is_none_or(|at| now.duration_since(at) >= WINDOW)
     {
         state.opened = Some(now);
         state.used = 0;

@@ -15,8 +15,7 @@ use super::{
 };
 use crate::{
     model::{
-        mentions, Approval, ApprovalId, Decision, Reviewer, Status, APPROVED_IN_SLACK,
-        DENIED_IN_SLACK, SYSTEM_ACTOR,
+        mentions, Approval, ApprovalId, Decision, Reviewer, Status, DENIED_IN_SLACK, SYSTEM_ACTOR,
     },
     policy::{Plan, Requested, Subject},
     store::{NewEvent, Vote},
@@ -38,17 +37,18 @@ fn approval_by(
     at: chrono::DateTime<Utc>,
 ) -> impl FnOnce(&[String]) -> (Decision, NewEvent) + Send + 'static {
     let (user, display) = (reviewer.id.clone(), reviewer.display());
+    let surface = reviewer.surface;
     move |voters| {
         let decision = Decision {
             status: Status::Approved,
-            reason: format!("{APPROVED_IN_SLACK}{}", mentions(voters)),
+            reason: format!("{}{}", surface.approved_clause(), mentions(voters)),
             decided_by: voters.join(","),
             at,
         };
         let event = NewEvent::new(
             "decided",
             Some(&user),
-            json!({ "via": "click", "button": "approve", "status": "approved", "user": display, "approvers": voters }),
+            json!({ "via": "click", "button": "approve", "status": "approved", "user": display, "approvers": voters, "surface": surface.as_str() }),
         );
         (decision, event)
     }
@@ -102,7 +102,7 @@ impl ApprovalService {
                 None => self.already_final(self.get(id).await?, reviewer, "approve", None),
             });
         }
-        let (user, display) = (reviewer.id.clone(), reviewer.display());
+        let (user, display, surface) = (reviewer.id.clone(), reviewer.display(), reviewer.surface);
         let this = self.clone();
         let vote = to_the_end(async move {
             let vote = this
@@ -112,7 +112,7 @@ impl ApprovalService {
                     NewEvent::new(
                         "approval_vote",
                         Some(&user),
-                        json!({ "user": display, "votes": voters.len(), "required": required }),
+                        json!({ "user": display, "votes": voters.len(), "required": required, "surface": surface.as_str() }),
                     )
                 })
                 .await?;
@@ -125,6 +125,7 @@ impl ApprovalService {
         Ok(match vote {
             Vote::Decided(decided) => Answer::Decided(*decided),
             Vote::Counted { voters, .. } => {
+                self.changed(id);
                 tracing::info!(request_id = %id, user = %reviewer.id, votes = voters.len(), required = approval.required_approvals, "approval counted");
                 Answer::Counted {
                     voters,
@@ -234,7 +235,7 @@ impl ApprovalService {
         let event = NewEvent::new(
             "decided",
             Some(&reviewer.id),
-            json!({ "via": "click", "button": "deny", "status": "denied", "user": reviewer.display(), "modal_error": why }),
+            json!({ "via": "click", "button": "deny", "status": "denied", "user": reviewer.display(), "modal_error": why, "surface": reviewer.surface.as_str() }),
         );
         self.finish(id, decision, event).await
     }
@@ -256,7 +257,13 @@ impl ApprovalService {
             return Ok(self.late_reason(&approval, reviewer));
         }
         if let Err(refusal) = self.may_decide(&approval, &reviewer.id, false).await {
-            self.refuse(approval, reviewer, "deny", Some("modal"), refusal);
+            self.refuse(
+                approval,
+                reviewer,
+                "deny",
+                Some(reviewer.surface.reason_via()),
+                refusal,
+            );
             return Ok(ReasonOutcome::Refused(refusal.explain().into()));
         }
         let decision = Decision {
@@ -268,7 +275,7 @@ impl ApprovalService {
         let event = NewEvent::new(
             "decided",
             Some(&reviewer.id),
-            json!({ "via": "modal", "button": "deny", "status": "denied", "user": reviewer.display() }),
+            json!({ "via": reviewer.surface.reason_via(), "button": "deny", "status": "denied", "user": reviewer.display(), "surface": reviewer.surface.as_str() }),
         );
         match self.finish(id, decision, event).await? {
             Some(_) => Ok(ReasonOutcome::Denied),
@@ -281,7 +288,7 @@ impl ApprovalService {
             approval.id,
             reviewer,
             "deny",
-            Some("modal"),
+            Some(reviewer.surface.reason_via()),
             "late",
             json!({ "status": approval.status.as_str() }),
         );
@@ -355,6 +362,7 @@ impl ApprovalService {
     ) {
         detail["button"] = button.into();
         detail["why"] = why.into();
+        detail["surface"] = reviewer.surface.as_str().into();
         if let Some(via) = via {
             detail["via"] = via.into();
         }
@@ -451,6 +459,18 @@ impl ApprovalService {
             Ok(false) => Err(Refusal::NotApprover),
             Err(_) => Err(Refusal::Unverified),
         }
+    }
+
+    /// Why `reviewer` may not approve (`approve`) or deny this pending request, or
+    /// `None` if they may: the same check a click goes through, for a page that shows
+    /// only the buttons its reader may use. The click is checked again when it comes.
+    pub async fn refusal_for(
+        &self,
+        approval: &Approval,
+        reviewer: &Reviewer,
+        approve: bool,
+    ) -> Option<Refusal> {
+        self.may_decide(approval, &reviewer.id, approve).await.err()
     }
 
     /// What a pending message shows besides the request: votes so far and the

@@ -17,7 +17,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::{
     approvers::{Directory, GroupMembers},
@@ -75,6 +75,9 @@ pub struct Progress {
     pub high_risk_rule: Option<String>,
 }
 
+/// Changes a live view may fall behind by before it is told to re-read everything.
+const CHANGES_BUFFERED: usize = 256;
+
 /// Cheap to clone; every clone is the same service.
 #[derive(Clone)]
 pub struct ApprovalService {
@@ -88,6 +91,10 @@ pub(super) struct Inner {
     pub(super) recent: Recent,
     /// Flips to true on shutdown so open long-polls answer at once.
     shutting_down: watch::Sender<bool>,
+    /// The id of every request stored, voted on or decided, after its commit: what
+    /// the web page's live views (`crate::web::live`) follow. Lossy by design: a slow
+    /// listener sees `Lagged` and re-reads everything.
+    changes: broadcast::Sender<ApprovalId>,
     /// Routing, approvers, required approvals, timeouts and automatic decisions.
     pub(super) policy: Arc<Policy>,
     /// What rules fall back to: the default channel and `GREENLIGHT_APPROVERS`.
@@ -108,6 +115,7 @@ impl ApprovalService {
         metrics: Metrics,
     ) -> Self {
         let (shutting_down, _) = watch::channel(false);
+        let (changes, _) = broadcast::channel(CHANGES_BUFFERED);
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -116,6 +124,7 @@ impl ApprovalService {
                 directory: Directory::new(groups),
                 defaults,
                 shutting_down,
+                changes,
                 policy,
                 metrics,
             }),
@@ -222,6 +231,13 @@ impl ApprovalService {
                 (channel, Vec::new(), fate)
             }
         };
+        // Without Slack (no default channel) nothing is ever posted, whatever a rule
+        // names: a request without a channel gets no outbox row (`store::outbox`).
+        let channel = if self.inner.defaults.channel.is_empty() {
+            String::new()
+        } else {
+            channel
+        };
         let expires_at = now + chrono::Duration::seconds(new.timeout_secs as i64);
         let submission = Submission {
             id: ApprovalId::new(),
@@ -243,6 +259,8 @@ impl ApprovalService {
                 this.inner.recent.remember(approval);
                 if approval.status.is_final() {
                     this.decided(approval, true);
+                } else {
+                    this.changed(approval.id);
                 }
             }
             Ok(inserted)
@@ -362,7 +380,13 @@ impl ApprovalService {
         let waited = (approval.expires_at - approval.created_at)
             .num_seconds()
             .max(0);
+        // No channel: Slack is not configured and the web page was the only place to
+        // decide, so it simply timed out.
         let (reason, detail) = match approval.message_ts {
+            _ if approval.channel.is_empty() => (
+                format!("Timed out: no decision within {waited} s, so it was denied by default"),
+                json!({ "timeout_secs": waited }),
+            ),
             Some(_) => (
                 format!("Timed out: no decision within {waited} s, so it was denied by default"),
                 json!({ "timeout_secs": waited }),
@@ -452,6 +476,24 @@ impl ApprovalService {
         }
         self.inner.recent.remember(approval);
         self.inner.waiters.resolve(approval);
+        self.changed(approval.id);
+    }
+
+    /// Tells live views that `id` changed (after the commit). Nobody listening is fine.
+    pub(super) fn changed(&self, id: ApprovalId) {
+        let _ = self.inner.changes.send(id);
+    }
+
+    /// Follows every committed change: the id of each request stored, voted on or
+    /// decided, in commit order. `Lagged` means some were missed: re-read the store.
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<ApprovalId> {
+        self.inner.changes.subscribe()
+    }
+
+    /// Resolves to true once shutdown began, so long-lived streams (the web page's
+    /// server-sent events) end and let the server stop.
+    pub fn shutdown_watch(&self) -> watch::Receiver<bool> {
+        self.inner.shutting_down.subscribe()
     }
 
     /// Answers every open long-poll with the current state, now and from now on.

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 use crate::{
-    config::Config,
+    config::{Config, SlackSettings},
     slack::api::{RetryPolicy, SlackClient, SlackError},
     store::Store,
 };
@@ -82,20 +82,27 @@ pub fn retry_policy() -> RetryPolicy {
     }
 }
 
-/// Runs every check, in the order an operator would fix them.
+/// Runs every check, in the order an operator would fix them. Without Slack settings
+/// only the database is checked: the web review page is then the only surface.
 pub async fn run(config: &Config) -> Vec<Check> {
+    let Some(slack) = &config.slack else {
+        return vec![
+            Check::new(
+                Level::Ok,
+                "slack",
+                "not configured: the web review page (/web) is the only surface; set SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and SLACK_CHANNEL_ID to add Slack",
+            ),
+            database(&config.database_url).await,
+        ];
+    };
     let retry = retry_policy();
-    let bot = SlackClient::new(
-        &config.slack_api_base_url,
-        config.slack_bot_token.clone(),
-        retry.clone(),
-    );
+    let bot = SlackClient::new(&slack.api_base_url, slack.bot_token.clone(), retry.clone());
     let mut checks = Vec::new();
-    checks.extend(bot_token_format(&config.slack_bot_token));
-    checks.push(bot_token(&bot, config).await);
-    checks.push(channel(&bot, config).await);
-    checks.push(signing_secret(&config.slack_signing_secret));
-    checks.push(socket_mode(config, retry).await);
+    checks.extend(bot_token_format(&slack.bot_token));
+    checks.push(bot_token(&bot, slack).await);
+    checks.push(channel(&bot, slack).await);
+    checks.push(signing_secret(&slack.signing_secret));
+    checks.push(socket_mode(slack, retry).await);
     checks.push(database(&config.database_url).await);
     checks.extend(policy::check(&bot, config).await);
     checks
@@ -117,7 +124,7 @@ fn bot_token_format(token: &SecretString) -> Option<Check> {
 }
 
 /// The advice for a Slack failure common to every call.
-fn slack_trouble(error: &SlackError, config: &Config, token_var: &str) -> String {
+fn slack_trouble(error: &SlackError, config: &SlackSettings, token_var: &str) -> String {
     match error.code() {
         "invalid_auth" | "not_authed" | "token_revoked" | "token_expired" | "account_inactive" => {
             if token_var == "SLACK_APP_TOKEN" {
@@ -128,18 +135,18 @@ fn slack_trouble(error: &SlackError, config: &Config, token_var: &str) -> String
         }
         "unreachable" => format!(
             "cannot reach Slack at {}: check the network, any proxy, and SLACK_API_BASE_URL",
-            config.slack_api_base_url
+            config.api_base_url
         ),
         "http_error" | "malformed_response" => format!(
             "{error}: is SLACK_API_BASE_URL ({}) really Slack's Web API?",
-            config.slack_api_base_url
+            config.api_base_url
         ),
         "ratelimited" => format!("{error}: wait a minute and run doctor again"),
         code => format!("Slack says {code} (token {token_var})"),
     }
 }
 
-async fn bot_token(bot: &SlackClient, config: &Config) -> Check {
+async fn bot_token(bot: &SlackClient, config: &SlackSettings) -> Check {
     match bot.call("auth.test", &json!({}), None).await {
         Ok(answer) => {
             let team = answer.get("team").and_then(Value::as_str).unwrap_or("?");
@@ -158,8 +165,8 @@ async fn bot_token(bot: &SlackClient, config: &Config) -> Check {
     }
 }
 
-async fn channel(bot: &SlackClient, config: &Config) -> Check {
-    let id = config.slack_channel_id.as_str();
+async fn channel(bot: &SlackClient, config: &SlackSettings) -> Check {
+    let id = config.channel_id.as_str();
     let name = "channel";
     let answer = match bot
         .call_form("conversations.info", &[("channel", id)], None)
@@ -231,9 +238,9 @@ fn signing_secret(secret: &SecretString) -> Check {
     }
 }
 
-async fn socket_mode(config: &Config, retry: RetryPolicy) -> Check {
+async fn socket_mode(config: &SlackSettings, retry: RetryPolicy) -> Check {
     let name = "socket mode";
-    let Some(app_token) = config.slack_app_token.clone() else {
+    let Some(app_token) = config.app_token.clone() else {
         return Check::new(
             Level::Ok,
             name,
@@ -241,7 +248,7 @@ async fn socket_mode(config: &Config, retry: RetryPolicy) -> Check {
         );
     };
     // The config already refused a token without the xapp- prefix.
-    let client = SlackClient::new(&config.slack_api_base_url, app_token, retry);
+    let client = SlackClient::new(&config.api_base_url, app_token, retry);
     match client.call("apps.connections.open", &json!({}), None).await {
         Ok(answer) if answer.get("url").and_then(Value::as_str).is_some() => Check::new(
             Level::Ok,

@@ -1,6 +1,7 @@
 //! The HTTP surface: the agent API under `/v1` (with coding agents' hooks under
-//! `/v1/hooks`), Slack's interactivity endpoint, and health checks. Each area has its
-//! own `router()`; they are merged here.
+//! `/v1/hooks`), Slack's interactivity endpoint, the web review page under `/web`
+//! (`crate::web`), and health checks. Each area has its own `router()`; they are
+//! merged here.
 
 mod approvals;
 mod extract;
@@ -41,14 +42,24 @@ pub struct AppState {
     pub metrics: Metrics,
     pub readiness: Readiness,
     pub limits: SubmitLimits,
+    /// The web review page's reviewers, sessions and sign-in links.
+    pub web: crate::web::Web,
 }
 
 /// The whole service's routes.
 pub fn router(state: AppState) -> Router {
+    // Without Slack settings there is no interactivity endpoint: nothing could sign
+    // a call to it.
+    let slack = if state.config.slack.is_some() {
+        slack::router()
+    } else {
+        Router::new()
+    };
     Router::new()
         .merge(approvals::router())
         .merge(hooks::router())
-        .merge(slack::router())
+        .merge(slack)
+        .merge(crate::web::router())
         .merge(health::router())
         .merge(metrics::router())
         .merge(openapi::router())

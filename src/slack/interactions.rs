@@ -256,6 +256,7 @@ pub fn reviewer(user: &User) -> Reviewer {
             .clone()
             .or_else(|| user.name.clone())
             .filter(|n| !n.is_empty()),
+        surface: crate::model::Surface::Slack,
     }
 }
 

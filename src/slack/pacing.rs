@@ -110,7 +110,7 @@ impl Pacer {
         let shown = state
             .accepted
             .iter()
-            .filter(|at| since.map_or(true, |since| **at >= since))
+            .filter(|at| since.is_none_or(|since| **at >= since))
             .count();
         // Nothing accepted in the window: at most one per window.
         let estimate = window.div_f64(shown.max(1) as f64).mul_f64(MARGIN);
@@ -151,7 +151,7 @@ mod tests {
             let now = Instant::now();
             if self
                 .opened
-                .map_or(true, |at| now.duration_since(at) >= MIN_WINDOW)
+                .is_none_or(|at| now.duration_since(at) >= MIN_WINDOW)
             {
                 self.opened = Some(now);
                 self.used = 0;

@@ -21,7 +21,9 @@
 //! - [`outbox`]: Slack messages to post or rewrite, per channel, in order.
 //! - [`writer`]: group commit. [`signals`]: waking the workers.
 //! - [`retention`]: pruning decided requests past their age.
+//! - [`history`]: the web page's filtered history.
 
+pub mod history;
 pub mod outbox;
 mod requests;
 pub mod retention;

@@ -72,13 +72,18 @@ pub struct Trouble {
 }
 
 /// Adds a row inside the caller's transaction. A rewrite is merged into a rewrite of
-/// the same request that has not been tried yet.
+/// the same request that has not been tried yet. A request without a channel (Slack
+/// is not configured: the web page is the only surface) has no message, so nothing
+/// is queued for it and nothing piles up.
 pub(super) fn enqueue_in(
     conn: &rusqlite::Connection,
     id: ApprovalId,
     channel: &str,
     kind: Kind,
 ) -> StoreResult<()> {
+    if channel.is_empty() {
+        return Ok(());
+    }
     conn.prepare_cached(
         "INSERT INTO outbox (approval_id, channel, kind, created_at)
          SELECT ?1, ?2, ?3, ?4

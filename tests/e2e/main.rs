@@ -13,6 +13,7 @@ mod production;
 mod slack_resilience;
 mod socket_mode;
 mod text_limits;
+mod web;
 // Shared test infrastructure; not every helper is used by every test module.
 #[allow(dead_code)]
 mod helpers;

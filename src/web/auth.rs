@@ -1,0 +1,383 @@
+//! Who is signed in: the session cookie, the extractor every page handler takes, the
+//! CSRF check, and the sign-in / sign-out handlers.
+//!
+//! Sign-in forms carry a CSRF token too, before there is a session: `GET` sets it in a
+//! short-lived `HttpOnly`, `SameSite=Strict` cookie and in the form; the `POST` must
+//! bring both, equal (a double-submit token), so another site cannot sign a browser in
+//! as someone else.
+
+use askama::Template;
+use axum::{
+    body::Bytes,
+    extract::{FromRequestParts, Path, State},
+    http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode},
+    response::{Html, IntoResponse, Redirect, Response},
+    Json,
+};
+use serde::{de::DeserializeOwned, Deserialize};
+
+use super::{
+    reviewers,
+    sessions::{csrf_matches, random_token},
+    views::{Chrome, LinkPage, MessagePage, Note, SignInPage},
+    Web,
+};
+use crate::{http::AppState, model::Reviewer};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "gl_session";
+/// The sign-in forms' CSRF cookie.
+const SIGNIN_COOKIE: &str = "gl_signin";
+
+/// A signed-in reviewer, from the session cookie. Handlers that take it are never
+/// reached without a live session: a page request is sent to the sign-in page, any
+/// other gets 401.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    /// The reviewer as the approval domain knows them.
+    pub reviewer: Reviewer,
+    /// Their name, for the page.
+    pub name: String,
+    /// The session's CSRF token.
+    pub csrf: String,
+    cookie: String,
+}
+
+impl SignedIn {
+    /// Whether a POST carried this session's CSRF token.
+    pub fn csrf_ok(&self, presented: Option<&str>) -> bool {
+        presented.is_some_and(|token| csrf_matches(&self.csrf, token))
+    }
+
+    /// The header (site name and sign-out form) of this reviewer's pages.
+    pub fn chrome(&self) -> Chrome {
+        Chrome {
+            signed_in: Some(self.name.clone()),
+            csrf: self.csrf.clone(),
+        }
+    }
+}
+
+/// Not signed in: where to go instead.
+pub struct NotSignedIn {
+    page: bool,
+}
+
+impl IntoResponse for NotSignedIn {
+    fn into_response(self) -> Response {
+        if self.page {
+            Redirect::to("/web/signin").into_response()
+        } else {
+            json_error(
+                StatusCode::UNAUTHORIZED,
+                "not_signed_in",
+                "sign in to the review page first",
+            )
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for SignedIn {
+    type Rejection = NotSignedIn;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let rejected = NotSignedIn {
+            page: parts.method == Method::GET,
+        };
+        let Some(cookie) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Err(rejected);
+        };
+        let web = &state.web;
+        let Some(session) = web.inner.sessions.get(&cookie) else {
+            return Err(rejected);
+        };
+        let Some(reviewer) = web.reviewer(session.reviewer) else {
+            return Err(rejected);
+        };
+        Ok(SignedIn {
+            reviewer: reviewer.reviewer(),
+            name: reviewer.name.clone(),
+            csrf: session.csrf,
+            cookie,
+        })
+    }
+}
+
+/// `{"error": {"code", "message"}}` with `status`, like every API error.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "error": { "code": code, "message": message } })),
+    )
+        .into_response()
+}
+
+/// A POST without this session's CSRF token: refused, changing nothing.
+pub fn csrf_refused() -> Response {
+    json_error(
+        StatusCode::FORBIDDEN,
+        "csrf",
+        "this form is missing its CSRF token or it does not match your session; reload the page and try again",
+    )
+}
+
+/// A cookie's value from the `Cookie` header(s).
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// A `Set-Cookie` value: `HttpOnly`, `SameSite=Strict`, path `/web`, `Secure` behind
+/// TLS; `max_age` 0 deletes it.
+pub fn set_cookie(web: &Web, name: &str, value: &str, max_age_secs: u64) -> HeaderValue {
+    let secure = if web.inner.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let raw = format!(
+        "{name}={value}; Path=/web; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict{secure}"
+    );
+    // Names are ours and values are hex tokens: always a valid header value.
+    HeaderValue::from_str(&raw).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A form body, leniently: fields missing or a body that is not a form give the
+/// default, so the handler can refuse with the right answer (a missing CSRF token is
+/// a 403, not a parse error).
+pub fn form<T: DeserializeOwned + Default>(body: &Bytes) -> T {
+    serde_urlencoded::from_bytes(body).unwrap_or_default()
+}
+
+/// Renders a template as an HTML response with `status`; a template that cannot
+/// render is a 500.
+pub fn html(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(body) => (status, Html(body)).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "web page did not render");
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        }
+    }
+}
+
+/// A page with one message, for someone not signed in.
+pub fn message(status: StatusCode, title: &str, text: &str) -> Response {
+    html(
+        status,
+        &MessagePage {
+            chrome: Chrome {
+                signed_in: None,
+                csrf: String::new(),
+            },
+            title: title.into(),
+            text: text.into(),
+        },
+    )
+}
+
+/// A fresh sign-in CSRF token: in a cookie, and for the form.
+fn signin_token(web: &Web) -> (String, HeaderValue) {
+    let token = random_token();
+    let cookie = set_cookie(web, SIGNIN_COOKIE, &token, 3600);
+    (token, cookie)
+}
+
+fn signin_form(web: &Web, status: StatusCode, note: Option<Note>) -> Response {
+    let (token, cookie) = signin_token(web);
+    let mut response = html(
+        status,
+        &SignInPage {
+            chrome: Chrome {
+                signed_in: None,
+                csrf: token,
+            },
+            note,
+        },
+    );
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
+}
+
+/// `GET /web/signin`.
+pub async fn signin_page(State(state): State<AppState>) -> Response {
+    signin_form(&state.web, StatusCode::OK, None)
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SignInForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    secret: String,
+    #[serde(default)]
+    token: String,
+}
+
+/// Checks the sign-in CSRF pair and the rate limit; `Err` is the answer to send.
+fn admit(state: &AppState, headers: &HeaderMap, form: &SignInForm) -> Result<(), Box<Response>> {
+    let paired = cookie(headers, SIGNIN_COOKIE).is_some_and(|c| csrf_matches(&c, &form.csrf));
+    if !paired {
+        return Err(Box::new(csrf_refused()));
+    }
+    if let Err(wait) = state.web.inner.sign_ins.try_acquire("sign-in") {
+        tracing::warn!("web sign-in rate limit reached");
+        let secs = wait.as_secs().max(1);
+        let mut response = message(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-in attempts",
+            &format!("Too many sign-in attempts. Try again in {secs} seconds."),
+        );
+        if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return Err(Box::new(response));
+    }
+    Ok(())
+}
+
+/// Starts a session for reviewer `index` and sends them to the pending list.
+fn start_session(web: &Web, index: usize) -> Response {
+    let (cookie, _) = web.inner.sessions.create(index);
+    if let Some(reviewer) = web.reviewer(index) {
+        tracing::info!(reviewer = %reviewer.name, "web reviewer signed in");
+    }
+    let mut response = Redirect::to("/web").into_response();
+    let headers = response.headers_mut();
+    headers.append(
+        header::SET_COOKIE,
+        set_cookie(
+            web,
+            SESSION_COOKIE,
+            &cookie,
+            super::sessions::SESSION_TTL.as_secs(),
+        ),
+    );
+    headers.append(header::SET_COOKIE, set_cookie(web, SIGNIN_COOKIE, "", 0));
+    response
+}
+
+/// `POST /web/signin`: by secret.
+pub async fn signin(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let form: SignInForm = form(&body);
+    if let Err(response) = admit(&state, &headers, &form) {
+        return *response;
+    }
+    match reviewers::by_secret(&state.web.inner.reviewers, form.secret.trim()) {
+        Some(index) => start_session(&state.web, index),
+        None => {
+            tracing::info!("web sign-in with a wrong secret");
+            signin_form(
+                &state.web,
+                StatusCode::UNAUTHORIZED,
+                Some(Note {
+                    class: "error",
+                    text: "That secret is not a reviewer's secret.".into(),
+                }),
+            )
+        }
+    }
+}
+
+/// What anyone holding a wrong, used or expired link is told: one message for all
+/// three, so a link's state is not revealed.
+const BAD_LINK: &str = "This sign-in link is wrong, already used or expired. Each link works once, for an hour: restart greenlight serve for a new one, or sign in with a reviewer secret.";
+
+/// `GET /web/link/{token}`: asks to confirm; a GET never uses the link up.
+pub async fn link_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    let web = &state.web;
+    let Some(name) = web
+        .inner
+        .links
+        .peek(&token)
+        .and_then(|index| web.reviewer(index))
+        .map(|r| r.name.clone())
+    else {
+        return message(StatusCode::GONE, "Sign-in link not valid", BAD_LINK);
+    };
+    let (csrf, cookie) = signin_token(web);
+    let mut response = html(
+        StatusCode::OK,
+        &LinkPage {
+            chrome: Chrome {
+                signed_in: None,
+                csrf,
+            },
+            token,
+            name,
+        },
+    );
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
+}
+
+/// `POST /web/link`: uses the link up and signs in.
+pub async fn link(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let form: SignInForm = form(&body);
+    if let Err(response) = admit(&state, &headers, &form) {
+        return *response;
+    }
+    match state.web.inner.links.redeem(&form.token) {
+        Some(index) => start_session(&state.web, index),
+        None => message(StatusCode::GONE, "Sign-in link not valid", BAD_LINK),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    pub csrf: Option<String>,
+}
+
+/// `POST /web/signout`.
+pub async fn signout(signed: SignedIn, State(state): State<AppState>, body: Bytes) -> Response {
+    let form: CsrfForm = form(&body);
+    if !signed.csrf_ok(form.csrf.as_deref()) {
+        return csrf_refused();
+    }
+    state.web.inner.sessions.remove(&signed.cookie);
+    let mut response = Redirect::to("/web/signin").into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state.web, SESSION_COOKIE, "", 0),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; gl_session=abc; gl_sessionx=no"),
+        );
+        assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&headers, "missing"), None);
+    }
+
+    #[test]
+    fn a_missing_form_reads_as_empty() {
+        let parsed: CsrfForm = form(&Bytes::from_static(b"\xff\xfe not a form"));
+        assert_eq!(parsed.csrf, None);
+        let parsed: CsrfForm = form(&Bytes::from_static(b"csrf=abc&other=1"));
+        assert_eq!(parsed.csrf.as_deref(), Some("abc"));
+    }
+}

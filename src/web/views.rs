@@ -1,0 +1,308 @@
+//! What the page shows, as askama templates (`templates/web/`): each struct is one
+//! template, checked against its fields when the crate compiles, and every `{{ … }}`
+//! in them is HTML-escaped by askama. The only unescaped output is syntect's
+//! highlighted code (escaped by syntect) and fragments rendered by these same
+//! templates.
+
+use askama::Template;
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::highlight::Line;
+use crate::{
+    model::{Approval, Status},
+    store::Event,
+};
+
+/// What every signed-in page's header needs.
+#[derive(Debug, Clone)]
+pub struct Chrome {
+    /// The reviewer's name, or `None` on the sign-in pages.
+    pub signed_in: Option<String>,
+    /// The session's CSRF token (the sign-out form), or the sign-in form's token.
+    pub csrf: String,
+}
+
+/// A timestamp as the page shows it: RFC 3339 to the second, UTC.
+pub fn when(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A request in a list (pending or history).
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub id: String,
+    pub title: String,
+    pub agent: String,
+    pub status: &'static str,
+    pub required: u32,
+    pub created_at: String,
+    pub expires_at: String,
+    pub decided_by: String,
+    pub reason: String,
+}
+
+impl Row {
+    pub fn of(approval: &Approval) -> Self {
+        Self {
+            id: approval.id.to_string(),
+            title: title_of(approval),
+            agent: approval.agent.clone(),
+            status: approval.status.as_str(),
+            required: approval.required_approvals,
+            created_at: when(approval.created_at),
+            expires_at: when(approval.expires_at),
+            decided_by: approval.decided_by.clone().unwrap_or_default(),
+            reason: approval.reason.clone(),
+        }
+    }
+}
+
+/// The request's title, or its first line of code when it has none.
+fn title_of(approval: &Approval) -> String {
+    match approval.title.as_deref().map(str::trim) {
+        Some(title) if !title.is_empty() => title.to_owned(),
+        _ => {
+            let first = approval.code.lines().next().unwrap_or("").trim();
+            let short: String = first.chars().take(80).collect();
+            if short.is_empty() {
+                "(no title)".to_owned()
+            } else {
+                short
+            }
+        }
+    }
+}
+
+/// The live list of pending requests, newest first (sent over server-sent events).
+#[derive(Template)]
+#[template(path = "web/pending_list.html")]
+pub struct PendingList {
+    pub rows: Vec<Row>,
+}
+
+/// `GET /web`: the pending list, kept live.
+#[derive(Template)]
+#[template(path = "web/pending.html")]
+pub struct PendingPage {
+    pub chrome: Chrome,
+    pub list: PendingList,
+}
+
+/// The decision part of a request view: status, votes, and the buttons its reader
+/// may use. Re-fetched whenever the request changes.
+#[derive(Template)]
+#[template(path = "web/status.html")]
+pub struct StatusPart {
+    pub id: String,
+    pub csrf: String,
+    pub status: &'static str,
+    pub pending: bool,
+    pub required: u32,
+    pub votes: Vec<String>,
+    pub expires_at: String,
+    pub reason: String,
+    pub decided_by: String,
+    pub decided_at: String,
+    /// Why the reader may not approve (shown instead of the button), if so.
+    pub cannot_approve: Option<&'static str>,
+    /// Why the reader may not deny (shown instead of the form), if so.
+    pub cannot_deny: Option<&'static str>,
+}
+
+impl StatusPart {
+    pub fn of(
+        approval: &Approval,
+        csrf: &str,
+        votes: Vec<String>,
+        cannot_approve: Option<&'static str>,
+        cannot_deny: Option<&'static str>,
+    ) -> Self {
+        Self {
+            id: approval.id.to_string(),
+            csrf: csrf.to_owned(),
+            status: approval.status.as_str(),
+            pending: approval.status == Status::Pending,
+            required: approval.required_approvals,
+            votes,
+            expires_at: when(approval.expires_at),
+            reason: approval.reason.clone(),
+            decided_by: approval.decided_by.clone().unwrap_or_default(),
+            decided_at: approval.decided_at.map(when).unwrap_or_default(),
+            cannot_approve,
+            cannot_deny,
+        }
+    }
+}
+
+/// One audit trail entry.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub at: String,
+    pub kind: String,
+    pub actor: String,
+    pub detail: String,
+}
+
+impl EventRow {
+    pub fn of(event: &Event) -> Self {
+        Self {
+            at: event.at.clone(),
+            kind: event.kind.clone(),
+            actor: event.actor.clone().unwrap_or_default(),
+            detail: event.detail.to_string(),
+        }
+    }
+}
+
+/// A message at the top of a page, after an action.
+#[derive(Debug, Clone)]
+pub struct Note {
+    /// `done`, `refused` or `error`: the CSS class.
+    pub class: &'static str,
+    pub text: String,
+}
+
+/// `GET /web/requests/{id}`: everything a reviewer needs to decide.
+#[derive(Template)]
+#[template(path = "web/request.html")]
+pub struct RequestPage {
+    pub chrome: Chrome,
+    pub note: Option<Note>,
+    pub row: Row,
+    pub language: String,
+    pub lines: Vec<Line>,
+    pub context: Option<String>,
+    pub rule: String,
+    pub high_risk_rule: Option<String>,
+    pub status: StatusPart,
+    pub events: Vec<EventRow>,
+}
+
+/// A reviewer choice in the history filter.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+/// `GET /web/history`: decided (and pending) requests, filtered.
+#[derive(Template)]
+#[template(path = "web/history.html")]
+pub struct HistoryPage {
+    pub chrome: Chrome,
+    pub statuses: Vec<Choice>,
+    pub agent: String,
+    pub reviewers: Vec<Choice>,
+    pub rows: Vec<Row>,
+}
+
+/// `GET /web/signin`: the secret form.
+#[derive(Template)]
+#[template(path = "web/signin.html")]
+pub struct SignInPage {
+    pub chrome: Chrome,
+    pub note: Option<Note>,
+}
+
+/// `GET /web/link/{token}`: confirm a one-time link (a GET never signs in, so a link
+/// preview cannot use it up).
+#[derive(Template)]
+#[template(path = "web/link.html")]
+pub struct LinkPage {
+    pub chrome: Chrome,
+    pub token: String,
+    pub name: String,
+}
+
+/// A page with one message: a wrong or expired link, a missing request.
+#[derive(Template)]
+#[template(path = "web/message.html")]
+pub struct MessagePage {
+    pub chrome: Chrome,
+    pub title: String,
+    pub text: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::sample;
+
+    fn chrome() -> Chrome {
+        Chrome {
+            signed_in: Some("<b>eve</b>".into()),
+            csrf: "t\"oken".into(),
+        }
+    }
+
+    #[test]
+    fn everything_from_outside_is_escaped() {
+        let evil = "<script>alert(1)</script>";
+        let mut approval = sample(&format!("print(1)\n{evil}"));
+        approval.title = Some(evil.into());
+        approval.agent = evil.into();
+        approval.reason = evil.into();
+        let page = RequestPage {
+            chrome: chrome(),
+            note: Some(Note {
+                class: "refused",
+                text: evil.into(),
+            }),
+            row: Row::of(&approval),
+            language: evil.into(),
+            lines: super::super::highlight::lines(&approval.code, Some("python")),
+            context: Some(serde_json::json!({ "why": evil }).to_string()),
+            rule: evil.into(),
+            high_risk_rule: Some(evil.into()),
+            status: StatusPart::of(&approval, "tok", vec![evil.into()], Some("no"), None),
+            events: vec![EventRow {
+                at: evil.into(),
+                kind: evil.into(),
+                actor: evil.into(),
+                detail: evil.into(),
+            }],
+        }
+        .render()
+        .expect("renders");
+        assert!(!page.contains("<script>alert"), "{page}");
+        assert!(!page.contains("<b>eve</b>"), "{page}");
+        // askama writes numeric entities (syntect's escaping is tested in `highlight`).
+        assert!(page.contains("&#60;script&#62;alert(1)"), "{page}");
+        assert!(page.contains("&#60;b&#62;eve&#60;/b&#62;"), "{page}");
+        // The attribute cannot be broken out of either.
+        assert!(!page.contains("value=\"t\"oken\""), "{page}");
+        let list = PendingList {
+            rows: vec![Row::of(&approval)],
+        }
+        .render()
+        .expect("renders");
+        assert!(!list.contains("<script>alert"), "{list}");
+    }
+
+    #[test]
+    fn buttons_follow_what_the_reader_may_do() {
+        let approval = sample("ls");
+        let render = |approve, deny| {
+            StatusPart::of(&approval, "tok", vec![], approve, deny)
+                .render()
+                .expect("renders")
+        };
+        let both = render(None, None);
+        assert!(both.contains("id=\"approve\"") && both.contains("id=\"deny\""));
+        assert!(both.contains("name=\"csrf\" value=\"tok\""));
+        let deny_only = render(Some("You asked for this request"), None);
+        assert!(!deny_only.contains("id=\"approve\"") && deny_only.contains("id=\"deny\""));
+        assert!(deny_only.contains("You asked for this request"));
+        let neither = render(Some("not an approver"), Some("not an approver"));
+        assert!(!neither.contains("id=\"approve\"") && !neither.contains("id=\"deny\""));
+        let decided = crate::model::Approval {
+            status: Status::Approved,
+            ..sample("ls")
+        };
+        let final_part = StatusPart::of(&decided, "tok", vec![], None, None)
+            .render()
+            .expect("renders");
+        assert!(!final_part.contains("id=\"approve\""), "{final_part}");
+    }
+}

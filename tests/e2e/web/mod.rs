@@ -1,0 +1,7 @@
+//! The web review page, end to end: the real binary with no Slack settings at all,
+//! driven over plain HTTP (`http`) and from a real headless Chromium (`browser`).
+
+mod browser;
+mod http;
+mod server;
+mod slack_too;
