@@ -300,6 +300,26 @@ pub fn is_user_id(raw: &str) -> bool {
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
 }
 
+/// The prefix of a web-only reviewer's id (`web:<name>`): a reviewer of the review
+/// page with no Slack user id is known by their configured name.
+pub const WEB_REVIEWER_PREFIX: &str = "web:";
+
+/// The id of the web-only reviewer `name`: `web:<name>`.
+pub fn web_reviewer_id(name: &str) -> String {
+    format!("{WEB_REVIEWER_PREFIX}{name}")
+}
+
+/// Is `raw` a web-only reviewer's id: `web:` then a reviewer name (1–64 ASCII
+/// letters, digits, `-`, `_` or `.`, as `GREENLIGHT_REVIEWERS` requires)?
+pub fn is_web_reviewer_id(raw: &str) -> bool {
+    raw.strip_prefix(WEB_REVIEWER_PREFIX).is_some_and(|name| {
+        (1..=64).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    })
+}
+
 /// The deciders named in a reason: `<@U1>, <@U2>` for Slack user ids. Reviewer ids
 /// come from signed Slack payloads; anything else is named as it is.
 pub fn mentions(ids: &[String]) -> String {

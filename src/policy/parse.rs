@@ -85,13 +85,15 @@ pub fn load(explicit: Option<&Path>) -> Result<Policy, PolicyError> {
     parse(&source, &file)
 }
 
-/// Is `raw` a Slack user (`U…`, `W…`) or user group (`S…`) id?
+/// Is `raw` a Slack user (`U…`, `W…`) or user group (`S…`) id, or a web-only
+/// reviewer of the review page (`web:<name>`, see `GREENLIGHT_REVIEWERS`)?
 pub fn is_approver_id(raw: &str) -> bool {
-    (3..=32).contains(&raw.len())
+    let slack = (3..=32).contains(&raw.len())
         && raw.starts_with(['U', 'W', 'S'])
         && raw
             .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    slack || crate::model::is_web_reviewer_id(raw)
 }
 
 /// Parses a comma-separated approver list (`GREENLIGHT_APPROVERS`).
@@ -100,7 +102,7 @@ pub fn parse_approver_list(raw: &str) -> Result<Vec<String>, String> {
     for (index, entry) in raw.split(',').map(str::trim).enumerate() {
         if !is_approver_id(entry) {
             return Err(format!(
-                "entry {} ({entry:?}) is not a Slack user id (U…/W…) or user group id (S…)",
+                "entry {} ({entry:?}) is not a Slack user id (U…/W…), user group id (S…) or web reviewer (web:<name>)",
                 index + 1
             ));
         }
@@ -345,7 +347,7 @@ fn rule(at: &Locator<'_>, span: Range<usize>, raw: RawRule) -> Result<Rule, Poli
                 if let Some(bad) = approvers.get_ref().iter().find(|a| !is_approver_id(a)) {
                     return Err(fail(
                         approvers.span(),
-                        format!("approvers: {bad:?} is not a Slack user id (U…/W…) or user group id (S…)"),
+                        format!("approvers: {bad:?} is not a Slack user id (U…/W…), user group id (S…) or web reviewer (web:<name>)"),
                     ));
                 }
                 route.approvers = Some(approvers.get_ref().clone());
@@ -711,6 +713,10 @@ mod tests {
         assert!(is_approver_id("U024BE7LH") && !is_approver_id("W1"));
         assert!(is_approver_id("S0SRE") && is_approver_id("W012A3CDE"));
         assert!(!is_approver_id("C123") && !is_approver_id("u123") && !is_approver_id("U1 2"));
+        assert!(is_approver_id("web:alice") && is_approver_id("web:on-call.2"));
+        assert!(
+            !is_approver_id("web:") && !is_approver_id("web:a b") && !is_approver_id("WEB:alice")
+        );
         assert_eq!(
             parse_approver_list(" U0ALICE, S0SRE ").expect("valid"),
             vec!["U0ALICE".to_owned(), "S0SRE".to_owned()]

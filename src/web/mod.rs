@@ -140,7 +140,7 @@ impl Web {
     /// configured reviewer, the id itself otherwise (someone who voted in Slack).
     pub fn display_name(&self, id: &str) -> String {
         match self.inner.reviewers.iter().find(|r| r.id() == id) {
-            Some(reviewer) if reviewer.id() != format!("web:{}", reviewer.name) => {
+            Some(reviewer) if reviewer.id() != crate::model::web_reviewer_id(&reviewer.name) => {
                 format!("{} ({id})", reviewer.name)
             }
             _ => id.to_owned(),

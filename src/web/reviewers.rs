@@ -5,7 +5,8 @@
 //! reviewer the same person as in Slack: approver lists (`GREENLIGHT_APPROVERS`, policy
 //! rules) name them by it, a vote in either place counts once, and the no-self-approval
 //! rule compares it with the request's `requester_slack_id`. Without one, the reviewer
-//! is `web:<name>` and is on no approver list (so, when a list is set, may not decide).
+//! is `web:<name>`, which approver lists may name like a Slack user id
+//! (`approvers = ["web:alice", "U0SRE"]`).
 
 use std::fmt;
 
@@ -53,7 +54,7 @@ impl WebReviewer {
     pub fn id(&self) -> String {
         self.slack_user_id
             .clone()
-            .unwrap_or_else(|| format!("web:{}", self.name))
+            .unwrap_or_else(|| crate::model::web_reviewer_id(&self.name))
     }
 }
 

@@ -404,3 +404,63 @@ async fn without_slack_an_undecided_request_times_out() {
         "{answer}"
     );
 }
+
+/// Web-only reviewers (no Slack user id) are named on approver lists as `web:<name>`:
+/// two of them decide a two-person request, and one left off the list may not.
+#[tokio::test]
+async fn approver_lists_name_web_only_reviewers() {
+    let server = WebServer::start(&[
+        (
+            "GREENLIGHT_REVIEWERS",
+            "alice:alice-secret-0123456789,bob:bob-secret-0123456789,carol:carol-secret-0123456789",
+        ),
+        ("GREENLIGHT_APPROVERS", "web:alice,web:bob"),
+    ])
+    .await;
+    let mut body = request("Two of us");
+    body["required_approvals"] = serde_json::json!(2);
+    let id = server.submit(body).await;
+    let base = server.url("");
+    let approve = |secret: &'static str| {
+        let (server, base, id) = (&server, base.clone(), id.clone());
+        async move {
+            let session = super::server::sign_in_with_secret(&server.http, &base, secret).await;
+            let page = server
+                .http
+                .get(server.url(&format!("/web/requests/{id}")))
+                .header(header::COOKIE, &session)
+                .send()
+                .await
+                .expect("page")
+                .text()
+                .await
+                .expect("html");
+            let csrf = hidden(&page, "csrf");
+            server
+                .http
+                .post(server.url(&format!("/web/requests/{id}/approve")))
+                .header(header::COOKIE, &session)
+                .form(&[("csrf", csrf.as_str())])
+                .send()
+                .await
+                .expect("approve")
+                .status()
+        }
+    };
+    assert_eq!(
+        approve("carol-secret-0123456789").await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(server.wait(&id, 0).await["status"], "pending");
+    assert_eq!(
+        approve("alice-secret-0123456789").await,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(server.wait(&id, 0).await["status"], "pending");
+    assert_eq!(
+        approve("bob-secret-0123456789").await,
+        StatusCode::SEE_OTHER
+    );
+    let answer = server.wait(&id, 0).await;
+    assert_eq!(answer["status"], "approved", "{answer}");
+}
