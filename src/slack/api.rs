@@ -405,7 +405,10 @@ impl SlackClient {
     }
 
     /// [`post_message_observed`](Self::post_message_observed) paced by `pacer`, the
-    /// channel's (see [`call_paced`](Self::call_paced)).
+    /// channel's (see [`call_paced`](Self::call_paced)), for request `request_id`:
+    /// the message carries metadata naming it, so that an interrupted post can be
+    /// found instead of sent twice ([`super::history`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn post_message_paced(
         &self,
         channel: &str,
@@ -414,8 +417,10 @@ impl SlackClient {
         deadline: Option<Instant>,
         on_retry: &OnRetry<'_>,
         pacer: &Pacer,
+        request_id: &str,
     ) -> Result<MessageRef, SlackError> {
-        let body = post_body(channel, text, blocks);
+        let mut body = post_body(channel, text, blocks);
+        body["metadata"] = super::history::metadata(request_id);
         let answer = self
             .call_paced("chat.postMessage", &body, deadline, on_retry, pacer)
             .await?;

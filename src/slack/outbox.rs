@@ -30,7 +30,7 @@ use tokio::{sync::Notify, task::JoinSet, time::Instant};
 use super::{
     api::{SlackClient, SlackError},
     blocks::{self, PendingExtras},
-    fallback,
+    fallback, history,
     pacing::Pacer,
 };
 use crate::{
@@ -256,8 +256,8 @@ impl OutboxWorker {
             done.push(row.seq);
             return Ok(());
         }
-        if row.attempts > 1 {
-            tracing::warn!(request_id = %approval.id, attempts = row.attempts, "posting again: an earlier attempt was interrupted");
+        if self.found_interrupted_post(row, approval).await? {
+            return Ok(());
         }
         let extras = self.extras(approval).await?;
         let rendered = blocks::pending_message_with(approval, &extras);
@@ -287,6 +287,7 @@ impl OutboxWorker {
                     Some(deadline),
                     &on_retry,
                     &pacer,
+                    &approval.id.to_string(),
                 )
                 .await;
             let error = match posted {
@@ -307,6 +308,7 @@ impl OutboxWorker {
                             Some(deadline),
                             &on_retry,
                             &pacer,
+                            &approval.id.to_string(),
                         )
                         .await
                     {
@@ -449,7 +451,7 @@ impl OutboxWorker {
         approval: &Approval,
         done: &mut Vec<i64>,
     ) -> Result<(), ServiceError> {
-        if approval.message_ts.is_some() {
+        if approval.message_ts.is_some() || self.found_interrupted_post(row, approval).await? {
             done.push(row.seq);
             return Ok(());
         }
@@ -463,6 +465,7 @@ impl OutboxWorker {
                 None,
                 &|_| {},
                 &self.pacer(&approval.channel),
+                &approval.id.to_string(),
             )
             .await;
         let refused = posted
@@ -481,6 +484,7 @@ impl OutboxWorker {
                     None,
                     &|_| {},
                     &self.pacer(&approval.channel),
+                    &approval.id.to_string(),
                 )
                 .await;
         }
@@ -508,6 +512,38 @@ impl OutboxWorker {
             }
         }
         Ok(())
+    }
+
+    /// For a post or FYI row claimed before (`attempts > 1`: the process may have died
+    /// after Slack took the message and before its `ts` was recorded), looks for the
+    /// message in the channel's history ([`history`]) and, when it is there, records it
+    /// as posted. True when it was found and recorded: nothing is left to send.
+    async fn found_interrupted_post(
+        &self,
+        row: &Row,
+        approval: &Approval,
+    ) -> Result<bool, ServiceError> {
+        if row.attempts <= 1 {
+            return Ok(false);
+        }
+        let id = approval.id.to_string();
+        match history::find_posted(&self.slack, &approval.channel, approval.created_at, &id).await {
+            Ok(Some(message)) => {
+                tracing::info!(request_id = %approval.id, ts = %message.ts, "an interrupted post had reached Slack; recorded it instead of posting again");
+                self.store()
+                    .posted(row, message.channel, message.ts)
+                    .await?;
+                Ok(true)
+            }
+            Ok(None) => {
+                tracing::info!(request_id = %approval.id, attempts = row.attempts, "an interrupted post had not reached Slack; posting it");
+                Ok(false)
+            }
+            Err(error) => {
+                tracing::warn!(request_id = %approval.id, %error, "could not read the channel's history to find an interrupted post (scopes channels:history, groups:history); posting again");
+                Ok(false)
+            }
+        }
     }
 
     async fn extras(&self, approval: &Approval) -> Result<PendingExtras, ServiceError> {

@@ -32,6 +32,11 @@ struct Seen {
     swallowed: Notify,
     /// The message ts answered for each posted approval id.
     ts_to_id: Mutex<Vec<(String, String)>>,
+    /// (channel, ts, metadata) of every message posted, as `conversations.history`
+    /// returns them.
+    history: Mutex<Vec<(String, String, Value)>>,
+    /// `conversations.history` answers `missing_scope` (an app without the scope).
+    history_refused: std::sync::atomic::AtomicBool,
 }
 
 /// The first approval id in a message's blocks (the buttons carry it).
@@ -61,9 +66,35 @@ async fn stand_in() -> (String, Arc<Seen>) {
     async fn call(
         State(seen): State<Arc<Seen>>,
         axum::extract::Path(method): axum::extract::Path<String>,
-        Json(body): Json<Value>,
+        body: axum::body::Bytes,
     ) -> axum::response::Response {
+        // JSON for write methods, a form for `conversations.history`.
+        let body: Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
+            json!(
+                serde_urlencoded::from_bytes::<std::collections::HashMap<String, String>>(&body)
+                    .unwrap_or_default()
+            )
+        });
         let channel = body["channel"].as_str().unwrap_or_default().to_owned();
+        if method == "conversations.history" {
+            if seen
+                .history_refused
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return Json(json!({"ok": false, "error": "missing_scope"})).into_response();
+            }
+            let messages: Vec<Value> = seen
+                .history
+                .lock()
+                .expect("lock")
+                .iter()
+                .rev()
+                .filter(|(c, _, _)| *c == channel)
+                .map(|(_, ts, metadata)| json!({"type": "message", "ts": ts, "metadata": metadata}))
+                .collect();
+            return Json(json!({"ok": true, "messages": messages, "has_more": false}))
+                .into_response();
+        }
         let n = seen.calls.lock().expect("lock").len() + 1;
         let ts = format!("1.{n:06}");
         let id = match id_in(&body["blocks"]) {
@@ -88,6 +119,13 @@ async fn stand_in() -> (String, Arc<Seen>) {
             .lock()
             .expect("lock")
             .push((method.clone(), channel.clone(), id.clone()));
+        if method == "chat.postMessage" {
+            seen.history.lock().expect("lock").push((
+                channel.clone(),
+                ts.clone(),
+                body["metadata"].clone(),
+            ));
+        }
         if method == "chat.postMessage" && seen.swallow_first.lock().expect("lock").remove(&id) {
             seen.swallowed.notify_one();
             std::future::pending::<()>().await;
@@ -260,9 +298,15 @@ async fn a_rate_limited_channel_does_not_hold_up_another() {
     task.abort();
 }
 
-#[tokio::test]
-async fn a_crash_between_post_and_record_is_resumed_in_order_after_restart() {
+/// Posts `first` and `second` to C1, "crashes" after Slack took `first` and before
+/// its answer was recorded, then restarts the worker and waits until both are posted.
+/// Answers what the stand-in saw and the store (with the directory that holds it).
+async fn crash_between_post_and_record(
+    history_refused: bool,
+) -> (Arc<Seen>, Store, [ApprovalId; 2], tempfile::TempDir) {
     let (base_url, seen) = stand_in().await;
+    seen.history_refused
+        .store(history_refused, std::sync::atomic::Ordering::SeqCst);
     let dir = tempfile::tempdir().expect("dir");
     let store = store(&dir).await;
     let first = pending(&store, "C1", "first").await;
@@ -280,18 +324,41 @@ async fn a_crash_between_post_and_record_is_resumed_in_order_after_restart() {
     assert!(!posted(&store, first).await, "nothing was recorded");
     assert_eq!(seen.posts("C1"), [first.to_string()]);
 
-    // The next start resumes from the store: the interrupted post is sent again (its
-    // claim shows an earlier attempt), then the rest, in order.
+    // The next start resumes from the store, in order.
     let restarted = tokio::spawn(worker(&base_url, store.clone()).await.run());
     eventually_async(|| posted(&store, second)).await;
     assert!(posted(&store, first).await);
+    restarted.abort();
+    (seen, store, [first, second], dir)
+}
+
+#[tokio::test]
+async fn a_crash_between_post_and_record_finds_the_message_instead_of_posting_twice() {
+    let (seen, store, [first, second], _dir) = crash_between_post_and_record(false).await;
+    // The interrupted post was found in the channel's history by its metadata.
+    assert_eq!(seen.posts("C1"), [first.to_string(), second.to_string()]);
+    let history = seen.history.lock().expect("lock").clone();
+    let first_ts = &history[0].1;
+    let approval = store.get(first).await.expect("get").expect("stored");
+    assert_eq!(approval.message_ts.as_ref(), Some(first_ts));
+    assert_eq!(
+        history[0].2["event_payload"]["request_id"],
+        first.to_string()
+    );
+    let events = store.events(first).await.expect("events");
+    assert_eq!(events.iter().filter(|e| e.kind == "posted").count(), 1);
+}
+
+#[tokio::test]
+async fn a_crash_between_post_and_record_posts_again_when_the_history_is_unreadable() {
+    let (seen, store, [first, second], _dir) = crash_between_post_and_record(true).await;
+    // Better a second message than a request no reviewer sees.
     assert_eq!(
         seen.posts("C1"),
         [first.to_string(), first.to_string(), second.to_string()]
     );
     let events = store.events(first).await.expect("events");
     assert_eq!(events.iter().filter(|e| e.kind == "posted").count(), 1);
-    restarted.abort();
 }
 
 #[tokio::test]

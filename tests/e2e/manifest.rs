@@ -7,12 +7,14 @@ use serde_json::Value;
 
 /// Scopes greenlight's Web API calls need; a missing one fails at run time with
 /// `missing_scope`.
-const REQUIRED_BOT_SCOPES: [&str; 5] = [
+const REQUIRED_BOT_SCOPES: [&str; 7] = [
     "chat:write",
     "chat:write.public",
     "users:read",
     "usergroups:read",
     "files:write",
+    "channels:history",
+    "groups:history",
 ];
 
 fn load(name: &str) -> Value {
