@@ -163,28 +163,7 @@ pub(super) async fn submit(
         request_hash,
         state.config.default_timeout.as_secs(),
     )?;
-    let admission = state
-        .limits
-        .admit(
-            state.service.store(),
-            &new.agent,
-            new.idempotency_key.as_deref(),
-        )
-        .await?;
-    let (approval, created) = match state
-        .service
-        .submit(new, Some(state.limits.max_pending()))
-        .await
-    {
-        Err(ServiceError::TooManyPending { pending }) => {
-            return Err(state.limits.over_cap(admission, pending))
-        }
-        other => other?,
-    };
-    if !created {
-        admission.replayed();
-    }
-    tracing::Span::current().record("request_id", tracing::field::display(approval.id));
+    let approval = admit_and_submit(&state, new).await?;
     // Without `wait`, the state the submission just committed is the answer: no read.
     if wait == 0 || approval.status.is_final() {
         return Ok(reply(&approval));
@@ -407,4 +386,36 @@ pub(super) async fn list(
     let approvals = state.service.store().list(status, limit).await?;
     let approvals = approvals.iter().map(Approval::view).collect();
     Ok(Json(ApprovalList { approvals }))
+}
+
+/// Submits `new` through the agent's limits (rate, pending cap, idempotent replays not
+/// charged), and names the request in the current span. The one way an agent's
+/// submission enters the service, for `/v1/approvals` and the hooks alike.
+pub(crate) async fn admit_and_submit(
+    state: &AppState,
+    new: NewApproval,
+) -> Result<Approval, ApiError> {
+    let admission = state
+        .limits
+        .admit(
+            state.service.store(),
+            &new.agent,
+            new.idempotency_key.as_deref(),
+        )
+        .await?;
+    let (approval, created) = match state
+        .service
+        .submit(new, Some(state.limits.max_pending()))
+        .await
+    {
+        Err(ServiceError::TooManyPending { pending }) => {
+            return Err(state.limits.over_cap(admission, pending))
+        }
+        other => other?,
+    };
+    if !created {
+        admission.replayed();
+    }
+    tracing::Span::current().record("request_id", tracing::field::display(approval.id));
+    Ok(approval)
 }

@@ -183,28 +183,7 @@ fn silent_auto_decision(state: &AppState, new: &NewApproval) -> Option<Verdict> 
 /// service is shutting down) is withdrawn, so nobody approves a call that was denied.
 async fn ask(state: &AppState, new: NewApproval) -> Result<Approval, ApiError> {
     let agent = new.agent.clone();
-    let admission = state
-        .limits
-        .admit(
-            state.service.store(),
-            &new.agent,
-            new.idempotency_key.as_deref(),
-        )
-        .await?;
-    let (mut approval, created) = match state
-        .service
-        .submit(new, Some(state.limits.max_pending()))
-        .await
-    {
-        Err(ServiceError::TooManyPending { pending }) => {
-            return Err(state.limits.over_cap(admission, pending))
-        }
-        other => other?,
-    };
-    if !created {
-        admission.replayed();
-    }
-    tracing::Span::current().record("request_id", tracing::field::display(approval.id));
+    let mut approval = super::approvals::admit_and_submit(state, new).await?;
     while !approval.status.is_final() {
         let left = (approval.expires_at - Utc::now())
             .to_std()
