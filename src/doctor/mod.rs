@@ -83,10 +83,11 @@ pub fn retry_policy() -> RetryPolicy {
 }
 
 /// Runs every check, in the order an operator would fix them. Without Slack settings
-/// only the database is checked: the web review page is then the only surface.
+/// the database and the policy are checked: the web review page is then the only
+/// surface.
 pub async fn run(config: &Config) -> Vec<Check> {
     let Some(slack) = &config.slack else {
-        return vec![
+        let mut checks = vec![
             Check::new(
                 Level::Ok,
                 "slack",
@@ -94,6 +95,8 @@ pub async fn run(config: &Config) -> Vec<Check> {
             ),
             database(&config.database_url).await,
         ];
+        checks.extend(policy::check(None, config).await);
+        return checks;
     };
     let retry = retry_policy();
     let bot = SlackClient::new(&slack.api_base_url, slack.bot_token.clone(), retry.clone());
@@ -104,7 +107,7 @@ pub async fn run(config: &Config) -> Vec<Check> {
     checks.push(signing_secret(&slack.signing_secret));
     checks.push(socket_mode(slack, retry).await);
     checks.push(database(&config.database_url).await);
-    checks.extend(policy::check(&bot, config).await);
+    checks.extend(policy::check(Some(&bot), config).await);
     checks
 }
 

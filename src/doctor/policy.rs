@@ -31,7 +31,8 @@ struct Quorum<'a> {
 }
 
 /// The policy's lines of the report: one `ok`, or a `FAIL` / `warn` per problem.
-pub(super) async fn check(bot: &SlackClient, config: &Config) -> Vec<Check> {
+/// Without Slack (`bot` is `None`) a user group cannot be read, and admits nobody.
+pub(super) async fn check(bot: Option<&SlackClient>, config: &Config) -> Vec<Check> {
     let policy = match crate::policy::load(config.policy_path.as_deref()) {
         Ok(policy) => policy,
         Err(error) => return vec![Check::new(Level::Fail, NAME, error.to_string())],
@@ -51,6 +52,14 @@ pub(super) async fn check(bot: &SlackClient, config: &Config) -> Vec<Check> {
                 parts.push(id.clone());
                 continue;
             }
+            let Some(bot) = bot else {
+                unread = true;
+                problems.push(Check::new(Level::Warn, NAME, format!(
+                    "rule \"{}\": user group {id} cannot be read without Slack, so it admits nobody: name reviewers (web:<name>) instead",
+                    quorum.rule
+                )));
+                continue;
+            };
             if !groups.contains_key(id) {
                 let members = bot
                     .usergroup_members(id, Instant::now() + LOOKUP_TIMEOUT)

@@ -300,7 +300,7 @@ async fn the_example_env_file_works_as_it_is() {
 /// `greenlight doctor` without Slack settings: Slack is reported as not configured,
 /// the database is checked, and nothing fails.
 #[tokio::test]
-async fn doctor_without_slack_checks_only_the_database() {
+async fn doctor_without_slack_checks_the_database_and_the_policy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env = std::collections::HashMap::from([
         (
@@ -319,6 +319,39 @@ async fn doctor_without_slack_checks_only_the_database() {
     assert!(stdout.contains("does not exist yet"), "{stdout}");
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(!dir.path().join("none.db").exists());
+
+    // A policy that serve would refuse fails doctor too, Slack or not.
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nname = \"two of one\"\napprovers = [\"web:alice\"]\nrequired_approvals = 2\n",
+    )
+    .expect("policy");
+    let mut env = env;
+    env.insert("GREENLIGHT_POLICY".to_owned(), policy.display().to_string());
+    let (code, stdout, stderr) = crate::helpers::binary::run(&env, dir.path(), &["doctor"]).await;
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("two of one")),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+
+    // A user group cannot be read without Slack: a warning, not a silent expiry.
+    std::fs::write(
+        &policy,
+        "[[rule]]\nname = \"sre\"\napprovers = [\"S0SRE\"]\n",
+    )
+    .expect("policy");
+    let (code, stdout, stderr) = crate::helpers::binary::run(&env, dir.path(), &["doctor"]).await;
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("warn") && l.contains("S0SRE")),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
 }
 
 /// The requester may not approve their own request on the page either (no button, and
