@@ -230,10 +230,22 @@ pub struct SignInForm {
 
 /// Checks the sign-in CSRF pair and the rate limit; `Err` is the answer to send.
 fn admit(state: &AppState, headers: &HeaderMap, form: &SignInForm) -> Result<(), Box<Response>> {
+    csrf_paired(headers, form)?;
+    rate_limited(state)
+}
+
+/// The sign-in form's CSRF token matches its cookie.
+fn csrf_paired(headers: &HeaderMap, form: &SignInForm) -> Result<(), Box<Response>> {
     let paired = cookie(headers, SIGNIN_COOKIE).is_some_and(|c| csrf_matches(&c, &form.csrf));
-    if !paired {
-        return Err(Box::new(csrf_refused()));
+    if paired {
+        Ok(())
+    } else {
+        Err(Box::new(csrf_refused()))
     }
+}
+
+/// Charges one attempt to the sign-in limit; `Err` is the 429 to send.
+fn rate_limited(state: &AppState) -> Result<(), Box<Response>> {
     if let Err(wait) = state.web.inner.sign_ins.try_acquire("sign-in") {
         tracing::warn!("web sign-in rate limit reached");
         let secs = wait.as_secs().max(1);
@@ -326,14 +338,22 @@ pub async fn link_page(State(state): State<AppState>, Path(token): Path<String>)
 }
 
 /// `POST /web/link`: uses the link up and signs in.
+///
+/// A valid link is never refused for the rate limit: its token is 256 random bits,
+/// so the limit has nothing to protect there, and charging it would let anyone who
+/// floods the secret form lock the printed link's reviewer out. Only a wrong link
+/// counts as an attempt.
 pub async fn link(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let form: SignInForm = form(&body);
-    if let Err(response) = admit(&state, &headers, &form) {
+    if let Err(response) = csrf_paired(&headers, &form) {
         return *response;
     }
     match state.web.inner.links.redeem(&form.token) {
         Some(index) => start_session(&state.web, index),
-        None => message(StatusCode::GONE, "Sign-in link not valid", BAD_LINK),
+        None => match rate_limited(&state) {
+            Err(response) => *response,
+            Ok(()) => message(StatusCode::GONE, "Sign-in link not valid", BAD_LINK),
+        },
     }
 }
 

@@ -497,3 +497,42 @@ async fn approver_lists_name_web_only_reviewers() {
     let answer = server.wait(&id, 0).await;
     assert_eq!(answer["status"], "approved", "{answer}");
 }
+
+/// Flooding the secret form uses up the sign-in limit, but the printed one-time link
+/// still signs its reviewer in: an outsider cannot lock the local reviewer out.
+#[tokio::test]
+async fn a_flood_of_wrong_secrets_does_not_lock_out_the_printed_link() {
+    let server = WebServer::start(&[]).await;
+    let link = server.printed_link();
+    let mut last = StatusCode::OK;
+    for _ in 0..=greenlight::web::SIGN_INS_PER_MINUTE {
+        let page = server
+            .http
+            .get(server.url("/web/signin"))
+            .send()
+            .await
+            .expect("page");
+        let pre = cookie_pair(&page, "gl_signin").expect("cookie");
+        let csrf = hidden(&page.text().await.expect("html"), "csrf");
+        last = server
+            .http
+            .post(server.url("/web/signin"))
+            .header(header::COOKIE, pre)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("secret", "wrong-secret-0123456789"),
+            ])
+            .send()
+            .await
+            .expect("post")
+            .status();
+    }
+    assert_eq!(
+        last,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the flood hit the limit"
+    );
+    let (session, response) = sign_in_with_link(&server, &link).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(session.is_some(), "the printed link signed its reviewer in");
+}
