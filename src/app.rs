@@ -92,12 +92,20 @@ impl Server {
             Some(slack) => Arc::new(slack.clone()),
             None => Arc::new(crate::web::NoSlackGroups),
         };
+        let web = crate::web::Web::new(&config);
+        // Without Slack the page's reviewers are everyone who can decide: as the
+        // default approver list, a request needing more of them than exist is refused
+        // at submit (422) instead of waiting until it expires.
+        let approvers = config
+            .approvers
+            .clone()
+            .or_else(|| slack.is_none().then(|| web.reviewer_ids()));
         let service = ApprovalService::new(
             store,
             groups,
             Defaults {
                 channel: config.slack_channel(),
-                approvers: config.approvers.clone(),
+                approvers,
             },
             Arc::new(policy),
             metrics.clone(),
@@ -135,7 +143,6 @@ impl Server {
         } else {
             Readiness::without_slack()
         };
-        let web = crate::web::Web::new(&config);
         let limits = SubmitLimits::new(
             config.rate_limit_per_minute,
             config.max_pending_per_agent,

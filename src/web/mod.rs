@@ -120,6 +120,11 @@ impl Web {
         }
     }
 
+    /// Every reviewer's id (`web:<name>` or their Slack user id), in configured order.
+    pub fn reviewer_ids(&self) -> Vec<String> {
+        self.inner.reviewers.iter().map(WebReviewer::id).collect()
+    }
+
     /// The line `serve` prints: with the local reviewer, a fresh one-time sign-in link
     /// (valid for [`LINK_TTL`]); otherwise where to sign in with a secret.
     pub fn start_line(&self, base: &str) -> String {

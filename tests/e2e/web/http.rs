@@ -358,9 +358,11 @@ async fn doctor_without_slack_checks_the_database_and_the_policy() {
 /// a posted approval is refused), but may deny it.
 #[tokio::test]
 async fn no_self_approval_on_the_page() {
+    // Bob is there so that someone else could approve (alone, alice's own request
+    // could never be approved, and is refused at submit).
     let server = WebServer::start(&[(
         "GREENLIGHT_REVIEWERS",
-        "alice:U0ALICE:alice-secret-0123456789",
+        "alice:U0ALICE:alice-secret-0123456789,bob:bob-secret-0123456789",
     )])
     .await;
     let mut body = request("My own deploy");
@@ -535,4 +537,27 @@ async fn a_flood_of_wrong_secrets_does_not_lock_out_the_printed_link() {
     let (session, response) = sign_in_with_link(&server, &link).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert!(session.is_some(), "the printed link signed its reviewer in");
+}
+
+/// Without Slack the page's reviewers are everyone who can decide: a request needing
+/// more approvals than there are reviewers is refused at submit, not left to expire.
+#[tokio::test]
+async fn without_slack_a_quorum_beyond_the_reviewers_is_refused() {
+    let server = WebServer::start(&[]).await;
+    let mut body = request("Needs two of one");
+    body["required_approvals"] = serde_json::json!(2);
+    let response = server
+        .http
+        .post(server.url("/v1/approvals"))
+        .bearer_auth(crate::helpers::AGENT_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let answer: serde_json::Value = response.json().await.expect("json");
+    let message = answer["error"]["message"].as_str().expect("message");
+    assert!(message.starts_with("required_approvals"), "{answer}");
+    // One approval, from the one local reviewer, is fine.
+    server.submit(request("Needs one")).await;
 }
