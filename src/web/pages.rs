@@ -79,16 +79,19 @@ fn parse_id(raw: &str) -> Result<ApprovalId, PageError> {
 /// The pending requests whose time is not up, newest first.
 pub async fn pending_list(state: &AppState) -> Result<PendingList, PageError> {
     let now = Utc::now();
-    let rows = state
+    // One more than shown, to know whether the list leaves some out.
+    let mut rows: Vec<Row> = state
         .service
         .store()
-        .list(Some(Status::Pending), LIST_LIMIT)
+        .list(Some(Status::Pending), LIST_LIMIT + 1)
         .await?
         .iter()
         .filter(|a| a.expires_at > now)
         .map(Row::of)
         .collect();
-    Ok(PendingList { rows })
+    let more = rows.len() > LIST_LIMIT as usize;
+    rows.truncate(LIST_LIMIT as usize);
+    Ok(PendingList { rows, more })
 }
 
 /// `GET /web`: the pending list, kept live by `live::events`.

@@ -78,6 +78,8 @@ fn title_of(approval: &Approval) -> String {
 #[template(path = "web/pending_list.html")]
 pub struct PendingList {
     pub rows: Vec<Row>,
+    /// More requests are pending than the list shows (the oldest are left out).
+    pub more: bool,
 }
 
 /// `GET /web`: the pending list, kept live.
@@ -274,10 +276,25 @@ mod tests {
         assert!(!page.contains("value=\"t\"oken\""), "{page}");
         let list = PendingList {
             rows: vec![Row::of(&approval)],
+            more: false,
         }
         .render()
         .expect("renders");
         assert!(!list.contains("<script>alert"), "{list}");
+        assert!(!list.contains("more-pending"), "{list}");
+    }
+
+    #[test]
+    fn a_list_that_leaves_requests_out_says_so() {
+        let approval = sample("ls");
+        let list = PendingList {
+            rows: vec![Row::of(&approval)],
+            more: true,
+        }
+        .render()
+        .expect("renders");
+        assert!(list.contains("id=\"more-pending\""), "{list}");
+        assert!(list.contains("holds the newest 1."), "{list}");
     }
 
     #[test]
