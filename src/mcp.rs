@@ -1,5 +1,5 @@
 //! `greenlight mcp`: an MCP server over stdio with one tool, `request_approval`, so any
-//! MCP host can put a person in Slack in the loop before it acts.
+//! MCP host can put a person (in Slack or on the review page) in the loop before it acts.
 //!
 //! Built on `rmcp`, the official Rust SDK of the Model Context Protocol. The tool asks
 //! the service through the Rust client, exactly like `greenlight request`
@@ -84,9 +84,9 @@ impl Gate {
         }
     }
 
-    /// Asks a person in Slack and waits for the decision.
+    /// Asks a person (in Slack or on the review page) and waits for the decision.
     #[tool(
-        description = "Ask a person in Slack to approve an action or code before you run it, and wait for the decision. Run the action only if `approved` is true; otherwise tell the user the `reason`."
+        description = "Ask a person (in Slack or on greenlight's review page) to approve an action or code before you run it, and wait for the decision. Run the action only if `approved` is true; otherwise tell the user the `reason`."
     )]
     async fn request_approval(
         &self,

@@ -98,7 +98,7 @@ impl Verdict {
             }
             "denied" => format!("greenlight: denied: {reason} (request {id})"),
             "expired" => format!(
-                "greenlight: nobody decided in Slack in time, so it is denied: {reason} (request {id})"
+                "greenlight: nobody decided in time, so it is denied: {reason} (request {id})"
             ),
             other => format!("greenlight: {other}: {reason} (request {id})"),
         };
@@ -128,7 +128,7 @@ mod tests {
         );
         assert!(Verdict::of("expired", "Timed out", "r1")
             .reason
-            .contains("nobody decided in Slack in time"));
+            .contains("nobody decided in time"));
         let blocked = Verdict::blocked("the service is unreachable");
         assert!(!blocked.allow);
         assert!(blocked.reason.ends_with("blocked (fail closed)"));

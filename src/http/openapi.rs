@@ -23,7 +23,7 @@ use crate::{
 #[openapi(
     info(
         title = "greenlight agent API",
-        description = "Ask a person in Slack to approve or deny what an AI agent wants to do. \
+        description = "Ask a person, in Slack or on the web review page, to approve or deny what an AI agent wants to do. \
             Every /v1 call needs `Authorization: Bearer <token>` (GREENLIGHT_API_TOKENS). \
             Errors are always `{\"error\": {\"code\", \"message\"}}`."
     ),

@@ -99,7 +99,7 @@ def test_when_nobody_decides_in_the_budget_it_is_a_deny(server_factory, fake_sla
     callback = can_use_tool(server.url, API_TOKEN, budget_secs=1)
     result = asyncio.run(callback("Write", {"file_path": "/r/x", "content": "hi\n"}, context()))
     assert isinstance(result, PermissionResultDeny), result
-    assert "nobody decided in Slack in time" in result.message, result.message
+    assert "nobody decided in time" in result.message, result.message
 
 
 def test_an_unreachable_service_or_a_bad_token_is_a_deny_never_an_exception(greenlight: GreenlightServer):
