@@ -64,6 +64,9 @@ pub enum StoreError {
     Commit(String),
     #[error("the database was opened read-only")]
     ReadOnly,
+    /// Another process holds the database for writing (see [`Store::connect`]).
+    #[error("{0} is in use by another greenlight serve: one process per SQLite database (stop the other first)")]
+    InUse(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -105,6 +108,8 @@ pub struct Store {
     reader: SqlitePool,
     deadlines: Arc<DeadlineSignal>,
     outbox: Arc<OutboxSignal>,
+    /// The database file, locked exclusively (`flock`) while this store writes to it.
+    _lock: Option<Arc<std::fs::File>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -127,8 +132,9 @@ impl Store {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
         let mut conn = options.connect().await?;
-        sqlx::migrate!("./migrations").run(&mut conn).await?;
         let file = options.get_filename().to_path_buf();
+        let lock = lock_for_writing(&file)?;
+        sqlx::migrate!("./migrations").run(&mut conn).await?;
         conn.close().await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
@@ -144,6 +150,7 @@ impl Store {
             reader,
             deadlines: Arc::default(),
             outbox: Arc::default(),
+            _lock: lock,
         })
     }
 
@@ -164,6 +171,7 @@ impl Store {
             reader,
             deadlines: Arc::default(),
             outbox: Arc::default(),
+            _lock: None,
         })
     }
 
@@ -278,6 +286,29 @@ impl Store {
     }
 }
 
+/// Takes an exclusive advisory lock (`flock`) on the database file, so a second
+/// `greenlight serve` on the same file is refused at start instead of running a second
+/// set of workers (each would post, expire and rewrite the same requests). The lock
+/// goes with the process, `kill -9` included. An in-memory database has no file and
+/// needs none.
+fn lock_for_writing(file: &std::path::Path) -> StoreResult<Option<Arc<std::fs::File>>> {
+    if file.as_os_str() == ":memory:" || file.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let handle = std::fs::File::open(file)
+        .map_err(|e| StoreError::Commit(format!("cannot open {}: {e}", file.display())))?;
+    match handle.try_lock() {
+        Ok(()) => Ok(Some(Arc::new(handle))),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StoreError::InUse(file.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Commit(format!(
+            "cannot lock {}: {e}",
+            file.display()
+        ))),
+    }
+}
+
 /// The writer's connection: the same database, with the settings that make a commit
 /// durable (`synchronous=FULL`: a committed decision survives power loss, not only a
 /// crash), a patient busy timeout for the moments a checkpoint holds the file, and a
@@ -316,4 +347,27 @@ fn insert_event(
         event.detail.to_string()
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_writer_on_the_same_file_is_refused_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("one.db").display());
+        let first = Store::connect(&url).await.expect("first");
+        match Store::connect(&url).await {
+            Err(StoreError::InUse(file)) => assert!(file.ends_with("one.db"), "{file}"),
+            other => panic!("a second writer was not refused: {other:?}"),
+        }
+        // Readers (doctor, audit export) are not writers.
+        Store::open_read_only(&url).await.expect("read-only");
+        first.close().await;
+        drop(first);
+        Store::connect(&url)
+            .await
+            .expect("the lock went with the first store");
+    }
 }
