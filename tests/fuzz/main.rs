@@ -69,7 +69,7 @@ where
     let tried = AtomicU64::new(0);
     let result = runner.run(&strategy, |input| {
         let n = tried.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % 100_000 == 0 {
+        if n.is_multiple_of(100_000) {
             eprintln!("fuzz {name}: {n} inputs so far");
         }
         within_hang_limit(name, || property(input))
