@@ -102,25 +102,31 @@ async fn only_approval(app: &TestApp) -> Value {
     approvals[0].clone()
 }
 
+/// Posts the fixture `name` to the HTTP hook in the background, as Claude Code would;
+/// the task answers the hook's JSON (always a 200: Claude Code runs the tool on any
+/// other status).
+fn hook_call(app: &TestApp, name: &str) -> tokio::task::JoinHandle<Value> {
+    let (http, url) = (app.http.clone(), app.url("/v1/hooks/claude-code"));
+    let body = fixture_bytes(name);
+    tokio::spawn(async move {
+        let response = http
+            .post(url)
+            .bearer_auth(AGENT_TOKEN)
+            .body(body)
+            .send()
+            .await
+            .expect("hook call");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json::<Value>().await.expect("json")
+    })
+}
+
 // ------------------------------------------------------------- Claude Code HTTP hook
 
 #[tokio::test]
 async fn http_hook_bash_approved_in_slack_allows_and_names_the_reviewer() {
     let app = spawn_app().await;
-    let call = {
-        let (http, url) = (app.http.clone(), app.url("/v1/hooks/claude-code"));
-        tokio::spawn(async move {
-            let response = http
-                .post(url)
-                .bearer_auth(AGENT_TOKEN)
-                .body(fixture_bytes("bash.json"))
-                .send()
-                .await
-                .expect("hook call");
-            assert_eq!(response.status(), StatusCode::OK);
-            response.json::<Value>().await.expect("json")
-        })
-    };
+    let call = hook_call(&app, "bash.json");
     let post = within(
         "the Slack message",
         app.slack.nth_call("chat.postMessage", 1),
@@ -157,19 +163,7 @@ async fn http_hook_bash_approved_in_slack_allows_and_names_the_reviewer() {
 #[tokio::test]
 async fn http_hook_edit_is_a_diff_and_the_deny_reason_reaches_the_model() {
     let app = spawn_app().await;
-    let call = {
-        let (http, url) = (app.http.clone(), app.url("/v1/hooks/claude-code"));
-        tokio::spawn(async move {
-            let response = http
-                .post(url)
-                .bearer_auth(AGENT_TOKEN)
-                .body(fixture_bytes("edit_multiline.json"))
-                .send()
-                .await
-                .expect("hook call");
-            response.json::<Value>().await.expect("json")
-        })
-    };
+    let call = hook_call(&app, "edit_multiline.json");
     let post = within(
         "the Slack message",
         app.slack.nth_call("chat.postMessage", 1),
@@ -214,19 +208,7 @@ async fn http_hook_edit_is_a_diff_and_the_deny_reason_reaches_the_model() {
 #[tokio::test]
 async fn http_hook_permission_request_is_answered_with_a_behavior() {
     let app = spawn_app().await;
-    let call = {
-        let (http, url) = (app.http.clone(), app.url("/v1/hooks/claude-code"));
-        tokio::spawn(async move {
-            let response = http
-                .post(url)
-                .bearer_auth(AGENT_TOKEN)
-                .body(fixture_bytes("permission_request_bash.json"))
-                .send()
-                .await
-                .expect("hook call");
-            response.json::<Value>().await.expect("json")
-        })
-    };
+    let call = hook_call(&app, "permission_request_bash.json");
     let post = within(
         "the Slack message",
         app.slack.nth_call("chat.postMessage", 1),
@@ -344,20 +326,7 @@ async fn when_the_budget_runs_out_the_hook_denies_and_the_request_expires() {
 #[tokio::test]
 async fn a_shutdown_while_a_hook_waits_answers_a_deny_and_withdraws_the_request() {
     let app = spawn_app().await;
-    let call = {
-        let (http, url) = (app.http.clone(), app.url("/v1/hooks/claude-code"));
-        tokio::spawn(async move {
-            let response = http
-                .post(url)
-                .bearer_auth(AGENT_TOKEN)
-                .body(fixture_bytes("bash.json"))
-                .send()
-                .await
-                .expect("hook call");
-            assert_eq!(response.status(), StatusCode::OK);
-            response.json::<Value>().await.expect("json")
-        })
-    };
+    let call = hook_call(&app, "bash.json");
     within(
         "the Slack message",
         app.slack.nth_call("chat.postMessage", 1),
