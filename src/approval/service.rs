@@ -342,17 +342,35 @@ impl ApprovalService {
 
     /// The agent withdraws its request.
     pub async fn cancel(&self, id: ApprovalId, agent: &str) -> Result<Approval, ServiceError> {
+        let reason = format!("Withdrawn by the agent {agent}");
+        self.withdraw(id, agent, reason, json!({})).await
+    }
+
+    /// Withdraws a pending request on behalf of `agent` (its submitter only), with the
+    /// `reason` the agent and reviewers are shown and `detail` for the `cancelled`
+    /// audit event. [`Self::cancel`] is the agent's own withdrawal; a hook call that
+    /// greenlight itself must give up (shutdown) says so instead of blaming the agent.
+    ///
+    /// Errors: [`ServiceError::NotOwner`] for another agent's request,
+    /// [`ServiceError::AlreadyDecided`] (with the decision) when it was final first.
+    pub async fn withdraw(
+        &self,
+        id: ApprovalId,
+        agent: &str,
+        reason: String,
+        detail: serde_json::Value,
+    ) -> Result<Approval, ServiceError> {
         let current = self.get(id).await?;
         if current.agent != agent {
             return Err(ServiceError::NotOwner);
         }
         let decision = Decision {
             status: Status::Cancelled,
-            reason: format!("Withdrawn by the agent {agent}"),
+            reason,
             decided_by: agent.to_owned(),
             at: Utc::now(),
         };
-        let event = NewEvent::new("cancelled", Some(agent), json!({}));
+        let event = NewEvent::new("cancelled", Some(agent), detail);
         match self.finish(id, decision, event).await? {
             Some(approval) => Ok(approval),
             None => Err(ServiceError::AlreadyDecided(Box::new(self.get(id).await?))),
