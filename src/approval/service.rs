@@ -53,7 +53,7 @@ pub enum ServiceError {
     IdempotencyConflict,
     #[error("the request is already {}", .0.status.as_str())]
     AlreadyDecided(Box<Approval>),
-    #[error("only the agent that submitted a request may cancel it")]
+    #[error("the request belongs to another agent: an agent reads, waits on and cancels only its own requests")]
     NotOwner,
     /// The agent is at its cap of pending requests; nothing was stored.
     #[error("the agent already has {pending} pending requests")]

@@ -23,7 +23,7 @@ use crate::{
     approval::ServiceError,
     config::MAX_TIMEOUT_SECS,
     error::{ApiError, ErrorBody, Result},
-    model::{is_user_id, Approval, ApprovalView, NewApproval, Status},
+    model::{is_user_id, Approval, ApprovalId, ApprovalView, NewApproval, Status},
     store::Event,
 };
 
@@ -272,6 +272,7 @@ fn validate(
     responses(
         (status = 200, description = "The request, decided or still pending", body = ApprovalView),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: another agent's request", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 422, description = "`invalid_request` (a bad `wait`)", body = ErrorBody),
     ),
@@ -280,11 +281,12 @@ fn validate(
 #[tracing::instrument(skip_all, fields(request_id = %id))]
 pub(super) async fn fetch(
     State(state): State<AppState>,
-    _agent: Agent,
+    agent: Agent,
     ApprovalPath(id): ApprovalPath,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>> {
     let wait = parse_wait(query.as_deref())?;
+    owned_by(&state, id, &agent).await?;
     let approval = state.service.wait(id, Duration::from_secs(wait)).await?;
     Ok(Json(json!(approval.view())))
 }
@@ -323,6 +325,7 @@ pub(super) async fn cancel(
     responses(
         (status = 200, description = "Events, oldest first", body = EventList),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: another agent's request", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -330,15 +333,26 @@ pub(super) async fn cancel(
 #[tracing::instrument(skip_all, fields(request_id = %id))]
 pub(super) async fn events(
     State(state): State<AppState>,
-    _agent: Agent,
+    agent: Agent,
     ApprovalPath(id): ApprovalPath,
 ) -> Result<Json<EventList>> {
-    state.service.get(id).await?;
+    owned_by(&state, id, &agent).await?;
     let events = state.service.store().events(id).await?;
     Ok(Json(EventList { events }))
 }
 
-/// List requests, newest first.
+/// Refuses (403 `forbidden`) a request another agent submitted: a request's code and
+/// context may hold what only its agent should see, so an agent reads, waits on and
+/// cancels only its own. 404 when there is no such request.
+async fn owned_by(state: &AppState, id: ApprovalId, agent: &Agent) -> Result<()> {
+    let approval = state.service.get(id).await?;
+    if approval.agent != agent.0 {
+        return Err(ServiceError::NotOwner.into());
+    }
+    Ok(())
+}
+
+/// List the agent's own requests, newest first.
 #[utoipa::path(
     get,
     path = "/v1/approvals",
@@ -356,7 +370,7 @@ pub(super) async fn events(
 )]
 pub(super) async fn list(
     State(state): State<AppState>,
-    _agent: Agent,
+    agent: Agent,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ApprovalList>> {
     let mut status = None;
@@ -383,7 +397,11 @@ pub(super) async fn list(
             _ => {}
         }
     }
-    let approvals = state.service.store().list(status, limit).await?;
+    let approvals = state
+        .service
+        .store()
+        .list(Some(&agent.0), status, limit)
+        .await?;
     let approvals = approvals.iter().map(Approval::view).collect();
     Ok(Json(ApprovalList { approvals }))
 }

@@ -157,14 +157,22 @@ impl Store {
         Ok(found.is_some())
     }
 
-    /// Requests, newest first, optionally of one status.
-    pub async fn list(&self, status: Option<Status>, limit: u32) -> StoreResult<Vec<Approval>> {
+    /// Requests, newest first, optionally of one status and of one agent (`None`: every
+    /// agent's, for the review page).
+    pub async fn list(
+        &self,
+        agent: Option<&str>,
+        status: Option<Status>,
+        limit: u32,
+    ) -> StoreResult<Vec<Approval>> {
         let rows = sqlx::query(&format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE (?1 IS NULL OR status = ?1)
+            "SELECT {APPROVAL_COLUMNS} FROM approvals
+             WHERE (?1 IS NULL OR status = ?1) AND (?3 IS NULL OR agent = ?3)
              ORDER BY created_at DESC, id LIMIT ?2"
         ))
         .bind(status.map(Status::as_str))
         .bind(i64::from(limit))
+        .bind(agent)
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(approval_from_row).collect()

@@ -83,7 +83,7 @@ pub async fn pending_list(state: &AppState) -> Result<PendingList, PageError> {
     let mut rows: Vec<Row> = state
         .service
         .store()
-        .list(Some(Status::Pending), LIST_LIMIT + 1)
+        .list(None, Some(Status::Pending), LIST_LIMIT + 1)
         .await?
         .iter()
         .filter(|a| a.expires_at > now)

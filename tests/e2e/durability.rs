@@ -674,15 +674,20 @@ async fn kill_nine_amid_a_thousand_acknowledgements_loses_none_and_decides_each_
     );
 
     let second = Binary::start(&slack, dir.path(), &db_path, "second.log", &env).await;
-    let get = |id: String| {
+    // An agent reads only its own requests: each is read with its submitter's token.
+    let token_of: HashMap<String, &str> = std::iter::once(("ci-bot".to_owned(), AGENT_TOKEN))
+        .chain(
+            tokens
+                .iter()
+                .enumerate()
+                .map(|(n, t)| (format!("storm-{n}"), t.as_str())),
+        )
+        .collect();
+    let get = |(id, agent): (String, String)| {
         let (http, url) = (&http, second.url(&format!("/v1/approvals/{id}")));
+        let token = token_of[&agent];
         async move {
-            let answer = http
-                .get(url)
-                .bearer_auth(AGENT_TOKEN)
-                .send()
-                .await
-                .expect("get");
+            let answer = http.get(url).bearer_auth(token).send().await.expect("get");
             assert_eq!(answer.status(), StatusCode::OK, "approval {id}");
             (id, answer.json::<Value>().await.expect("json"))
         }
@@ -696,6 +701,7 @@ async fn kill_nine_amid_a_thousand_acknowledgements_loses_none_and_decides_each_
     let (code, stdout, stderr) = run(&export_env, dir.path(), &["audit", "export"]).await;
     assert_eq!(code, 0, "{stderr}");
     let mut trail: HashMap<String, (usize, Vec<Value>)> = HashMap::new();
+    let mut submitter: HashMap<String, String> = HashMap::new();
     for line in stdout.lines() {
         let event: Value = serde_json::from_str(line).expect("JSON line");
         let entry = trail
@@ -703,6 +709,13 @@ async fn kill_nine_amid_a_thousand_acknowledgements_loses_none_and_decides_each_
             .or_default();
         if event["kind"] == "submitted" {
             entry.0 += 1;
+            submitter.insert(
+                event["approval_id"].as_str().expect("id").to_owned(),
+                event["actor"]
+                    .as_str()
+                    .expect("the submitting agent")
+                    .to_owned(),
+            );
         }
         if is_final_event(&event) {
             entry.1.push(event);
@@ -710,7 +723,12 @@ async fn kill_nine_amid_a_thousand_acknowledgements_loses_none_and_decides_each_
     }
     let approvals: HashMap<String, Value> =
         futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
-            futures::stream::iter(trail.keys().cloned().map(get)),
+            futures::stream::iter(
+                trail
+                    .keys()
+                    .map(|id| (id.clone(), submitter[id].clone()))
+                    .map(get),
+            ),
             16,
         ))
         .await;

@@ -240,11 +240,17 @@ impl TestApp {
         Self::answer(request.send().await.expect("post")).await
     }
 
+    /// `GET path` as the `ci-bot` agent.
     pub async fn get(&self, path: &str) -> Answer {
+        self.get_as(AGENT_TOKEN, path).await
+    }
+
+    /// `GET path` as the agent holding `token`.
+    pub async fn get_as(&self, token: &str, path: &str) -> Answer {
         let response = self
             .http
             .get(self.url(path))
-            .bearer_auth(AGENT_TOKEN)
+            .bearer_auth(token)
             .send()
             .await
             .expect("get");
