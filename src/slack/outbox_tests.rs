@@ -209,6 +209,7 @@ async fn pending(store: &Store, channel: &str, code: &str) -> ApprovalId {
         also: Vec::new(),
         fate: Fate::Review,
         max_pending: None,
+        grant: None,
     };
     match store.insert(submission).await.expect("insert") {
         Inserted::Created(approval) => approval.id,

@@ -298,6 +298,7 @@ fn every_surface(input: &Input) -> Checked {
     let extras = PendingExtras {
         votes: input.votes.clone(),
         high_risk_rule: Some(input.rule.clone()),
+        grant_durations: vec![1800, 3600, 604800],
     };
     message(
         "pending message",
@@ -324,6 +325,7 @@ fn every_surface(input: &Input) -> Checked {
         Refusal::SelfApproval,
         Refusal::Unverified,
         Refusal::PolicyForbids,
+        Refusal::GrantNotOffered,
     ] {
         ephemeral("refusal note", refusal.explain())?;
     }

@@ -22,7 +22,9 @@
 //! - [`writer`]: group commit. [`signals`]: waking the workers.
 //! - [`retention`]: pruning decided requests past their age.
 //! - [`history`]: the web page's filtered history.
+//! - [`grants`]: standing grants (made, looked up at insert, revoked).
 
+pub mod grants;
 pub mod history;
 pub mod outbox;
 mod requests;
@@ -267,7 +269,7 @@ impl Store {
         let cutoff = rfc3339(cutoff);
         self.write(Box::new(move |conn| {
             // Everything that refers to a pruned request goes with it, atomically.
-            for table in ["events", "votes", "outbox"] {
+            for table in ["events", "votes", "outbox", "grant_uses"] {
                 conn.execute(
                     &format!(
                         "DELETE FROM {table} WHERE approval_id IN
@@ -278,6 +280,11 @@ impl Store {
             }
             let pruned = conn.execute(
                 "DELETE FROM approvals WHERE status != 'pending' AND decided_at < ?",
+                [&cutoff],
+            )?;
+            // Grants expired (or revoked) before the cutoff are no use to anyone.
+            conn.execute(
+                "DELETE FROM grants WHERE expires_at < ?1 OR revoked_at < ?1",
                 [&cutoff],
             )?;
             Ok(pruned as u64)

@@ -7,6 +7,7 @@ mod approvers;
 mod client;
 mod doctor;
 mod durability;
+mod grants;
 mod hooks;
 mod manifest;
 mod production;
