@@ -456,7 +456,12 @@ impl ApprovalService {
         };
         match self.inner.directory.allows(&approvers, user).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(Refusal::NotApprover),
+            // Once escalated, the rule's `escalate_to` may decide too.
+            Ok(false) => match self.escalation_allows(approval, user).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Refusal::NotApprover),
+                Err(refusal) => Err(refusal),
+            },
             Err(_) => Err(Refusal::Unverified),
         }
     }

@@ -252,6 +252,7 @@ impl ApprovalService {
             fate,
             max_pending,
             grant,
+            first_nudge: self.first_nudge(&plan, now),
         };
         let this = self.clone();
         let rule = plan.rule().to_owned();

@@ -13,7 +13,9 @@
 //! `greenlight policy check`.
 
 pub mod check;
+mod explain;
 pub mod grants;
+pub mod nudges;
 mod parse;
 pub mod quorum;
 pub mod tool;
@@ -122,6 +124,8 @@ pub struct Route {
     pub high_risk: bool,
     /// Standing grants ("Approve for 30 min"), when the rule allows them.
     pub grants: Option<grants::GrantRule>,
+    /// Reminders and escalation; empty for none.
+    pub nudges: nudges::Nudges,
 }
 
 /// The facts about a request that rules match on.

@@ -141,6 +141,12 @@ struct RawRule {
     grant_max_secs: Option<Spanned<i64>>,
     grant_durations_secs: Option<Spanned<Vec<i64>>>,
     grant_match: Option<Spanned<String>>,
+    remind_after_secs: Option<Spanned<i64>>,
+    remind_every_secs: Option<Spanned<i64>>,
+    escalate_after_secs: Option<Spanned<i64>>,
+    escalate_to: Option<Spanned<Vec<String>>>,
+    escalate_channel: Option<Spanned<String>>,
+    escalation_extends_secs: Option<Spanned<i64>>,
 }
 
 /// Turns byte offsets into `line:col` for one source text.
@@ -283,6 +289,27 @@ fn rule(at: &Locator<'_>, span: Range<usize>, raw: RawRule) -> Result<Rule, Poli
             raw.grant_durations_secs.as_ref().map(Spanned::span),
         ),
         ("grant_match", raw.grant_match.as_ref().map(Spanned::span)),
+        (
+            "remind_after_secs",
+            raw.remind_after_secs.as_ref().map(Spanned::span),
+        ),
+        (
+            "remind_every_secs",
+            raw.remind_every_secs.as_ref().map(Spanned::span),
+        ),
+        (
+            "escalate_after_secs",
+            raw.escalate_after_secs.as_ref().map(Spanned::span),
+        ),
+        ("escalate_to", raw.escalate_to.as_ref().map(Spanned::span)),
+        (
+            "escalate_channel",
+            raw.escalate_channel.as_ref().map(Spanned::span),
+        ),
+        (
+            "escalation_extends_secs",
+            raw.escalation_extends_secs.as_ref().map(Spanned::span),
+        ),
     ];
     let notify = raw.notify.as_ref().is_some_and(|n| *n.get_ref());
     let reason = raw.reason.as_ref().map(|r| r.get_ref().trim().to_owned());
@@ -395,6 +422,8 @@ fn rule(at: &Locator<'_>, span: Range<usize>, raw: RawRule) -> Result<Rule, Poli
                 }
                 route.timeout_secs = Some(secs);
             }
+            route.nudges = nudges(&raw)
+                .map_err(|(span, problem)| fail(span.unwrap_or(span_of_rule.clone()), problem))?;
             route.grants = grant_rule(&raw, &route, when.command_prefix.is_some())
                 .map_err(|(span, problem)| fail(span.unwrap_or(span_of_rule.clone()), problem))?;
             Action::Route(route)
@@ -519,6 +548,83 @@ fn grant_rule(
         durations_secs,
         matching,
     }))
+}
+
+/// `remind_*`, `escalate_*` and `escalation_extends_secs` of a routed rule: each
+/// duration from 1 s to a week, repeats only with a first reminder, escalation only
+/// with somewhere to escalate to, and its options only with escalation.
+fn nudges(raw: &RawRule) -> Result<super::nudges::Nudges, (Option<Range<usize>>, String)> {
+    let secs = |key: &str,
+                value: &Option<Spanned<i64>>|
+     -> Result<Option<u64>, (Option<Range<usize>>, String)> {
+        let Some(value) = value else { return Ok(None) };
+        match u64::try_from(*value.get_ref()) {
+            Ok(s) if (1..=MAX_TIMEOUT_SECS).contains(&s) => Ok(Some(s)),
+            _ => Err((
+                Some(value.span()),
+                format!("{key} must be from 1 to {MAX_TIMEOUT_SECS}"),
+            )),
+        }
+    };
+    let needs = |key: &str, span: Option<Range<usize>>, other: &str| {
+        Err((span, format!("{key} needs {other}")))
+    };
+    let mut out = super::nudges::Nudges {
+        remind_after_secs: secs("remind_after_secs", &raw.remind_after_secs)?,
+        remind_every_secs: secs("remind_every_secs", &raw.remind_every_secs)?,
+        escalate_after_secs: secs("escalate_after_secs", &raw.escalate_after_secs)?,
+        escalation_extends_secs: secs("escalation_extends_secs", &raw.escalation_extends_secs)?,
+        ..Default::default()
+    };
+    if out.remind_every_secs.is_some() && out.remind_after_secs.is_none() {
+        return needs(
+            "remind_every_secs",
+            raw.remind_every_secs.as_ref().map(Spanned::span),
+            "remind_after_secs",
+        );
+    }
+    if let Some(to) = &raw.escalate_to {
+        if to.get_ref().is_empty() {
+            return Err((
+                Some(to.span()),
+                "escalate_to is empty; list who may decide once escalated, or remove it".into(),
+            ));
+        }
+        if let Some(bad) = to.get_ref().iter().find(|a| !is_approver_id(a)) {
+            return Err((Some(to.span()), format!("escalate_to: {bad:?} is not a Slack user id (U…/W…), user group id (S…) or web reviewer (web:<name>)")));
+        }
+        out.escalate_to = Some(to.get_ref().clone());
+    }
+    if let Some(channel) = &raw.escalate_channel {
+        out.escalate_channel = Some(
+            channel_id(channel)
+                .map_err(|p| (Some(channel.span()), format!("escalate_channel: {p}")))?,
+        );
+    }
+    if out.escalate_after_secs.is_none() {
+        for (key, span) in [
+            ("escalate_to", raw.escalate_to.as_ref().map(Spanned::span)),
+            (
+                "escalate_channel",
+                raw.escalate_channel.as_ref().map(Spanned::span),
+            ),
+            (
+                "escalation_extends_secs",
+                raw.escalation_extends_secs.as_ref().map(Spanned::span),
+            ),
+        ] {
+            if span.is_some() {
+                return needs(key, span, "escalate_after_secs");
+            }
+        }
+    } else if out.escalate_to.is_none() && out.escalate_channel.is_none() {
+        return needs(
+            "escalate_after_secs",
+            raw.escalate_after_secs.as_ref().map(Spanned::span),
+            "escalate_to (approvers) and/or escalate_channel",
+        );
+    }
+    Ok(out)
 }
 
 /// What a rule matches on, as written, in a fixed order: the input of its grant
@@ -986,5 +1092,52 @@ mod tests {
             fp("[[rule]]\nname = \"r\"\ncode = \"^make\"\nagent = \"a\"\ngrant_max_secs = 60\n")
         );
         assert_ne!(base, fp("[[rule]]\nname = \"r\"\ncode = \"^make\"\ncontext.env = \"prod\"\ngrant_max_secs = 60\n"));
+    }
+
+    #[test]
+    fn reminder_and_escalation_keys() {
+        let policy = parse(
+            "[[rule]]\nname = \"r\"\ncode = \"x\"\nremind_after_secs = 60\nremind_every_secs = 120\nescalate_after_secs = 300\nescalate_to = [\"U0CAROL\"]\nescalate_channel = \"C0ESC\"\nescalation_extends_secs = 600\n",
+            "p.toml",
+        )
+        .expect("valid");
+        let Action::Route(route) = &policy.rules[0].action else {
+            panic!("route")
+        };
+        assert_eq!(route.nudges.remind_every_secs, Some(120));
+        assert_eq!(route.nudges.escalate_channel.as_deref(), Some("C0ESC"));
+        let rule = |extra: &str| format!("[[rule]]\nname = \"r\"\ncode = \"x\"\n{extra}");
+        for (extra, at, needle) in [
+            ("remind_every_secs = 5\n", "4:21", "needs remind_after_secs"),
+            ("remind_after_secs = 0\n", "4:21", "from 1 to"),
+            ("escalate_after_secs = 5\n", "4:23", "needs escalate_to"),
+            (
+                "escalate_channel = \"C1\"\n",
+                "4:20",
+                "needs escalate_after_secs",
+            ),
+            (
+                "escalate_after_secs = 5\nescalate_to = [\"bob\"]\n",
+                "5:15",
+                "not a Slack user id",
+            ),
+            (
+                "escalate_after_secs = 5\nescalate_to = []\n",
+                "5:15",
+                "empty",
+            ),
+        ] {
+            let message = error(&rule(extra));
+            assert!(
+                message.starts_with(&format!("policy.toml:{at}: rule \"r\": ")),
+                "{extra}: {message}"
+            );
+            assert!(message.contains(needle), "{extra}: {message}");
+        }
+        let message = error("[[rule]]\nname = \"r\"\ncode = \"x\"\naction = \"auto_deny\"\nreason = \"no\"\nremind_after_secs = 5\n");
+        assert!(
+            message.contains("remind_after_secs applies only to routed rules"),
+            "{message}"
+        );
     }
 }

@@ -240,6 +240,9 @@ impl OutboxWorker {
             Kind::Post => self.post(row, approval, done).await,
             Kind::Update => self.rewrite(row, approval, done).await,
             Kind::Fyi => self.fyi(row, approval, done).await,
+            Kind::Remind => self.remind(row, approval, done).await,
+            Kind::Escalate => self.escalate(row, approval, done).await,
+            Kind::EscalationUpdate => self.rewrite_escalation(row, approval, done).await,
         }
     }
 
@@ -620,6 +623,9 @@ fn is_permanent_update_failure(error: &SlackError) -> bool {
 fn rewrite_backoff(attempts: u32) -> Duration {
     Backoff::new(REWRITE_RETRY_FIRST, REWRITE_RETRY_MAX).delay(attempts.max(1))
 }
+
+#[path = "outbox_nudges.rs"]
+mod nudges;
 
 #[cfg(test)]
 #[path = "outbox_tests.rs"]

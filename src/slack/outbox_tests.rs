@@ -210,6 +210,7 @@ async fn pending(store: &Store, channel: &str, code: &str) -> ApprovalId {
         fate: Fate::Review,
         max_pending: None,
         grant: None,
+        first_nudge: None,
     };
     match store.insert(submission).await.expect("insert") {
         Inserted::Created(approval) => approval.id,

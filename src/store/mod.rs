@@ -23,9 +23,11 @@
 //! - [`retention`]: pruning decided requests past their age.
 //! - [`history`]: the web page's filtered history.
 //! - [`grants`]: standing grants (made, looked up at insert, revoked).
+//! - [`nudges`]: reminder and escalation times, and firing them once.
 
 pub mod grants;
 pub mod history;
+pub mod nudges;
 pub mod outbox;
 mod requests;
 pub mod retention;
@@ -109,6 +111,8 @@ pub struct Store {
     writer: Option<Writer>,
     reader: SqlitePool,
     deadlines: Arc<DeadlineSignal>,
+    /// Wakes the nudge worker (reminders, escalation) like `deadlines` does its own.
+    nudges: Arc<DeadlineSignal>,
     outbox: Arc<OutboxSignal>,
     /// The database file, locked exclusively (`flock`) while this store writes to it.
     _lock: Option<Arc<std::fs::File>>,
@@ -151,6 +155,7 @@ impl Store {
             writer: Some(writer),
             reader,
             deadlines: Arc::default(),
+            nudges: Arc::default(),
             outbox: Arc::default(),
             _lock: lock,
         })
@@ -172,6 +177,7 @@ impl Store {
             writer: None,
             reader,
             deadlines: Arc::default(),
+            nudges: Arc::default(),
             outbox: Arc::default(),
             _lock: None,
         })
@@ -203,6 +209,11 @@ impl Store {
     /// What wakes the deadline worker.
     pub fn deadline_signal(&self) -> &DeadlineSignal {
         &self.deadlines
+    }
+
+    /// What wakes the nudge worker (reminders and escalation).
+    pub fn nudge_signal(&self) -> &DeadlineSignal {
+        &self.nudges
     }
 
     /// What wakes the outbox worker.

@@ -46,6 +46,8 @@ pub struct Submission {
     /// For a request sent for review: what a standing grant must match to approve it
     /// at once instead (looked up in the insert's own transaction; see `grants`).
     pub grant: Option<super::grants::GrantProbe>,
+    /// When its first reminder or escalation is due (`store::nudges`), if ever.
+    pub first_nudge: Option<DateTime<Utc>>,
 }
 
 /// How a stored request is handled from its first commit on.
@@ -68,12 +70,16 @@ impl Store {
     /// finds the request an earlier call with the same Idempotency-Key created.
     pub async fn insert(&self, submission: Submission) -> StoreResult<Inserted> {
         let (expires_at, channel) = (submission.expires_at, submission.channel.clone());
+        let first_nudge = submission.first_nudge;
         let inserted = self
             .write(Box::new(move |conn| insert_in(conn, submission)))
             .await?;
         if let Inserted::Created(approval) = &inserted {
             if approval.status == Status::Pending {
                 self.deadlines.inserted(expires_at);
+                if let Some(at) = first_nudge {
+                    self.nudges.inserted(at);
+                }
             }
             // A post, or an automatic decision's FYI (a spare mark costs one look).
             self.outbox.mark(&channel);
@@ -238,6 +244,7 @@ fn insert_in(conn: &rusqlite::Connection, submission: Submission) -> StoreResult
         mut fate,
         max_pending,
         grant,
+        first_nudge,
     } = submission;
     if new.idempotency_key.is_some() {
         if let Some(found) = existing(conn, &new)? {
@@ -313,6 +320,7 @@ fn insert_in(conn: &rusqlite::Connection, submission: Submission) -> StoreResult
     }
     match fate {
         Fate::Review => {
+            super::nudges::schedule_in(conn, id, first_nudge)?;
             outbox::enqueue_in(conn, id, &approval.channel, outbox::Kind::Post)?;
         }
         Fate::Decided {
@@ -406,5 +414,6 @@ pub(super) fn decide_in(
     if approval.message_ts.is_some() {
         outbox::enqueue_in(conn, id, &approval.channel, outbox::Kind::Update)?;
     }
+    super::nudges::escalation_update_in(conn, id, &approval.channel)?;
     Ok(Some(approval))
 }

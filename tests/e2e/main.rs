@@ -10,6 +10,7 @@ mod durability;
 mod grants;
 mod hooks;
 mod manifest;
+mod nudges;
 mod production;
 mod slack_resilience;
 mod socket_mode;
