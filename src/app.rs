@@ -5,6 +5,8 @@
 //! Every background worker is started, named and stopped here, where a reader sees
 //! them all side by side:
 //! - `deadlines`: expires requests at their deadline (`approval::deadlines`);
+//! - `nudges`: reminders and escalation, the same loop over `next_nudge_at`
+//!   (`approval::nudges`);
 //! - `slack-outbox`: posts and rewrites Slack messages from the store's outbox
 //!   (`slack::outbox`);
 //! - `slack-auth-check`: readiness's `auth.test` until Slack accepts the token;
@@ -30,7 +32,7 @@ use axum::serve::ListenerExt;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    approval::{deadlines, ApprovalService},
+    approval::{deadlines, nudges, ApprovalService},
     config::Config,
     http::{self, AppState},
     limits::SubmitLimits,
@@ -203,6 +205,14 @@ impl Server {
             let source = deadline_source.clone();
             async move {
                 let signal = source.store().deadline_signal();
+                deadlines::run(&source, signal, deadlines::Clock::System).await
+            }
+        });
+        let nudge_source = service.clone();
+        workers.start("nudges", move || {
+            let source = nudges::NudgeSource(nudge_source.clone());
+            async move {
+                let signal = source.0.store().nudge_signal();
                 deadlines::run(&source, signal, deadlines::Clock::System).await
             }
         });

@@ -212,6 +212,11 @@ struct WorkerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
 }
@@ -256,6 +261,8 @@ struct Inner {
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     worker_restarts: Family<WorkerLabels, Counter>,
+    grants: Family<KindLabels, Counter>,
+    nudges: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -376,6 +383,25 @@ impl Metrics {
             worker_restarts.clone(),
         );
 
+        let grants = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "grant_events",
+            "Standing grants made, used (a request approved by one) and revoked, by kind",
+            grants.clone(),
+        );
+        let nudges = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "nudges",
+            "Reminders and escalations of pending requests, by kind (reminder, escalation)",
+            nudges.clone(),
+        );
+        for kind in ["made", "used", "revoked"] {
+            drop(grants.get_or_create(&KindLabels { kind }));
+        }
+        for kind in ["reminder", "escalation"] {
+            drop(nudges.get_or_create(&KindLabels { kind }));
+        }
+
         // Every known label value shows up as 0 from the first scrape, so a rate() over a
         // fresh series works and dashboards list all outcomes.
         for outcome in Outcome::ALL {
@@ -414,6 +440,8 @@ impl Metrics {
                 http_requests,
                 http_seconds,
                 worker_restarts,
+                grants,
+                nudges,
             }),
         }
     }
@@ -517,6 +545,16 @@ impl Metrics {
             .signature_failures
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// A standing grant was `made`, `used` or `revoked`.
+    pub fn grant(&self, kind: &'static str) {
+        self.inner.grants.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// A pending request was nudged: `reminder` or `escalation`.
+    pub fn nudge(&self, kind: &'static str) {
+        self.inner.nudges.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// A click was handled with this outcome (`ClickOutcome::as_str`).

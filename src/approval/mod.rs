@@ -12,14 +12,19 @@
 //! - [`waiters`]: long-polls parked until a decision.
 //! - [`recent`]: final requests seen lately, so repeated clicks are cheap.
 //! - [`deadlines`]: the one worker that expires requests at their deadline.
+//! - [`nudges`]: reminders and escalation (the nudge worker's source).
+//! - `grants`: standing grants ("Approve for 30 min"): offered, made, used, revoked.
 
 pub mod approvers;
 pub mod deadlines;
+mod grants;
+pub mod nudges;
 pub mod outcomes;
 pub mod recent;
 mod review;
 pub mod service;
 pub mod waiters;
 
+pub use grants::Revoked;
 pub use outcomes::{Answer, ClickOutcome, ReasonOutcome};
 pub use service::{ApprovalService, Progress, ServiceError};

@@ -73,6 +73,8 @@ pub struct Progress {
     pub votes: Vec<String>,
     /// The policy rule that marks this request high-risk, if one does.
     pub high_risk_rule: Option<String>,
+    /// Grant durations (seconds) the policy offers beside Approve; empty for none.
+    pub grant_durations: Vec<u64>,
 }
 
 /// Changes a live view may fall behind by before it is told to re-read everything.
@@ -239,6 +241,7 @@ impl ApprovalService {
             channel
         };
         let expires_at = now + chrono::Duration::seconds(new.timeout_secs as i64);
+        let grant = self.grant_probe(&new, &plan, now);
         let submission = Submission {
             id: ApprovalId::new(),
             new,
@@ -248,9 +251,12 @@ impl ApprovalService {
             also,
             fate,
             max_pending,
+            grant,
+            first_nudge: self.first_nudge(&plan, now),
         };
         let this = self.clone();
         let rule = plan.rule().to_owned();
+        let routed = matches!(plan, Plan::Route { .. });
         let inserted = to_the_end(async move {
             let inserted = this.inner.store.insert(submission).await?;
             if let Inserted::Created(approval) = &inserted {
@@ -258,6 +264,10 @@ impl ApprovalService {
                 this.inner.metrics.submitted(&approval.agent);
                 this.inner.recent.remember(approval);
                 if approval.status.is_final() {
+                    if routed {
+                        // A routed request is final at insert only by a standing grant.
+                        this.inner.metrics.grant("used");
+                    }
                     this.decided(approval, true);
                 } else {
                     this.changed(approval.id);

@@ -5,6 +5,7 @@
 
 mod approvals;
 mod extract;
+mod grants;
 mod health;
 pub mod hooks;
 pub mod listener;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(approvals::router())
         .merge(hooks::router())
+        .merge(grants::router())
         .merge(slack)
         .merge(crate::web::router())
         .merge(health::router())

@@ -10,6 +10,7 @@ pub mod api;
 pub mod blocks;
 pub mod code_view;
 pub mod fallback;
+pub mod grant_blocks;
 pub mod history;
 pub mod interaction;
 pub mod interactions;

@@ -240,6 +240,9 @@ impl OutboxWorker {
             Kind::Post => self.post(row, approval, done).await,
             Kind::Update => self.rewrite(row, approval, done).await,
             Kind::Fyi => self.fyi(row, approval, done).await,
+            Kind::Remind => self.remind(row, approval, done).await,
+            Kind::Escalate => self.escalate(row, approval, done).await,
+            Kind::EscalationUpdate => self.rewrite_escalation(row, approval, done).await,
         }
     }
 
@@ -390,7 +393,7 @@ impl OutboxWorker {
             self.extras(approval).await?
         };
         let rendered = if approval.status.is_final() {
-            blocks::final_message(approval)
+            self.final_message(approval).await?
         } else {
             blocks::pending_message_with(approval, &extras)
         };
@@ -455,7 +458,7 @@ impl OutboxWorker {
             done.push(row.seq);
             return Ok(());
         }
-        let rendered = blocks::final_message(approval);
+        let rendered = self.final_message(approval).await?;
         let mut posted = self
             .slack
             .post_message_paced(
@@ -546,11 +549,24 @@ impl OutboxWorker {
         }
     }
 
+    /// A final request's message: a grant-approved one names its grant and offers
+    /// Revoke while the grant is live.
+    async fn final_message(
+        &self,
+        approval: &Approval,
+    ) -> Result<blocks::RenderedMessage, ServiceError> {
+        Ok(match self.store().grant_used_by(approval.id).await? {
+            Some(grant) => super::grant_blocks::grant_fyi(approval, &grant, Utc::now()),
+            None => blocks::final_message(approval),
+        })
+    }
+
     async fn extras(&self, approval: &Approval) -> Result<PendingExtras, ServiceError> {
         let progress = self.service.progress(approval).await?;
         Ok(PendingExtras {
             votes: progress.votes,
             high_risk_rule: progress.high_risk_rule,
+            grant_durations: progress.grant_durations,
         })
     }
 }
@@ -607,6 +623,9 @@ fn is_permanent_update_failure(error: &SlackError) -> bool {
 fn rewrite_backoff(attempts: u32) -> Duration {
     Backoff::new(REWRITE_RETRY_FIRST, REWRITE_RETRY_MAX).delay(attempts.max(1))
 }
+
+#[path = "outbox_nudges.rs"]
+mod nudges;
 
 #[cfg(test)]
 #[path = "outbox_tests.rs"]

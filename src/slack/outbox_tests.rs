@@ -209,6 +209,8 @@ async fn pending(store: &Store, channel: &str, code: &str) -> ApprovalId {
         also: Vec::new(),
         fate: Fate::Review,
         max_pending: None,
+        grant: None,
+        first_nudge: None,
     };
     match store.insert(submission).await.expect("insert") {
         Inserted::Created(approval) => approval.id,

@@ -304,6 +304,7 @@ fn every_surface(input: &Input) -> Checked {
     let extras = PendingExtras {
         votes: input.votes.clone(),
         high_risk_rule: Some(input.rule.clone()),
+        grant_durations: vec![1800, 3600, 604800],
     };
     message(
         "pending message",
@@ -330,6 +331,7 @@ fn every_surface(input: &Input) -> Checked {
         Refusal::SelfApproval,
         Refusal::Unverified,
         Refusal::PolicyForbids,
+        Refusal::GrantNotOffered,
     ] {
         ephemeral("refusal note", refusal.explain())?;
     }

@@ -22,8 +22,12 @@
 //! - [`writer`]: group commit. [`signals`]: waking the workers.
 //! - [`retention`]: pruning decided requests past their age.
 //! - [`history`]: the web page's filtered history.
+//! - [`grants`]: standing grants (made, looked up at insert, revoked).
+//! - [`nudges`]: reminder and escalation times, and firing them once.
 
+pub mod grants;
 pub mod history;
+pub mod nudges;
 pub mod outbox;
 mod requests;
 pub mod retention;
@@ -107,6 +111,8 @@ pub struct Store {
     writer: Option<Writer>,
     reader: SqlitePool,
     deadlines: Arc<DeadlineSignal>,
+    /// Wakes the nudge worker (reminders, escalation) like `deadlines` does its own.
+    nudges: Arc<DeadlineSignal>,
     outbox: Arc<OutboxSignal>,
     /// The database file, locked exclusively (`flock`) while this store writes to it.
     _lock: Option<Arc<std::fs::File>>,
@@ -149,6 +155,7 @@ impl Store {
             writer: Some(writer),
             reader,
             deadlines: Arc::default(),
+            nudges: Arc::default(),
             outbox: Arc::default(),
             _lock: lock,
         })
@@ -170,6 +177,7 @@ impl Store {
             writer: None,
             reader,
             deadlines: Arc::default(),
+            nudges: Arc::default(),
             outbox: Arc::default(),
             _lock: None,
         })
@@ -201,6 +209,11 @@ impl Store {
     /// What wakes the deadline worker.
     pub fn deadline_signal(&self) -> &DeadlineSignal {
         &self.deadlines
+    }
+
+    /// What wakes the nudge worker (reminders and escalation).
+    pub fn nudge_signal(&self) -> &DeadlineSignal {
+        &self.nudges
     }
 
     /// What wakes the outbox worker.
@@ -267,7 +280,7 @@ impl Store {
         let cutoff = rfc3339(cutoff);
         self.write(Box::new(move |conn| {
             // Everything that refers to a pruned request goes with it, atomically.
-            for table in ["events", "votes", "outbox"] {
+            for table in ["events", "votes", "outbox", "grant_uses"] {
                 conn.execute(
                     &format!(
                         "DELETE FROM {table} WHERE approval_id IN
@@ -278,6 +291,11 @@ impl Store {
             }
             let pruned = conn.execute(
                 "DELETE FROM approvals WHERE status != 'pending' AND decided_at < ?",
+                [&cutoff],
+            )?;
+            // Grants expired (or revoked) before the cutoff are no use to anyone.
+            conn.execute(
+                "DELETE FROM grants WHERE expires_at < ?1 OR revoked_at < ?1",
                 [&cutoff],
             )?;
             Ok(pruned as u64)

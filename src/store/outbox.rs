@@ -29,6 +29,12 @@ pub enum Kind {
     Update,
     /// Post an automatic decision's outcome, without buttons.
     Fyi,
+    /// A reminder in the message's thread, naming who has not voted.
+    Remind,
+    /// Post the request, with its buttons, to the escalation channel (the row's).
+    Escalate,
+    /// Rewrite the escalation message from the request's current state.
+    EscalationUpdate,
 }
 
 impl Kind {
@@ -37,13 +43,23 @@ impl Kind {
             Kind::Post => "post",
             Kind::Update => "update",
             Kind::Fyi => "fyi",
+            Kind::Remind => "remind",
+            Kind::Escalate => "escalate",
+            Kind::EscalationUpdate => "escalation_update",
         }
     }
 
     fn parse(raw: &str) -> Option<Self> {
-        [Kind::Post, Kind::Update, Kind::Fyi]
-            .into_iter()
-            .find(|k| k.as_str() == raw)
+        [
+            Kind::Post,
+            Kind::Update,
+            Kind::Fyi,
+            Kind::Remind,
+            Kind::Escalate,
+            Kind::EscalationUpdate,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == raw)
     }
 }
 

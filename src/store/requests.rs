@@ -43,6 +43,11 @@ pub struct Submission {
     /// checked in the insert's own transaction, so concurrent submissions cannot all
     /// pass it. An idempotent replay is never refused by it.
     pub max_pending: Option<u32>,
+    /// For a request sent for review: what a standing grant must match to approve it
+    /// at once instead (looked up in the insert's own transaction; see `grants`).
+    pub grant: Option<super::grants::GrantProbe>,
+    /// When its first reminder or escalation is due (`store::nudges`), if ever.
+    pub first_nudge: Option<DateTime<Utc>>,
 }
 
 /// How a stored request is handled from its first commit on.
@@ -65,12 +70,16 @@ impl Store {
     /// finds the request an earlier call with the same Idempotency-Key created.
     pub async fn insert(&self, submission: Submission) -> StoreResult<Inserted> {
         let (expires_at, channel) = (submission.expires_at, submission.channel.clone());
+        let first_nudge = submission.first_nudge;
         let inserted = self
             .write(Box::new(move |conn| insert_in(conn, submission)))
             .await?;
         if let Inserted::Created(approval) = &inserted {
             if approval.status == Status::Pending {
                 self.deadlines.inserted(expires_at);
+                if let Some(at) = first_nudge {
+                    self.nudges.inserted(at);
+                }
             }
             // A post, or an automatic decision's FYI (a spare mark costs one look).
             self.outbox.mark(&channel);
@@ -240,8 +249,10 @@ fn insert_in(conn: &rusqlite::Connection, submission: Submission) -> StoreResult
         created_at,
         expires_at,
         also,
-        fate,
+        mut fate,
         max_pending,
+        grant,
+        first_nudge,
     } = submission;
     if new.idempotency_key.is_some() {
         if let Some(found) = existing(conn, &new)? {
@@ -304,9 +315,20 @@ fn insert_in(conn: &rusqlite::Connection, submission: Submission) -> StoreResult
     for event in &also {
         insert_event(conn, id, created_at, event)?;
     }
+    let mut used = None;
+    if let (Fate::Review, Some(probe)) = (&fate, &grant) {
+        if let Some(found) = super::grants::active_in(conn, &new.agent, probe, created_at)? {
+            fate = by_grant(&found, created_at);
+            used = Some(found);
+        }
+    }
     let mut approval = Approval::stored(id, new, channel, created_at, expires_at);
+    if let Some(grant) = &used {
+        super::grants::record_use_in(conn, id, grant)?;
+    }
     match fate {
         Fate::Review => {
+            super::nudges::schedule_in(conn, id, first_nudge)?;
             outbox::enqueue_in(conn, id, &approval.channel, outbox::Kind::Post)?;
         }
         Fate::Decided {
@@ -326,6 +348,26 @@ fn insert_in(conn: &rusqlite::Connection, submission: Submission) -> StoreResult
         }
     }
     Ok(Inserted::Created(approval))
+}
+
+/// The fate of a request `grant` approves: decided at once in the grant's maker's
+/// name, posted as an FYI (with a Revoke button).
+fn by_grant(grant: &super::grants::Grant, at: DateTime<Utc>) -> Fate {
+    Fate::Decided {
+        decision: Decision {
+            status: Status::Approved,
+            reason: super::grants::approved_by_grant(grant),
+            decided_by: grant.granted_by.clone(),
+            at,
+        },
+        event: NewEvent::new(
+            "grant_used",
+            None,
+            serde_json::json!({ "grant": grant.id, "granted_by": grant.granted_by,
+                                "rule": grant.rule, "expires_at": grant.expires_at }),
+        ),
+        notify: true,
+    }
 }
 
 /// The request an earlier submission with the same agent and Idempotency-Key stored,
@@ -380,5 +422,6 @@ pub(super) fn decide_in(
     if approval.message_ts.is_some() {
         outbox::enqueue_in(conn, id, &approval.channel, outbox::Kind::Update)?;
     }
+    super::nudges::escalation_update_in(conn, id, &approval.channel)?;
     Ok(Some(approval))
 }

@@ -123,6 +123,7 @@ fn hint(refusal: Refusal) -> &'static str {
         Refusal::PolicyForbids => {
             "The approval policy now denies requests like this one, so it can no longer be approved."
         }
+        Refusal::GrantNotOffered => "The approval policy offers no standing grant for this request.",
     }
 }
 
