@@ -73,6 +73,22 @@ impl ApprovalService {
         }
     }
 
+    /// Whether request `id` is a batch item whose batch's card is posted (the card is
+    /// the message of one of its items).
+    pub(super) async fn on_posted_card(&self, id: ApprovalId) -> Result<bool, ServiceError> {
+        let Some(batch) = self.inner.store.batch_of(id).await? else {
+            return Ok(false);
+        };
+        for item in batch.items {
+            if let Some(item) = self.inner.store.get(item).await? {
+                if item.message_ts.is_some() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// The batch as it stands (overdue items expired first, as [`ApprovalService::get`]
     /// does for one request).
     pub async fn batch(&self, id: ApprovalId) -> Result<BatchView, ServiceError> {

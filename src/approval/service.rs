@@ -399,8 +399,12 @@ impl ApprovalService {
             .max(0);
         // No channel: Slack is not configured and the web page was the only place to
         // decide, so it simply timed out.
+        // A batch item is shown on its batch's card, not on a message of its own.
+        let on_a_card = approval.message_ts.is_none()
+            && !approval.channel.is_empty()
+            && self.on_posted_card(approval.id).await?;
         let (reason, detail) = match approval.message_ts {
-            _ if approval.channel.is_empty() => (
+            _ if approval.channel.is_empty() || on_a_card => (
                 format!("Timed out: no decision within {waited} s, so it was denied by default"),
                 json!({ "timeout_secs": waited }),
             ),

@@ -219,3 +219,34 @@ async fn malformed_batches_are_refused_naming_the_field() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn a_batch_nobody_decides_expires_item_by_item_with_the_usual_reason() {
+    let app = spawn_app_with(&[]).await;
+    let answer = submit_batch(
+        &app,
+        "",
+        json!({"timeout_secs": 2, "actions": [request("make a"), request("make b")]}),
+    )
+    .await;
+    let batch = answer.body["id"].as_str().expect("id").to_owned();
+    app.slack
+        .wait_until(WAIT, "the batch card", |calls| {
+            calls.iter().any(|c| c.method == "chat.postMessage")
+        })
+        .await;
+    let decided = app.get(&format!("/v1/batches/{batch}?wait=30")).await.body;
+    assert_eq!(decided["status"], "decided");
+    for item in decided["approvals"].as_array().expect("items") {
+        assert_eq!(item["status"], "expired");
+        let reason = item["reason"].as_str().unwrap_or("");
+        assert!(
+            reason.starts_with("Timed out: no decision within 2 s"),
+            "{reason}"
+        );
+    }
+    app.wait_for_update("the expired card", |c| {
+        approve_buttons(&c.body["blocks"]).is_empty()
+    })
+    .await;
+}
