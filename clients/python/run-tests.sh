@@ -24,9 +24,11 @@ py="$venv/bin/python"
 
 echo "run-tests.sh: installing greenlight-client + test dependencies"
 # claude-agent-sdk: its real PermissionResult types (its CLI is never started);
-# mcp: the official MCP client that drives `greenlight mcp` over stdio.
+# mcp: the official MCP client that drives `greenlight mcp` over stdio;
+# standardwebhooks: the independent verifier of greenlight's signed callbacks (also a
+# dependency of the package itself, named here so the tests' use of it is explicit).
 "$py" -m pip install --quiet --upgrade "$here" pytest "autogen-agentchat==0.7.*" "autogen-ext==0.7.*" \
-    "claude-agent-sdk>=0.2" "mcp>=1.20"
+    "claude-agent-sdk>=0.2" "mcp>=1.20" "standardwebhooks>=1.0,<2"
 
 export GREENLIGHT_BIN="${GREENLIGHT_BIN:-$repo/target/debug/greenlight}"
 if [ ! -x "$GREENLIGHT_BIN" ]; then

@@ -350,6 +350,7 @@ grant_match = "command_prefix"
             required_approvals: required,
             idempotency_key: None,
             request_hash: code.into(),
+            callback_url: None,
         }
     }
 

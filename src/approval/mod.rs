@@ -7,6 +7,7 @@
 //! - [`service`]: `ApprovalService`: submit, wait, cancel, expire, and the one path
 //!   that ends a request; `review`: its reviewer side (clicks, deny reasons, who may
 //!   decide).
+//! - `batch`: several actions submitted together, read and waited for together.
 //! - [`outcomes`]: what a click did, and the wording of system decisions.
 //! - [`approvers`]: approver lists and user groups.
 //! - [`waiters`]: long-polls parked until a decision.
@@ -16,6 +17,7 @@
 //! - `grants`: standing grants ("Approve for 30 min"): offered, made, used, revoked.
 
 pub mod approvers;
+mod batch;
 pub mod deadlines;
 mod grants;
 pub mod nudges;

@@ -249,6 +249,7 @@ escalation_extends_secs = 100
             required_approvals: 1,
             idempotency_key: None,
             request_hash: "h".into(),
+            callback_url: None,
         };
         let (approval, _) = service.submit(new, None).await.expect("submit");
         let source = NudgeSource(service.clone());

@@ -156,10 +156,38 @@ impl ApprovalService {
     /// [`quorum`].)
     pub async fn submit(
         &self,
-        mut new: NewApproval,
+        new: NewApproval,
         max_pending: Option<u32>,
     ) -> Result<(Approval, bool), ServiceError> {
-        let now = Utc::now();
+        let (submission, rule) = self.prepare(new, max_pending, Utc::now())?;
+        let routed = matches!(submission.fate, Fate::Review);
+        let this = self.clone();
+        let inserted = to_the_end(async move {
+            let inserted = this.inner.store.insert(submission).await?;
+            if let Inserted::Created(approval) = &inserted {
+                this.stored(approval, &rule, routed);
+            }
+            Ok(inserted)
+        })
+        .await?;
+        match inserted {
+            Inserted::Created(approval) => Ok((approval, true)),
+            // A replay after the deadline must not say "pending".
+            Inserted::Existing(approval) => Ok((self.overdue_expired(approval).await?, false)),
+            Inserted::KeyConflict => Err(ServiceError::IdempotencyConflict),
+            Inserted::TooManyPending { pending } => Err(ServiceError::TooManyPending { pending }),
+        }
+    }
+
+    /// Applies the policy to `new`: the submission to store (routed, or decided by a
+    /// rule) and the name of the rule that matched. Refuses a quorum that can never be
+    /// reached. Stores nothing.
+    pub(super) fn prepare(
+        &self,
+        mut new: NewApproval,
+        max_pending: Option<u32>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(Submission, String), ServiceError> {
         let plan = self.plan_for(
             &new.agent,
             new.language.as_deref(),
@@ -254,34 +282,23 @@ impl ApprovalService {
             grant,
             first_nudge: self.first_nudge(&plan, now),
         };
-        let this = self.clone();
-        let rule = plan.rule().to_owned();
-        let routed = matches!(plan, Plan::Route { .. });
-        let inserted = to_the_end(async move {
-            let inserted = this.inner.store.insert(submission).await?;
-            if let Inserted::Created(approval) = &inserted {
-                tracing::info!(request_id = %approval.id, agent = %approval.agent, rule, "approval submitted");
-                this.inner.metrics.submitted(&approval.agent);
-                this.inner.recent.remember(approval);
-                if approval.status.is_final() {
-                    if routed {
-                        // A routed request is final at insert only by a standing grant.
-                        this.inner.metrics.grant("used");
-                    }
-                    this.decided(approval, true);
-                } else {
-                    this.changed(approval.id);
-                }
+        Ok((submission, plan.rule().to_owned()))
+    }
+
+    /// After a new request's commit: log, count and remember it, and answer or
+    /// notify whoever follows it. `routed`: the policy sent it to review (so, if it is
+    /// final already, a standing grant approved it inside its insert).
+    pub(super) fn stored(&self, approval: &Approval, rule: &str, routed: bool) {
+        tracing::info!(request_id = %approval.id, agent = %approval.agent, rule, "approval submitted");
+        self.inner.metrics.submitted(&approval.agent);
+        self.inner.recent.remember(approval);
+        if approval.status.is_final() {
+            if routed {
+                self.inner.metrics.grant("used");
             }
-            Ok(inserted)
-        })
-        .await?;
-        match inserted {
-            Inserted::Created(approval) => Ok((approval, true)),
-            // A replay after the deadline must not say "pending".
-            Inserted::Existing(approval) => Ok((self.overdue_expired(approval).await?, false)),
-            Inserted::KeyConflict => Err(ServiceError::IdempotencyConflict),
-            Inserted::TooManyPending { pending } => Err(ServiceError::TooManyPending { pending }),
+            self.decided(approval, true);
+        } else {
+            self.changed(approval.id);
         }
     }
 
@@ -410,8 +427,12 @@ impl ApprovalService {
             .max(0);
         // No channel: Slack is not configured and the web page was the only place to
         // decide, so it simply timed out.
+        // A batch item is shown on its batch's card, not on a message of its own.
+        let on_a_card = approval.message_ts.is_none()
+            && !approval.channel.is_empty()
+            && self.on_posted_card(approval.id).await?;
         let (reason, detail) = match approval.message_ts {
-            _ if approval.channel.is_empty() => (
+            _ if approval.channel.is_empty() || on_a_card => (
                 format!("Timed out: no decision within {waited} s, so it was denied by default"),
                 json!({ "timeout_secs": waited }),
             ),

@@ -4,6 +4,7 @@
 //! merged here.
 
 mod approvals;
+mod batches;
 mod extract;
 mod grants;
 mod health;
@@ -58,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .merge(approvals::router())
+        .merge(batches::router())
         .merge(hooks::router())
         .merge(grants::router())
         .merge(slack)

@@ -19,12 +19,16 @@
 //! - [`requests`]: inserting, reading and deciding requests; the audit trail.
 //! - [`votes`]: approvals counted toward the two-person rule.
 //! - [`outbox`]: Slack messages to post or rewrite, per channel, in order.
+//! - [`callbacks`]: decision callbacks to deliver (signed webhooks), and where to.
+//! - [`batches`]: requests submitted together, shown on one Slack card.
 //! - [`writer`]: group commit. [`signals`]: waking the workers.
 //! - [`retention`]: pruning decided requests past their age.
 //! - [`history`]: the web page's filtered history.
 //! - [`grants`]: standing grants (made, looked up at insert, revoked).
 //! - [`nudges`]: reminder and escalation times, and firing them once.
 
+pub mod batches;
+pub mod callbacks;
 pub mod grants;
 pub mod history;
 pub mod nudges;
@@ -47,6 +51,7 @@ use sqlx::{
 };
 
 use crate::model::{rfc3339, ApprovalId};
+pub use batches::{Batch, BatchInserted, NewBatch};
 pub use requests::{Fate, Inserted, Submission};
 use signals::{DeadlineSignal, OutboxSignal};
 pub use votes::Vote;
@@ -114,6 +119,7 @@ pub struct Store {
     /// Wakes the nudge worker (reminders, escalation) like `deadlines` does its own.
     nudges: Arc<DeadlineSignal>,
     outbox: Arc<OutboxSignal>,
+    callbacks: Arc<callbacks::CallbackSignal>,
     /// The database file, locked exclusively (`flock`) while this store writes to it.
     _lock: Option<Arc<std::fs::File>>,
 }
@@ -157,6 +163,7 @@ impl Store {
             deadlines: Arc::default(),
             nudges: Arc::default(),
             outbox: Arc::default(),
+            callbacks: Arc::default(),
             _lock: lock,
         })
     }
@@ -179,6 +186,7 @@ impl Store {
             deadlines: Arc::default(),
             nudges: Arc::default(),
             outbox: Arc::default(),
+            callbacks: Arc::default(),
             _lock: None,
         })
     }
@@ -273,14 +281,21 @@ impl Store {
         rows.iter().map(rows::event_from_row).collect()
     }
 
-    /// Deletes final requests decided before `cutoff`, with their events, votes and
-    /// outbox rows. Pending requests are never pruned, however old. Returns how many
+    /// Deletes final requests decided before `cutoff`, with their events, votes,
+    /// outbox rows, callback URLs and batch links. Pending requests are never pruned, however old. Returns how many
     /// requests went.
     pub async fn prune_decided_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
         let cutoff = rfc3339(cutoff);
         self.write(Box::new(move |conn| {
             // Everything that refers to a pruned request goes with it, atomically.
-            for table in ["events", "votes", "outbox", "grant_uses"] {
+            for table in [
+                "events",
+                "votes",
+                "outbox",
+                "grant_uses",
+                "callback_targets",
+                "batch_items",
+            ] {
                 conn.execute(
                     &format!(
                         "DELETE FROM {table} WHERE approval_id IN

@@ -83,6 +83,9 @@ impl Store {
             }
             // A post, or an automatic decision's FYI (a spare mark costs one look).
             self.outbox.mark(&channel);
+            if approval.status.is_final() {
+                self.callbacks.decided();
+            }
         }
         Ok(inserted)
     }
@@ -110,6 +113,7 @@ impl Store {
             .await?;
         if let Some(approval) = &decided {
             self.outbox.mark(&approval.channel);
+            self.callbacks.decided();
         }
         Ok(decided)
     }
@@ -241,7 +245,10 @@ impl Store {
     }
 }
 
-fn insert_in(conn: &rusqlite::Connection, submission: Submission) -> StoreResult<Inserted> {
+pub(super) fn insert_in(
+    conn: &rusqlite::Connection,
+    submission: Submission,
+) -> StoreResult<Inserted> {
     let Submission {
         id,
         new,
@@ -321,6 +328,10 @@ fn insert_in(conn: &rusqlite::Connection, submission: Submission) -> StoreResult
             fate = by_grant(&found, created_at);
             used = Some(found);
         }
+    }
+    // Before any decision below: a request decided at insert owes its callback too.
+    if let Some(url) = &new.callback_url {
+        super::callbacks::target_in(conn, id, url)?;
     }
     let mut approval = Approval::stored(id, new, channel, created_at, expires_at);
     if let Some(grant) = &used {
@@ -423,5 +434,6 @@ pub(super) fn decide_in(
         outbox::enqueue_in(conn, id, &approval.channel, outbox::Kind::Update)?;
     }
     super::nudges::escalation_update_in(conn, id, &approval.channel)?;
+    super::callbacks::on_decided_in(conn, &approval)?;
     Ok(Some(approval))
 }

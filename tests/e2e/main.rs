@@ -4,6 +4,8 @@
 mod agent_api;
 mod approval_loop;
 mod approvers;
+mod batches;
+mod callbacks;
 mod client;
 mod doctor;
 mod durability;
