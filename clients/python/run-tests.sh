@@ -27,7 +27,7 @@ echo "run-tests.sh: installing greenlight-client + test dependencies"
 # mcp: the official MCP client that drives `greenlight mcp` over stdio.
 # The framework adapters' tests run against these exact versions (pyproject's `test`
 # extra says the same); they add about 130 s to a fresh install (measured 2026-11).
-"$py" -m pip install --quiet --upgrade "$here" pytest "autogen-agentchat==0.7.5" "autogen-ext[magentic-one]==0.7.5" \
+"$py" -m pip install --quiet --upgrade "$here" pytest "autogen-agentchat==0.7.5" "autogen-ext[magentic-one,openai]==0.7.5" \
     "claude-agent-sdk>=0.2" "mcp>=1.20" \
     "agent-framework-core==1.23.0" "openai-agents==0.24.0" "langchain==1.5.0" "langgraph==1.2.22" \
     "pydantic-ai-slim==2.68.0"
