@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Python client tests: unit tests plus end-to-end tests against the real
-# greenlight binary, real AutoGen 0.7, the Claude Agent SDK's result types, the MCP
-# Python client, and a fake Slack (all on 127.0.0.1).
+# greenlight binary, real AutoGen 0.7 (MagenticOne included), real runs of Microsoft
+# Agent Framework, the OpenAI Agents SDK, LangChain/LangGraph and Pydantic AI with
+# test models, the Claude Agent SDK's result types, the MCP Python client, and a fake
+# Slack (all on 127.0.0.1).
 #
 #   clients/python/run-tests.sh [pytest args...]
 #
