@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from ._core import Decision, _describe_exc, _fail
 
-__all__ = ["ToolCall", "tool_action", "decide", "decide_sync", "deny_all", "denial_message"]
+__all__ = ["ToolCall", "tool_action", "decide", "decide_sync", "deny_all", "denial_message", "batch_decisions"]
 
 #: greenlight's limit of actions per batch (the batch contract allows 1..=20).
 MAX_BATCH_ACTIONS = 20
@@ -92,6 +92,31 @@ def _request_kwargs(action: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
+def _use_batch(client: Any, calls: Sequence[ToolCall]) -> bool:
+    return len(calls) > 1 and callable(getattr(client, "request_batch", None))
+
+
+def _chunks(calls: Sequence[ToolCall]) -> List[Sequence[ToolCall]]:
+    return [calls[i : i + MAX_BATCH_ACTIONS] for i in range(0, len(calls), MAX_BATCH_ACTIONS)]
+
+
+def batch_decisions(batch: Any, expected: int) -> List[Decision]:
+    """One final :class:`Decision` per action of a ``Batch`` (``.approvals``, in the
+    order of the actions); fails closed on a wrong count or an undecided item."""
+    approvals = getattr(batch, "approvals", None)
+    if not isinstance(approvals, list) or len(approvals) != expected:
+        return [_fail("greenlight: the batch answer does not hold one decision per tool call") for _ in range(expected)]
+    out: List[Decision] = []
+    for d in approvals:
+        if not isinstance(d, Decision):
+            out.append(_fail("greenlight: unreadable decision in the batch answer"))
+        elif d.status == "pending":
+            out.append(_fail(f"greenlight: no decision for {d.id} yet", d.id))
+        else:
+            out.append(d)
+    return out
+
+
 def _checked(decisions: Any, calls: Sequence[ToolCall]) -> List[Decision]:
     """Fail closed on an answer that is not one Decision per call."""
     if not isinstance(decisions, list) or len(decisions) != len(calls):
@@ -111,14 +136,23 @@ async def decide(
     """Ask greenlight about each call (an :class:`~greenlight_client.AsyncClient`) and
     wait; returns one :class:`Decision` per call, in order. Never raises.
 
-    Each call is its own request, asked concurrently.
+    Several calls go as one batch (``request_batch``: one card, one decision per call,
+    at most 20 per batch) when the client has it; otherwise (one call, or an older
+    client) each call is its own request, asked concurrently.
     """
     if not calls:
         return []
     try:
+        if _use_batch(client, calls):
+            decisions: List[Decision] = []
+            for chunk in _chunks(calls):
+                actions = [tool_action(c, framework=framework, title=title, context=context) for c in chunk]
+                batch = await client.request_batch(actions, wait=True, timeout_secs=timeout_secs)
+                decisions.extend(batch_decisions(batch, len(chunk)))
+            return _checked(decisions, calls)
         actions = [tool_action(c, framework=framework, title=title, context=context, timeout_secs=timeout_secs) for c in calls]
-        decisions = await asyncio.gather(*(client.request_approval(**_request_kwargs(a)) for a in actions))
-        return _checked(list(decisions), calls)
+        decisions = list(await asyncio.gather(*(client.request_approval(**_request_kwargs(a)) for a in actions)))
+        return _checked(decisions, calls)
     except Exception as exc:  # fail closed; CancelledError (BaseException) still propagates
         return deny_all(calls, f"greenlight: client error ({_describe_exc(exc)})")
 
@@ -132,11 +166,19 @@ def decide_sync(
     context: Any = None,
     timeout_secs: Optional[float] = None,
 ) -> List[Decision]:
-    """Blocking twin of :func:`decide` for a :class:`~greenlight_client.Client`: the
-    calls are asked one after the other."""
+    """Blocking twin of :func:`decide` for a :class:`~greenlight_client.Client`: one
+    batch per 20 calls when the client has ``request_batch``, else the calls are asked
+    one after the other."""
     if not calls:
         return []
     try:
+        if _use_batch(client, calls):
+            decisions: List[Decision] = []
+            for chunk in _chunks(calls):
+                actions = [tool_action(c, framework=framework, title=title, context=context) for c in chunk]
+                batch = client.request_batch(actions, wait=True, timeout_secs=timeout_secs)
+                decisions.extend(batch_decisions(batch, len(chunk)))
+            return _checked(decisions, calls)
         actions = [tool_action(c, framework=framework, title=title, context=context, timeout_secs=timeout_secs) for c in calls]
         return _checked([client.request_approval(**_request_kwargs(a)) for a in actions], calls)
     except Exception as exc:
