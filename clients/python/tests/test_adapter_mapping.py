@@ -78,3 +78,21 @@ def test_decide_uses_one_batch_for_several_calls():
 
     got = asyncio.run(decide(Batching(), [ToolCall("a"), ToolCall("b")], framework="X", timeout_secs=9))
     assert got == [APPROVED, DENIED] and seen == [(2, True, 9)]
+
+
+def test_callback_payloads_read_into_decisions():
+    import pytest
+
+    from greenlight_client.resume import decided_from_payload
+
+    approval = {"id": "a1", "status": "denied", "approved": False, "reason": "nope"}
+    one = decided_from_payload({"type": "approval.decided", "data": approval})
+    assert (one.kind, one.id, [d.reason for d in one.decisions]) == ("approval", "a1", ["nope"])
+    batch = decided_from_payload(
+        {"type": "batch.decided", "data": {"id": "b1", "approvals": [dict(approval, status="approved", approved=True), {"id": "x", "status": "pending"}]}}
+    )
+    assert batch.id == "b1" and [d.approved for d in batch.decisions] == [True, False]
+    assert batch.decisions[1].status == "error"  # an undecided item never approves
+    for bad in ({"type": "other", "data": approval}, {"type": "batch.decided", "data": {"id": "b"}}, {"data": None}):
+        with pytest.raises(ValueError):
+            decided_from_payload(bad)

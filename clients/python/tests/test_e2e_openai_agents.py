@@ -94,3 +94,31 @@ def test_unreachable_service_rejects_with_the_reason():
     (output,) = tool_outputs(model.last_call)
     assert output.startswith("The tool call was not approved. Reason: greenlight: service unreachable"), output
     assert "fail closed" in output
+
+
+def test_save_when_greenlight_cannot_take_the_batch_resumes_with_rejections(tmp_path):
+    """Stop-and-resume, failing closed: a client whose batch submission fails gives a
+    record that is already decided (every call rejected, saying why); resuming from the
+    stored JSON runs nothing."""
+    import json
+
+    from greenlight_client.openai_agents import resume_state, save_interruptions
+
+    class Down:
+        async def request_batch(self, actions, **kwargs):
+            raise ConnectionError("greenlight is down")
+
+    ran: List[str] = []
+    agent, model = make_agent(ran)
+
+    async def main():
+        result = await Runner.run(agent, "clean the build dir")
+        record = await save_interruptions(Down(), result, callback_url="http://127.0.0.1:9/cb")
+        stored = json.loads(json.dumps(record))  # what an application keeps
+        assert stored["greenlight_batch_id"] is None and stored["call_ids"] == ["call-0"]
+        return await Runner.run(agent, await resume_state(agent, stored))
+
+    asyncio.run(main())
+    assert ran == []
+    (output,) = tool_outputs(model.last_call)
+    assert output.startswith("The tool call was not approved. Reason: greenlight: client error (ConnectionError: greenlight is down); denied by default (fail closed)")

@@ -105,13 +105,13 @@ def batch_decisions(batch: Any, expected: int) -> List[Decision]:
     order of the actions); fails closed on a wrong count or an undecided item."""
     approvals = getattr(batch, "approvals", None)
     if not isinstance(approvals, list) or len(approvals) != expected:
-        return [_fail("greenlight: the batch answer does not hold one decision per tool call") for _ in range(expected)]
+        return [_fail("the batch answer does not hold one decision per tool call") for _ in range(expected)]
     out: List[Decision] = []
     for d in approvals:
         if not isinstance(d, Decision):
-            out.append(_fail("greenlight: unreadable decision in the batch answer"))
+            out.append(_fail("unreadable decision in the batch answer"))
         elif d.status == "pending":
-            out.append(_fail(f"greenlight: no decision for {d.id} yet", d.id))
+            out.append(_fail(f"no decision for {d.id} yet", d.id))
         else:
             out.append(d)
     return out
@@ -120,8 +120,8 @@ def batch_decisions(batch: Any, expected: int) -> List[Decision]:
 def _checked(decisions: Any, calls: Sequence[ToolCall]) -> List[Decision]:
     """Fail closed on an answer that is not one Decision per call."""
     if not isinstance(decisions, list) or len(decisions) != len(calls):
-        return deny_all(calls, "greenlight: answer does not hold one decision per tool call")
-    return [d if isinstance(d, Decision) else _fail("greenlight: unreadable decision") for d in decisions]
+        return deny_all(calls, "answer does not hold one decision per tool call")
+    return [d if isinstance(d, Decision) else _fail("unreadable decision") for d in decisions]
 
 
 async def decide(
@@ -154,7 +154,7 @@ async def decide(
         decisions = list(await asyncio.gather(*(client.request_approval(**_request_kwargs(a)) for a in actions)))
         return _checked(decisions, calls)
     except Exception as exc:  # fail closed; CancelledError (BaseException) still propagates
-        return deny_all(calls, f"greenlight: client error ({_describe_exc(exc)})")
+        return deny_all(calls, f"client error ({_describe_exc(exc)})")
 
 
 def decide_sync(
@@ -182,7 +182,7 @@ def decide_sync(
         actions = [tool_action(c, framework=framework, title=title, context=context, timeout_secs=timeout_secs) for c in calls]
         return _checked([client.request_approval(**_request_kwargs(a)) for a in actions], calls)
     except Exception as exc:
-        return deny_all(calls, f"greenlight: client error ({_describe_exc(exc)})")
+        return deny_all(calls, f"client error ({_describe_exc(exc)})")
 
 
 def denial_message(decision: Decision) -> str:
