@@ -27,14 +27,34 @@ def decide(
     Approve: one click. Deny: a click, then the reason modal (``views.open``) is
     submitted with ``reason``.
     """
-    approval_id, ts, channel = slack.wait_for_approval_message(timeout=timeout, index=index)
+    approval_id, _, _ = slack.wait_for_approval_message(timeout=timeout, index=index)
     wait_until(lambda: greenlight.approval(approval_id)["status"] == "pending", 5, what="the request pending")
-    if approve:
-        r = greenlight.click("greenlight_approve", approval_id, ts, channel)
-        assert r.status_code == 200, r.text
-        return approval_id
-    r = greenlight.click("greenlight_deny", approval_id, ts, channel)
+    decide_item(greenlight, slack, approval_id, approve=approve, reason=reason)
+    return approval_id
+
+
+def _message_with_button(slack: FakeSlack, approval_id: str):
+    """(ts, channel) of the newest chat.postMessage with a button whose value is ``approval_id``."""
+    from greenlight_harness import _walk
+
+    for call in reversed(slack.calls_to("chat.postMessage")):
+        if any(el.get("value") == approval_id and el.get("action_id") for el in _walk(call["body"])):
+            answer = call.get("answer") or {}
+            return answer.get("ts", ""), answer.get("channel", "")
+    return None
+
+
+def decide_item(
+    greenlight: GreenlightServer, slack: FakeSlack, approval_id: str, *, approve: bool, reason: str = ""
+) -> None:
+    """Decides one request by id, clicking its own button wherever it is (its own card
+    or a batch card listing several requests)."""
+    ts, channel = wait_until(lambda: _message_with_button(slack, approval_id), 20, what=f"a card for {approval_id}")
+    action = "greenlight_approve" if approve else "greenlight_deny"
+    r = greenlight.click(action, approval_id, ts, channel)
     assert r.status_code == 200, r.text
+    if approve:
+        return
 
     def modal() -> Optional[Dict[str, Any]]:
         for call in slack.calls_to("views.open"):
@@ -46,7 +66,6 @@ def decide(
     view = wait_until(modal, 10, what=f"the deny-reason modal for {approval_id}")
     r = greenlight.submit_deny_reason(approval_id, reason, view)
     assert r.status_code == 200, r.text
-    return approval_id
 
 
 class Reviewer:
