@@ -9,6 +9,7 @@
 //!   (`slack::outbox`);
 //! - `slack-auth-check`: readiness's `auth.test` until Slack accepts the token;
 //! - `retention`: prunes decided requests past `GREENLIGHT_RETENTION_DAYS`;
+//! - `callbacks`: sends signed decision callbacks from the store (`callbacks`);
 //! - `socket-mode`: the Socket Mode receiver, when `SLACK_APP_TOKEN` is set.
 //!
 //! Without Slack settings (no `SLACK_BOT_TOKEN`) the Slack workers do not start: the
@@ -219,6 +220,12 @@ impl Server {
         } else {
             tracing::info!("Slack is not configured: the web review page is the only surface");
         }
+        let callbacks = crate::callbacks::CallbackWorker::new(
+            store.clone(),
+            Arc::new(self.state.config.callbacks.clone()),
+            self.state.metrics.clone(),
+        );
+        workers.start("callbacks", move || callbacks.clone().run());
         if let Some(keep_for) = self.state.config.retention {
             let store = store.clone();
             workers.start("retention", move || retention::run(store.clone(), keep_for));

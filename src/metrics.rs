@@ -199,6 +199,9 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+/// The outcomes of `greenlight_callback_deliveries_total`.
+const CALLBACK_OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     method: &'static str,
@@ -256,6 +259,7 @@ struct Inner {
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     worker_restarts: Family<WorkerLabels, Counter>,
+    callback_deliveries: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -377,6 +381,15 @@ impl Metrics {
         );
 
         // Every known label value shows up as 0 from the first scrape, so a rate() over a
+        let callback_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "callback_deliveries",
+            "Decision callback attempts, by outcome (delivered, retried, failed: given up)",
+            callback_deliveries.clone(),
+        );
+        for outcome in CALLBACK_OUTCOMES {
+            drop(callback_deliveries.get_or_create(&OutcomeLabels { outcome }));
+        }
         // fresh series works and dashboards list all outcomes.
         for outcome in Outcome::ALL {
             let labels = OutcomeLabels {
@@ -414,6 +427,7 @@ impl Metrics {
                 http_requests,
                 http_seconds,
                 worker_restarts,
+                callback_deliveries,
             }),
         }
     }
@@ -425,6 +439,15 @@ impl Metrics {
                 agent: agent.to_owned(),
             }));
         }
+    }
+
+    /// A callback attempt ended: `delivered`, `retried` (will be tried again) or
+    /// `failed` (the last attempt failed; given up).
+    pub fn callback_delivery(&self, outcome: &'static str) {
+        self.inner
+            .callback_deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// A new approval request was recorded.

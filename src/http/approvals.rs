@@ -21,6 +21,7 @@ use utoipa::ToSchema;
 
 use crate::{
     approval::ServiceError,
+    callbacks::CallbackSettings,
     config::MAX_TIMEOUT_SECS,
     error::{ApiError, ErrorBody, Result},
     model::{is_user_id, Approval, ApprovalView, NewApproval, Status},
@@ -74,6 +75,12 @@ pub(super) struct SubmitBody {
     #[serde(default)]
     #[schema(minimum = 1, maximum = 10)]
     required_approvals: Option<u32>,
+    /// Where to POST the signed decision (Standard Webhooks) once it is decided: an
+    /// http(s) URL whose host is in `GREENLIGHT_CALLBACK_HOSTS`, for an agent with a
+    /// secret in `GREENLIGHT_CALLBACK_SECRETS`; anything else is a 422.
+    #[serde(default)]
+    #[schema(max_length = 2000)]
+    callback_url: Option<String>,
 }
 
 /// `GET /v1/approvals`: newest first.
@@ -162,6 +169,7 @@ pub(super) async fn submit(
         idempotency_key,
         request_hash,
         state.config.default_timeout.as_secs(),
+        &state.config.callbacks,
     )?;
     let approval = admit_and_submit(&state, new).await?;
     // Without `wait`, the state the submission just committed is the answer: no read.
@@ -175,7 +183,7 @@ pub(super) async fn submit(
     Ok(reply(&approval))
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -192,12 +200,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     Ok(Some(key.to_owned()))
 }
 
-fn validate(
+pub(super) fn validate(
     body: SubmitBody,
     agent: String,
     idempotency_key: Option<String>,
     request_hash: String,
     default_timeout_secs: u64,
+    callbacks: &CallbackSettings,
 ) -> Result<NewApproval> {
     let invalid = |msg: String| Err(ApiError::Invalid(msg));
     if body.code.trim().is_empty() {
@@ -245,7 +254,13 @@ fn validate(
             "required_approvals must be from 1 to {MAX_REQUIRED_APPROVALS}"
         ));
     }
+    let callback_url = body
+        .callback_url
+        .map(|url| callbacks.check_url(&agent, &url))
+        .transpose()
+        .map_err(ApiError::Invalid)?;
     Ok(NewApproval {
+        callback_url,
         agent,
         code: body.code,
         language,

@@ -120,6 +120,7 @@ async fn decide(state: &AppState, agent: Agent, host: Host, input: &HookInput) -
         required_approvals: 1,
         idempotency_key: input.idempotency_key(host),
         request_hash,
+        callback_url: None,
     };
     if let Some(verdict) = silent_auto_decision(state, &new) {
         let service = state.service.clone();

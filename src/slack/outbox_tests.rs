@@ -202,6 +202,7 @@ async fn pending(store: &Store, channel: &str, code: &str) -> ApprovalId {
             required_approvals: 1,
             idempotency_key: None,
             request_hash: code.into(),
+            callback_url: None,
         },
         channel: channel.into(),
         created_at: now,

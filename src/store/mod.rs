@@ -19,10 +19,14 @@
 //! - [`requests`]: inserting, reading and deciding requests; the audit trail.
 //! - [`votes`]: approvals counted toward the two-person rule.
 //! - [`outbox`]: Slack messages to post or rewrite, per channel, in order.
+//! - [`callbacks`]: decision callbacks to deliver (signed webhooks), and where to.
+//! - [`batches`]: requests submitted together, shown on one Slack card.
 //! - [`writer`]: group commit. [`signals`]: waking the workers.
 //! - [`retention`]: pruning decided requests past their age.
 //! - [`history`]: the web page's filtered history.
 
+pub mod batches;
+pub mod callbacks;
 pub mod history;
 pub mod outbox;
 mod requests;
@@ -43,6 +47,7 @@ use sqlx::{
 };
 
 use crate::model::{rfc3339, ApprovalId};
+pub use batches::{Batch, BatchInserted, NewBatch};
 pub use requests::{Fate, Inserted, Submission};
 use signals::{DeadlineSignal, OutboxSignal};
 pub use votes::Vote;
@@ -108,6 +113,7 @@ pub struct Store {
     reader: SqlitePool,
     deadlines: Arc<DeadlineSignal>,
     outbox: Arc<OutboxSignal>,
+    callbacks: Arc<callbacks::CallbackSignal>,
     /// The database file, locked exclusively (`flock`) while this store writes to it.
     _lock: Option<Arc<std::fs::File>>,
 }
@@ -150,6 +156,7 @@ impl Store {
             reader,
             deadlines: Arc::default(),
             outbox: Arc::default(),
+            callbacks: Arc::default(),
             _lock: lock,
         })
     }
@@ -171,6 +178,7 @@ impl Store {
             reader,
             deadlines: Arc::default(),
             outbox: Arc::default(),
+            callbacks: Arc::default(),
             _lock: None,
         })
     }

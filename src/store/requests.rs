@@ -74,6 +74,9 @@ impl Store {
             }
             // A post, or an automatic decision's FYI (a spare mark costs one look).
             self.outbox.mark(&channel);
+            if approval.status.is_final() {
+                self.callbacks.decided();
+            }
         }
         Ok(inserted)
     }
@@ -101,6 +104,7 @@ impl Store {
             .await?;
         if let Some(approval) = &decided {
             self.outbox.mark(&approval.channel);
+            self.callbacks.decided();
         }
         Ok(decided)
     }
@@ -224,7 +228,10 @@ impl Store {
     }
 }
 
-fn insert_in(conn: &rusqlite::Connection, submission: Submission) -> StoreResult<Inserted> {
+pub(super) fn insert_in(
+    conn: &rusqlite::Connection,
+    submission: Submission,
+) -> StoreResult<Inserted> {
     let Submission {
         id,
         new,
@@ -295,6 +302,9 @@ fn insert_in(conn: &rusqlite::Connection, submission: Submission) -> StoreResult
     )?;
     for event in &also {
         insert_event(conn, id, created_at, event)?;
+    }
+    if let Some(url) = &new.callback_url {
+        super::callbacks::target_in(conn, id, url)?;
     }
     let mut approval = Approval::stored(id, new, channel, created_at, expires_at);
     match fate {
@@ -372,5 +382,6 @@ pub(super) fn decide_in(
     if approval.message_ts.is_some() {
         outbox::enqueue_in(conn, id, &approval.channel, outbox::Kind::Update)?;
     }
+    super::callbacks::on_decided_in(conn, &approval)?;
     Ok(Some(approval))
 }

@@ -49,7 +49,10 @@ impl Store {
             }))
             .await?;
         match &vote {
-            Vote::Decided(approval) => self.outbox.mark(&approval.channel),
+            Vote::Decided(approval) => {
+                self.outbox.mark(&approval.channel);
+                self.callbacks.decided();
+            }
             Vote::Counted { channel, .. } => self.outbox.mark(channel),
             _ => {}
         }

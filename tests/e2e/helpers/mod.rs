@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod fake_slack;
 pub mod fake_socket;
+pub mod receiver;
 mod restart;
 pub mod slack_limits;
 
