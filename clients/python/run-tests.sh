@@ -26,12 +26,14 @@ py="$venv/bin/python"
 
 echo "run-tests.sh: installing greenlight-client + test dependencies"
 # claude-agent-sdk: its real PermissionResult types (its CLI is never started);
-# mcp: the official MCP client that drives `greenlight mcp` over stdio.
+# mcp: the official MCP client that drives `greenlight mcp` over stdio;
+# standardwebhooks: the independent verifier of greenlight's signed callbacks (also a
+# dependency of the package itself, named here so the tests' use of it is explicit).
 # The framework adapters' tests run against these exact versions (pyproject's `test`
 # extra says the same). They add about 4 minutes to an install on a fresh machine (measured
 # 2026-11: 230 s without a pip cache, 140 s with a warm one; the packages before them: 125 s / 49 s).
 "$py" -m pip install --quiet --upgrade "$here" pytest "autogen-agentchat==0.7.5" "autogen-ext[magentic-one,openai]==0.7.5" \
-    "claude-agent-sdk>=0.2" "mcp>=1.20" \
+    "claude-agent-sdk>=0.2" "mcp>=1.20" "standardwebhooks>=1.0,<2" \
     "agent-framework-core==1.23.0" "openai-agents==0.24.0" "langchain==1.5.0" "langgraph==1.2.22" \
     "pydantic-ai-slim==2.68.0"
 
