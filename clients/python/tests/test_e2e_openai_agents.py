@@ -89,7 +89,7 @@ def test_unreachable_service_rejects_with_the_reason():
     ran: List[str] = []
     agent, model = make_agent(ran)
     gl = AsyncClient(f"http://127.0.0.1:{free_port()}", API_TOKEN, submit_retry_secs=0.5)
-    result = asyncio.run(run_with_approvals(gl, agent, "clean the build dir"))
+    asyncio.run(run_with_approvals(gl, agent, "clean the build dir"))
     assert ran == []
     (output,) = tool_outputs(model.last_call)
     assert output.startswith("The tool call was not approved. Reason: greenlight: service unreachable"), output
