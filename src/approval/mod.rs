@@ -7,6 +7,7 @@
 //! - [`service`]: `ApprovalService`: submit, wait, cancel, expire, and the one path
 //!   that ends a request; `review`: its reviewer side (clicks, deny reasons, who may
 //!   decide).
+//! - `batch`: several actions submitted together, read and waited for together.
 //! - [`outcomes`]: what a click did, and the wording of system decisions.
 //! - [`approvers`]: approver lists and user groups.
 //! - [`waiters`]: long-polls parked until a decision.
@@ -14,6 +15,7 @@
 //! - [`deadlines`]: the one worker that expires requests at their deadline.
 
 pub mod approvers;
+mod batch;
 pub mod deadlines;
 pub mod outcomes;
 pub mod recent;

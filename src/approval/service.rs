@@ -154,10 +154,37 @@ impl ApprovalService {
     /// [`quorum`].)
     pub async fn submit(
         &self,
-        mut new: NewApproval,
+        new: NewApproval,
         max_pending: Option<u32>,
     ) -> Result<(Approval, bool), ServiceError> {
-        let now = Utc::now();
+        let (submission, rule) = self.prepare(new, max_pending, Utc::now())?;
+        let this = self.clone();
+        let inserted = to_the_end(async move {
+            let inserted = this.inner.store.insert(submission).await?;
+            if let Inserted::Created(approval) = &inserted {
+                this.stored(approval, &rule);
+            }
+            Ok(inserted)
+        })
+        .await?;
+        match inserted {
+            Inserted::Created(approval) => Ok((approval, true)),
+            // A replay after the deadline must not say "pending".
+            Inserted::Existing(approval) => Ok((self.overdue_expired(approval).await?, false)),
+            Inserted::KeyConflict => Err(ServiceError::IdempotencyConflict),
+            Inserted::TooManyPending { pending } => Err(ServiceError::TooManyPending { pending }),
+        }
+    }
+
+    /// Applies the policy to `new`: the submission to store (routed, or decided by a
+    /// rule) and the name of the rule that matched. Refuses a quorum that can never be
+    /// reached. Stores nothing.
+    pub(super) fn prepare(
+        &self,
+        mut new: NewApproval,
+        max_pending: Option<u32>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(Submission, String), ServiceError> {
         let plan = self.plan_for(
             &new.agent,
             new.language.as_deref(),
@@ -249,29 +276,19 @@ impl ApprovalService {
             fate,
             max_pending,
         };
-        let this = self.clone();
-        let rule = plan.rule().to_owned();
-        let inserted = to_the_end(async move {
-            let inserted = this.inner.store.insert(submission).await?;
-            if let Inserted::Created(approval) = &inserted {
-                tracing::info!(request_id = %approval.id, agent = %approval.agent, rule, "approval submitted");
-                this.inner.metrics.submitted(&approval.agent);
-                this.inner.recent.remember(approval);
-                if approval.status.is_final() {
-                    this.decided(approval, true);
-                } else {
-                    this.changed(approval.id);
-                }
-            }
-            Ok(inserted)
-        })
-        .await?;
-        match inserted {
-            Inserted::Created(approval) => Ok((approval, true)),
-            // A replay after the deadline must not say "pending".
-            Inserted::Existing(approval) => Ok((self.overdue_expired(approval).await?, false)),
-            Inserted::KeyConflict => Err(ServiceError::IdempotencyConflict),
-            Inserted::TooManyPending { pending } => Err(ServiceError::TooManyPending { pending }),
+        Ok((submission, plan.rule().to_owned()))
+    }
+
+    /// After a new request's commit: log, count and remember it, and answer or
+    /// notify whoever follows it.
+    pub(super) fn stored(&self, approval: &Approval, rule: &str) {
+        tracing::info!(request_id = %approval.id, agent = %approval.agent, rule, "approval submitted");
+        self.inner.metrics.submitted(&approval.agent);
+        self.inner.recent.remember(approval);
+        if approval.status.is_final() {
+            self.decided(approval, true);
+        } else {
+            self.changed(approval.id);
         }
     }
 

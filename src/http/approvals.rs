@@ -50,37 +50,37 @@ const MAX_LIST_LIMIT: u32 = 500;
 pub(super) struct SubmitBody {
     /// The code (or command) the agent wants to run; shown to reviewers. Not empty.
     #[schema(min_length = 1)]
-    code: String,
+    pub(super) code: String,
     /// Fence language(s), e.g. `python` or `python, sh`: at most 64 letters, digits,
     /// spaces and `+ # . _ - ,`.
     #[serde(default)]
     #[schema(max_length = 64)]
-    language: Option<String>,
+    pub(super) language: Option<String>,
     /// Anything that helps the reviewer decide; stored, not interpreted.
     #[serde(default)]
-    context: Option<Value>,
+    pub(super) context: Option<Value>,
     /// A one-line summary for the Slack message (at most 200 characters).
     #[serde(default)]
     #[schema(max_length = 200)]
-    title: Option<String>,
+    pub(super) title: Option<String>,
     /// Seconds to wait for a decision before it expires (denied). Default:
     /// `GREENLIGHT_DEFAULT_TIMEOUT_SECS`.
     #[serde(default)]
     #[schema(minimum = 1, maximum = 604800)]
-    timeout_secs: Option<u64>,
+    pub(super) timeout_secs: Option<u64>,
     /// Slack user id (U…/W…) of the person the agent acts for.
     #[serde(default)]
-    requester_slack_id: Option<String>,
+    pub(super) requester_slack_id: Option<String>,
     /// Approvals needed (1-10, default 1).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 10)]
-    required_approvals: Option<u32>,
+    pub(super) required_approvals: Option<u32>,
     /// Where to POST the signed decision (Standard Webhooks) once it is decided: an
     /// http(s) URL whose host is in `GREENLIGHT_CALLBACK_HOSTS`, for an agent with a
     /// secret in `GREENLIGHT_CALLBACK_SECRETS`; anything else is a 422.
     #[serde(default)]
     #[schema(max_length = 2000)]
-    callback_url: Option<String>,
+    pub(super) callback_url: Option<String>,
 }
 
 /// `GET /v1/approvals`: newest first.

@@ -4,6 +4,7 @@
 //! merged here.
 
 mod approvals;
+mod batches;
 mod extract;
 mod health;
 pub mod hooks;
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .merge(approvals::router())
+        .merge(batches::router())
         .merge(hooks::router())
         .merge(slack)
         .merge(crate::web::router())

@@ -141,7 +141,7 @@ fn slack_date(at: DateTime<Utc>) -> String {
     )
 }
 
-fn title_of(approval: &Approval) -> String {
+pub(crate) fn title_of(approval: &Approval) -> String {
     match (&approval.title, &approval.language) {
         (Some(title), _) if !title.trim().is_empty() => title.trim().to_owned(),
         (_, Some(language)) => format!("run {language} code"),

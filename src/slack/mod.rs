@@ -7,6 +7,7 @@
 //! (`crate::approval`) imports none of this.
 
 pub mod api;
+pub mod batch_card;
 pub mod blocks;
 pub mod code_view;
 pub mod fallback;

@@ -252,7 +252,14 @@ impl OutboxWorker {
         approval: &Approval,
         done: &mut Vec<i64>,
     ) -> Result<(), ServiceError> {
-        if approval.status.is_final() || approval.message_ts.is_some() {
+        // A batch item's message is the batch's card: worth posting while any item
+        // of the batch is still pending.
+        let card = self.batch_card(approval).await?;
+        let live = match &card {
+            Some((_, pending)) => *pending,
+            None => !approval.status.is_final(),
+        };
+        if !live || approval.message_ts.is_some() {
             done.push(row.seq);
             return Ok(());
         }
@@ -260,7 +267,10 @@ impl OutboxWorker {
             return Ok(());
         }
         let extras = self.extras(approval).await?;
-        let rendered = blocks::pending_message_with(approval, &extras);
+        let rendered = match card {
+            Some((card, _)) => card,
+            None => blocks::pending_message_with(approval, &extras),
+        };
         let deadline = Instant::now()
             + (approval.expires_at - Utc::now())
                 .to_std()
@@ -389,7 +399,9 @@ impl OutboxWorker {
         } else {
             self.extras(approval).await?
         };
-        let rendered = if approval.status.is_final() {
+        let rendered = if let Some((card, _)) = self.batch_card(approval).await? {
+            card
+        } else if approval.status.is_final() {
             blocks::final_message(approval)
         } else {
             blocks::pending_message_with(approval, &extras)
@@ -544,6 +556,26 @@ impl OutboxWorker {
                 Ok(false)
             }
         }
+    }
+
+    /// When `approval` is a batch item: the batch's card as its items stand now, and
+    /// whether any of them is still pending.
+    async fn batch_card(
+        &self,
+        approval: &Approval,
+    ) -> Result<Option<(blocks::RenderedMessage, bool)>, ServiceError> {
+        let Some(batch) = self.store().batch_of(approval.id).await? else {
+            return Ok(None);
+        };
+        let mut items = Vec::with_capacity(batch.items.len());
+        for id in &batch.items {
+            if let Some(item) = self.store().get(*id).await? {
+                items.push(item);
+            }
+        }
+        let pending = items.iter().any(|a| !a.status.is_final());
+        let card = super::batch_card::batch_card(batch.title.as_deref(), &items);
+        Ok(Some((card, pending)))
     }
 
     async fn extras(&self, approval: &Approval) -> Result<PendingExtras, ServiceError> {

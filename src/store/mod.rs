@@ -268,14 +268,20 @@ impl Store {
         rows.iter().map(rows::event_from_row).collect()
     }
 
-    /// Deletes final requests decided before `cutoff`, with their events, votes and
-    /// outbox rows. Pending requests are never pruned, however old. Returns how many
+    /// Deletes final requests decided before `cutoff`, with their events, votes,
+    /// outbox rows, callback URLs and batch links. Pending requests are never pruned, however old. Returns how many
     /// requests went.
     pub async fn prune_decided_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
         let cutoff = rfc3339(cutoff);
         self.write(Box::new(move |conn| {
             // Everything that refers to a pruned request goes with it, atomically.
-            for table in ["events", "votes", "outbox"] {
+            for table in [
+                "events",
+                "votes",
+                "outbox",
+                "callback_targets",
+                "batch_items",
+            ] {
                 conn.execute(
                     &format!(
                         "DELETE FROM {table} WHERE approval_id IN

@@ -185,6 +185,14 @@ async fn request_page(
         .unwrap_or("(none recorded)")
         .to_owned();
     let (status, high_risk_rule) = status_part(state, signed, &approval).await?;
+    let mut batch = Vec::new();
+    if let Some(found) = state.service.store().batch_of(id).await? {
+        for item in found.items {
+            if let Some(item) = state.service.store().get(item).await? {
+                batch.push(Row::of(&item));
+            }
+        }
+    }
     let (code, language) = (approval.code.clone(), approval.language.clone());
     let lines = tokio::task::spawn_blocking(move || highlight::lines(&code, language.as_deref()))
         .await
@@ -203,6 +211,7 @@ async fn request_page(
         high_risk_rule,
         status,
         events: events.iter().map(EventRow::of).collect(),
+        batch,
     })
 }
 

@@ -4,6 +4,7 @@
 mod agent_api;
 mod approval_loop;
 mod approvers;
+mod batches;
 mod callbacks;
 mod client;
 mod doctor;

@@ -19,7 +19,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-pub use fake_slack::{approval_id_of, Call, FakeSlack, Reply};
+pub use fake_slack::{approval_id_of, button_value, Call, FakeSlack, Reply};
 pub use fake_socket::{FakeSocket, SocketConn};
 
 pub const SIGNING_SECRET: &str = "e2e-signing-secret-0123456789abcdef";
