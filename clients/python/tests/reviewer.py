@@ -22,15 +22,33 @@ def decide(
     index: int = 0,
     timeout: float = 20.0,
 ) -> str:
-    """Decides the ``index``-th card greenlight posted; returns its approval id.
+    """Decides the ``index``-th request greenlight posted (a card, or an item of a batch
+    card); returns its approval id.
 
     Approve: one click. Deny: a click, then the reason modal (``views.open``) is
     submitted with ``reason``.
     """
-    approval_id, _, _ = slack.wait_for_approval_message(timeout=timeout, index=index)
+    approval_id = wait_until(
+        lambda: (approve_buttons(slack)[index] if len(approve_buttons(slack)) > index else None),
+        timeout,
+        what=f"approve button #{index} in greenlight's cards",
+    )
     wait_until(lambda: greenlight.approval(approval_id)["status"] == "pending", 5, what="the request pending")
     decide_item(greenlight, slack, approval_id, approve=approve, reason=reason)
     return approval_id
+
+
+def approve_buttons(slack: FakeSlack) -> List[str]:
+    """The request ids of every Approve button greenlight posted, in order: one per
+    card, or one per item of a batch card."""
+    from greenlight_harness import _walk
+
+    ids: List[str] = []
+    for call in slack.calls_to("chat.postMessage"):
+        for el in _walk(call["body"]):
+            if el.get("action_id") == "greenlight_approve" and el.get("value") and el["value"] not in ids:
+                ids.append(el["value"])
+    return ids
 
 
 def _message_with_button(slack: FakeSlack, approval_id: str):
