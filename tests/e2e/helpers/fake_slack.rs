@@ -68,6 +68,9 @@ struct Inner {
     addr: Mutex<Option<SocketAddr>>,
     /// Calls refused for breaking a Slack limit, with the method.
     violations: Mutex<Vec<(String, Violation)>>,
+    /// Messages posted so far (`channel`, `ts`, `metadata`), oldest first: what
+    /// `conversations.history` answers with, as Slack would.
+    messages: Mutex<Vec<Value>>,
 }
 
 /// "Allow `per_window` calls per channel in each `window`, then 429 until it ends."
@@ -358,7 +361,26 @@ fn success(method: &str, body: &Value, fake: &FakeSlack) -> Value {
     }
     match method {
         "chat.postMessage" => {
-            json!({"ok": true, "channel": body["channel"], "ts": fake.next_ts(), "message": {"text": body["text"]}})
+            let ts = fake.next_ts();
+            fake.inner.messages.lock().expect("lock").push(json!({
+                "channel": body["channel"], "ts": ts, "text": body["text"],
+                "metadata": body["metadata"],
+            }));
+            json!({"ok": true, "channel": body["channel"], "ts": ts, "message": {"text": body["text"]}})
+        }
+        "conversations.history" => {
+            // Newest first, as Slack pages it; every message fits one page here.
+            let messages: Vec<Value> = fake
+                .inner
+                .messages
+                .lock()
+                .expect("lock")
+                .iter()
+                .rev()
+                .filter(|m| m["channel"] == body["channel"])
+                .cloned()
+                .collect();
+            json!({"ok": true, "messages": messages, "has_more": false})
         }
         "chat.update" => json!({"ok": true, "channel": body["channel"], "ts": body["ts"]}),
         "views.open" => json!({"ok": true, "view": {"id": "V123"}}),
