@@ -218,17 +218,26 @@ pub(super) async fn submit(
     responses(
         (status = 200, description = "The batch, decided or not", body = BatchView),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: another agent's batch", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
 pub(super) async fn fetch(
     State(state): State<AppState>,
-    _agent: Agent,
+    agent: Agent,
     ApprovalPath(id): ApprovalPath,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>> {
     let wait = parse_wait(query.as_deref())?;
+    // An agent reads and waits on its own batches only, as with single requests.
+    match state.service.store().batch(id).await? {
+        None => return Err(ApiError::NotFound(format!("no batch with id {id}"))),
+        Some(batch) if batch.agent != agent.0 => {
+            return Err(ServiceError::NotOwner.into());
+        }
+        Some(_) => {}
+    }
     let view = state
         .service
         .wait_batch(id, Duration::from_secs(wait))

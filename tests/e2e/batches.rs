@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::helpers::{
     button_value,
     receiver::{Mode, Receiver},
-    request, spawn_app_with, TestApp, AGENT_TOKEN,
+    request, spawn_app_with, TestApp, AGENT_TOKEN, OTHER_AGENT_TOKEN,
 };
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -180,6 +180,16 @@ async fn a_batch_decided_by_policy_answers_at_once() {
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     assert_eq!(answer.body["status"], "decided");
     assert!(app.slack.calls_to("chat.postMessage").is_empty());
+    // Its own agent reads it; another agent may not read or wait on it.
+    let path = format!("/v1/batches/{}", answer.body["id"].as_str().expect("id"));
+    assert_eq!(app.get(&path).await.status, StatusCode::OK);
+    for query in ["", "?wait=5"] {
+        let other = app
+            .get_as(OTHER_AGENT_TOKEN, &format!("{path}{query}"))
+            .await;
+        assert_eq!(other.status, StatusCode::FORBIDDEN, "{:?}", other.body);
+        assert_eq!(other.body["error"]["code"], "forbidden");
+    }
 }
 
 #[tokio::test]
