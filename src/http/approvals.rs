@@ -200,6 +200,33 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     Ok(Some(key.to_owned()))
 }
 
+/// A submitted title, trimmed (blank is none). Error: longer than
+/// [`MAX_TITLE_CHARS`] characters.
+pub(super) fn checked_title(title: Option<String>) -> Result<Option<String>> {
+    let title = title.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    if title
+        .as_ref()
+        .is_some_and(|t| t.chars().count() > MAX_TITLE_CHARS)
+    {
+        return Err(ApiError::Invalid(format!(
+            "title must be at most {MAX_TITLE_CHARS} characters"
+        )));
+    }
+    Ok(title)
+}
+
+/// A submitted `timeout_secs`, or the configured default when absent. Error: outside
+/// 1..=[`MAX_TIMEOUT_SECS`] seconds.
+pub(super) fn checked_timeout(timeout_secs: Option<u64>, default_secs: u64) -> Result<u64> {
+    let timeout_secs = timeout_secs.unwrap_or(default_secs);
+    if !(1..=MAX_TIMEOUT_SECS).contains(&timeout_secs) {
+        return Err(ApiError::Invalid(format!(
+            "timeout_secs must be from 1 to {MAX_TIMEOUT_SECS}"
+        )));
+    }
+    Ok(timeout_secs)
+}
+
 pub(super) fn validate(
     body: SubmitBody,
     agent: String,
@@ -227,22 +254,8 @@ pub(super) fn validate(
             ));
         }
     }
-    let title = body
-        .title
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty());
-    if title
-        .as_ref()
-        .is_some_and(|t| t.chars().count() > MAX_TITLE_CHARS)
-    {
-        return invalid(format!(
-            "title must be at most {MAX_TITLE_CHARS} characters"
-        ));
-    }
-    let timeout_secs = body.timeout_secs.unwrap_or(default_timeout_secs);
-    if !(1..=MAX_TIMEOUT_SECS).contains(&timeout_secs) {
-        return invalid(format!("timeout_secs must be from 1 to {MAX_TIMEOUT_SECS}"));
-    }
+    let title = checked_title(body.title)?;
+    let timeout_secs = checked_timeout(body.timeout_secs, default_timeout_secs)?;
     if let Some(id) = &body.requester_slack_id {
         if !is_user_id(id) {
             return invalid("requester_slack_id must be a Slack user id such as U0123ABCD".into());

@@ -18,13 +18,12 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use super::{
-    approvals::{idempotency_key, validate, SubmitBody},
+    approvals::{checked_timeout, checked_title, idempotency_key, validate, SubmitBody},
     extract::{body_bytes, parse_json, parse_wait, Agent, ApprovalPath},
     AppState,
 };
 use crate::{
     approval::ServiceError,
-    config::MAX_TIMEOUT_SECS,
     error::{ApiError, ErrorBody, Result},
     model::{ApprovalId, BatchStatus, BatchView},
     store::NewBatch,
@@ -123,23 +122,8 @@ pub(super) async fn submit(
             "actions must hold 1 to {MAX_ACTIONS} submissions"
         )));
     }
-    let timeout_secs = body
-        .timeout_secs
-        .unwrap_or(state.config.default_timeout.as_secs());
-    if !(1..=MAX_TIMEOUT_SECS).contains(&timeout_secs) {
-        return Err(ApiError::Invalid(format!(
-            "timeout_secs must be from 1 to {MAX_TIMEOUT_SECS}"
-        )));
-    }
-    let title = body
-        .title
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty());
-    if title.as_ref().is_some_and(|t| t.chars().count() > 200) {
-        return Err(ApiError::Invalid(
-            "title must be at most 200 characters".into(),
-        ));
-    }
+    let timeout_secs = checked_timeout(body.timeout_secs, state.config.default_timeout.as_secs())?;
+    let title = checked_title(body.title)?;
     let callback_url = body
         .callback_url
         .map(|url| state.config.callbacks.check_url(&agent.0, &url))
