@@ -154,6 +154,27 @@ def _batch_failed(actions: List[Any], exc: BaseException) -> Batch:
 class Client(_Base):
     """Blocking client. ``request_approval`` never raises: failures are denials."""
 
+    def _drive(self, flow: Any) -> Any:
+        """Runs a protocol flow (``_core``'s generators: they yield an ``HttpCall`` or
+        a ``Sleep`` and are sent the ``Reply`` or the exception) to its return value.
+        Errors other than HTTP/OS ones propagate."""
+        with httpx.Client(**self._client_kwargs()) as http:
+            try:
+                action = next(flow)
+                while True:
+                    if isinstance(action, Sleep):
+                        time.sleep(action.seconds)
+                        action = flow.send(None)
+                        continue
+                    try:
+                        r = http.request(action.method, action.path, **self._request_kwargs(action))
+                        outcome: Any = Reply(r.status_code, r.headers, r.content)
+                    except (httpx.HTTPError, OSError) as exc:
+                        outcome = exc
+                    action = flow.send(outcome)
+            except StopIteration as stop:
+                return stop.value
+
     def request_approval(
         self,
         code: str,
@@ -171,21 +192,7 @@ class Client(_Base):
             flow = self._flow(
                 code, language, title, context, timeout_secs, requester_slack_id, required_approvals, idempotency_key
             )
-            with httpx.Client(**self._client_kwargs()) as http:
-                action = next(flow)
-                while True:
-                    if isinstance(action, Sleep):
-                        time.sleep(action.seconds)
-                        action = flow.send(None)
-                        continue
-                    try:
-                        r = http.request(action.method, action.path, **self._request_kwargs(action))
-                        outcome: Any = Reply(r.status_code, r.headers, r.content)
-                    except (httpx.HTTPError, OSError) as exc:
-                        outcome = exc
-                    action = flow.send(outcome)
-        except StopIteration as stop:
-            return stop.value
+            return self._drive(flow)
         except Exception as exc:  # fail closed, never raise into the caller
             return _fail(f"client error ({_describe_exc(exc)})")
 
@@ -206,27 +213,34 @@ class Client(_Base):
         whose items are denials saying why."""
         try:
             flow = self._batch_flow(actions, callback_url, wait, timeout_secs, title, idempotency_key)
-            with httpx.Client(**self._client_kwargs()) as http:
-                action = next(flow)
-                while True:
-                    if isinstance(action, Sleep):
-                        time.sleep(action.seconds)
-                        action = flow.send(None)
-                        continue
-                    try:
-                        r = http.request(action.method, action.path, **self._request_kwargs(action))
-                        outcome: Any = Reply(r.status_code, r.headers, r.content)
-                    except (httpx.HTTPError, OSError) as exc:
-                        outcome = exc
-                    action = flow.send(outcome)
-        except StopIteration as stop:
-            return stop.value
+            return self._drive(flow)
         except Exception as exc:
             return _batch_failed(actions, exc)
 
 
 class AsyncClient(_Base):
     """asyncio client with the same API; ``request_approval`` is a coroutine and never raises."""
+
+    async def _drive(self, flow: Any) -> Any:
+        """Runs a protocol flow (``_core``'s generators: they yield an ``HttpCall`` or
+        a ``Sleep`` and are sent the ``Reply`` or the exception) to its return value,
+        without blocking the loop. Errors other than HTTP/OS ones propagate."""
+        async with httpx.AsyncClient(**self._client_kwargs()) as http:
+            try:
+                action = next(flow)
+                while True:
+                    if isinstance(action, Sleep):
+                        await asyncio.sleep(action.seconds)
+                        action = flow.send(None)
+                        continue
+                    try:
+                        r = await http.request(action.method, action.path, **self._request_kwargs(action))
+                        outcome: Any = Reply(r.status_code, r.headers, r.content)
+                    except (httpx.HTTPError, OSError) as exc:
+                        outcome = exc
+                    action = flow.send(outcome)
+            except StopIteration as stop:
+                return stop.value
 
     async def request_approval(
         self,
@@ -245,21 +259,7 @@ class AsyncClient(_Base):
             flow = self._flow(
                 code, language, title, context, timeout_secs, requester_slack_id, required_approvals, idempotency_key
             )
-            async with httpx.AsyncClient(**self._client_kwargs()) as http:
-                action = next(flow)
-                while True:
-                    if isinstance(action, Sleep):
-                        await asyncio.sleep(action.seconds)
-                        action = flow.send(None)
-                        continue
-                    try:
-                        r = await http.request(action.method, action.path, **self._request_kwargs(action))
-                        outcome: Any = Reply(r.status_code, r.headers, r.content)
-                    except (httpx.HTTPError, OSError) as exc:
-                        outcome = exc
-                    action = flow.send(outcome)
-        except StopIteration as stop:
-            return stop.value
+            return await self._drive(flow)
         except Exception as exc:  # fail closed; CancelledError (BaseException) still propagates
             return _fail(f"client error ({_describe_exc(exc)})")
 
@@ -276,20 +276,6 @@ class AsyncClient(_Base):
         """Async twin of :meth:`Client.request_batch`; never raises (cancellation aside)."""
         try:
             flow = self._batch_flow(actions, callback_url, wait, timeout_secs, title, idempotency_key)
-            async with httpx.AsyncClient(**self._client_kwargs()) as http:
-                action = next(flow)
-                while True:
-                    if isinstance(action, Sleep):
-                        await asyncio.sleep(action.seconds)
-                        action = flow.send(None)
-                        continue
-                    try:
-                        r = await http.request(action.method, action.path, **self._request_kwargs(action))
-                        outcome: Any = Reply(r.status_code, r.headers, r.content)
-                    except (httpx.HTTPError, OSError) as exc:
-                        outcome = exc
-                    action = flow.send(outcome)
-        except StopIteration as stop:
-            return stop.value
+            return await self._drive(flow)
         except Exception as exc:
             return _batch_failed(actions, exc)
