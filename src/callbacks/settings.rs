@@ -172,10 +172,18 @@ impl CallbackSettings {
 }
 
 fn parse_hosts(raw: &str) -> Result<Vec<AllowedHost>, String> {
+    if raw.split(',').all(|e| e.trim().is_empty()) {
+        return Err("names no host: list host or host:port entries, comma-separated".into());
+    }
     raw.split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(|entry| {
+            if entry.contains('*') {
+                return Err(format!(
+                    "{entry:?}: wildcards are not supported; list each host"
+                ));
+            }
             // Parsed as a URL's authority, so IPv6 (`[::1]:8080`) and IDNs read the
             // way a callback_url's host will.
             let url = url::Url::parse(&format!("http://{entry}/"))
@@ -212,7 +220,9 @@ fn parse_secrets(raw: &str, agents: &[&str]) -> Result<HashMap<String, CallbackS
             ));
         }
         let secret = CallbackSecret::parse(secret.trim()).map_err(|e| format!("{agent}: {e}"))?;
-        secrets.insert(agent.to_owned(), secret);
+        if secrets.insert(agent.to_owned(), secret).is_some() {
+            return Err(format!("{agent:?} has more than one secret"));
+        }
     }
     Ok(secrets)
 }
@@ -229,6 +239,22 @@ mod tests {
             ("GREENLIGHT_CALLBACK_SECRETS", format!("ci:{SECRET}")),
         ]);
         CallbackSettings::from_lookup(|k| vars.get(k).cloned(), &["ci"]).expect("valid")
+    }
+
+    #[test]
+    fn wildcards_empty_lists_and_second_secrets_are_refused() {
+        for hosts in ["*", "*.example.com", " , "] {
+            let vars = HashMap::from([("GREENLIGHT_CALLBACK_HOSTS", hosts.to_owned())]);
+            let refused = CallbackSettings::from_lookup(|k| vars.get(k).cloned(), &["ci"]);
+            assert!(refused.is_err(), "{hosts:?}");
+        }
+        let vars = HashMap::from([(
+            "GREENLIGHT_CALLBACK_SECRETS",
+            format!("ci:{SECRET},ci:{SECRET}"),
+        )]);
+        let refused = CallbackSettings::from_lookup(|k| vars.get(k).cloned(), &["ci"])
+            .expect_err("two secrets for one agent");
+        assert!(refused.1.contains("more than one secret"), "{refused:?}");
     }
 
     #[test]

@@ -40,6 +40,10 @@ enum Attempt {
     Status(u16),
     /// No answer: the error, in words that name no secret.
     Error(String),
+    /// Not sent, and never will be: the URL is no longer allowed by the settings as
+    /// they are now (its host was taken off `GREENLIGHT_CALLBACK_HOSTS`, or the agent
+    /// lost its secret, since the request was submitted).
+    Refused(String),
 }
 
 /// The worker; cheap to clone, so `workers` can make a fresh one after a panic.
@@ -125,7 +129,7 @@ impl CallbackWorker {
             Attempt::Status(status) => {
                 json!({ "attempt": delivery.attempts, "status": status, "webhook_id": delivery.event_id })
             }
-            Attempt::Error(error) => {
+            Attempt::Error(error) | Attempt::Refused(error) => {
                 json!({ "attempt": delivery.attempts, "error": error, "webhook_id": delivery.event_id })
             }
         };
@@ -143,7 +147,8 @@ impl CallbackWorker {
                 .callback_done(delivery, vec![attempted, done])
                 .await;
         }
-        if delivery.attempts >= self.settings.max_attempts {
+        if delivery.attempts >= self.settings.max_attempts || matches!(attempt, Attempt::Refused(_))
+        {
             tracing::warn!(request_id = %delivery.audit_id, attempts = delivery.attempts, last = ?attempt, "callback failed: giving up");
             self.metrics.callback_delivery("failed");
             let failed = NewEvent::new(
@@ -169,6 +174,11 @@ impl CallbackWorker {
 
     /// Signs and sends `delivery` once.
     async fn attempt(&self, delivery: &Delivery) -> Attempt {
+        // The allow-list as it is now, not as it was at submit: a host taken off it
+        // is never called again, whatever was queued for it.
+        if let Err(why) = self.settings.check_url(&delivery.agent, &delivery.url) {
+            return Attempt::Refused(format!("not sent: {why}"));
+        }
         // Fail closed: never send a callback that is not signed.
         let Some(secret) = self.settings.secrets.get(&delivery.agent) else {
             return Attempt::Error(format!(

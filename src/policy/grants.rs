@@ -69,7 +69,9 @@ pub fn duration_label(secs: u64) -> String {
 /// Code with whitespace normalised: runs of spaces and tabs outside quotes become one
 /// space, each line is trimmed, blank lines are dropped. Line breaks stay (in a shell
 /// they separate commands, so `a\nb` is not `a b`), and so does everything inside
-/// single or double quotes (`echo "a  b"` prints two spaces).
+/// single or double quotes (`echo "a  b"` prints two spaces) and every character a
+/// backslash escapes (`a\ b` is one word). Only ASCII space and tab collapse: a shell
+/// splits words on those, not on a no-break space or a vertical tab, so those stay.
 pub fn normalise(code: &str) -> String {
     let mut lines = Vec::new();
     let mut line = String::new();
@@ -88,6 +90,11 @@ pub fn normalise(code: &str) -> String {
             }
             continue;
         }
+        if escaped {
+            escaped = false;
+            line.push(c);
+            continue;
+        }
         match c {
             '\n' | '\r' => {
                 pending_space = false;
@@ -95,7 +102,7 @@ pub fn normalise(code: &str) -> String {
                     lines.push(std::mem::take(&mut line));
                 }
             }
-            c if c.is_whitespace() => pending_space = !line.is_empty(),
+            ' ' | '\t' => pending_space = !line.is_empty(),
             c => {
                 if pending_space {
                     line.push(' ');
@@ -104,6 +111,7 @@ pub fn normalise(code: &str) -> String {
                 if c == '\'' || c == '"' {
                     quote = Some(c);
                 }
+                escaped = c == '\\';
                 line.push(c);
             }
         }
@@ -165,6 +173,22 @@ mod tests {
         );
         assert_eq!(normalise(r#"echo "x\"  y"   z"#), r#"echo "x\"  y" z"#);
         assert_eq!(normalise(" \n\t "), "");
+    }
+
+    #[test]
+    fn only_what_a_shell_splits_on_is_normalised() {
+        // A shell does not split words on these: they are not the granted command.
+        for odd in ["\u{a0}", "\u{3000}\u{3000}", "\u{b}"] {
+            let code = format!("cargo test{odd}--lib");
+            assert_ne!(normalise(&code), normalise("cargo test --lib"), "{code:?}");
+        }
+        // An escaped space is part of a word: `a\ b` is one argument, `a\   b` two.
+        assert_ne!(
+            normalise("cargo test a\\ b"),
+            normalise("cargo test a\\   b")
+        );
+        assert_eq!(normalise("cargo test a\\ b"), "cargo test a\\ b");
+        assert_eq!(normalise("cargo  test\t a\\ b "), "cargo test a\\ b");
     }
 
     #[test]

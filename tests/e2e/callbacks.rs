@@ -311,3 +311,75 @@ async fn a_kill_9_between_the_decision_and_the_delivery_still_delivers_after_res
     assert_eq!(got[1].json()["data"]["id"], id.as_str());
     second.kill9();
 }
+
+#[tokio::test]
+async fn a_host_taken_off_the_allow_list_is_never_called_again() {
+    let slack = FakeSlack::start().await;
+    let receiver = Receiver::start(Mode::Hang).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let db = dir.path().join("greenlight.db");
+    let vars = settings(&receiver);
+    let overrides: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = Binary::start(&slack, dir.path(), &db, "first.log", &overrides).await;
+    let http = reqwest::Client::new();
+    let mut body = request("make deploy");
+    body["callback_url"] = json!(receiver.url("/cb"));
+    let submitted: Value = http
+        .post(first.url("/v1/approvals"))
+        .bearer_auth(AGENT_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("submit")
+        .json()
+        .await
+        .expect("json");
+    let id = submitted["id"].as_str().expect("id").to_owned();
+    let cancelled = http
+        .post(first.url(&format!("/v1/approvals/{id}/cancel")))
+        .bearer_auth(AGENT_TOKEN)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled.status(), StatusCode::OK);
+    receiver.wait_for(1, WAIT).await;
+    first.kill9();
+    // The operator takes the receiver's host off the list; the receiver would answer.
+    receiver.set(Mode::Status(200));
+    let mut vars = vars.clone();
+    vars[0].1 = "hooks.example.com".into();
+    let overrides: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let second = Binary::start(&slack, dir.path(), &db, "second.log", &overrides).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let events = loop {
+        let events: Value = http
+            .get(second.url(&format!("/v1/approvals/{id}/events")))
+            .bearer_auth(AGENT_TOKEN)
+            .send()
+            .await
+            .expect("events")
+            .json()
+            .await
+            .expect("json");
+        let events = events["events"].as_array().cloned().unwrap_or_default();
+        if events.iter().any(|e| e["kind"] == "callback_failed") {
+            break events;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{events:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let refused = events
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "callback_attempt")
+        .expect("the refused attempt is audited");
+    assert!(
+        refused["detail"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not in GREENLIGHT_CALLBACK_HOSTS")),
+        "{refused}"
+    );
+    // Only the stalled first attempt ever reached the receiver.
+    assert_eq!(receiver.received().len(), 1);
+    second.kill9();
+}
