@@ -200,6 +200,12 @@ impl Server {
     ) -> anyhow::Result<()> {
         let service = self.state.service.clone();
         let store = service.store().clone();
+        // Before the first request: a grant whose maker the policy no longer lets
+        // decide must not approve anything.
+        let revoked = service.revoke_grants_of_former_approvers().await?;
+        if revoked > 0 {
+            tracing::warn!(revoked, "standing grants of former approvers revoked");
+        }
         let mut workers = Workers::new(self.state.metrics.clone());
         let deadline_source = service.clone();
         workers.start("deadlines", move || {

@@ -276,6 +276,46 @@ impl ApprovalService {
         Ok(revoked.map_or(Revoked::NotFound, |g| Revoked::Done(Box::new(g))))
     }
 
+    /// Revokes every live grant whose maker may no longer decide requests of its rule
+    /// under the policy as loaded now (taken off the approver list, or the list
+    /// narrowed), so an offboarded reviewer's grants stop approving. Run once at
+    /// start-up, before requests are taken: approver lists change only with the
+    /// policy, which is read at start. A maker who cannot be checked (a user-group
+    /// lookup failing) loses the grant too: when in doubt, ask a person. A grant whose
+    /// making request was pruned is left to its expiry. Returns how many were revoked.
+    pub async fn revoke_grants_of_former_approvers(&self) -> Result<usize, ServiceError> {
+        let now = Utc::now();
+        let live = self.inner.store.grants(None, Some(now), u32::MAX).await?;
+        let mut revoked = 0;
+        for grant in live {
+            let made_by = match ApprovalId::parse(&grant.approval_id) {
+                Some(id) => self.inner.store.get(id).await?,
+                None => None,
+            };
+            let Some(approval) = made_by else { continue };
+            let Some(approvers) = self.access(&approval).approvers else {
+                continue;
+            };
+            if matches!(
+                self.inner
+                    .directory
+                    .allows(&approvers, &grant.granted_by)
+                    .await,
+                Ok(true)
+            ) {
+                continue;
+            }
+            tracing::warn!(grant = %grant.id, maker = %grant.granted_by, rule = %grant.rule, "standing grant revoked: its maker may no longer decide requests of its rule");
+            self.inner
+                .store
+                .revoke_grant(&grant.id, FORMER_APPROVER, now)
+                .await?;
+            self.metrics().grant("revoked");
+            revoked += 1;
+        }
+        Ok(revoked)
+    }
+
     /// Grants of `agent` (every agent with `None`), newest first; only live ones
     /// unless `all`.
     pub async fn grants(&self, agent: Option<&str>, all: bool) -> Result<Vec<Grant>, ServiceError> {
@@ -287,6 +327,10 @@ impl ApprovalService {
             .await?)
     }
 }
+
+/// Who revoked a grant whose maker may no longer decide requests of its rule (the
+/// `revoked_by` the trail and the FYI show).
+pub const FORMER_APPROVER: &str = "greenlight (its maker is no longer an approver of the rule)";
 
 fn seconds(secs: u64) -> chrono::Duration {
     chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000))

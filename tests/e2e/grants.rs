@@ -266,6 +266,34 @@ async fn a_restart_keeps_grants() {
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }
 
+#[tokio::test]
+async fn a_grant_stops_when_its_maker_is_no_longer_an_approver() {
+    let app = spawn_app_with_policy(POLICY, &[]).await;
+    grant_from_slack(&app, "cargo test --lib").await;
+    // Alice leaves the rule's approvers; what the rule matches is unchanged.
+    let policy = app.db_path.with_file_name("policy.toml");
+    std::fs::write(
+        &policy,
+        POLICY.replace(r#"["U0ALICE", "U0BOB"]"#, r#"["U0BOB", "U0CAROL"]"#),
+    )
+    .expect("policy");
+    let policy = policy.display().to_string();
+    let app = app
+        .restart_with(Duration::from_millis(50), &[("GREENLIGHT_POLICY", &policy)])
+        .await;
+    let (status, body) = submit(&app, AGENT_TOKEN, "cargo test --lib").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["status"], "pending");
+    let all = grants(&app, AGENT_TOKEN, "?all=true").await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(
+        all[0]["revoked_by"]
+            .as_str()
+            .is_some_and(|by| by.contains("no longer an approver")),
+        "{all:?}"
+    );
+}
+
 /// Signs in to the review page; returns the `gl_session=…` cookie pair.
 async fn sign_in(base: &str, secret: &str) -> String {
     // The sign-in answers with a redirect, which must be seen, not followed.
