@@ -12,11 +12,14 @@
 //! - [`waiters`]: long-polls parked until a decision.
 //! - [`recent`]: final requests seen lately, so repeated clicks are cheap.
 //! - [`deadlines`]: the one worker that expires requests at their deadline.
+//! - [`remote`]: the worker that passes other replicas' decisions (PostgreSQL) to
+//!   this replica's long-polls and live views.
 
 pub mod approvers;
 pub mod deadlines;
 pub mod outcomes;
 pub mod recent;
+pub mod remote;
 mod review;
 pub mod service;
 pub mod waiters;

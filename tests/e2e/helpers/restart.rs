@@ -29,7 +29,7 @@ impl TestApp {
         // The database lives in the temp dir: hand it to the new app instead of
         // letting this one's drop delete it.
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("temp dir"));
-        let env = base_env(&self.slack, &format!("sqlite://{}", self.db_path.display()));
+        let env = base_env(&self.slack, &super::database::url(&self.db_path));
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config is valid");
         let listener = bind_again(addr).await;
         let server = Server::build(listener, config, fast_retry())
