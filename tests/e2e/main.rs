@@ -10,6 +10,7 @@ mod durability;
 mod hooks;
 mod manifest;
 mod production;
+mod replicas;
 mod slack_resilience;
 mod socket_mode;
 mod text_limits;
