@@ -381,10 +381,7 @@ async fn three_replicas_one_killed_midway_lose_nothing_and_do_nothing_twice() {
         async move { database::count(&db, &sql).await }
     };
     assert_eq!(
-        count(format!(
-            "SELECT COUNT(*) FROM approvals WHERE status <> 'pending'"
-        ))
-        .await,
+        count("SELECT COUNT(*) FROM approvals WHERE status <> 'pending'".into()).await,
         REQUESTS as i64,
         "requests lost or left pending"
     );

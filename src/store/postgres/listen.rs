@@ -46,7 +46,7 @@ pub(super) async fn notify(
     let payload = match note {
         Note::Decided(id) => format!("{me} d {id}"),
         Note::Changed(id) => format!("{me} c {id}"),
-        Note::Outbox(channel) if channel.is_empty() => return Ok(()),
+        Note::Outbox("") => return Ok(()),
         Note::Outbox(channel) => format!("{me} o {channel}"),
         Note::Deadline(at) => format!("{me} x {}", rfc3339(at)),
     };
