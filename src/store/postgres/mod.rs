@@ -154,11 +154,23 @@ impl Postgres {
         Ok(())
     }
 
-    /// Writes the deferred audit entries, then closes the pool (the `LISTEN`
+    /// Writes the deferred audit entries, releases this store's outbox leases, then
+    /// closes the pool (the `LISTEN`
     /// connection goes with the task that holds it).
     pub async fn close(&self) {
         if let Err(error) = self.deferred.flush().await {
             tracing::warn!(%error, "deferred audit entries were not written at close");
+        }
+        // Hand this replica's outbox channels back at once, so the next start (or
+        // another replica) does not wait for the leases to lapse.
+        if !self.read_only {
+            let released = sqlx::query("DELETE FROM outbox_lanes WHERE owner = $1")
+                .bind(&*self.me)
+                .execute(&self.pool)
+                .await;
+            if let Err(error) = released {
+                tracing::warn!(%error, "outbox leases were not released at close");
+            }
         }
         self.pool.close().await;
     }

@@ -2,8 +2,9 @@
 //!
 //! A channel's rows are delivered by one replica at a time: the one holding the
 //! channel's lease (`outbox_lanes`), taken or renewed by each claim and released by a
-//! claim that finds nothing to do. A claim takes the channel's head row only, so the
-//! lease is renewed before every Slack call. Claimed rows are locked `FOR UPDATE SKIP LOCKED`
+//! claim that finds nothing to do. Each claim renews the lease; a lease that lapsed in
+//! the middle of a batch (a Slack call slower than the lease) could let a second
+//! replica take the same rows, so the lease is long (30 s) next to Slack's timeouts. Claimed rows are locked `FOR UPDATE SKIP LOCKED`
 //! for the claim's transaction. So no two replicas post or rewrite the same message,
 //! and a channel's messages keep their order. A replica killed while holding a lease
 //! only delays its channels until the lease lapses ([`lease`], 30 s unless
@@ -116,9 +117,9 @@ impl Postgres {
         )
         .bind(channel)
         .bind(rfc3339(now))
-        // The head row only, whatever the lane asks: each claim renews the lease, so
-        // a lease outlives the delivery of the one row it covers, never a batch.
-        .bind(i64::from(limit.min(1)))
+        // A batch, in order; each claim renews the lease, which must outlast the
+        // delivery of one batch (30 s against Slack calls bounded by the client).
+        .bind(i64::from(limit))
         .fetch_all(&mut *tx)
         .await?;
         let mut claimed = rows.iter().map(row_from).collect::<StoreResult<Vec<_>>>()?;
@@ -189,8 +190,17 @@ impl Postgres {
         )
         .await?;
         delete_in(&mut tx, seq).await?;
-        if kind == Kind::Post && approval.status != Status::Pending {
-            enqueue_in(&mut tx, &self.me, id, &approval.channel, Kind::Update).await?;
+        // Decided, or voted on, while the post was in flight (on any replica): the
+        // vote saw no message to rewrite, so the rewrite is queued here.
+        if kind == Kind::Post {
+            let voted: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM votes WHERE approval_id = $1)")
+                    .bind(id.to_string())
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if approval.status != Status::Pending || voted {
+                enqueue_in(&mut tx, &self.me, id, &approval.channel, Kind::Update).await?;
+            }
         }
         self.commit(tx).await?;
         Ok(approval)
