@@ -5,10 +5,13 @@
 //! Every background worker is started, named and stopped here, where a reader sees
 //! them all side by side:
 //! - `deadlines`: expires requests at their deadline (`approval::deadlines`);
+//! - `nudges`: reminders and escalation, the same loop over `next_nudge_at`
+//!   (`approval::nudges`);
 //! - `slack-outbox`: posts and rewrites Slack messages from the store's outbox
 //!   (`slack::outbox`);
 //! - `slack-auth-check`: readiness's `auth.test` until Slack accepts the token;
 //! - `retention`: prunes decided requests past `GREENLIGHT_RETENTION_DAYS`;
+//! - `callbacks`: sends signed decision callbacks from the store (`callbacks`);
 //! - `socket-mode`: the Socket Mode receiver, when `SLACK_APP_TOKEN` is set;
 //! - `replica-changes`: on PostgreSQL, other replicas' decisions answer this one's
 //!   long-polls and refresh its live views (`approval::remote`).
@@ -32,7 +35,7 @@ use axum::serve::ListenerExt;
 use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
-    approval::{deadlines, ApprovalService},
+    approval::{deadlines, nudges, ApprovalService},
     config::Config,
     http::{self, AppState},
     limits::SubmitLimits,
@@ -213,6 +216,14 @@ impl Server {
                 deadlines::run(&source, signal, deadlines::Clock::System).await
             }
         });
+        let nudge_source = service.clone();
+        workers.start("nudges", move || {
+            let source = nudges::NudgeSource(nudge_source.clone());
+            async move {
+                let signal = source.0.store().nudge_signal();
+                deadlines::run(&source, signal, deadlines::Clock::System).await
+            }
+        });
         if let Some(slack) = &self.slack {
             let (outbox_service, outbox_slack) = (service.clone(), slack.clone());
             workers.start("slack-outbox", move || {
@@ -232,6 +243,12 @@ impl Server {
                 crate::approval::remote::run(remote_service.clone())
             });
         }
+        let callbacks = crate::callbacks::CallbackWorker::new(
+            store.clone(),
+            Arc::new(self.state.config.callbacks.clone()),
+            self.state.metrics.clone(),
+        );
+        workers.start("callbacks", move || callbacks.clone().run());
         if let Some(keep_for) = self.state.config.retention {
             let store = store.clone();
             workers.start("retention", move || retention::run(store.clone(), keep_for));

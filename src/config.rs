@@ -87,6 +87,9 @@ pub struct Config {
     /// How long a hook call (`/v1/hooks/*`) waits for a person before answering an
     /// explicit deny and expiring the request (`GREENLIGHT_HOOK_BUDGET_SECS`).
     pub hook_budget: Duration,
+    /// Decision callbacks: allowed hosts, per-agent signing secrets, retries
+    /// (`GREENLIGHT_CALLBACK_*`; see `crate::callbacks::settings`).
+    pub callbacks: crate::callbacks::CallbackSettings,
 }
 
 /// One agent credential. The name is public (shown in Slack, used in the audit
@@ -176,6 +179,7 @@ impl fmt::Debug for Config {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("hook_budget", &self.hook_budget)
             .field("readiness_recheck", &self.readiness_recheck)
+            .field("callbacks", &self.callbacks)
             .finish()
     }
 }
@@ -328,7 +332,12 @@ impl Config {
             .unwrap_or(DEFAULT_HOOK_BUDGET_SECS),
         );
 
+        let agents: Vec<&str> = api_tokens.iter().map(|t| t.name.as_str()).collect();
+        let callbacks = crate::callbacks::CallbackSettings::from_lookup(non_empty, &agents)
+            .map_err(|(var, problem)| ConfigError::Invalid { var, problem })?;
+
         Ok(Self {
+            callbacks,
             slack,
             reviewers,
             public_url,

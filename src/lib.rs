@@ -39,6 +39,7 @@ pub mod app;
 pub mod approval;
 pub mod audit;
 pub mod backoff;
+pub mod callbacks;
 pub mod cli;
 pub mod config;
 pub mod doctor;

@@ -199,6 +199,9 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+/// The outcomes of `greenlight_callback_deliveries_total`.
+const CALLBACK_OUTCOMES: [&str; 3] = ["delivered", "retried", "failed"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
     method: &'static str,
@@ -209,6 +212,11 @@ struct HttpLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WorkerLabels {
     worker: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -256,6 +264,9 @@ struct Inner {
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     worker_restarts: Family<WorkerLabels, Counter>,
+    grants: Family<KindLabels, Counter>,
+    nudges: Family<KindLabels, Counter>,
+    callback_deliveries: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -376,7 +387,35 @@ impl Metrics {
             worker_restarts.clone(),
         );
 
+        let grants = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "grant_events",
+            "Standing grants made, used (a request approved by one) and revoked, by kind",
+            grants.clone(),
+        );
+        let nudges = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "nudges",
+            "Reminders and escalations of pending requests, by kind (reminder, escalation)",
+            nudges.clone(),
+        );
+        for kind in ["made", "used", "revoked"] {
+            drop(grants.get_or_create(&KindLabels { kind }));
+        }
+        for kind in ["reminder", "escalation"] {
+            drop(nudges.get_or_create(&KindLabels { kind }));
+        }
+
         // Every known label value shows up as 0 from the first scrape, so a rate() over a
+        let callback_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "callback_deliveries",
+            "Decision callback attempts, by outcome (delivered, retried, failed: given up)",
+            callback_deliveries.clone(),
+        );
+        for outcome in CALLBACK_OUTCOMES {
+            drop(callback_deliveries.get_or_create(&OutcomeLabels { outcome }));
+        }
         // fresh series works and dashboards list all outcomes.
         for outcome in Outcome::ALL {
             let labels = OutcomeLabels {
@@ -414,6 +453,9 @@ impl Metrics {
                 http_requests,
                 http_seconds,
                 worker_restarts,
+                grants,
+                nudges,
+                callback_deliveries,
             }),
         }
     }
@@ -425,6 +467,15 @@ impl Metrics {
                 agent: agent.to_owned(),
             }));
         }
+    }
+
+    /// A callback attempt ended: `delivered`, `retried` (will be tried again) or
+    /// `failed` (the last attempt failed; given up).
+    pub fn callback_delivery(&self, outcome: &'static str) {
+        self.inner
+            .callback_deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// A new approval request was recorded.
@@ -517,6 +568,16 @@ impl Metrics {
             .signature_failures
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// A standing grant was `made`, `used` or `revoked`.
+    pub fn grant(&self, kind: &'static str) {
+        self.inner.grants.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// A pending request was nudged: `reminder` or `escalation`.
+    pub fn nudge(&self, kind: &'static str) {
+        self.inner.nudges.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// A click was handled with this outcome (`ClickOutcome::as_str`).

@@ -96,6 +96,9 @@ pub struct NewApproval {
     pub idempotency_key: Option<String>,
     /// Hash of the request body, so a reused key with another body is caught.
     pub request_hash: String,
+    /// Where to POST the signed decision (already checked against
+    /// `GREENLIGHT_CALLBACK_HOSTS`); `None` for no callback.
+    pub callback_url: Option<String>,
 }
 
 /// One approval request as stored, with its current state.
@@ -215,6 +218,42 @@ pub struct ApprovalView {
     pub channel: String,
     /// Slack message timestamp, once posted.
     pub message_ts: Option<String>,
+}
+
+/// Where a batch stands: `decided` once every item is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchStatus {
+    Pending,
+    Decided,
+}
+
+/// The agent-facing shape of a batch (`GET /v1/batches/{id}`, and the `data` of a
+/// `batch.decided` callback): its items as `GET /v1/approvals/{id}` shows each, in the
+/// order they were submitted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct BatchView {
+    pub id: ApprovalId,
+    pub status: BatchStatus,
+    pub title: Option<String>,
+    pub approvals: Vec<ApprovalView>,
+}
+
+impl BatchView {
+    /// The view of batch `id` with `items` (in order) as they stand.
+    pub fn of(id: ApprovalId, title: Option<String>, items: &[Approval]) -> Self {
+        let status = if items.iter().all(|a| a.status.is_final()) {
+            BatchStatus::Decided
+        } else {
+            BatchStatus::Pending
+        };
+        Self {
+            id,
+            status,
+            title,
+            approvals: items.iter().map(Approval::view).collect(),
+        }
+    }
 }
 
 /// A final outcome to record: the one write that ends a request.

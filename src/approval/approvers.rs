@@ -54,6 +54,8 @@ pub enum Refusal {
     /// The policy changed since the request was routed and now denies requests like
     /// it: approving is refused (denying is still possible).
     PolicyForbids,
+    /// "Approve for …" on a request the policy (now) offers no such grant for.
+    GrantNotOffered,
 }
 
 impl Refusal {
@@ -64,6 +66,7 @@ impl Refusal {
             Refusal::SelfApproval => "self_approval",
             Refusal::Unverified => "unverified",
             Refusal::PolicyForbids => "policy_forbids",
+            Refusal::GrantNotOffered => "grant_not_offered",
         }
     }
 
@@ -78,6 +81,9 @@ impl Refusal {
             }
             Refusal::PolicyForbids => {
                 "The approval policy now denies requests like this one, so it can no longer be approved; deny it or let it expire."
+            }
+            Refusal::GrantNotOffered => {
+                "The approval policy does not (or no longer) offer a standing grant for this request, so your click changed nothing; use Approve."
             }
             Refusal::Unverified => {
                 "Your click changed nothing: greenlight could not verify that you are an approver for this request (Slack did not list the approver group's members). Try again in a moment."

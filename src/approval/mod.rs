@@ -7,6 +7,7 @@
 //! - [`service`]: `ApprovalService`: submit, wait, cancel, expire, and the one path
 //!   that ends a request; `review`: its reviewer side (clicks, deny reasons, who may
 //!   decide).
+//! - `batch`: several actions submitted together, read and waited for together.
 //! - [`outcomes`]: what a click did, and the wording of system decisions.
 //! - [`approvers`]: approver lists and user groups.
 //! - [`waiters`]: long-polls parked until a decision.
@@ -14,9 +15,14 @@
 //! - [`deadlines`]: the one worker that expires requests at their deadline.
 //! - [`remote`]: the worker that passes other replicas' decisions (PostgreSQL) to
 //!   this replica's long-polls and live views.
+//! - [`nudges`]: reminders and escalation (the nudge worker's source).
+//! - `grants`: standing grants ("Approve for 30 min"): offered, made, used, revoked.
 
 pub mod approvers;
+mod batch;
 pub mod deadlines;
+mod grants;
+pub mod nudges;
 pub mod outcomes;
 pub mod recent;
 pub mod remote;
@@ -24,5 +30,6 @@ mod review;
 pub mod service;
 pub mod waiters;
 
+pub use grants::Revoked;
 pub use outcomes::{Answer, ClickOutcome, ReasonOutcome};
 pub use service::{ApprovalService, Progress, ServiceError};

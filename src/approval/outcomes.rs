@@ -61,6 +61,8 @@ pub enum ClickOutcome {
     Unverified,
     /// The current policy denies requests like this one: Approve no longer counts.
     PolicyForbids,
+    /// "Approve for …" on a request the policy offers no grant for.
+    GrantNotOffered,
 }
 
 impl ClickOutcome {
@@ -76,6 +78,7 @@ impl ClickOutcome {
             ClickOutcome::SelfApproval => "self_approval",
             ClickOutcome::Unverified => "unverified",
             ClickOutcome::PolicyForbids => "policy_forbids",
+            ClickOutcome::GrantNotOffered => "grant_not_offered",
         }
     }
 }
@@ -87,6 +90,7 @@ impl From<Refusal> for ClickOutcome {
             Refusal::SelfApproval => ClickOutcome::SelfApproval,
             Refusal::Unverified => ClickOutcome::Unverified,
             Refusal::PolicyForbids => ClickOutcome::PolicyForbids,
+            Refusal::GrantNotOffered => ClickOutcome::GrantNotOffered,
         }
     }
 }

@@ -23,8 +23,8 @@ use crate::{
 
 /// Who may decide a request and whether Approve needs confirming, from the policy.
 #[derive(Debug, Clone)]
-struct Access {
-    approvers: Option<Vec<String>>,
+pub(super) struct Access {
+    pub(super) approvers: Option<Vec<String>>,
     high_risk_rule: Option<String>,
     /// The policy now auto-denies requests like this one: Approve must not count.
     approve_forbidden: bool,
@@ -58,7 +58,7 @@ impl ApprovalService {
     /// The request as a click needs it: from the recent cache when it is there (see
     /// `recent` for why a pending copy is safe: every write a click makes is
     /// conditional on the store), else the store.
-    async fn current(&self, id: ApprovalId) -> Result<Option<Approval>, ServiceError> {
+    pub(super) async fn current(&self, id: ApprovalId) -> Result<Option<Approval>, ServiceError> {
         if let Some(seen) = self.inner.recent.get(id) {
             // An overdue copy goes to the store: expiring it needs its current state.
             if seen.status.is_final() || seen.expires_at > Utc::now() {
@@ -302,7 +302,7 @@ impl ApprovalService {
     /// A click on a final request: a duplicate if the clicker took part in the
     /// decision, late otherwise. Changes nothing, so its audit entry rides with the
     /// next write batch, merged with its repeats.
-    fn already_final(
+    pub(super) fn already_final(
         &self,
         approval: Approval,
         reviewer: &Reviewer,
@@ -330,7 +330,7 @@ impl ApprovalService {
     }
 
     /// A click that may not count: audited, and the clicker is told why.
-    fn refuse(
+    pub(super) fn refuse(
         &self,
         approval: Approval,
         reviewer: &Reviewer,
@@ -374,7 +374,7 @@ impl ApprovalService {
 
     /// The approver list and high-risk flag for a request, from the policy as it is
     /// now (so a restart with a narrower list takes effect on pending requests too).
-    fn access(&self, approval: &Approval) -> Access {
+    pub(super) fn access(&self, approval: &Approval) -> Access {
         let plan = self.plan_for(
             &approval.agent,
             approval.language.as_deref(),
@@ -434,7 +434,7 @@ impl ApprovalService {
     /// and may always deny (withdrawing their own ask); everyone else must be on the
     /// approver list, when there is one, to approve *or* deny: a list names who has a
     /// say, and a bystander's denial would be a decision by someone without one.
-    async fn may_decide(
+    pub(super) async fn may_decide(
         &self,
         approval: &Approval,
         user: &str,
@@ -456,7 +456,12 @@ impl ApprovalService {
         };
         match self.inner.directory.allows(&approvers, user).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(Refusal::NotApprover),
+            // Once escalated, the rule's `escalate_to` may decide too.
+            Ok(false) => match self.escalation_allows(approval, user).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Refusal::NotApprover),
+                Err(refusal) => Err(refusal),
+            },
             Err(_) => Err(Refusal::Unverified),
         }
     }
@@ -485,6 +490,7 @@ impl ApprovalService {
         Ok(Progress {
             votes,
             high_risk_rule: self.access(approval).high_risk_rule,
+            grant_durations: self.grant_offer(approval),
         })
     }
 }

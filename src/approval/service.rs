@@ -53,7 +53,7 @@ pub enum ServiceError {
     IdempotencyConflict,
     #[error("the request is already {}", .0.status.as_str())]
     AlreadyDecided(Box<Approval>),
-    #[error("only the agent that submitted a request may cancel it")]
+    #[error("the request belongs to another agent: an agent reads, waits on and cancels only its own requests")]
     NotOwner,
     /// The agent is at its cap of pending requests; nothing was stored.
     #[error("the agent already has {pending} pending requests")]
@@ -73,6 +73,8 @@ pub struct Progress {
     pub votes: Vec<String>,
     /// The policy rule that marks this request high-risk, if one does.
     pub high_risk_rule: Option<String>,
+    /// Grant durations (seconds) the policy offers beside Approve; empty for none.
+    pub grant_durations: Vec<u64>,
 }
 
 /// Changes a live view may fall behind by before it is told to re-read everything.
@@ -154,10 +156,38 @@ impl ApprovalService {
     /// [`quorum`].)
     pub async fn submit(
         &self,
-        mut new: NewApproval,
+        new: NewApproval,
         max_pending: Option<u32>,
     ) -> Result<(Approval, bool), ServiceError> {
-        let now = Utc::now();
+        let (submission, rule) = self.prepare(new, max_pending, Utc::now())?;
+        let routed = matches!(submission.fate, Fate::Review);
+        let this = self.clone();
+        let inserted = to_the_end(async move {
+            let inserted = this.inner.store.insert(submission).await?;
+            if let Inserted::Created(approval) = &inserted {
+                this.stored(approval, &rule, routed);
+            }
+            Ok(inserted)
+        })
+        .await?;
+        match inserted {
+            Inserted::Created(approval) => Ok((approval, true)),
+            // A replay after the deadline must not say "pending".
+            Inserted::Existing(approval) => Ok((self.overdue_expired(approval).await?, false)),
+            Inserted::KeyConflict => Err(ServiceError::IdempotencyConflict),
+            Inserted::TooManyPending { pending } => Err(ServiceError::TooManyPending { pending }),
+        }
+    }
+
+    /// Applies the policy to `new`: the submission to store (routed, or decided by a
+    /// rule) and the name of the rule that matched. Refuses a quorum that can never be
+    /// reached. Stores nothing.
+    pub(super) fn prepare(
+        &self,
+        mut new: NewApproval,
+        max_pending: Option<u32>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(Submission, String), ServiceError> {
         let plan = self.plan_for(
             &new.agent,
             new.language.as_deref(),
@@ -239,6 +269,7 @@ impl ApprovalService {
             channel
         };
         let expires_at = now + chrono::Duration::seconds(new.timeout_secs as i64);
+        let grant = self.grant_probe(&new, &plan, now);
         let submission = Submission {
             id: ApprovalId::new(),
             new,
@@ -248,30 +279,26 @@ impl ApprovalService {
             also,
             fate,
             max_pending,
+            grant,
+            first_nudge: self.first_nudge(&plan, now),
         };
-        let this = self.clone();
-        let rule = plan.rule().to_owned();
-        let inserted = to_the_end(async move {
-            let inserted = this.inner.store.insert(submission).await?;
-            if let Inserted::Created(approval) = &inserted {
-                tracing::info!(request_id = %approval.id, agent = %approval.agent, rule, "approval submitted");
-                this.inner.metrics.submitted(&approval.agent);
-                this.inner.recent.remember(approval);
-                if approval.status.is_final() {
-                    this.decided(approval, true);
-                } else {
-                    this.changed(approval.id);
-                }
+        Ok((submission, plan.rule().to_owned()))
+    }
+
+    /// After a new request's commit: log, count and remember it, and answer or
+    /// notify whoever follows it. `routed`: the policy sent it to review (so, if it is
+    /// final already, a standing grant approved it inside its insert).
+    pub(super) fn stored(&self, approval: &Approval, rule: &str, routed: bool) {
+        tracing::info!(request_id = %approval.id, agent = %approval.agent, rule, "approval submitted");
+        self.inner.metrics.submitted(&approval.agent);
+        self.inner.recent.remember(approval);
+        if approval.status.is_final() {
+            if routed {
+                self.inner.metrics.grant("used");
             }
-            Ok(inserted)
-        })
-        .await?;
-        match inserted {
-            Inserted::Created(approval) => Ok((approval, true)),
-            // A replay after the deadline must not say "pending".
-            Inserted::Existing(approval) => Ok((self.overdue_expired(approval).await?, false)),
-            Inserted::KeyConflict => Err(ServiceError::IdempotencyConflict),
-            Inserted::TooManyPending { pending } => Err(ServiceError::TooManyPending { pending }),
+            self.decided(approval, true);
+        } else {
+            self.changed(approval.id);
         }
     }
 
@@ -342,17 +369,35 @@ impl ApprovalService {
 
     /// The agent withdraws its request.
     pub async fn cancel(&self, id: ApprovalId, agent: &str) -> Result<Approval, ServiceError> {
+        let reason = format!("Withdrawn by the agent {agent}");
+        self.withdraw(id, agent, reason, json!({})).await
+    }
+
+    /// Withdraws a pending request on behalf of `agent` (its submitter only), with the
+    /// `reason` the agent and reviewers are shown and `detail` for the `cancelled`
+    /// audit event. [`Self::cancel`] is the agent's own withdrawal; a hook call that
+    /// greenlight itself must give up (shutdown) says so instead of blaming the agent.
+    ///
+    /// Errors: [`ServiceError::NotOwner`] for another agent's request,
+    /// [`ServiceError::AlreadyDecided`] (with the decision) when it was final first.
+    pub async fn withdraw(
+        &self,
+        id: ApprovalId,
+        agent: &str,
+        reason: String,
+        detail: serde_json::Value,
+    ) -> Result<Approval, ServiceError> {
         let current = self.get(id).await?;
         if current.agent != agent {
             return Err(ServiceError::NotOwner);
         }
         let decision = Decision {
             status: Status::Cancelled,
-            reason: format!("Withdrawn by the agent {agent}"),
+            reason,
             decided_by: agent.to_owned(),
             at: Utc::now(),
         };
-        let event = NewEvent::new("cancelled", Some(agent), json!({}));
+        let event = NewEvent::new("cancelled", Some(agent), detail);
         match self.finish(id, decision, event).await? {
             Some(approval) => Ok(approval),
             None => Err(ServiceError::AlreadyDecided(Box::new(self.get(id).await?))),
@@ -382,8 +427,12 @@ impl ApprovalService {
             .max(0);
         // No channel: Slack is not configured and the web page was the only place to
         // decide, so it simply timed out.
+        // A batch item is shown on its batch's card, not on a message of its own.
+        let on_a_card = approval.message_ts.is_none()
+            && !approval.channel.is_empty()
+            && self.on_posted_card(approval.id).await?;
         let (reason, detail) = match approval.message_ts {
-            _ if approval.channel.is_empty() => (
+            _ if approval.channel.is_empty() || on_a_card => (
                 format!("Timed out: no decision within {waited} s, so it was denied by default"),
                 json!({ "timeout_secs": waited }),
             ),

@@ -21,9 +21,10 @@ use utoipa::ToSchema;
 
 use crate::{
     approval::ServiceError,
+    callbacks::CallbackSettings,
     config::MAX_TIMEOUT_SECS,
     error::{ApiError, ErrorBody, Result},
-    model::{is_user_id, Approval, ApprovalView, NewApproval, Status},
+    model::{is_user_id, Approval, ApprovalId, ApprovalView, NewApproval, Status},
     store::Event,
 };
 
@@ -49,31 +50,37 @@ const MAX_LIST_LIMIT: u32 = 500;
 pub(super) struct SubmitBody {
     /// The code (or command) the agent wants to run; shown to reviewers. Not empty.
     #[schema(min_length = 1)]
-    code: String,
+    pub(super) code: String,
     /// Fence language(s), e.g. `python` or `python, sh`: at most 64 letters, digits,
     /// spaces and `+ # . _ - ,`.
     #[serde(default)]
     #[schema(max_length = 64)]
-    language: Option<String>,
+    pub(super) language: Option<String>,
     /// Anything that helps the reviewer decide; stored, not interpreted.
     #[serde(default)]
-    context: Option<Value>,
+    pub(super) context: Option<Value>,
     /// A one-line summary for the Slack message (at most 200 characters).
     #[serde(default)]
     #[schema(max_length = 200)]
-    title: Option<String>,
+    pub(super) title: Option<String>,
     /// Seconds to wait for a decision before it expires (denied). Default:
     /// `GREENLIGHT_DEFAULT_TIMEOUT_SECS`.
     #[serde(default)]
     #[schema(minimum = 1, maximum = 604800)]
-    timeout_secs: Option<u64>,
+    pub(super) timeout_secs: Option<u64>,
     /// Slack user id (U…/W…) of the person the agent acts for.
     #[serde(default)]
-    requester_slack_id: Option<String>,
+    pub(super) requester_slack_id: Option<String>,
     /// Approvals needed (1-10, default 1).
     #[serde(default)]
     #[schema(minimum = 1, maximum = 10)]
-    required_approvals: Option<u32>,
+    pub(super) required_approvals: Option<u32>,
+    /// Where to POST the signed decision (Standard Webhooks) once it is decided: an
+    /// http(s) URL whose host is in `GREENLIGHT_CALLBACK_HOSTS`, for an agent with a
+    /// secret in `GREENLIGHT_CALLBACK_SECRETS`; anything else is a 422.
+    #[serde(default)]
+    #[schema(max_length = 2000)]
+    pub(super) callback_url: Option<String>,
 }
 
 /// `GET /v1/approvals`: newest first.
@@ -162,6 +169,7 @@ pub(super) async fn submit(
         idempotency_key,
         request_hash,
         state.config.default_timeout.as_secs(),
+        &state.config.callbacks,
     )?;
     let approval = admit_and_submit(&state, new).await?;
     // Without `wait`, the state the submission just committed is the answer: no read.
@@ -175,7 +183,7 @@ pub(super) async fn submit(
     Ok(reply(&approval))
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -192,12 +200,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     Ok(Some(key.to_owned()))
 }
 
-fn validate(
+pub(super) fn validate(
     body: SubmitBody,
     agent: String,
     idempotency_key: Option<String>,
     request_hash: String,
     default_timeout_secs: u64,
+    callbacks: &CallbackSettings,
 ) -> Result<NewApproval> {
     let invalid = |msg: String| Err(ApiError::Invalid(msg));
     if body.code.trim().is_empty() {
@@ -245,7 +254,13 @@ fn validate(
             "required_approvals must be from 1 to {MAX_REQUIRED_APPROVALS}"
         ));
     }
+    let callback_url = body
+        .callback_url
+        .map(|url| callbacks.check_url(&agent, &url))
+        .transpose()
+        .map_err(ApiError::Invalid)?;
     Ok(NewApproval {
+        callback_url,
         agent,
         code: body.code,
         language,
@@ -272,6 +287,7 @@ fn validate(
     responses(
         (status = 200, description = "The request, decided or still pending", body = ApprovalView),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: another agent's request", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 422, description = "`invalid_request` (a bad `wait`)", body = ErrorBody),
     ),
@@ -280,11 +296,12 @@ fn validate(
 #[tracing::instrument(skip_all, fields(request_id = %id))]
 pub(super) async fn fetch(
     State(state): State<AppState>,
-    _agent: Agent,
+    agent: Agent,
     ApprovalPath(id): ApprovalPath,
     RawQuery(query): RawQuery,
 ) -> Result<Json<Value>> {
     let wait = parse_wait(query.as_deref())?;
+    owned_by(&state, id, &agent).await?;
     let approval = state.service.wait(id, Duration::from_secs(wait)).await?;
     Ok(Json(json!(approval.view())))
 }
@@ -323,6 +340,7 @@ pub(super) async fn cancel(
     responses(
         (status = 200, description = "Events, oldest first", body = EventList),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`forbidden`: another agent's request", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -330,15 +348,26 @@ pub(super) async fn cancel(
 #[tracing::instrument(skip_all, fields(request_id = %id))]
 pub(super) async fn events(
     State(state): State<AppState>,
-    _agent: Agent,
+    agent: Agent,
     ApprovalPath(id): ApprovalPath,
 ) -> Result<Json<EventList>> {
-    state.service.get(id).await?;
+    owned_by(&state, id, &agent).await?;
     let events = state.service.store().events(id).await?;
     Ok(Json(EventList { events }))
 }
 
-/// List requests, newest first.
+/// Refuses (403 `forbidden`) a request another agent submitted: a request's code and
+/// context may hold what only its agent should see, so an agent reads, waits on and
+/// cancels only its own. 404 when there is no such request.
+async fn owned_by(state: &AppState, id: ApprovalId, agent: &Agent) -> Result<()> {
+    let approval = state.service.get(id).await?;
+    if approval.agent != agent.0 {
+        return Err(ServiceError::NotOwner.into());
+    }
+    Ok(())
+}
+
+/// List the agent's own requests, newest first.
 #[utoipa::path(
     get,
     path = "/v1/approvals",
@@ -356,7 +385,7 @@ pub(super) async fn events(
 )]
 pub(super) async fn list(
     State(state): State<AppState>,
-    _agent: Agent,
+    agent: Agent,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ApprovalList>> {
     let mut status = None;
@@ -383,7 +412,11 @@ pub(super) async fn list(
             _ => {}
         }
     }
-    let approvals = state.service.store().list(status, limit).await?;
+    let approvals = state
+        .service
+        .store()
+        .list(Some(&agent.0), status, limit)
+        .await?;
     let approvals = approvals.iter().map(Approval::view).collect();
     Ok(Json(ApprovalList { approvals }))
 }

@@ -53,6 +53,12 @@ pub const MAX_HOOK_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// call gives up on it (the deadline worker and `get` both expire it at once).
 const EXPIRY_SLACK: Duration = Duration::from_millis(250);
 
+/// What the agent (and the request's Slack message and page) are told when greenlight
+/// shuts down while a hook call is still waiting: the call is denied, and the reason
+/// says it was greenlight, not the agent, that gave up.
+const SHUTDOWN_REASON: &str =
+    "greenlight shut down before anyone decided; the call is denied (ask again)";
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/hooks/claude-code", post(claude_code_hook))
@@ -120,6 +126,7 @@ async fn decide(state: &AppState, agent: Agent, host: Host, input: &HookInput) -
         required_approvals: 1,
         idempotency_key: input.idempotency_key(host),
         request_hash,
+        callback_url: None,
     };
     if let Some(verdict) = silent_auto_decision(state, &new) {
         let service = state.service.clone();
@@ -194,7 +201,16 @@ async fn ask(state: &AppState, new: NewApproval) -> Result<Approval, ApiError> {
         }
         if Utc::now() < approval.expires_at {
             // Woken before the deadline without a decision: shutdown.
-            return match state.service.cancel(approval.id, &agent).await {
+            let withdrawn = state
+                .service
+                .withdraw(
+                    approval.id,
+                    &agent,
+                    SHUTDOWN_REASON.to_owned(),
+                    json!({ "why": "shutdown" }),
+                )
+                .await;
+            return match withdrawn {
                 Ok(cancelled) => Ok(cancelled),
                 Err(ServiceError::AlreadyDecided(decided)) => Ok(*decided),
                 Err(error) => Err(error.into()),

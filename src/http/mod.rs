@@ -4,7 +4,9 @@
 //! merged here.
 
 mod approvals;
+mod batches;
 mod extract;
+mod grants;
 mod health;
 pub mod hooks;
 pub mod listener;
@@ -57,7 +59,9 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .merge(approvals::router())
+        .merge(batches::router())
         .merge(hooks::router())
+        .merge(grants::router())
         .merge(slack)
         .merge(crate::web::router())
         .merge(health::router())

@@ -11,10 +11,10 @@ use utoipa::{
     Modify, OpenApi,
 };
 
-use super::{approvals, health, AppState};
+use super::{approvals, batches, health, AppState};
 use crate::{
     error::{ErrorBody, ErrorDetail},
-    model::{ApprovalId, ApprovalView, Status},
+    model::{ApprovalId, ApprovalView, BatchStatus, BatchView, Status},
     readiness::{Checks, Report},
     store::Event,
 };
@@ -33,6 +33,8 @@ use crate::{
         approvals::cancel,
         approvals::events,
         approvals::list,
+        batches::submit,
+        batches::fetch,
         health::healthz,
         health::readyz,
     ),
@@ -48,6 +50,9 @@ use crate::{
         approvals::SubmitBody,
         approvals::ApprovalList,
         approvals::EventList,
+        batches::BatchBody,
+        BatchView,
+        BatchStatus,
     )),
     modifiers(&BearerAuth),
     tags(

@@ -175,6 +175,15 @@ pub fn run(
                     "no"
                 }
             ));
+            if let super::Action::Route(route) = &rule.action {
+                out.extend(super::explain::nudges(&route.nudges));
+                out.push(super::explain::grants(
+                    rule,
+                    route,
+                    &subject,
+                    required_approvals,
+                ));
+            }
         }
     }
     Ok(out.join("\n"))
@@ -243,6 +252,36 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("approvers: anyone who can click"), "{out}");
+    }
+
+    #[test]
+    fn explains_reminders_escalation_and_grants() {
+        let dir = tempfile::tempdir().expect("dir");
+        let policy = write(
+            dir.path(),
+            "p.toml",
+            "[[rule]]\nname = \"tests\"\ncode = \"^cargo\"\nremind_after_secs = 60\nremind_every_secs = 300\nescalate_after_secs = 900\nescalate_to = [\"U0CAROL\"]\nescalate_channel = \"C0ESC\"\nescalation_extends_secs = 600\ngrant_max_secs = 3600\ngrant_durations_secs = [1800]\n",
+        );
+        let env = HashMap::from([("GREENLIGHT_POLICY", policy.display().to_string())]);
+        let one = write(dir.path(), "a.json", r#"{"code": "cargo  test"}"#);
+        let out = run_with(&one, Some("ci"), &env).expect("ok");
+        for line in [
+            "reminders: after 60 s, then every 300 s",
+            "escalation: after 900 s; posted to C0ESC too; U0CAROL may decide from then on; the deadline moves 600 s later (once)",
+            "grants: offered for 1800 s; a grant covers requests from ci under rule \"tests\" with the code (whitespace normalised) \"cargo test\"",
+        ] {
+            assert!(out.contains(line), "missing {line:?} in:\n{out}");
+        }
+        let two = write(
+            dir.path(),
+            "b.json",
+            r#"{"code": "cargo test", "required_approvals": 2}"#,
+        );
+        let out = run_with(&two, Some("ci"), &env).expect("ok");
+        assert!(
+            out.contains("grants: not offered (high-risk, or more than one approval needed)"),
+            "{out}"
+        );
     }
 
     #[test]

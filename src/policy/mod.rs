@@ -13,6 +13,9 @@
 //! `greenlight policy check`.
 
 pub mod check;
+mod explain;
+pub mod grants;
+pub mod nudges;
 mod parse;
 pub mod quorum;
 pub mod tool;
@@ -44,6 +47,9 @@ pub struct Rule {
     pub line: usize,
     /// Line and column of its `required_approvals`, if it sets one.
     pub required_at: Option<(usize, usize)>,
+    /// What the rule matches on, hashed ([`grants::fingerprint`]): a grant made
+    /// under another fingerprint covers nothing.
+    pub fingerprint: String,
     pub when: Conditions,
     pub action: Action,
 }
@@ -116,6 +122,10 @@ pub struct Route {
     pub timeout_secs: Option<u64>,
     /// Approve asks for confirmation before it counts.
     pub high_risk: bool,
+    /// Standing grants ("Approve for 30 min"), when the rule allows them.
+    pub grants: Option<grants::GrantRule>,
+    /// Reminders and escalation; empty for none.
+    pub nudges: nudges::Nudges,
 }
 
 /// The facts about a request that rules match on.
@@ -191,6 +201,7 @@ impl Policy {
                 name: DEFAULT_RULE_NAME.into(),
                 line: 0,
                 required_at: None,
+                fingerprint: String::new(),
                 when: Conditions::default(),
                 action: Action::Route(Route::default()),
             },

@@ -138,6 +138,15 @@ struct RawRule {
     required_approvals: Option<Spanned<i64>>,
     timeout_secs: Option<Spanned<i64>>,
     high_risk: Option<Spanned<bool>>,
+    grant_max_secs: Option<Spanned<i64>>,
+    grant_durations_secs: Option<Spanned<Vec<i64>>>,
+    grant_match: Option<Spanned<String>>,
+    remind_after_secs: Option<Spanned<i64>>,
+    remind_every_secs: Option<Spanned<i64>>,
+    escalate_after_secs: Option<Spanned<i64>>,
+    escalate_to: Option<Spanned<Vec<String>>>,
+    escalate_channel: Option<Spanned<String>>,
+    escalation_extends_secs: Option<Spanned<i64>>,
 }
 
 /// Turns byte offsets into `line:col` for one source text.
@@ -201,6 +210,7 @@ pub fn parse(source: &str, file: &str) -> Result<Policy, PolicyError> {
 
 fn rule(at: &Locator<'_>, span: Range<usize>, raw: RawRule) -> Result<Rule, PolicyError> {
     let line = at.position(span.start).0;
+    let span_of_rule = span.clone();
     let name = match &raw.name {
         Some(name) => {
             let value = name.get_ref().trim();
@@ -270,6 +280,36 @@ fn rule(at: &Locator<'_>, span: Range<usize>, raw: RawRule) -> Result<Rule, Poli
         ),
         ("timeout_secs", raw.timeout_secs.as_ref().map(Spanned::span)),
         ("high_risk", raw.high_risk.as_ref().map(Spanned::span)),
+        (
+            "grant_max_secs",
+            raw.grant_max_secs.as_ref().map(Spanned::span),
+        ),
+        (
+            "grant_durations_secs",
+            raw.grant_durations_secs.as_ref().map(Spanned::span),
+        ),
+        ("grant_match", raw.grant_match.as_ref().map(Spanned::span)),
+        (
+            "remind_after_secs",
+            raw.remind_after_secs.as_ref().map(Spanned::span),
+        ),
+        (
+            "remind_every_secs",
+            raw.remind_every_secs.as_ref().map(Spanned::span),
+        ),
+        (
+            "escalate_after_secs",
+            raw.escalate_after_secs.as_ref().map(Spanned::span),
+        ),
+        ("escalate_to", raw.escalate_to.as_ref().map(Spanned::span)),
+        (
+            "escalate_channel",
+            raw.escalate_channel.as_ref().map(Spanned::span),
+        ),
+        (
+            "escalation_extends_secs",
+            raw.escalation_extends_secs.as_ref().map(Spanned::span),
+        ),
     ];
     let notify = raw.notify.as_ref().is_some_and(|n| *n.get_ref());
     let reason = raw.reason.as_ref().map(|r| r.get_ref().trim().to_owned());
@@ -382,6 +422,10 @@ fn rule(at: &Locator<'_>, span: Range<usize>, raw: RawRule) -> Result<Rule, Poli
                 }
                 route.timeout_secs = Some(secs);
             }
+            route.nudges = nudges(&raw)
+                .map_err(|(span, problem)| fail(span.unwrap_or(span_of_rule.clone()), problem))?;
+            route.grants = grant_rule(&raw, &route, when.command_prefix.is_some())
+                .map_err(|(span, problem)| fail(span.unwrap_or(span_of_rule.clone()), problem))?;
             Action::Route(route)
         }
         other => {
@@ -393,9 +437,18 @@ fn rule(at: &Locator<'_>, span: Range<usize>, raw: RawRule) -> Result<Rule, Poli
             ))
         }
     };
+    let fingerprint = super::grants::fingerprint(
+        &name,
+        match &action {
+            Action::Route(route) => route.grants.as_ref().map(|g| g.matching),
+            _ => None,
+        },
+        &matched_on(&raw),
+    );
     Ok(Rule {
         name,
         line,
+        fingerprint,
         required_at: raw
             .required_approvals
             .as_ref()
@@ -403,6 +456,208 @@ fn rule(at: &Locator<'_>, span: Range<usize>, raw: RawRule) -> Result<Rule, Poli
         when,
         action,
     })
+}
+
+/// The longest grant a rule may offer: one week, like the longest timeout.
+const MAX_GRANT_SECS: u64 = 7 * 24 * 3600;
+
+/// `grant_max_secs`, `grant_durations_secs` and `grant_match` of a routed rule, checked
+/// against the rest of it: never on a high-risk rule or one that needs more than one
+/// approval (a grant would let one click stand in for many decisions that each needed
+/// a confirmation or a second person). Errors carry the offending key's span.
+fn grant_rule(
+    raw: &RawRule,
+    route: &Route,
+    has_prefixes: bool,
+) -> Result<Option<super::grants::GrantRule>, (Option<Range<usize>>, String)> {
+    use super::grants::{GrantMatch, GrantRule, MAX_DURATIONS};
+    let Some(max) = &raw.grant_max_secs else {
+        for (key, span) in [
+            (
+                "grant_durations_secs",
+                raw.grant_durations_secs.as_ref().map(Spanned::span),
+            ),
+            ("grant_match", raw.grant_match.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(span) = span {
+                return Err((
+                    Some(span),
+                    format!("{key} needs grant_max_secs (grants are off without it)"),
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    let max_secs = u64::try_from(*max.get_ref()).unwrap_or(0);
+    if !(1..=MAX_GRANT_SECS).contains(&max_secs) {
+        return Err((
+            Some(max.span()),
+            format!("grant_max_secs must be from 1 to {MAX_GRANT_SECS}"),
+        ));
+    }
+    if route.high_risk {
+        return Err((
+            Some(max.span()),
+            "grants are never allowed on a high_risk rule: each of its approvals must be confirmed"
+                .into(),
+        ));
+    }
+    if route.required_approvals.is_some_and(|n| n > 1) {
+        return Err((Some(max.span()), "grants are never allowed on a rule with required_approvals > 1: one person's grant would stand in for several approvals".into()));
+    }
+    let durations_secs = match &raw.grant_durations_secs {
+        None => vec![max_secs],
+        Some(list) => {
+            let bad = |problem: String| Err((Some(list.span()), problem));
+            if list.get_ref().is_empty() || list.get_ref().len() > MAX_DURATIONS {
+                return bad(format!(
+                    "grant_durations_secs must list 1 to {MAX_DURATIONS} durations"
+                ));
+            }
+            let mut secs = Vec::new();
+            for d in list.get_ref() {
+                match u64::try_from(*d) {
+                    Ok(d) if (1..=max_secs).contains(&d) && !secs.contains(&d) => secs.push(d),
+                    _ => return bad(format!("grant_durations_secs: {d} is not a distinct duration from 1 to grant_max_secs ({max_secs})")),
+                }
+            }
+            secs.sort_unstable();
+            secs
+        }
+    };
+    let matching = match &raw.grant_match {
+        None => GrantMatch::Exact,
+        Some(m) => GrantMatch::parse(m.get_ref()).ok_or_else(|| {
+            (
+                Some(m.span()),
+                format!(
+                    "grant_match {:?} is not \"exact\" or \"command_prefix\"",
+                    m.get_ref()
+                ),
+            )
+        })?,
+    };
+    if matching == GrantMatch::CommandPrefix && !has_prefixes {
+        return Err((
+            raw.grant_match.as_ref().map(Spanned::span),
+            "grant_match = \"command_prefix\" needs the rule's own command_prefix list".into(),
+        ));
+    }
+    Ok(Some(GrantRule {
+        max_secs,
+        durations_secs,
+        matching,
+    }))
+}
+
+/// `remind_*`, `escalate_*` and `escalation_extends_secs` of a routed rule: each
+/// duration from 1 s to a week, repeats only with a first reminder, escalation only
+/// with somewhere to escalate to, and its options only with escalation.
+fn nudges(raw: &RawRule) -> Result<super::nudges::Nudges, (Option<Range<usize>>, String)> {
+    let secs = |key: &str,
+                value: &Option<Spanned<i64>>|
+     -> Result<Option<u64>, (Option<Range<usize>>, String)> {
+        let Some(value) = value else { return Ok(None) };
+        match u64::try_from(*value.get_ref()) {
+            Ok(s) if (1..=MAX_TIMEOUT_SECS).contains(&s) => Ok(Some(s)),
+            _ => Err((
+                Some(value.span()),
+                format!("{key} must be from 1 to {MAX_TIMEOUT_SECS}"),
+            )),
+        }
+    };
+    let needs = |key: &str, span: Option<Range<usize>>, other: &str| {
+        Err((span, format!("{key} needs {other}")))
+    };
+    let mut out = super::nudges::Nudges {
+        remind_after_secs: secs("remind_after_secs", &raw.remind_after_secs)?,
+        remind_every_secs: secs("remind_every_secs", &raw.remind_every_secs)?,
+        escalate_after_secs: secs("escalate_after_secs", &raw.escalate_after_secs)?,
+        escalation_extends_secs: secs("escalation_extends_secs", &raw.escalation_extends_secs)?,
+        ..Default::default()
+    };
+    if out.remind_every_secs.is_some() && out.remind_after_secs.is_none() {
+        return needs(
+            "remind_every_secs",
+            raw.remind_every_secs.as_ref().map(Spanned::span),
+            "remind_after_secs",
+        );
+    }
+    if let Some(to) = &raw.escalate_to {
+        if to.get_ref().is_empty() {
+            return Err((
+                Some(to.span()),
+                "escalate_to is empty; list who may decide once escalated, or remove it".into(),
+            ));
+        }
+        if let Some(bad) = to.get_ref().iter().find(|a| !is_approver_id(a)) {
+            return Err((Some(to.span()), format!("escalate_to: {bad:?} is not a Slack user id (U…/W…), user group id (S…) or web reviewer (web:<name>)")));
+        }
+        out.escalate_to = Some(to.get_ref().clone());
+    }
+    if let Some(channel) = &raw.escalate_channel {
+        out.escalate_channel = Some(
+            channel_id(channel)
+                .map_err(|p| (Some(channel.span()), format!("escalate_channel: {p}")))?,
+        );
+    }
+    if out.escalate_after_secs.is_none() {
+        for (key, span) in [
+            ("escalate_to", raw.escalate_to.as_ref().map(Spanned::span)),
+            (
+                "escalate_channel",
+                raw.escalate_channel.as_ref().map(Spanned::span),
+            ),
+            (
+                "escalation_extends_secs",
+                raw.escalation_extends_secs.as_ref().map(Spanned::span),
+            ),
+        ] {
+            if span.is_some() {
+                return needs(key, span, "escalate_after_secs");
+            }
+        }
+    } else if out.escalate_to.is_none() && out.escalate_channel.is_none() {
+        return needs(
+            "escalate_after_secs",
+            raw.escalate_after_secs.as_ref().map(Spanned::span),
+            "escalate_to (approvers) and/or escalate_channel",
+        );
+    }
+    Ok(out)
+}
+
+/// What a rule matches on, as written, in a fixed order: the input of its grant
+/// fingerprint. (`context` is a table keyed in sorted order, so its JSON is stable.)
+fn matched_on(raw: &RawRule) -> Vec<(&'static str, String)> {
+    let json = |value: &toml::Value| serde_json::to_string(value).unwrap_or_default();
+    let mut parts = Vec::new();
+    for (key, value) in [
+        ("agent", raw.agent.as_ref().map(|v| json(v.get_ref()))),
+        ("language", raw.language.as_ref().map(|v| json(v.get_ref()))),
+        (
+            "code",
+            raw.code
+                .as_ref()
+                .map(|v| json(&toml::Value::String(v.get_ref().clone()))),
+        ),
+        (
+            "context",
+            raw.context
+                .as_ref()
+                .map(|t| json(&toml::Value::Table(t.clone()))),
+        ),
+        ("tool", raw.tool.as_ref().map(|v| json(v.get_ref()))),
+        (
+            "command_prefix",
+            raw.command_prefix.as_ref().map(|v| json(v.get_ref())),
+        ),
+    ] {
+        if let Some(value) = value {
+            parts.push((key, value));
+        }
+    }
+    parts
 }
 
 fn channel_id(channel: &Spanned<String>) -> Result<String, String> {
@@ -733,6 +988,156 @@ mod tests {
         assert!(
             err.starts_with("/nonexistent/policy.toml: cannot read"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn grant_keys_parse_with_defaults() {
+        let policy = parse(
+            "[[rule]]\nname = \"tests\"\ncommand_prefix = [\"cargo test\"]\ngrant_max_secs = 3600\ngrant_durations_secs = [3600, 1800]\ngrant_match = \"command_prefix\"\n\n[[rule]]\nname = \"plain\"\ncode = \"^make\"\ngrant_max_secs = 600\n",
+            "p.toml",
+        )
+        .expect("valid");
+        let grants = |i: usize| match &policy.rules[i].action {
+            Action::Route(route) => route.grants.clone().expect("grants"),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(grants(0).durations_secs, vec![1800, 3600]);
+        assert_eq!(
+            grants(0).matching,
+            super::super::grants::GrantMatch::CommandPrefix
+        );
+        assert_eq!(grants(1).durations_secs, vec![600]);
+        assert_eq!(grants(1).matching, super::super::grants::GrantMatch::Exact);
+        assert_ne!(policy.rules[0].fingerprint, policy.rules[1].fingerprint);
+    }
+
+    #[test]
+    fn grants_are_refused_where_they_would_weaken_a_rule() {
+        let rule = |extra: &str| format!("[[rule]]\nname = \"r\"\ncode = \"x\"\n{extra}");
+        for (extra, at, needle) in [
+            (
+                "high_risk = true\ngrant_max_secs = 60\n",
+                "5:18",
+                "high_risk",
+            ),
+            (
+                "approvers = [\"U0A\", \"U0B\"]\nrequired_approvals = 2\ngrant_max_secs = 60\n",
+                "6:18",
+                "required_approvals > 1",
+            ),
+            ("grant_max_secs = 0\n", "4:18", "grant_max_secs must be"),
+            (
+                "grant_max_secs = 60\ngrant_durations_secs = [61]\n",
+                "5:24",
+                "61",
+            ),
+            (
+                "grant_max_secs = 60\ngrant_durations_secs = [30, 30]\n",
+                "5:24",
+                "30",
+            ),
+            (
+                "grant_max_secs = 60\ngrant_durations_secs = []\n",
+                "5:24",
+                "1 to 3",
+            ),
+            (
+                "grant_durations_secs = [60]\n",
+                "4:24",
+                "needs grant_max_secs",
+            ),
+            (
+                "grant_max_secs = 60\ngrant_match = \"fuzzy\"\n",
+                "5:15",
+                "fuzzy",
+            ),
+            (
+                "grant_max_secs = 60\ngrant_match = \"command_prefix\"\n",
+                "5:15",
+                "command_prefix list",
+            ),
+        ] {
+            let message = error(&rule(extra));
+            assert!(
+                message.starts_with(&format!("policy.toml:{at}: rule \"r\": ")),
+                "{extra}: {message}"
+            );
+            assert!(message.contains(needle), "{extra}: {message}");
+        }
+        // Automatic rules have no grants.
+        let message = error("[[rule]]\nname = \"r\"\ncode = \"x\"\naction = \"auto_approve\"\ngrant_max_secs = 60\n");
+        assert!(
+            message.contains("grant_max_secs applies only to routed rules"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_follows_what_the_rule_matches_only() {
+        let fp = |source: &str| {
+            parse(source, "p.toml").expect("valid").rules[0]
+                .fingerprint
+                .clone()
+        };
+        let base = fp("[[rule]]\nname = \"r\"\ncode = \"^make\"\ngrant_max_secs = 60\n");
+        // Where the rule is, its channel, its durations: the same rule matching the same.
+        assert_eq!(base, fp("\n\n[[rule]]\nname = \"r\"\ncode = \"^make\"\nchannel = \"C1\"\ngrant_max_secs = 600\n"));
+        assert_ne!(
+            base,
+            fp("[[rule]]\nname = \"r\"\ncode = \"^make \"\ngrant_max_secs = 60\n")
+        );
+        assert_ne!(
+            base,
+            fp("[[rule]]\nname = \"r\"\ncode = \"^make\"\nagent = \"a\"\ngrant_max_secs = 60\n")
+        );
+        assert_ne!(base, fp("[[rule]]\nname = \"r\"\ncode = \"^make\"\ncontext.env = \"prod\"\ngrant_max_secs = 60\n"));
+    }
+
+    #[test]
+    fn reminder_and_escalation_keys() {
+        let policy = parse(
+            "[[rule]]\nname = \"r\"\ncode = \"x\"\nremind_after_secs = 60\nremind_every_secs = 120\nescalate_after_secs = 300\nescalate_to = [\"U0CAROL\"]\nescalate_channel = \"C0ESC\"\nescalation_extends_secs = 600\n",
+            "p.toml",
+        )
+        .expect("valid");
+        let Action::Route(route) = &policy.rules[0].action else {
+            panic!("route")
+        };
+        assert_eq!(route.nudges.remind_every_secs, Some(120));
+        assert_eq!(route.nudges.escalate_channel.as_deref(), Some("C0ESC"));
+        let rule = |extra: &str| format!("[[rule]]\nname = \"r\"\ncode = \"x\"\n{extra}");
+        for (extra, at, needle) in [
+            ("remind_every_secs = 5\n", "4:21", "needs remind_after_secs"),
+            ("remind_after_secs = 0\n", "4:21", "from 1 to"),
+            ("escalate_after_secs = 5\n", "4:23", "needs escalate_to"),
+            (
+                "escalate_channel = \"C1\"\n",
+                "4:20",
+                "needs escalate_after_secs",
+            ),
+            (
+                "escalate_after_secs = 5\nescalate_to = [\"bob\"]\n",
+                "5:15",
+                "not a Slack user id",
+            ),
+            (
+                "escalate_after_secs = 5\nescalate_to = []\n",
+                "5:15",
+                "empty",
+            ),
+        ] {
+            let message = error(&rule(extra));
+            assert!(
+                message.starts_with(&format!("policy.toml:{at}: rule \"r\": ")),
+                "{extra}: {message}"
+            );
+            assert!(message.contains(needle), "{extra}: {message}");
+        }
+        let message = error("[[rule]]\nname = \"r\"\ncode = \"x\"\naction = \"auto_deny\"\nreason = \"no\"\nremind_after_secs = 5\n");
+        assert!(
+            message.contains("remind_after_secs applies only to routed rules"),
+            "{message}"
         );
     }
 }

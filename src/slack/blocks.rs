@@ -141,7 +141,7 @@ fn slack_date(at: DateTime<Utc>) -> String {
     )
 }
 
-fn title_of(approval: &Approval) -> String {
+pub(crate) fn title_of(approval: &Approval) -> String {
     match (&approval.title, &approval.language) {
         (Some(title), _) if !title.trim().is_empty() => title.trim().to_owned(),
         (_, Some(language)) => format!("run {language} code"),
@@ -249,6 +249,9 @@ pub struct PendingExtras {
     /// The policy rule that marked this request high-risk: Approve then asks for
     /// confirmation first.
     pub high_risk_rule: Option<String>,
+    /// Standing-grant durations (seconds) offered beside Approve ("Approve for 30
+    /// min"); empty for none.
+    pub grant_durations: Vec<u64>,
 }
 
 /// "1 of 2 approvals: <@U1>", or how many are needed before anyone has approved.
@@ -324,6 +327,10 @@ pub(crate) fn decision_actions(
         approve["confirm"] = confirm_dialog(approval, rule);
     }
     before.push(approve);
+    before.extend(super::grant_blocks::grant_buttons(
+        approval,
+        &extras.grant_durations,
+    ));
     before.push(
         json!({"type": "button", "action_id": DENY_ACTION_ID, "style": "danger", "value": id,
              "text": {"type": "plain_text", "text": "Deny", "emoji": true}}),
@@ -596,6 +603,7 @@ mod tests {
         let extras = PendingExtras {
             votes: vec!["U0ALICE".into()],
             high_risk_rule: Some("prod <!here>".into()),
+            grant_durations: Vec::new(),
         };
         let message = pending_message_with(&a, &extras);
         let rendered = message.blocks.to_string();

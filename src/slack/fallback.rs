@@ -163,6 +163,7 @@ mod tests {
         let extras = PendingExtras {
             votes: Vec::new(),
             high_risk_rule: Some("prod".into()),
+            grant_durations: Vec::new(),
         };
         let message = minimal_message(&a, &extras, &refused("msg_too_long"));
         let id = a.id.to_string();

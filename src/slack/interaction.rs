@@ -6,7 +6,10 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::blocks::{APPROVE_ACTION_ID, DENY_ACTION_ID};
+use super::{
+    blocks::{APPROVE_ACTION_ID, DENY_ACTION_ID},
+    grant_blocks::{grant_secs, REVOKE_ACTION_ID},
+};
 use crate::model::ApprovalId;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -84,6 +87,10 @@ pub struct Payload {
 pub enum Button {
     Approve,
     Deny,
+    /// "Approve for N seconds": approve and make a standing grant.
+    Grant(u64),
+    /// Revoke the grant that approved this (FYI) request.
+    Revoke,
 }
 
 impl Button {
@@ -91,6 +98,8 @@ impl Button {
         match self {
             Button::Approve => "approve",
             Button::Deny => "deny",
+            Button::Grant(_) => "grant",
+            Button::Revoke => "revoke",
         }
     }
 }
@@ -145,7 +154,8 @@ impl Payload {
                 let button = match action.action_id.as_str() {
                     APPROVE_ACTION_ID => Button::Approve,
                     DENY_ACTION_ID => Button::Deny,
-                    _ => return None,
+                    REVOKE_ACTION_ID => Button::Revoke,
+                    other => Button::Grant(grant_secs(other)?),
                 };
                 let approval_id = ApprovalId::parse(action.value.as_deref()?)?;
                 Some(Click {

@@ -21,7 +21,7 @@ use super::{
     views,
 };
 use crate::{
-    approval::{Answer, ApprovalService, ReasonOutcome, ServiceError},
+    approval::{Answer, ApprovalService, ReasonOutcome, Revoked, ServiceError},
     model::{Approval, ApprovalId, Reviewer},
 };
 
@@ -102,6 +102,16 @@ impl Interactions {
                         .deny_clicked(click.approval_id, &who, click.trigger_id.as_deref())
                         .await?
                 }
+                Button::Grant(secs) => {
+                    self.inner
+                        .service
+                        .approve_with_grant(click.approval_id, &who, secs)
+                        .await?
+                }
+                Button::Revoke => {
+                    self.revoke_clicked(&click, who).await?;
+                    continue;
+                }
             };
             let outcome = answer.outcome();
             // Clicks that change nothing are audited in aggregate; logging each one
@@ -115,6 +125,32 @@ impl Interactions {
             self.follow_up(&click, who, answer, received);
         }
         Ok(None)
+    }
+
+    /// The Revoke button on a grant-approved request's FYI: revokes its grant (the
+    /// store rewrites the FYI) and tells the clicker what happened.
+    async fn revoke_clicked(&self, click: &Click, who: Reviewer) -> Result<(), ServiceError> {
+        let revoked = self
+            .inner
+            .service
+            .revoke_grant_of(click.approval_id, &who)
+            .await?;
+        tracing::info!(request_id = %click.approval_id, user = %who.id, outcome = ?revoked, "revoke click");
+        let text = match revoked {
+            Revoked::Done(grant) if grant.revoked_by.as_deref() == Some(who.id.as_str()) => {
+                format!(
+                    "Grant {} is revoked: later requests like this one go to review again.",
+                    grant.id
+                )
+            }
+            Revoked::Done(grant) => format!("Grant {} was already revoked.", grant.id),
+            Revoked::NotFound => "That grant no longer exists.".to_owned(),
+            Revoked::Refused(refusal) => refusal.explain().to_owned(),
+        };
+        if let Some(channel) = click.channel.clone() {
+            self.send_note(channel, who.id, text);
+        }
+        Ok(())
     }
 
     /// What the clicker sees after the ack.

@@ -7,9 +7,11 @@
 //! (`crate::approval`) imports none of this.
 
 pub mod api;
+pub mod batch_card;
 pub mod blocks;
 pub mod code_view;
 pub mod fallback;
+pub mod grant_blocks;
 pub mod history;
 pub mod interaction;
 pub mod interactions;

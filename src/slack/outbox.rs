@@ -165,7 +165,8 @@ impl OutboxWorker {
     /// Sends `channel`'s rows in order until none is left. Rows waiting out a retry
     /// are slept for (a mark for the channel wakes the lane sooner).
     async fn lane(&self, channel: &str, wake: &Notify) {
-        // Rows delivered since the last claim: removed by the next claim's own write.
+        // Rows delivered since the last claim: removed by the next claim's own write
+        // (on PostgreSQL at once, `Store::outbox_delivered`).
         let mut done = Vec::new();
         let mut store_trouble = store_retrying();
         loop {
@@ -227,6 +228,10 @@ impl OutboxWorker {
                     }
                     tokio::time::sleep(step.delay).await;
                 }
+                if let Err(error) = self.store().outbox_delivered(&mut done).await {
+                    // Still in `done`: the next claim removes them.
+                    tracing::warn!(%channel, %error, "could not remove delivered outbox rows now");
+                }
             }
         }
     }
@@ -240,6 +245,9 @@ impl OutboxWorker {
             Kind::Post => self.post(row, approval, done).await,
             Kind::Update => self.rewrite(row, approval, done).await,
             Kind::Fyi => self.fyi(row, approval, done).await,
+            Kind::Remind => self.remind(row, approval, done).await,
+            Kind::Escalate => self.escalate(row, approval, done).await,
+            Kind::EscalationUpdate => self.rewrite_escalation(row, approval, done).await,
         }
     }
 
@@ -252,7 +260,14 @@ impl OutboxWorker {
         approval: &Approval,
         done: &mut Vec<i64>,
     ) -> Result<(), ServiceError> {
-        if approval.status.is_final() || approval.message_ts.is_some() {
+        // A batch item's message is the batch's card: worth posting while any item
+        // of the batch is still pending.
+        let card = self.batch_card(approval).await?;
+        let live = match &card {
+            Some((_, pending)) => *pending,
+            None => !approval.status.is_final(),
+        };
+        if !live || approval.message_ts.is_some() {
             done.push(row.seq);
             return Ok(());
         }
@@ -260,7 +275,10 @@ impl OutboxWorker {
             return Ok(());
         }
         let extras = self.extras(approval).await?;
-        let rendered = blocks::pending_message_with(approval, &extras);
+        let rendered = match card {
+            Some((card, _)) => card,
+            None => blocks::pending_message_with(approval, &extras),
+        };
         let deadline = Instant::now()
             + (approval.expires_at - Utc::now())
                 .to_std()
@@ -389,8 +407,10 @@ impl OutboxWorker {
         } else {
             self.extras(approval).await?
         };
-        let rendered = if approval.status.is_final() {
-            blocks::final_message(approval)
+        let rendered = if let Some((card, _)) = self.batch_card(approval).await? {
+            card
+        } else if approval.status.is_final() {
+            self.final_message(approval).await?
         } else {
             blocks::pending_message_with(approval, &extras)
         };
@@ -455,7 +475,7 @@ impl OutboxWorker {
             done.push(row.seq);
             return Ok(());
         }
-        let rendered = blocks::final_message(approval);
+        let rendered = self.final_message(approval).await?;
         let mut posted = self
             .slack
             .post_message_paced(
@@ -546,11 +566,44 @@ impl OutboxWorker {
         }
     }
 
+    /// A final request's message: a grant-approved one names its grant and offers
+    /// Revoke while the grant is live.
+    async fn final_message(
+        &self,
+        approval: &Approval,
+    ) -> Result<blocks::RenderedMessage, ServiceError> {
+        Ok(match self.store().grant_used_by(approval.id).await? {
+            Some(grant) => super::grant_blocks::grant_fyi(approval, &grant, Utc::now()),
+            None => blocks::final_message(approval),
+        })
+    }
+
+    /// When `approval` is a batch item: the batch's card as its items stand now, and
+    /// whether any of them is still pending.
+    async fn batch_card(
+        &self,
+        approval: &Approval,
+    ) -> Result<Option<(blocks::RenderedMessage, bool)>, ServiceError> {
+        let Some(batch) = self.store().batch_of(approval.id).await? else {
+            return Ok(None);
+        };
+        let mut items = Vec::with_capacity(batch.items.len());
+        for id in &batch.items {
+            if let Some(item) = self.store().get(*id).await? {
+                items.push(item);
+            }
+        }
+        let pending = items.iter().any(|a| !a.status.is_final());
+        let card = super::batch_card::batch_card(batch.title.as_deref(), &items);
+        Ok(Some((card, pending)))
+    }
+
     async fn extras(&self, approval: &Approval) -> Result<PendingExtras, ServiceError> {
         let progress = self.service.progress(approval).await?;
         Ok(PendingExtras {
             votes: progress.votes,
             high_risk_rule: progress.high_risk_rule,
+            grant_durations: progress.grant_durations,
         })
     }
 }
@@ -607,6 +660,9 @@ fn is_permanent_update_failure(error: &SlackError) -> bool {
 fn rewrite_backoff(attempts: u32) -> Duration {
     Backoff::new(REWRITE_RETRY_FIRST, REWRITE_RETRY_MAX).delay(attempts.max(1))
 }
+
+#[path = "outbox_nudges.rs"]
+mod nudges;
 
 #[cfg(test)]
 #[path = "outbox_tests.rs"]

@@ -202,6 +202,7 @@ async fn pending(store: &Store, channel: &str, code: &str) -> ApprovalId {
             required_approvals: 1,
             idempotency_key: None,
             request_hash: code.into(),
+            callback_url: None,
         },
         channel: channel.into(),
         created_at: now,
@@ -209,6 +210,8 @@ async fn pending(store: &Store, channel: &str, code: &str) -> ApprovalId {
         also: Vec::new(),
         fate: Fate::Review,
         max_pending: None,
+        grant: None,
+        first_nudge: None,
     };
     match store.insert(submission).await.expect("insert") {
         Inserted::Created(approval) => approval.id,

@@ -181,7 +181,13 @@ fn check_no_bidi(text: &str) -> Checked {
     let raw = text
         .chars()
         .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}'));
-    let half = text.matches('⟨').count() != text.matches('⟩').count();
+    // A made-visible control is `⟨U+XXXX⟩`; one a cut broke lacks its digits or `⟩`.
+    // (A lone `⟨` is ordinary text an agent may send.)
+    let half = text.match_indices("⟨U+").any(|(at, marker)| {
+        let rest = &text[at + marker.len()..];
+        let digits = rest.chars().take_while(char::is_ascii_hexdigit).count();
+        !(4..=6).contains(&digits) || !rest[digits..].starts_with('⟩')
+    });
     if raw || half {
         return Err(format!("a raw or cut bidi control in {text:?}"));
     }
@@ -298,6 +304,7 @@ fn every_surface(input: &Input) -> Checked {
     let extras = PendingExtras {
         votes: input.votes.clone(),
         high_risk_rule: Some(input.rule.clone()),
+        grant_durations: vec![1800, 3600, 604800],
     };
     message(
         "pending message",
@@ -324,11 +331,13 @@ fn every_surface(input: &Input) -> Checked {
         Refusal::SelfApproval,
         Refusal::Unverified,
         Refusal::PolicyForbids,
+        Refusal::GrantNotOffered,
     ] {
         ephemeral("refusal note", refusal.explain())?;
     }
     let title = code_view::file_title(&pending);
-    if slack_len(&title) > 100 || title.contains(&input.title) && !input.title.is_empty() {
+    // greenlight's words and the id only: nothing the agent sent can lengthen it.
+    if slack_len(&title) > 100 || title != format!("Full code of request {}", pending.id) {
         return Err(format!("file title {title:?}"));
     }
     for status in [

@@ -29,6 +29,10 @@
 //! - [`requests`]: inserting, reading and deciding requests; the audit trail.
 //! - [`votes`]: approvals counted toward the two-person rule.
 //! - [`outbox`]: Slack messages to post or rewrite, per channel, in order.
+//! - [`callbacks`]: decision callbacks to deliver (signed webhooks), and where to.
+//! - [`batches`]: requests submitted together, shown on one Slack card.
+//! - [`grants`]: standing grants (made, looked up at insert, revoked).
+//! - [`nudges`]: reminder and escalation times, and firing them once.
 //! - [`signals`]: waking the workers. [`retention`]: pruning decided requests.
 //! - [`history`]: the web page's filtered history. [`rows`]: rows to domain types.
 //!
@@ -44,7 +48,11 @@
 //!    signal it owes after the commit. Tables go in `migrations/NNNN_*.sql` (SQLite)
 //!    and `migrations/postgres/NNNN_*.sql`.
 
+pub mod batches;
+pub mod callbacks;
+pub mod grants;
 pub mod history;
+pub mod nudges;
 pub mod outbox;
 pub mod postgres;
 mod requests;
@@ -61,6 +69,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+pub use batches::{Batch, BatchInserted, NewBatch};
 pub use requests::{Fate, Inserted, Submission};
 use signals::{DeadlineSignal, OutboxSignal};
 pub use votes::Vote;
@@ -155,7 +164,10 @@ pub struct Store {
 #[derive(Debug)]
 pub(crate) struct Signals {
     pub(crate) deadlines: DeadlineSignal,
+    /// Wakes the nudge worker (reminders, escalation) like `deadlines` does its own.
+    pub(crate) nudges: DeadlineSignal,
     pub(crate) outbox: OutboxSignal,
+    pub(crate) callbacks: callbacks::CallbackSignal,
     pub(crate) remote: broadcast::Sender<RemoteChange>,
 }
 
@@ -163,7 +175,9 @@ impl Default for Signals {
     fn default() -> Self {
         Self {
             deadlines: DeadlineSignal::default(),
+            nudges: DeadlineSignal::default(),
             outbox: OutboxSignal::default(),
+            callbacks: callbacks::CallbackSignal::default(),
             remote: broadcast::channel(1024).0,
         }
     }
@@ -256,6 +270,11 @@ impl Store {
         &self.signals.deadlines
     }
 
+    /// What wakes the nudge worker (reminders and escalation).
+    pub fn nudge_signal(&self) -> &DeadlineSignal {
+        &self.signals.nudges
+    }
+
     /// What wakes the outbox worker.
     pub fn outbox_signal(&self) -> &OutboxSignal {
         &self.signals.outbox
@@ -307,11 +326,27 @@ impl Store {
         dispatch!(self, events_page(since, after_seq, limit))
     }
 
-    /// Deletes final requests decided before `cutoff`, with their events, votes and
-    /// outbox rows. Pending requests are never pruned, however old. Returns how many
-    /// requests went.
+    /// Deletes final requests decided before `cutoff`, with their events, votes,
+    /// outbox rows, callback URLs, grant uses and batch links, and grants expired or
+    /// revoked before it. Pending requests are never pruned, however old. Returns how
+    /// many requests went.
     pub async fn prune_decided_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
         dispatch!(self, prune_decided_before(cutoff))
+    }
+}
+
+#[cfg(test)]
+impl Store {
+    /// Runs `work` on the SQLite writer's connection: for unit tests that set up a
+    /// state no API makes (an aged grant). Panics on PostgreSQL.
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        work: sqlite::writer::Work<T>,
+    ) -> StoreResult<T> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.write(work).await,
+            Backend::Postgres(_) => panic!("Store::write is SQLite only"),
+        }
     }
 }
 

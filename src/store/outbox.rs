@@ -28,6 +28,12 @@ pub enum Kind {
     Update,
     /// Post an automatic decision's outcome, without buttons.
     Fyi,
+    /// A reminder in the message's thread, naming who has not voted.
+    Remind,
+    /// Post the request, with its buttons, to the escalation channel (the row's).
+    Escalate,
+    /// Rewrite the escalation message from the request's current state.
+    EscalationUpdate,
 }
 
 impl Kind {
@@ -36,13 +42,23 @@ impl Kind {
             Kind::Post => "post",
             Kind::Update => "update",
             Kind::Fyi => "fyi",
+            Kind::Remind => "remind",
+            Kind::Escalate => "escalate",
+            Kind::EscalationUpdate => "escalation_update",
         }
     }
 
     pub(crate) fn parse(raw: &str) -> Option<Self> {
-        [Kind::Post, Kind::Update, Kind::Fyi]
-            .into_iter()
-            .find(|k| k.as_str() == raw)
+        [
+            Kind::Post,
+            Kind::Update,
+            Kind::Fyi,
+            Kind::Remind,
+            Kind::Escalate,
+            Kind::EscalationUpdate,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == raw)
     }
 }
 
@@ -90,6 +106,24 @@ impl Store {
         done: Vec<i64>,
     ) -> StoreResult<Vec<Row>> {
         dispatch!(self, claim_outbox(channel, now, limit, done))
+    }
+
+    /// Rows just delivered (`done`, emptied here): on PostgreSQL removed at once, one
+    /// write for the lot, so a replica stopped or killed before its next claim does
+    /// not leave them to be sent again by the next claimer (on any replica). On SQLite
+    /// they wait for the lane's next claim, whose own write removes them (the lane's
+    /// one process resumes them itself).
+    pub async fn outbox_delivered(&self, done: &mut Vec<i64>) -> StoreResult<()> {
+        match &self.backend {
+            super::Backend::Sqlite(_) => Ok(()),
+            super::Backend::Postgres(db) => {
+                if !done.is_empty() {
+                    db.outbox_delete(done).await?;
+                    done.clear();
+                }
+                Ok(())
+            }
+        }
     }
 
     /// When `channel`'s earliest waiting row may be tried again (on PostgreSQL, not

@@ -38,6 +38,11 @@ pub struct Submission {
     /// checked in the insert's own transaction, so concurrent submissions cannot all
     /// pass it. An idempotent replay is never refused by it.
     pub max_pending: Option<u32>,
+    /// For a request sent for review: what a standing grant must match to approve it
+    /// at once instead (looked up in the insert's own transaction; see `grants`).
+    pub grant: Option<super::grants::GrantProbe>,
+    /// When its first reminder or escalation is due (`store::nudges`), if ever.
+    pub first_nudge: Option<DateTime<Utc>>,
 }
 
 /// How a stored request is handled from its first commit on.
@@ -60,13 +65,20 @@ impl Store {
     /// finds the request an earlier call with the same Idempotency-Key created.
     pub async fn insert(&self, submission: Submission) -> StoreResult<Inserted> {
         let (expires_at, channel) = (submission.expires_at, submission.channel.clone());
+        let first_nudge = submission.first_nudge;
         let inserted = dispatch!(self, insert(submission))?;
         if let Inserted::Created(approval) = &inserted {
             if approval.status == Status::Pending {
                 self.signals.deadlines.inserted(expires_at);
+                if let Some(at) = first_nudge {
+                    self.signals.nudges.inserted(at);
+                }
             }
             // A post, or an automatic decision's FYI (a spare mark costs one look).
             self.signals.outbox.mark(&channel);
+            if approval.status.is_final() {
+                self.signals.callbacks.decided();
+            }
         }
         Ok(inserted)
     }
@@ -86,6 +98,7 @@ impl Store {
         let decided = dispatch!(self, decide(id, decision, event))?;
         if let Some(approval) = &decided {
             self.signals.outbox.mark(&approval.channel);
+            self.signals.callbacks.decided();
         }
         Ok(decided)
     }
@@ -122,9 +135,15 @@ impl Store {
         dispatch!(self, has_event(id, kind, field))
     }
 
-    /// Requests, newest first, optionally of one status.
-    pub async fn list(&self, status: Option<Status>, limit: u32) -> StoreResult<Vec<Approval>> {
-        dispatch!(self, list(status, limit))
+    /// Requests, newest first, optionally of one status and of one agent (`None`: every
+    /// agent's, for the review page).
+    pub async fn list(
+        &self,
+        agent: Option<&str>,
+        status: Option<Status>,
+        limit: u32,
+    ) -> StoreResult<Vec<Approval>> {
+        dispatch!(self, list(agent, status, limit))
     }
 
     /// Whether `agent` already used this Idempotency-Key: such a submission is a replay,

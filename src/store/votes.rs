@@ -37,7 +37,10 @@ impl Store {
     ) -> StoreResult<Vote> {
         let vote = dispatch!(self, record_approval(id, user, at, decide, counted))?;
         match &vote {
-            Vote::Decided(approval) => self.signals.outbox.mark(&approval.channel),
+            Vote::Decided(approval) => {
+                self.signals.outbox.mark(&approval.channel);
+                self.signals.callbacks.decided();
+            }
             Vote::Counted { channel, .. } => self.signals.outbox.mark(channel),
             _ => {}
         }

@@ -32,6 +32,10 @@ pub mod reviewers;
 pub mod sessions;
 mod views;
 
+/// The signed-in reviewer, for other HTTP areas that act for a person (revoking a
+/// standing grant, `crate::http::grants`).
+pub use auth::{NotSignedIn, SignedIn};
+
 use std::sync::Arc;
 
 use axum::{

@@ -83,7 +83,7 @@ pub async fn pending_list(state: &AppState) -> Result<PendingList, PageError> {
     let mut rows: Vec<Row> = state
         .service
         .store()
-        .list(Some(Status::Pending), LIST_LIMIT + 1)
+        .list(None, Some(Status::Pending), LIST_LIMIT + 1)
         .await?
         .iter()
         .filter(|a| a.expires_at > now)
@@ -123,6 +123,7 @@ fn hint(refusal: Refusal) -> &'static str {
         Refusal::PolicyForbids => {
             "The approval policy now denies requests like this one, so it can no longer be approved."
         }
+        Refusal::GrantNotOffered => "The approval policy offers no standing grant for this request.",
     }
 }
 
@@ -185,6 +186,14 @@ async fn request_page(
         .unwrap_or("(none recorded)")
         .to_owned();
     let (status, high_risk_rule) = status_part(state, signed, &approval).await?;
+    let mut batch = Vec::new();
+    if let Some(found) = state.service.store().batch_of(id).await? {
+        for item in found.items {
+            if let Some(item) = state.service.store().get(item).await? {
+                batch.push(Row::of(&item));
+            }
+        }
+    }
     let (code, language) = (approval.code.clone(), approval.language.clone());
     let lines = tokio::task::spawn_blocking(move || highlight::lines(&code, language.as_deref()))
         .await
@@ -203,6 +212,7 @@ async fn request_page(
         high_risk_rule,
         status,
         events: events.iter().map(EventRow::of).collect(),
+        batch,
     })
 }
 

@@ -178,6 +178,9 @@ pub struct RequestPage {
     pub high_risk_rule: Option<String>,
     pub status: StatusPart,
     pub events: Vec<EventRow>,
+    /// When the request is a batch item: every item of its batch, in order (this one
+    /// included), so a reviewer sees what was asked together.
+    pub batch: Vec<Row>,
 }
 
 /// A reviewer choice in the history filter.
@@ -264,6 +267,7 @@ mod tests {
                 actor: evil.into(),
                 detail: evil.into(),
             }],
+            batch: vec![Row::of(&approval), Row::of(&sample("ls"))],
         }
         .render()
         .expect("renders");

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{request, spawn_app, AGENT_TOKEN};
+use crate::helpers::{request, spawn_app, AGENT_TOKEN, OTHER_AGENT_TOKEN};
 
 fn assert_error(answer: &crate::helpers::Answer, status: StatusCode, code: &str) {
     assert_eq!(answer.status, status, "{:?}", answer.body);
@@ -183,4 +183,49 @@ async fn a_long_polled_submission_does_not_block_the_next() {
         answer = second => assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body),
         _ = first => panic!("the first long-poll ended before the second submission"),
     }
+}
+
+#[tokio::test]
+async fn an_agent_reads_only_its_own_requests() {
+    let app = spawn_app().await;
+    let answer = app.submit(request("cat ~/.aws/credentials")).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{:?}", answer.body);
+    let id = answer.body["id"].as_str().expect("id").to_owned();
+    for path in [
+        format!("/v1/approvals/{id}"),
+        format!("/v1/approvals/{id}?wait=5"),
+        format!("/v1/approvals/{id}/events"),
+    ] {
+        let other = app.get_as(OTHER_AGENT_TOKEN, &path).await;
+        assert_eq!(
+            other.status,
+            StatusCode::FORBIDDEN,
+            "{path}: {:?}",
+            other.body
+        );
+        assert_eq!(other.body["error"]["code"], "forbidden", "{path}");
+        assert!(
+            !other.body.to_string().contains("credentials"),
+            "{path}: {:?}",
+            other.body
+        );
+    }
+    let others = app.get_as(OTHER_AGENT_TOKEN, "/v1/approvals").await;
+    assert_eq!(others.status, StatusCode::OK);
+    assert_eq!(others.body["approvals"], json!([]), "{:?}", others.body);
+    let own = app.get("/v1/approvals").await;
+    assert_eq!(
+        own.body["approvals"][0]["id"],
+        id.as_str(),
+        "{:?}",
+        own.body
+    );
+    assert_eq!(
+        app.get(&format!("/v1/approvals/{id}")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get(&format!("/v1/approvals/{id}/events")).await.status,
+        StatusCode::OK
+    );
 }

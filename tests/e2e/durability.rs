@@ -675,15 +675,20 @@ async fn kill_nine_amid_a_thousand_acknowledgements_loses_none_and_decides_each_
     );
 
     let second = Binary::start(&slack, dir.path(), &db_path, "second.log", &env).await;
-    let get = |id: String| {
+    // An agent reads only its own requests: each is read with its submitter's token.
+    let token_of: HashMap<String, &str> = std::iter::once(("ci-bot".to_owned(), AGENT_TOKEN))
+        .chain(
+            tokens
+                .iter()
+                .enumerate()
+                .map(|(n, t)| (format!("storm-{n}"), t.as_str())),
+        )
+        .collect();
+    let get = |(id, agent): (String, String)| {
         let (http, url) = (&http, second.url(&format!("/v1/approvals/{id}")));
+        let token = token_of[&agent];
         async move {
-            let answer = http
-                .get(url)
-                .bearer_auth(AGENT_TOKEN)
-                .send()
-                .await
-                .expect("get");
+            let answer = http.get(url).bearer_auth(token).send().await.expect("get");
             assert_eq!(answer.status(), StatusCode::OK, "approval {id}");
             (id, answer.json::<Value>().await.expect("json"))
         }
@@ -697,6 +702,7 @@ async fn kill_nine_amid_a_thousand_acknowledgements_loses_none_and_decides_each_
     let (code, stdout, stderr) = run(&export_env, dir.path(), &["audit", "export"]).await;
     assert_eq!(code, 0, "{stderr}");
     let mut trail: HashMap<String, (usize, Vec<Value>)> = HashMap::new();
+    let mut submitter: HashMap<String, String> = HashMap::new();
     for line in stdout.lines() {
         let event: Value = serde_json::from_str(line).expect("JSON line");
         let entry = trail
@@ -704,6 +710,13 @@ async fn kill_nine_amid_a_thousand_acknowledgements_loses_none_and_decides_each_
             .or_default();
         if event["kind"] == "submitted" {
             entry.0 += 1;
+            submitter.insert(
+                event["approval_id"].as_str().expect("id").to_owned(),
+                event["actor"]
+                    .as_str()
+                    .expect("the submitting agent")
+                    .to_owned(),
+            );
         }
         if is_final_event(&event) {
             entry.1.push(event);
@@ -711,7 +724,12 @@ async fn kill_nine_amid_a_thousand_acknowledgements_loses_none_and_decides_each_
     }
     let approvals: HashMap<String, Value> =
         futures::StreamExt::collect(futures::StreamExt::buffer_unordered(
-            futures::stream::iter(trail.keys().cloned().map(get)),
+            futures::stream::iter(
+                trail
+                    .keys()
+                    .map(|id| (id.clone(), submitter[id].clone()))
+                    .map(get),
+            ),
             16,
         ))
         .await;
@@ -925,6 +943,9 @@ async fn a_message_left_showing_pending_is_fixed_at_the_next_start() {
         !blocks.contains("greenlight_approve") && blocks.contains("Approved"),
         "{blocks}"
     );
+    // Slack has the rewrite; stop once its outbox row is removed too (a stop in
+    // between would leave it to be sent again, which is the next start's business).
+    outbox_drained(&db_url).await;
     app.stop().await;
 
     // Synced now: a further start leaves the message alone.
@@ -948,4 +969,20 @@ async fn a_vanished_message_is_not_resynced() {
     let app = spawn_app_with(&[("GREENLIGHT_DATABASE_URL", &db_url)]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(app.slack.calls_to("chat.update").is_empty());
+}
+
+/// Waits (up to 10 s) until the database at `db_url` has no outbox rows left.
+async fn outbox_drained(db_url: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = crate::helpers::database::count(db_url, "SELECT COUNT(*) FROM outbox").await;
+        if left == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} outbox rows still waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

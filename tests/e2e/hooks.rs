@@ -335,7 +335,8 @@ async fn a_shutdown_while_a_hook_waits_answers_a_deny_and_withdraws_the_request(
     assert!(
         output["permissionDecisionReason"]
             .as_str()
-            .is_some_and(|r| r.starts_with("greenlight: cancelled: Withdrawn by the agent")),
+            .is_some_and(|r| r
+                .starts_with("greenlight: cancelled: greenlight shut down before anyone decided")),
         "{answer}"
     );
 }

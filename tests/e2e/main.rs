@@ -4,11 +4,15 @@
 mod agent_api;
 mod approval_loop;
 mod approvers;
+mod batches;
+mod callbacks;
 mod client;
 mod doctor;
 mod durability;
+mod grants;
 mod hooks;
 mod manifest;
+mod nudges;
 mod production;
 mod replicas;
 mod slack_resilience;

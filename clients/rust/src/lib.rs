@@ -38,12 +38,14 @@
 //! - `protocol`: the judgement calls (retry or give up, back-off, how long to wait) as
 //!   pure functions.
 //! - `error`: [`ClientError`], every way of not getting a decision.
+//! - [`webhooks`]: verifying the signed decision callbacks (`callback_url`).
 //! - `cli` (feature `cli`): `greenlight request`, the approval gate for scripts and CI.
 
 #[cfg(feature = "cli")]
 pub mod cli;
 mod error;
 mod protocol;
+pub mod webhooks;
 pub mod wire;
 
 use std::{fmt, time::Duration};

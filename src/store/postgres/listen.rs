@@ -7,7 +7,10 @@
 //! - `d <id>`: the request is final: long-polls on it answer, live lists refresh;
 //! - `c <id>`: the request was stored or voted on: live lists refresh;
 //! - `o <channel>`: the channel has outbox rows: its lane starts (or claims again);
-//! - `x <rfc3339>`: a pending request expires then: the deadline worker looks sooner.
+//! - `x <rfc3339>`: a pending request expires then: the deadline worker looks sooner;
+//! - `n <rfc3339>`: a pending request's reminder or escalation is due then: the nudge
+//!   worker looks sooner;
+//! - `k -`: a decision callback was queued: the callbacks worker claims.
 //!
 //! A replica ignores its own notifications (it signalled itself at commit). Missed
 //! notifications (the listening connection dropped) are made up for at reconnection:
@@ -34,6 +37,8 @@ pub(super) enum Note<'a> {
     Changed(ApprovalId),
     Outbox(&'a str),
     Deadline(DateTime<Utc>),
+    Nudge(DateTime<Utc>),
+    Callback,
 }
 
 /// Queues `note` in `tx`: delivered to every listener when `tx` commits, never if it
@@ -49,6 +54,8 @@ pub(super) async fn notify(
         Note::Outbox("") => return Ok(()),
         Note::Outbox(channel) => format!("{me} o {channel}"),
         Note::Deadline(at) => format!("{me} x {}", rfc3339(at)),
+        Note::Nudge(at) => format!("{me} n {}", rfc3339(at)),
+        Note::Callback => format!("{me} k -"),
     };
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
@@ -108,14 +115,22 @@ fn apply(store: &Postgres, signals: &Signals, payload: &str) {
                 signals.deadlines.inserted(at.with_timezone(&Utc));
             }
         }
+        "n" => {
+            if let Ok(at) = DateTime::parse_from_rfc3339(argument) {
+                signals.nudges.inserted(at.with_timezone(&Utc));
+            }
+        }
+        "k" => signals.callbacks.decided(),
         _ => {}
     }
 }
 
-/// After notifications may have been missed: wake the deadline worker and every
-/// channel with outbox rows.
+/// After notifications may have been missed: wake the deadline, nudge and callbacks
+/// workers and every channel with outbox rows.
 async fn catch_up(store: &Postgres, signals: &Signals) {
     signals.deadlines.inserted(Utc::now());
+    signals.nudges.inserted(Utc::now());
+    signals.callbacks.decided();
     if let Ok(channels) = store.outbox_channels().await {
         for channel in channels {
             signals.outbox.mark(&channel);

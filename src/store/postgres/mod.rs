@@ -15,9 +15,13 @@
 //! - every transaction `NOTIFY`s what it changed, and every replica `LISTEN`s
 //!   ([`listen`]): a decision on one replica answers a long-poll on another.
 
+mod batches;
+mod callbacks;
 mod deferred;
+mod grants;
 mod history;
 pub mod listen;
+mod nudges;
 mod outbox;
 mod requests;
 mod votes;
@@ -196,7 +200,14 @@ impl Postgres {
     pub async fn prune_decided_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
         let cutoff = rfc3339(cutoff);
         let mut tx = self.begin().await?;
-        for table in ["events", "votes", "outbox"] {
+        for table in [
+            "events",
+            "votes",
+            "outbox",
+            "grant_uses",
+            "callback_targets",
+            "batch_items",
+        ] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE approval_id IN
                    (SELECT id FROM approvals WHERE status <> 'pending' AND decided_at < $1)"
@@ -211,6 +222,11 @@ impl Postgres {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+        // Grants expired (or revoked) before the cutoff are no use to anyone.
+        sqlx::query("DELETE FROM grants WHERE expires_at < $1 OR revoked_at < $1")
+            .bind(&cutoff)
+            .execute(&mut *tx)
+            .await?;
         self.commit(tx).await?;
         Ok(pruned)
     }

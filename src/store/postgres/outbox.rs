@@ -144,6 +144,16 @@ impl Postgres {
         Ok(claimed)
     }
 
+    /// Removes delivered rows `seqs`, in one transaction.
+    pub async fn outbox_delete(&self, seqs: &[i64]) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
+            .bind(seqs)
+            .execute(&mut *tx)
+            .await?;
+        self.commit(tx).await
+    }
+
     pub async fn next_outbox_try(&self, channel: &str) -> StoreResult<Option<DateTime<Utc>>> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, MIN(COALESCE(not_before, created_at)) AS at,

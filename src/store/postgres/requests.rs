@@ -93,13 +93,20 @@ impl Postgres {
         Ok(found.is_some())
     }
 
-    pub async fn list(&self, status: Option<Status>, limit: u32) -> StoreResult<Vec<Approval>> {
+    pub async fn list(
+        &self,
+        agent: Option<&str>,
+        status: Option<Status>,
+        limit: u32,
+    ) -> StoreResult<Vec<Approval>> {
         let rows = sqlx::query(&format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE ($1::text IS NULL OR status = $1)
+            "SELECT {APPROVAL_COLUMNS} FROM approvals
+             WHERE ($1::text IS NULL OR status = $1) AND ($3::text IS NULL OR agent = $3)
              ORDER BY created_at DESC, id LIMIT $2"
         ))
         .bind(status.map(Status::as_str))
         .bind(i64::from(limit))
+        .bind(agent)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(approval_from_row).collect()
@@ -149,7 +156,7 @@ impl Postgres {
     }
 }
 
-async fn insert_in(
+pub(super) async fn insert_in(
     tx: &mut Transaction<'static, Pg>,
     me: &str,
     submission: Submission,
@@ -161,8 +168,10 @@ async fn insert_in(
         created_at,
         expires_at,
         also,
-        fate,
+        mut fate,
         max_pending,
+        grant,
+        first_nudge,
     } = submission;
     if new.idempotency_key.is_some() {
         if let Some(found) = existing(tx, &new).await? {
@@ -232,9 +241,24 @@ async fn insert_in(
     for event in &also {
         insert_event(tx, id, created_at, event).await?;
     }
+    let mut used = None;
+    if let (Fate::Review, Some(probe)) = (&fate, &grant) {
+        if let Some(found) = super::grants::active_in(tx, &new.agent, probe, created_at).await? {
+            fate = crate::store::grants::by_grant(&found, created_at);
+            used = Some(found);
+        }
+    }
+    // Before any decision below: a request decided at insert owes its callback too.
+    if let Some(url) = &new.callback_url {
+        super::callbacks::target_in(tx, id, url).await?;
+    }
     let mut approval = Approval::stored(id, new, channel, created_at, expires_at);
+    if let Some(grant) = &used {
+        super::grants::record_use_in(tx, id, grant).await?;
+    }
     match fate {
         Fate::Review => {
+            super::nudges::schedule_in(tx, me, id, first_nudge).await?;
             outbox::enqueue_in(tx, me, id, &approval.channel, Kind::Post).await?;
             notify(tx, me, Note::Deadline(expires_at)).await?;
             notify(tx, me, Note::Changed(id)).await?;
@@ -314,6 +338,8 @@ pub(super) async fn decide_in(
     if approval.message_ts.is_some() {
         outbox::enqueue_in(tx, me, id, &approval.channel, Kind::Update).await?;
     }
+    super::nudges::escalation_update_in(tx, me, id, &approval.channel).await?;
+    super::callbacks::on_decided_in(tx, me, &approval).await?;
     notify(tx, me, Note::Decided(id)).await?;
     Ok(Some(approval))
 }

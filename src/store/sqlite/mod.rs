@@ -5,7 +5,11 @@
 //! through a small pool that WAL mode lets run beside the writer. The file is locked
 //! (`flock`) while a serve writes to it, so a second one is refused at start.
 
+mod batches;
+mod callbacks;
+mod grants;
 mod history;
+mod nudges;
 mod outbox;
 mod requests;
 mod votes;
@@ -166,7 +170,14 @@ impl Sqlite {
         let cutoff = rfc3339(cutoff);
         self.write(Box::new(move |conn| {
             // Everything that refers to a pruned request goes with it, atomically.
-            for table in ["events", "votes", "outbox"] {
+            for table in [
+                "events",
+                "votes",
+                "outbox",
+                "grant_uses",
+                "callback_targets",
+                "batch_items",
+            ] {
                 conn.execute(
                     &format!(
                         "DELETE FROM {table} WHERE approval_id IN
@@ -177,6 +188,11 @@ impl Sqlite {
             }
             let pruned = conn.execute(
                 "DELETE FROM approvals WHERE status != 'pending' AND decided_at < ?",
+                [&cutoff],
+            )?;
+            // Grants expired (or revoked) before the cutoff are no use to anyone.
+            conn.execute(
+                "DELETE FROM grants WHERE expires_at < ?1 OR revoked_at < ?1",
                 [&cutoff],
             )?;
             Ok(pruned as u64)

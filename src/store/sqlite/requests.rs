@@ -95,13 +95,20 @@ impl Sqlite {
     }
 
     /// Requests, newest first, optionally of one status.
-    pub async fn list(&self, status: Option<Status>, limit: u32) -> StoreResult<Vec<Approval>> {
+    pub async fn list(
+        &self,
+        agent: Option<&str>,
+        status: Option<Status>,
+        limit: u32,
+    ) -> StoreResult<Vec<Approval>> {
         let rows = sqlx::query(&format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE (?1 IS NULL OR status = ?1)
+            "SELECT {APPROVAL_COLUMNS} FROM approvals
+             WHERE (?1 IS NULL OR status = ?1) AND (?3 IS NULL OR agent = ?3)
              ORDER BY created_at DESC, id LIMIT ?2"
         ))
         .bind(status.map(Status::as_str))
         .bind(i64::from(limit))
+        .bind(agent)
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(approval_from_row).collect()
@@ -161,7 +168,10 @@ impl Sqlite {
     }
 }
 
-fn insert_in(conn: &rusqlite::Connection, submission: Submission) -> StoreResult<Inserted> {
+pub(super) fn insert_in(
+    conn: &rusqlite::Connection,
+    submission: Submission,
+) -> StoreResult<Inserted> {
     let Submission {
         id,
         new,
@@ -169,8 +179,10 @@ fn insert_in(conn: &rusqlite::Connection, submission: Submission) -> StoreResult
         created_at,
         expires_at,
         also,
-        fate,
+        mut fate,
         max_pending,
+        grant,
+        first_nudge,
     } = submission;
     if new.idempotency_key.is_some() {
         if let Some(found) = existing(conn, &new)? {
@@ -233,9 +245,24 @@ fn insert_in(conn: &rusqlite::Connection, submission: Submission) -> StoreResult
     for event in &also {
         insert_event(conn, id, created_at, event)?;
     }
+    let mut used = None;
+    if let (Fate::Review, Some(probe)) = (&fate, &grant) {
+        if let Some(found) = super::grants::active_in(conn, &new.agent, probe, created_at)? {
+            fate = crate::store::grants::by_grant(&found, created_at);
+            used = Some(found);
+        }
+    }
+    // Before any decision below: a request decided at insert owes its callback too.
+    if let Some(url) = &new.callback_url {
+        super::callbacks::target_in(conn, id, url)?;
+    }
     let mut approval = Approval::stored(id, new, channel, created_at, expires_at);
+    if let Some(grant) = &used {
+        super::grants::record_use_in(conn, id, grant)?;
+    }
     match fate {
         Fate::Review => {
+            super::nudges::schedule_in(conn, id, first_nudge)?;
             outbox::enqueue_in(
                 conn,
                 id,
@@ -319,5 +346,7 @@ pub(super) fn decide_in(
             crate::store::outbox::Kind::Update,
         )?;
     }
+    super::nudges::escalation_update_in(conn, id, &approval.channel)?;
+    super::callbacks::on_decided_in(conn, &approval)?;
     Ok(Some(approval))
 }

@@ -5,6 +5,7 @@ pub mod binary;
 pub mod database;
 pub mod fake_slack;
 pub mod fake_socket;
+pub mod receiver;
 mod restart;
 pub mod slack_limits;
 
@@ -19,7 +20,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-pub use fake_slack::{approval_id_of, Call, FakeSlack, Reply};
+pub use fake_slack::{approval_id_of, button_value, Call, FakeSlack, Reply};
 pub use fake_socket::{FakeSocket, SocketConn};
 
 pub const SIGNING_SECRET: &str = "e2e-signing-secret-0123456789abcdef";
@@ -241,11 +242,17 @@ impl TestApp {
         Self::answer(request.send().await.expect("post")).await
     }
 
+    /// `GET path` as the `ci-bot` agent.
     pub async fn get(&self, path: &str) -> Answer {
+        self.get_as(AGENT_TOKEN, path).await
+    }
+
+    /// `GET path` as the agent holding `token`.
+    pub async fn get_as(&self, token: &str, path: &str) -> Answer {
         let response = self
             .http
             .get(self.url(path))
-            .bearer_auth(AGENT_TOKEN)
+            .bearer_auth(token)
             .send()
             .await
             .expect("get");

@@ -13,7 +13,13 @@ impl TestApp {
     /// Stops the server gracefully, keeps it down for `down_for` (so waiting clients
     /// really hit a refused connection), then serves again on the same address and
     /// database. Uses the base environment: overrides of `spawn_app_with` are not kept.
-    pub async fn restart(mut self, down_for: Duration) -> TestApp {
+    pub async fn restart(self, down_for: Duration) -> TestApp {
+        self.restart_with(down_for, &[]).await
+    }
+
+    /// As [`TestApp::restart`], with these settings over the base environment (a
+    /// policy file, say, which lives in the app's temp dir and survives the restart).
+    pub async fn restart_with(mut self, down_for: Duration, overrides: &[(&str, &str)]) -> TestApp {
         let addr = self.addr;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -29,7 +35,10 @@ impl TestApp {
         // The database lives in the temp dir: hand it to the new app instead of
         // letting this one's drop delete it.
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("temp dir"));
-        let env = base_env(&self.slack, &super::database::url(&self.db_path));
+        let mut env = base_env(&self.slack, &super::database::url(&self.db_path));
+        for (key, value) in overrides {
+            env.insert((*key).to_owned(), (*value).to_owned());
+        }
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("test config is valid");
         let listener = bind_again(addr).await;
         let server = Server::build(listener, config, fast_retry())

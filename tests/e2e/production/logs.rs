@@ -115,9 +115,17 @@ async fn json_logs_carry_request_ids_and_never_secrets_or_code() {
         signed_click(&http, &bin, &click, true).await,
         StatusCode::OK
     );
-    let fetched: Value = http
+    // Another agent's valid token: refused, and never logged either.
+    let other = http
         .get(bin.url(&format!("/v1/approvals/{id}")))
         .bearer_auth(OTHER_AGENT_TOKEN)
+        .send()
+        .await
+        .expect("fetch");
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    let fetched: Value = http
+        .get(bin.url(&format!("/v1/approvals/{id}")))
+        .bearer_auth(AGENT_TOKEN)
         .send()
         .await
         .expect("fetch")

@@ -554,3 +554,54 @@ async fn without_slack_a_quorum_beyond_the_reviewers_is_refused() {
     // One approval, from the one local reviewer, is fine.
     server.submit(request("Needs one")).await;
 }
+
+/// A batch item's page lists every item of its batch, linking to the others.
+#[tokio::test]
+async fn a_batch_items_page_shows_the_items_asked_together() {
+    let server =
+        WebServer::start(&[("GREENLIGHT_REVIEWERS", "alice:alice-secret-0123456789")]).await;
+    let answer: serde_json::Value = server
+        .http
+        .post(server.url("/v1/batches"))
+        .bearer_auth(crate::helpers::AGENT_TOKEN)
+        .json(&serde_json::json!({"actions": [
+            {"code": "make build", "title": "Build it"},
+            {"code": "make deploy", "title": "Deploy it"},
+        ]}))
+        .send()
+        .await
+        .expect("batch")
+        .json()
+        .await
+        .expect("json");
+    let first = answer["approvals"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let second = answer["approvals"][1]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let session = super::server::sign_in_with_secret(
+        &server.http,
+        &server.url(""),
+        "alice-secret-0123456789",
+    )
+    .await;
+    let page = server
+        .http
+        .get(server.url(&format!("/web/requests/{first}")))
+        .header(header::COOKIE, &session)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(page.contains("id=\"batch\""), "{page}");
+    assert!(page.contains("Asked together (2 actions"), "{page}");
+    assert!(
+        page.contains(&format!("href=\"/web/requests/{second}\"")),
+        "{page}"
+    );
+}

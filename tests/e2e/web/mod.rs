@@ -4,4 +4,5 @@
 mod browser;
 mod http;
 mod server;
+pub use server::sign_in_with_secret;
 mod slack_too;

@@ -4,7 +4,10 @@
 >>> decision = Client("http://127.0.0.1:8080", "token").request_approval("rm -rf build/", language="sh")
 >>> decision.approved, decision.reason
 
-For AutoGen, see :mod:`greenlight_client.autogen`.
+For AutoGen (and MagenticOne), see :mod:`greenlight_client.autogen`; for agent
+frameworks that stop and resume, :mod:`greenlight_client.agent_framework`,
+:mod:`greenlight_client.openai_agents`, :mod:`greenlight_client.langgraph` and
+:mod:`greenlight_client.pydantic_ai`.
 """
 
 __version__ = "0.1.0"

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import httpx
 
 from . import __version__
+from ._batch import Batch, batch_flow
 from ._core import (
     Decision,
     Flow,
@@ -23,7 +25,7 @@ from ._core import (
     build_body,
 )
 
-__all__ = ["Client", "AsyncClient", "Decision"]
+__all__ = ["Client", "AsyncClient", "Decision", "Batch"]
 
 _USER_AGENT = f"greenlight-client-python/{__version__}"
 
@@ -118,6 +120,36 @@ class _Base:
         json.dumps(body, default=str)
         return approval_flow(self.settings, body, idempotency_key=idempotency_key)
 
+    def _batch_flow(
+        self,
+        actions: List[Dict[str, Any]],
+        callback_url: Optional[str],
+        wait: bool,
+        timeout_secs: Optional[float],
+        title: Optional[str],
+        idempotency_key: Optional[str],
+    ) -> Flow:
+        body: Dict[str, Any] = {"actions": [_batch_action(a) for a in actions]}
+        if title:
+            body["title"] = title
+        if timeout_secs is not None:
+            body["timeout_secs"] = max(1, int(math.ceil(float(timeout_secs))))
+        if callback_url:
+            body["callback_url"] = callback_url
+        json.dumps(body, default=str)
+        return batch_flow(self.settings, body, wait=wait, idempotency_key=idempotency_key)
+
+
+def _batch_action(action: Dict[str, Any]) -> Dict[str, Any]:
+    """One action as ``POST /v1/batches`` takes it: a submission body without the
+    batch-level ``timeout_secs`` / ``callback_url``, empty fields left out."""
+    return {k: v for k, v in action.items() if v is not None and k not in ("timeout_secs", "callback_url")}
+
+
+def _batch_failed(actions: List[Any], exc: BaseException) -> Batch:
+    reason = f"client error ({_describe_exc(exc)})"
+    return Batch(id=None, status="error", approvals=[_fail(reason) for _ in actions])
+
 
 class Client(_Base):
     """Blocking client. ``request_approval`` never raises: failures are denials."""
@@ -158,6 +190,41 @@ class Client(_Base):
             return _fail(f"client error ({_describe_exc(exc)})")
 
 
+    def request_batch(
+        self,
+        actions: List[Dict[str, Any]],
+        *,
+        callback_url: Optional[str] = None,
+        wait: bool = True,
+        timeout_secs: Optional[float] = None,
+        title: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> Batch:
+        """Submit 1..=20 actions (``{"code", "language"?, "title"?, "context"?}``) as one
+        batch: one card, one decision per action. With ``wait``, block until every item
+        is decided. Never raises: a failure is a ``Batch`` with ``status == "error"``
+        whose items are denials saying why."""
+        try:
+            flow = self._batch_flow(actions, callback_url, wait, timeout_secs, title, idempotency_key)
+            with httpx.Client(**self._client_kwargs()) as http:
+                action = next(flow)
+                while True:
+                    if isinstance(action, Sleep):
+                        time.sleep(action.seconds)
+                        action = flow.send(None)
+                        continue
+                    try:
+                        r = http.request(action.method, action.path, **self._request_kwargs(action))
+                        outcome: Any = Reply(r.status_code, r.headers, r.content)
+                    except (httpx.HTTPError, OSError) as exc:
+                        outcome = exc
+                    action = flow.send(outcome)
+        except StopIteration as stop:
+            return stop.value
+        except Exception as exc:
+            return _batch_failed(actions, exc)
+
+
 class AsyncClient(_Base):
     """asyncio client with the same API; ``request_approval`` is a coroutine and never raises."""
 
@@ -195,3 +262,34 @@ class AsyncClient(_Base):
             return stop.value
         except Exception as exc:  # fail closed; CancelledError (BaseException) still propagates
             return _fail(f"client error ({_describe_exc(exc)})")
+
+    async def request_batch(
+        self,
+        actions: List[Dict[str, Any]],
+        *,
+        callback_url: Optional[str] = None,
+        wait: bool = True,
+        timeout_secs: Optional[float] = None,
+        title: Optional[str] = None,
+        idempotency_key: Optional[str] = None,
+    ) -> Batch:
+        """Async twin of :meth:`Client.request_batch`; never raises (cancellation aside)."""
+        try:
+            flow = self._batch_flow(actions, callback_url, wait, timeout_secs, title, idempotency_key)
+            async with httpx.AsyncClient(**self._client_kwargs()) as http:
+                action = next(flow)
+                while True:
+                    if isinstance(action, Sleep):
+                        await asyncio.sleep(action.seconds)
+                        action = flow.send(None)
+                        continue
+                    try:
+                        r = await http.request(action.method, action.path, **self._request_kwargs(action))
+                        outcome: Any = Reply(r.status_code, r.headers, r.content)
+                    except (httpx.HTTPError, OSError) as exc:
+                        outcome = exc
+                    action = flow.send(outcome)
+        except StopIteration as stop:
+            return stop.value
+        except Exception as exc:
+            return _batch_failed(actions, exc)

@@ -1,0 +1,311 @@
+//! Reminders and escalation, the domain side: scheduling a request's first nudge at
+//! submit, firing due ones (the nudge worker, which is the deadline worker's loop over
+//! another source: `deadlines::run` with [`NudgeSource`]), and who may decide once a
+//! request was escalated.
+//!
+//! What is due is computed from the policy as it is now (`policy::nudges`), so a
+//! restart with other settings applies them to pending requests at their next look.
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde_json::json;
+
+use super::{approvers::Refusal, deadlines::DeadlineSource, ApprovalService, ServiceError};
+use crate::{
+    model::Approval,
+    policy::{
+        nudges::{NudgeState, Nudges},
+        Action, Plan, Subject,
+    },
+    store::{nudges::Fire, NewEvent},
+};
+
+/// Nudges fired per look; more due ones are taken at once in the next look.
+const BATCH: u32 = 64;
+
+/// The nudge worker's source: `deadlines::run(&NudgeSource(service), store.nudge_signal(), …)`.
+pub struct NudgeSource(pub ApprovalService);
+
+impl DeadlineSource for NudgeSource {
+    fn next_deadline(&self) -> BoxFuture<'_, Result<Option<DateTime<Utc>>, ServiceError>> {
+        Box::pin(async move { Ok(self.0.store().next_nudge().await?) })
+    }
+
+    fn expire_due(&self, now: DateTime<Utc>) -> BoxFuture<'_, Result<usize, ServiceError>> {
+        Box::pin(self.0.nudge_due(now))
+    }
+}
+
+impl ApprovalService {
+    /// The reminder and escalation settings of the rule that routes `approval` now.
+    pub(super) fn nudges_for(&self, approval: &Approval) -> Nudges {
+        let subject = Subject {
+            agent: Some(&approval.agent),
+            language: approval.language.as_deref(),
+            code: &approval.code,
+            context: approval.context.as_ref(),
+        };
+        let rule = self
+            .inner
+            .policy
+            .matching_rule(&subject, approval.required_approvals);
+        match &rule.action {
+            Action::Route(route) => route.nudges.clone(),
+            _ => Nudges::default(),
+        }
+    }
+
+    /// When a request routed by `plan` at `now` is first due for a nudge.
+    pub(super) fn first_nudge(&self, plan: &Plan, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let Plan::Route { rule, .. } = plan else {
+            return None;
+        };
+        let rule = self.inner.policy.rules.iter().find(|r| &r.name == rule)?;
+        match &rule.action {
+            Action::Route(route) => route.nudges.first(now),
+            _ => None,
+        }
+    }
+
+    /// Fires every nudge due at `now` (at most [`BATCH`]); returns how many were due.
+    pub async fn nudge_due(&self, now: DateTime<Utc>) -> Result<usize, ServiceError> {
+        let due = self.inner.store.due_nudges(now, BATCH).await?;
+        for found in &due {
+            let approval = &found.approval;
+            let nudges = self.nudges_for(approval);
+            let plan = nudges.due(
+                NudgeState {
+                    created_at: approval.created_at,
+                    reminders: found.reminders,
+                    escalated: found.escalated,
+                },
+                now,
+            );
+            let mut events = Vec::new();
+            if plan.remind {
+                events.push(NewEvent::new(
+                    "reminded",
+                    None,
+                    json!({ "reminder": plan.reminders, "waiting_for": self.waiting_for(approval, plan.escalate || found.escalated).await? }),
+                ));
+            }
+            let extends = chrono::Duration::seconds(
+                i64::try_from(nudges.escalation_extends_secs.unwrap_or(0)).unwrap_or(0),
+            );
+            if plan.escalate {
+                events.push(NewEvent::new(
+                    "escalated",
+                    None,
+                    json!({ "to": nudges.escalate_to, "channel": nudges.escalate_channel,
+                            "extends_secs": nudges.escalation_extends_secs }),
+                ));
+            }
+            let fire = Fire {
+                remind: plan.remind,
+                reminders: plan.reminders,
+                escalate: plan.escalate.then(|| {
+                    (
+                        nudges
+                            .escalate_channel
+                            .clone()
+                            .filter(|_| !approval.channel.is_empty()),
+                        extends,
+                    )
+                }),
+                next: plan.next,
+                events,
+            };
+            let Some(fired) = self
+                .inner
+                .store
+                .fire_nudge(approval.id, found.due_at.clone(), fire)
+                .await?
+            else {
+                continue;
+            };
+            if plan.remind {
+                self.metrics().nudge("reminder");
+                tracing::info!(request_id = %approval.id, reminder = plan.reminders, "reminder sent");
+            }
+            if plan.escalate {
+                self.metrics().nudge("escalation");
+                tracing::info!(request_id = %approval.id, expires_at = %fired.expires_at, "request escalated");
+            }
+            self.inner.recent.remember(&fired);
+            self.changed(fired.id);
+        }
+        Ok(due.len())
+    }
+
+    /// Approvers who have not approved yet: the rule's list (or
+    /// `GREENLIGHT_APPROVERS`), and once `escalated`, `escalate_to`. Empty when
+    /// anyone may decide.
+    pub async fn waiting_for(
+        &self,
+        approval: &Approval,
+        escalated: bool,
+    ) -> Result<Vec<String>, ServiceError> {
+        let mut who = self.access(approval).approvers.unwrap_or_default();
+        if escalated {
+            who.extend(self.nudges_for(approval).escalate_to.unwrap_or_default());
+        }
+        let voted = if approval.required_approvals > 1 {
+            self.inner.store.votes(approval.id).await?
+        } else {
+            Vec::new()
+        };
+        who.retain(|id| !voted.contains(id) && approval.requester_slack_id.as_deref() != Some(id));
+        who.dedup();
+        Ok(who)
+    }
+
+    /// Whether the request was escalated, for the Slack layer's reminder wording.
+    pub async fn escalated(&self, approval: &Approval) -> Result<bool, ServiceError> {
+        Ok(self.inner.store.escalation(approval.id).await?.is_some())
+    }
+
+    /// Whether `user` may decide `approval` as one of its rule's `escalate_to`, once
+    /// it was escalated. Fails closed (`Unverified`) when a group cannot be read.
+    pub(super) async fn escalation_allows(
+        &self,
+        approval: &Approval,
+        user: &str,
+    ) -> Result<bool, Refusal> {
+        let Some(extra) = self.nudges_for(approval).escalate_to else {
+            return Ok(false);
+        };
+        match self.inner.store.escalation(approval.id).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(false),
+            Err(_) => return Err(Refusal::Unverified),
+        }
+        self.inner
+            .directory
+            .allows(&extra, user)
+            .await
+            .map_err(|_| Refusal::Unverified)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        metrics::Metrics,
+        model::{ApprovalId, NewApproval},
+        policy::{parse, Defaults},
+        store::Store,
+    };
+
+    const POLICY: &str = r#"
+[[rule]]
+name = "deploys"
+code = '^deploy'
+approvers = ["U0ALICE"]
+remind_after_secs = 60
+remind_every_secs = 60
+escalate_after_secs = 150
+escalate_to = ["U0CAROL"]
+escalation_extends_secs = 100
+"#;
+
+    async fn kinds(service: &ApprovalService, id: ApprovalId) -> Vec<String> {
+        let events = service.store().events(id).await.expect("events");
+        events.into_iter().map(|e| e.kind).collect()
+    }
+
+    fn count(trail: &[String], kind: &str) -> usize {
+        trail.iter().filter(|k| *k == kind).count()
+    }
+
+    /// The worker's loop is `deadlines::run` (tested there with paused time); this
+    /// drives its source with explicit times, since sqlx's pool cannot run under
+    /// paused time.
+    #[tokio::test]
+    async fn nudges_fire_once_each_at_their_time() {
+        let dir = tempfile::tempdir().expect("dir");
+        let url = format!("sqlite://{}", dir.path().join("n.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let service = ApprovalService::new(
+            store,
+            Arc::new(crate::web::NoSlackGroups),
+            Defaults {
+                channel: "C1".into(),
+                approvers: None,
+            },
+            Arc::new(parse(POLICY, "p.toml").expect("policy")),
+            Metrics::new(),
+        );
+        let new = NewApproval {
+            agent: "ci".into(),
+            code: "deploy".into(),
+            language: None,
+            title: None,
+            context: None,
+            timeout_secs: 600,
+            requester_slack_id: None,
+            required_approvals: 1,
+            idempotency_key: None,
+            request_hash: "h".into(),
+            callback_url: None,
+        };
+        let (approval, _) = service.submit(new, None).await.expect("submit");
+        let source = NudgeSource(service.clone());
+        let at = |secs: i64| approval.created_at + chrono::Duration::seconds(secs);
+        // The store keeps milliseconds.
+        let ms = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis());
+        assert_eq!(
+            ms(source.next_deadline().await.expect("next")),
+            ms(Some(at(60)))
+        );
+        let carol = crate::model::Reviewer {
+            id: "U0CAROL".into(),
+            name: None,
+            surface: crate::model::Surface::Slack,
+        };
+        assert_eq!(source.expire_due(at(59)).await.expect("look"), 0);
+        assert_eq!(count(&kinds(&service, approval.id).await, "reminded"), 0);
+        // Due at 60 s: one reminder, however often the worker looks.
+        for _ in 0..3 {
+            source.expire_due(at(60)).await.expect("look");
+        }
+        assert_eq!(count(&kinds(&service, approval.id).await, "reminded"), 1);
+        assert_eq!(
+            ms(source.next_deadline().await.expect("next")),
+            ms(Some(at(120)))
+        );
+        assert!(service.refusal_for(&approval, &carol, true).await.is_some());
+        // 150 s: reminder 2 (due at 120) and the escalation, once.
+        for _ in 0..3 {
+            source.expire_due(at(150)).await.expect("look");
+        }
+        let trail = kinds(&service, approval.id).await;
+        assert_eq!(
+            (count(&trail, "reminded"), count(&trail, "escalated")),
+            (2, 1),
+            "{trail:?}"
+        );
+        let now = service.get(approval.id).await.expect("get");
+        assert_eq!(
+            now.expires_at.timestamp_millis() - approval.expires_at.timestamp_millis(),
+            100_000
+        );
+        assert!(service.refusal_for(&now, &carol, true).await.is_none());
+        assert_eq!(
+            ms(source.next_deadline().await.expect("next")),
+            ms(Some(at(180)))
+        );
+        source.expire_due(at(400)).await.expect("look");
+        let trail = kinds(&service, approval.id).await;
+        assert_eq!(
+            (count(&trail, "reminded"), count(&trail, "escalated")),
+            (3, 1),
+            "{trail:?}"
+        );
+        // Decided: nothing more is due.
+        service.approve(approval.id, &carol).await.expect("approve");
+        assert_eq!(source.next_deadline().await.expect("next"), None);
+    }
+}

@@ -1,0 +1,175 @@
+//! Reminders and escalation end to end, on short real timers: a reminder in the
+//! message's thread, then the escalation post (whose approvers may then decide), the
+//! deadline moved as a long-polling agent sees it, both messages rewritten on the
+//! decision, and a restart that keeps a pending escalation.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    fake_slack::{button_value, Call},
+    spawn_app_with_policy, TestApp, AGENT_TOKEN, CHANNEL,
+};
+
+const ESCALATION_CHANNEL: &str = "C0ESCALATE";
+
+const POLICY: &str = r#"
+[[rule]]
+name = "deploys"
+code = '^deploy'
+approvers = ["U0ALICE"]
+remind_after_secs = 1
+escalate_after_secs = 2
+escalate_to = ["U0CAROL"]
+escalate_channel = "C0ESCALATE"
+escalation_extends_secs = 30
+"#;
+
+async fn wait_for(app: &TestApp, what: &str, check: impl Fn(&Call) -> bool) -> Call {
+    let calls = app
+        .slack
+        .wait_until(Duration::from_secs(15), what, |calls| {
+            calls.iter().any(&check)
+        })
+        .await;
+    calls.into_iter().find(|c| check(c)).expect("found")
+}
+
+fn posted_to(call: &Call, channel: &str, id: &str) -> bool {
+    call.method == "chat.postMessage"
+        && call.body["channel"] == channel
+        && button_value(&call.body["blocks"], "greenlight_approve").as_deref() == Some(id)
+}
+
+fn rfc3339(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().expect("time"))
+        .expect("rfc3339")
+        .with_timezone(&chrono::Utc)
+}
+
+#[tokio::test]
+async fn reminder_then_escalation_then_a_decision_from_the_escalation_channel() {
+    let app = spawn_app_with_policy(POLICY, &[]).await;
+    let submitted = app
+        .submit_as(
+            AGENT_TOKEN,
+            "",
+            json!({ "code": "deploy web", "language": "bash" }),
+        )
+        .await;
+    assert_eq!(
+        submitted.status,
+        StatusCode::ACCEPTED,
+        "{:?}",
+        submitted.body
+    );
+    let id = submitted.body["id"].as_str().expect("id").to_owned();
+    let first_deadline = rfc3339(&submitted.body["expires_at"]);
+    // The agent long-polls across the escalation: its answer carries the new deadline.
+    let poll = {
+        let (http, url) = (
+            app.http.clone(),
+            app.url(&format!("/v1/approvals/{id}?wait=4")),
+        );
+        tokio::spawn(async move {
+            let response = http
+                .get(url)
+                .bearer_auth(AGENT_TOKEN)
+                .send()
+                .await
+                .expect("poll");
+            response.json::<Value>().await.expect("json")
+        })
+    };
+    let first = wait_for(&app, "the request message", |c| posted_to(c, CHANNEL, &id)).await;
+    let ts = first.body["ts"].clone();
+    // Carol is not an approver until the request is escalated.
+    app.approve(&id, "U0CAROL").await;
+    assert_eq!(app.approval(&id).await["status"], "pending");
+
+    let reminder = wait_for(&app, "a reminder in the thread", |c| {
+        c.method == "chat.postMessage" && c.body["thread_ts"].is_string()
+    })
+    .await;
+    assert_eq!(reminder.body["channel"], CHANNEL);
+    let text = reminder.body["text"].as_str().expect("text");
+    assert!(text.contains("<@U0ALICE>"), "{text}");
+    let _ = ts;
+    wait_for(&app, "the escalation post", |c| {
+        posted_to(c, ESCALATION_CHANNEL, &id)
+    })
+    .await;
+
+    let polled = poll.await.expect("poll task");
+    assert_eq!(polled["status"], "pending", "{polled}");
+    let moved = rfc3339(&polled["expires_at"]) - first_deadline;
+    assert_eq!(moved.num_seconds(), 30, "{polled}");
+
+    // Carol decides from the escalation channel; both messages show the outcome.
+    let answer = app.approve(&id, "U0CAROL").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let decided = app.approval(&id).await;
+    assert_eq!(decided["status"], "approved", "{decided}");
+    assert_eq!(decided["decided_by"], "U0CAROL");
+    for channel in [CHANNEL, ESCALATION_CHANNEL] {
+        wait_for(&app, &format!("the rewrite in {channel}"), |c| {
+            c.method == "chat.update"
+                && c.body["channel"] == channel
+                && button_value(&c.body["blocks"], "greenlight_approve").is_none()
+        })
+        .await;
+    }
+    let kinds: Vec<String> = app
+        .event_kinds(&id)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    for kind in ["reminded", "escalated", "escalation_posted"] {
+        assert!(kinds.contains(&kind.to_owned()), "{kind}: {kinds:?}");
+    }
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("greenlight_nudges_total{kind=\"escalation\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_a_pending_escalation() {
+    let app = spawn_app_with_policy(POLICY, &[]).await;
+    let submitted = app
+        .submit_as(
+            AGENT_TOKEN,
+            "",
+            json!({ "code": "deploy api", "language": "bash" }),
+        )
+        .await;
+    let id = submitted.body["id"].as_str().expect("id").to_owned();
+    wait_for(&app, "the request message", |c| posted_to(c, CHANNEL, &id)).await;
+    let policy = app
+        .db_path
+        .with_file_name("policy.toml")
+        .display()
+        .to_string();
+    let app = app
+        .restart_with(Duration::from_millis(50), &[("GREENLIGHT_POLICY", &policy)])
+        .await;
+    wait_for(&app, "the escalation post after the restart", |c| {
+        posted_to(c, ESCALATION_CHANNEL, &id)
+    })
+    .await;
+    let answer = app.approve(&id, "U0CAROL").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(app.approval(&id).await["status"], "approved");
+}
