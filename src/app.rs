@@ -12,7 +12,9 @@
 //! - `slack-auth-check`: readiness's `auth.test` until Slack accepts the token;
 //! - `retention`: prunes decided requests past `GREENLIGHT_RETENTION_DAYS`;
 //! - `callbacks`: sends signed decision callbacks from the store (`callbacks`);
-//! - `socket-mode`: the Socket Mode receiver, when `SLACK_APP_TOKEN` is set.
+//! - `socket-mode`: the Socket Mode receiver, when `SLACK_APP_TOKEN` is set;
+//! - `replica-changes`: on PostgreSQL, other replicas' decisions answer this one's
+//!   long-polls and refresh its live views (`approval::remote`).
 //!
 //! Without Slack settings (no `SLACK_BOT_TOKEN`) the Slack workers do not start: the
 //! web review page (`crate::web`) is the only surface, and nothing is queued for Slack.
@@ -80,7 +82,12 @@ impl Server {
         tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy loaded");
         let store = Store::connect(&config.database_url)
             .await
-            .with_context(|| format!("cannot open the database at {}", config.database_url))?;
+            .with_context(|| {
+                format!(
+                    "cannot open the database at {}",
+                    crate::store::redact_url(&config.database_url)
+                )
+            })?;
         let metrics = Metrics::new();
         metrics.register_agents(config.api_tokens.iter().map(|t| t.name.as_str()));
         let slack = config.slack.as_ref().map(|settings| {
@@ -235,6 +242,12 @@ impl Server {
             });
         } else {
             tracing::info!("Slack is not configured: the web review page is the only surface");
+        }
+        if store.is_postgres() {
+            let remote_service = service.clone();
+            workers.start("replica-changes", move || {
+                crate::approval::remote::run(remote_service.clone())
+            });
         }
         let callbacks = crate::callbacks::CallbackWorker::new(
             store.clone(),

@@ -165,7 +165,10 @@ impl fmt::Debug for Config {
             .field("public_url", &self.public_url)
             .field("listen", &self.listen)
             .field("api_tokens", &self.api_tokens)
-            .field("database_url", &self.database_url)
+            .field(
+                "database_url",
+                &crate::store::redact_url(&self.database_url),
+            )
             .field("default_timeout", &self.default_timeout)
             .field("retention", &self.retention)
             .field("approvers", &self.approvers)
@@ -226,10 +229,13 @@ impl Config {
 
         let database_url =
             non_empty("GREENLIGHT_DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
-        if !database_url.starts_with("sqlite:") {
+        if !database_url.starts_with("sqlite:") && !crate::store::is_postgres_url(&database_url) {
             return Err(ConfigError::Invalid {
                 var: "GREENLIGHT_DATABASE_URL",
-                problem: format!("{database_url:?} is not supported; use sqlite://path/to/file.db"),
+                problem: format!(
+                    "{:?} is not supported; use sqlite://path/to/file.db or postgres://user:password@host/database",
+                    crate::store::redact_url(&database_url)
+                ),
             });
         }
 
@@ -592,7 +598,7 @@ mod tests {
                 "GREENLIGHT_API_TOKENS",
                 "a:abcdefghijklmnop,a:bcdefghijklmnopq",
             ),
-            ("GREENLIGHT_DATABASE_URL", "postgres://x"),
+            ("GREENLIGHT_DATABASE_URL", "mysql://x"),
             ("GREENLIGHT_RETENTION_DAYS", "0"),
             ("GREENLIGHT_RETENTION_DAYS", "a week"),
             ("SLACK_API_BASE_URL", "ftp://x"),

@@ -13,6 +13,8 @@
 //! - [`waiters`]: long-polls parked until a decision.
 //! - [`recent`]: final requests seen lately, so repeated clicks are cheap.
 //! - [`deadlines`]: the one worker that expires requests at their deadline.
+//! - [`remote`]: the worker that passes other replicas' decisions (PostgreSQL) to
+//!   this replica's long-polls and live views.
 //! - [`nudges`]: reminders and escalation (the nudge worker's source).
 //! - `grants`: standing grants ("Approve for 30 min"): offered, made, used, revoked.
 
@@ -23,6 +25,7 @@ mod grants;
 pub mod nudges;
 pub mod outcomes;
 pub mod recent;
+pub mod remote;
 mod review;
 pub mod service;
 pub mod waiters;

@@ -88,7 +88,7 @@ pub struct ApprovalService {
 
 pub(super) struct Inner {
     pub(super) store: Store,
-    waiters: Waiters,
+    pub(super) waiters: Waiters,
     /// Requests stored or decided lately: clicks find them here without a read.
     pub(super) recent: Recent,
     /// Flips to true on shutdown so open long-polls answer at once.

@@ -7,6 +7,7 @@
 //! line names the setting or the Slack page that fixes it.
 
 mod policy;
+mod postgres;
 
 use std::{fmt, time::Duration};
 
@@ -280,6 +281,9 @@ async fn socket_mode(config: &SlackSettings, retry: RetryPolicy) -> Check {
 async fn database(url: &str) -> Check {
     let name = "database";
     let fix = "check GREENLIGHT_DATABASE_URL, and that its directory exists and is writable";
+    if crate::store::is_postgres_url(url) {
+        return postgres::check(url).await;
+    }
     let Some(file) = Store::file_of(url) else {
         return Check::new(
             Level::Fail,

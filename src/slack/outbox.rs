@@ -165,7 +165,8 @@ impl OutboxWorker {
     /// Sends `channel`'s rows in order until none is left. Rows waiting out a retry
     /// are slept for (a mark for the channel wakes the lane sooner).
     async fn lane(&self, channel: &str, wake: &Notify) {
-        // Rows delivered since the last claim: removed by the next claim's own write.
+        // Rows delivered since the last claim: removed by the next claim's own write
+        // (on PostgreSQL at once, `Store::outbox_delivered`).
         let mut done = Vec::new();
         let mut store_trouble = store_retrying();
         loop {
@@ -226,6 +227,10 @@ impl OutboxWorker {
                         tracing::error!(request_id = %row.approval_id, %error, kind = row.kind.as_str(), failed_attempts = step.failures, "could not deliver an outbox row");
                     }
                     tokio::time::sleep(step.delay).await;
+                }
+                if let Err(error) = self.store().outbox_delivered(&mut done).await {
+                    // Still in `done`: the next claim removes them.
+                    tracing::warn!(%channel, %error, "could not remove delivered outbox rows now");
                 }
             }
         }

@@ -1,14 +1,21 @@
 //! Durable state: approval requests, votes, the append-only audit trail and the Slack
-//! outbox, in SQLite.
+//! outbox, in SQLite (the default) or PostgreSQL (`GREENLIGHT_DATABASE_URL=postgres://…`,
+//! for several replicas of `greenlight serve` sharing one database).
 //!
 //! Every state change is committed here before anyone is told about it, so a crash at
 //! any point loses nothing that was reported. The one write that ends a request is
 //! conditional on it still being pending, which is what makes "first decision wins"
-//! hold across concurrent clicks, timeouts and cancels.
+//! hold across concurrent clicks, timeouts and cancels (and, on PostgreSQL, across
+//! replicas: the conditional UPDATE takes the row lock).
 //!
-//! Writes go through one group-committing writer task ([`writer`]): SQLite admits one
-//! writer at a time anyway, and batching pays one fsync for many callers. Reads go
-//! through a small pool that WAL mode lets run beside the writer.
+//! [`Store`] is the one type the rest of the code uses. Inside, it dispatches each
+//! query to a [`Backend`]:
+//! - [`sqlite`]: writes go through one group-committing writer thread
+//!   ([`sqlite::writer`]); reads through a small pool that WAL mode lets run beside it.
+//! - [`postgres`]: every write is its own transaction on a pool; row locks
+//!   (`SELECT … FOR UPDATE`, `FOR UPDATE SKIP LOCKED`) and leases make concurrent
+//!   replicas safe, and `LISTEN/NOTIFY` ([`postgres::listen`]) carries the wake-ups
+//!   that SQLite keeps in-process.
 //!
 //! The store also drives the background work: a committed request wakes the deadline
 //! worker if it expires sooner than the worker planned to look, and a committed outbox
@@ -16,16 +23,30 @@
 //! only in memory, so start-up recovery is simply the workers starting.
 //!
 //! # Layout
+//! One file per concern, at each level. A file here holds the concern's types and the
+//! `impl Store` methods the rest of the code calls (they dispatch, then signal the
+//! workers); `sqlite/<concern>.rs` and `postgres/<concern>.rs` hold the queries.
 //! - [`requests`]: inserting, reading and deciding requests; the audit trail.
 //! - [`votes`]: approvals counted toward the two-person rule.
 //! - [`outbox`]: Slack messages to post or rewrite, per channel, in order.
 //! - [`callbacks`]: decision callbacks to deliver (signed webhooks), and where to.
 //! - [`batches`]: requests submitted together, shown on one Slack card.
-//! - [`writer`]: group commit. [`signals`]: waking the workers.
-//! - [`retention`]: pruning decided requests past their age.
-//! - [`history`]: the web page's filtered history.
 //! - [`grants`]: standing grants (made, looked up at insert, revoked).
 //! - [`nudges`]: reminder and escalation times, and firing them once.
+//! - [`signals`]: waking the workers. [`retention`]: pruning decided requests.
+//! - [`history`]: the web page's filtered history. [`rows`]: rows to domain types.
+//!
+//! # Adding a query
+//! 1. Write it in `sqlite/<concern>.rs` as a method of [`sqlite::Sqlite`]: a write is a
+//!    closure run by the writer (`self.write(Box::new(move |conn| …))`, rusqlite, `?`
+//!    placeholders), a read goes through `self.reader` (sqlx).
+//! 2. Write it in `postgres/<concern>.rs` as a method of [`postgres::Postgres`]: sqlx
+//!    with `$1` placeholders; a write that reads then writes opens a transaction and
+//!    locks the rows it reads (`FOR UPDATE`). Timestamps are RFC 3339 text in both
+//!    (`model::rfc3339`), `COLLATE "C"` on PostgreSQL, so they sort as they do on SQLite.
+//! 3. Add the `impl Store` method in `<concern>.rs` with `dispatch!`, plus any worker
+//!    signal it owes after the commit. Tables go in `migrations/NNNN_*.sql` (SQLite)
+//!    and `migrations/postgres/NNNN_*.sql`.
 
 pub mod batches;
 pub mod callbacks;
@@ -33,29 +54,25 @@ pub mod grants;
 pub mod history;
 pub mod nudges;
 pub mod outbox;
+pub mod postgres;
 mod requests;
 pub mod retention;
 mod rows;
 pub mod signals;
+pub mod sqlite;
 mod votes;
-pub mod writer;
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::{
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    ConnectOptions, Connection as _, SqlitePool,
-};
+use tokio::sync::broadcast;
 
-use crate::model::{rfc3339, ApprovalId};
 pub use batches::{Batch, BatchInserted, NewBatch};
 pub use requests::{Fate, Inserted, Submission};
 use signals::{DeadlineSignal, OutboxSignal};
 pub use votes::Vote;
-use writer::{Work, Writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -109,63 +126,104 @@ impl NewEvent {
     }
 }
 
+/// A change another replica committed (PostgreSQL only): the request's id, and
+/// whether the change made it final (then long-polls waiting on it must answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteChange {
+    pub id: crate::model::ApprovalId,
+    pub decided: bool,
+}
+
+/// The database a [`Store`] talks to.
+#[derive(Clone)]
+pub enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+/// Runs the same method on whichever backend the store has.
+macro_rules! dispatch {
+    ($store:expr, $method:ident ( $($arg:expr),* $(,)? )) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite(db) => db.$method($($arg),*).await,
+            $crate::store::Backend::Postgres(db) => db.$method($($arg),*).await,
+        }
+    };
+}
+pub(crate) use dispatch;
+
 /// Cheap to clone; every clone is the same database, writer and signals.
 #[derive(Clone)]
 pub struct Store {
-    /// `None` for a store opened read-only (`doctor`, `audit export`).
-    writer: Option<Writer>,
-    reader: SqlitePool,
-    deadlines: Arc<DeadlineSignal>,
+    backend: Backend,
+    signals: Arc<Signals>,
+}
+
+/// What wakes the workers of this process, and (PostgreSQL) what other replicas
+/// committed.
+#[derive(Debug)]
+pub(crate) struct Signals {
+    pub(crate) deadlines: DeadlineSignal,
     /// Wakes the nudge worker (reminders, escalation) like `deadlines` does its own.
-    nudges: Arc<DeadlineSignal>,
-    outbox: Arc<OutboxSignal>,
-    callbacks: Arc<callbacks::CallbackSignal>,
-    /// The database file, locked exclusively (`flock`) while this store writes to it.
-    _lock: Option<Arc<std::fs::File>>,
+    pub(crate) nudges: DeadlineSignal,
+    pub(crate) outbox: OutboxSignal,
+    pub(crate) callbacks: callbacks::CallbackSignal,
+    pub(crate) remote: broadcast::Sender<RemoteChange>,
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        Self {
+            deadlines: DeadlineSignal::default(),
+            nudges: DeadlineSignal::default(),
+            outbox: OutboxSignal::default(),
+            callbacks: callbacks::CallbackSignal::default(),
+            remote: broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("read_only", &self.writer.is_none())
+            .field("postgres", &self.is_postgres())
             .finish()
+    }
+}
+
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `url` with its password (if any) replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let hidden = if userinfo.contains(':') { ":***" } else { "" };
+            format!("{scheme}://{user}{hidden}@{host}{path}")
+        }
+        None => url.to_owned(),
     }
 }
 
 impl Store {
     /// Opens (creating if needed) the database, brings its schema up to date and
-    /// starts the writer task.
+    /// starts what writes to it (SQLite: the writer thread; PostgreSQL: the pool and
+    /// the `LISTEN` task).
     pub async fn connect(url: &str) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed decision survives power loss, not only a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let mut conn = options.connect().await?;
-        let file = options.get_filename().to_path_buf();
-        let lock = lock_for_writing(&file)?;
-        sqlx::migrate!("./migrations").run(&mut conn).await?;
-        conn.close().await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(1)
-            .connect_with(options)
-            .await?;
-        let checkpoints = rusqlite::Connection::open(&file)?;
-        checkpoints.busy_timeout(Duration::from_secs(10))?;
-        let writer = Writer::spawn_with_checkpointer(open_writer(&file)?, Some(checkpoints))
-            .map_err(|e| StoreError::Commit(format!("cannot start the database writer: {e}")))?;
-        Ok(Self {
-            writer: Some(writer),
-            reader,
-            deadlines: Arc::default(),
-            nudges: Arc::default(),
-            outbox: Arc::default(),
-            callbacks: Arc::default(),
-            _lock: lock,
-        })
+        let signals = Arc::new(Signals::default());
+        let backend = if is_postgres_url(url) {
+            Backend::Postgres(postgres::Postgres::connect(url, signals.clone()).await?)
+        } else {
+            Backend::Sqlite(sqlite::Sqlite::connect(url).await?)
+        };
+        Ok(Self { backend, signals })
     }
 
     /// Opens an existing database read-only, without migrating it: for tools that
@@ -173,91 +231,87 @@ impl Store {
     /// empty database, and a running `serve` of another version is never migrated
     /// under its feet.
     pub async fn open_read_only(url: &str) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .read_only(true)
-            .busy_timeout(Duration::from_secs(10));
-        let reader = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(options)
-            .await?;
+        let backend = if is_postgres_url(url) {
+            Backend::Postgres(postgres::Postgres::open_read_only(url).await?)
+        } else {
+            Backend::Sqlite(sqlite::Sqlite::open_read_only(url).await?)
+        };
         Ok(Self {
-            writer: None,
-            reader,
-            deadlines: Arc::default(),
-            nudges: Arc::default(),
-            outbox: Arc::default(),
-            callbacks: Arc::default(),
-            _lock: None,
+            backend,
+            signals: Arc::default(),
         })
+    }
+
+    /// Whether this store is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
     }
 
     /// The file behind a `sqlite:` URL, if it names one.
     pub fn file_of(url: &str) -> Option<std::path::PathBuf> {
-        let options = SqliteConnectOptions::from_str(url).ok()?;
-        Some(options.get_filename().to_path_buf())
+        if is_postgres_url(url) {
+            return None;
+        }
+        sqlite::Sqlite::file_of(url)
     }
 
-    /// Runs `work` in the writer's next batch; see [`writer`].
-    pub(crate) async fn write<T: Send + 'static>(&self, work: Work<T>) -> StoreResult<T> {
-        self.writer
-            .as_ref()
-            .ok_or(StoreError::ReadOnly)?
-            .write(work)
-            .await
-    }
-
-    /// Transactions committed and writes run by the writer since start (both 0 for a
-    /// read-only store): their ratio is the group-commit batch size.
+    /// Transactions committed and writes run since start (both 0 for a read-only
+    /// store): on SQLite their ratio is the group-commit batch size; on PostgreSQL
+    /// every write is its own transaction.
     pub fn write_totals(&self) -> (u64, u64) {
-        self.writer
-            .as_ref()
-            .map_or((0, 0), |w| (w.commits(), w.writes()))
+        match &self.backend {
+            Backend::Sqlite(db) => db.write_totals(),
+            Backend::Postgres(db) => db.write_totals(),
+        }
     }
 
     /// What wakes the deadline worker.
     pub fn deadline_signal(&self) -> &DeadlineSignal {
-        &self.deadlines
+        &self.signals.deadlines
     }
 
     /// What wakes the nudge worker (reminders and escalation).
     pub fn nudge_signal(&self) -> &DeadlineSignal {
-        &self.nudges
+        &self.signals.nudges
     }
 
     /// What wakes the outbox worker.
     pub fn outbox_signal(&self) -> &OutboxSignal {
-        &self.outbox
+        &self.signals.outbox
+    }
+
+    /// Changes other replicas committed (PostgreSQL; nothing ever arrives on SQLite,
+    /// where one process owns the database).
+    pub fn remote_changes(&self) -> broadcast::Receiver<RemoteChange> {
+        self.signals.remote.subscribe()
     }
 
     /// Versions of the migrations this binary carries that the database has not
     /// applied yet (all of them for a database greenlight never started on).
     pub async fn pending_migrations(&self) -> StoreResult<Vec<i64>> {
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
-                .fetch_all(&self.reader)
-                .await
-                .unwrap_or_default();
-        Ok(sqlx::migrate!("./migrations")
-            .iter()
-            .map(|m| m.version)
-            .filter(|v| !applied.contains(v))
-            .collect())
+        dispatch!(self, pending_migrations())
+    }
+
+    /// Whether the database refuses writes (a PostgreSQL standby, or
+    /// `default_transaction_read_only`): `doctor`'s check. Always false on SQLite,
+    /// whose read-only case is the file's permissions.
+    pub async fn refuses_writes(&self) -> StoreResult<bool> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(false),
+            Backend::Postgres(db) => db.refuses_writes().await,
+        }
     }
 
     /// Cheap liveness check for readiness probes and `doctor`.
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
+        dispatch!(self, ping())
     }
 
-    /// Commits what is queued, then closes the writer and the readers. Closing the
+    /// Commits what is queued, then closes the connections. On SQLite, closing the
     /// last connection checkpoints the WAL into the database file, so the next start
     /// (or a backup) reads one file.
     pub async fn close(&self) {
-        if let Some(writer) = &self.writer {
-            writer.close().await;
-        }
-        self.reader.close().await;
+        dispatch!(self, close())
     }
 
     /// Audit events in order, from `after_seq` (exclusive), optionally only those at or
@@ -269,138 +323,45 @@ impl Store {
         after_seq: i64,
         limit: u32,
     ) -> StoreResult<Vec<Event>> {
-        let rows = sqlx::query(
-            "SELECT seq, approval_id, at, kind, actor, detail FROM events
-             WHERE seq > ?1 AND (?2 IS NULL OR at >= ?2) ORDER BY seq LIMIT ?3",
-        )
-        .bind(after_seq)
-        .bind(since.map(rfc3339))
-        .bind(i64::from(limit))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(rows::event_from_row).collect()
+        dispatch!(self, events_page(since, after_seq, limit))
     }
 
     /// Deletes final requests decided before `cutoff`, with their events, votes,
-    /// outbox rows, callback URLs and batch links. Pending requests are never pruned, however old. Returns how many
-    /// requests went.
+    /// outbox rows, callback URLs, grant uses and batch links, and grants expired or
+    /// revoked before it. Pending requests are never pruned, however old. Returns how
+    /// many requests went.
     pub async fn prune_decided_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
-        let cutoff = rfc3339(cutoff);
-        self.write(Box::new(move |conn| {
-            // Everything that refers to a pruned request goes with it, atomically.
-            for table in [
-                "events",
-                "votes",
-                "outbox",
-                "grant_uses",
-                "callback_targets",
-                "batch_items",
-            ] {
-                conn.execute(
-                    &format!(
-                        "DELETE FROM {table} WHERE approval_id IN
-                           (SELECT id FROM approvals WHERE status != 'pending' AND decided_at < ?)"
-                    ),
-                    [&cutoff],
-                )?;
-            }
-            let pruned = conn.execute(
-                "DELETE FROM approvals WHERE status != 'pending' AND decided_at < ?",
-                [&cutoff],
-            )?;
-            // Grants expired (or revoked) before the cutoff are no use to anyone.
-            conn.execute(
-                "DELETE FROM grants WHERE expires_at < ?1 OR revoked_at < ?1",
-                [&cutoff],
-            )?;
-            Ok(pruned as u64)
-        }))
-        .await
+        dispatch!(self, prune_decided_before(cutoff))
     }
-}
-
-/// Takes an exclusive advisory lock (`flock`) on the database file, so a second
-/// `greenlight serve` on the same file is refused at start instead of running a second
-/// set of workers (each would post, expire and rewrite the same requests). The lock
-/// goes with the process, `kill -9` included. An in-memory database has no file and
-/// needs none.
-fn lock_for_writing(file: &std::path::Path) -> StoreResult<Option<Arc<std::fs::File>>> {
-    if file.as_os_str() == ":memory:" || file.as_os_str().is_empty() {
-        return Ok(None);
-    }
-    let handle = std::fs::File::open(file)
-        .map_err(|e| StoreError::Commit(format!("cannot open {}: {e}", file.display())))?;
-    match handle.try_lock() {
-        Ok(()) => Ok(Some(Arc::new(handle))),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(StoreError::InUse(file.display().to_string()))
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Commit(format!(
-            "cannot lock {}: {e}",
-            file.display()
-        ))),
-    }
-}
-
-/// The writer's connection: the same database, with the settings that make a commit
-/// durable (`synchronous=FULL`: a committed decision survives power loss, not only a
-/// crash), a patient busy timeout for the moments a checkpoint holds the file, and a
-/// 64 MiB cap on the WAL file kept after a checkpoint (a start-up after a crash reads
-/// the whole WAL, so an unbounded one makes recovery slow). Temporary storage is
-/// in memory: each job's savepoint journals the pages it touches, and in a file that
-/// cost an open, writes and an unlink per batch. The
-/// page cache stays at SQLite's default: a larger one makes every savepoint and commit
-/// slower (the cache is walked when they end), measured at 2.5x per job at 64 MiB.
-fn open_writer(file: &std::path::Path) -> StoreResult<rusqlite::Connection> {
-    let conn = rusqlite::Connection::open(file)?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
-         PRAGMA journal_size_limit = 67108864; PRAGMA temp_store = MEMORY;",
-    )?;
-    conn.set_prepared_statement_cache_capacity(64);
-    Ok(conn)
-}
-
-/// Appends one event inside the caller's transaction (on the writer's connection).
-fn insert_event(
-    conn: &rusqlite::Connection,
-    id: ApprovalId,
-    at: DateTime<Utc>,
-    event: &NewEvent,
-) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO events (approval_id, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?)",
-    )?
-    .execute(rusqlite::params![
-        id.to_string(),
-        rfc3339(at),
-        event.kind,
-        event.actor,
-        event.detail.to_string()
-    ])?;
-    Ok(())
 }
 
 #[cfg(test)]
-mod lock_tests {
+impl Store {
+    /// Runs `work` on the SQLite writer's connection: for unit tests that set up a
+    /// state no API makes (an aged grant). Panics on PostgreSQL.
+    pub(crate) async fn write<T: Send + 'static>(
+        &self,
+        work: sqlite::writer::Work<T>,
+    ) -> StoreResult<T> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.write(work).await,
+            Backend::Postgres(_) => panic!("Store::write is SQLite only"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_second_writer_on_the_same_file_is_refused_until_the_first_is_gone() {
-        let dir = tempfile::tempdir().expect("dir");
-        let url = format!("sqlite://{}", dir.path().join("one.db").display());
-        let first = Store::connect(&url).await.expect("first");
-        match Store::connect(&url).await {
-            Err(StoreError::InUse(file)) => assert!(file.ends_with("one.db"), "{file}"),
-            other => panic!("a second writer was not refused: {other:?}"),
-        }
-        // Readers (doctor, audit export) are not writers.
-        Store::open_read_only(&url).await.expect("read-only");
-        first.close().await;
-        drop(first);
-        Store::connect(&url)
-            .await
-            .expect("the lock went with the first store");
+    #[test]
+    fn a_url_password_never_shows() {
+        assert_eq!(
+            redact_url("postgres://gl:s3cret@db:5432/greenlight"),
+            "postgres://gl:***@db:5432/greenlight"
+        );
+        assert_eq!(redact_url("postgres://gl@db/x"), "postgres://gl@db/x");
+        assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
+        assert!(is_postgres_url("postgresql://h/d") && !is_postgres_url("sqlite://x"));
     }
 }

@@ -9,18 +9,15 @@
 //! Slack posts go through the outbox (kinds `remind`, `escalate`,
 //! `escalation_update`) in the same transaction.
 //!
-//! Narrow methods over migration 0006's columns, for porting to other backends.
+//! On PostgreSQL the fire is the same conditional `UPDATE` (it takes the row lock), so
+//! it happens once across replicas too; a fire on one replica wakes the others'
+//! outbox workers through the outbox's own `NOTIFY`. Queries: `sqlite/nudges.rs`,
+//! `postgres/nudges.rs`.
 
 use chrono::{DateTime, Utc};
-use rusqlite::OptionalExtension;
 
-use super::{
-    insert_event,
-    outbox::{enqueue_in, Kind},
-    rows::{approval_from_row, APPROVAL_COLUMNS},
-    NewEvent, Store, StoreError, StoreResult,
-};
-use crate::model::{rfc3339, Approval, ApprovalId};
+use super::{dispatch, NewEvent, Store, StoreResult};
+use crate::model::{Approval, ApprovalId};
 
 /// A pending request due for a nudge, with its nudge columns.
 #[derive(Debug, Clone)]
@@ -53,78 +50,15 @@ pub struct Escalation {
     pub ts: Option<String>,
 }
 
-/// Sets a new request's first nudge time, inside its insert.
-pub(super) fn schedule_in(
-    conn: &rusqlite::Connection,
-    id: ApprovalId,
-    at: Option<DateTime<Utc>>,
-) -> StoreResult<()> {
-    if let Some(at) = at {
-        conn.prepare_cached("UPDATE approvals SET next_nudge_at = ? WHERE id = ?")?
-            .execute(rusqlite::params![rfc3339(at), id.to_string()])?;
-    }
-    Ok(())
-}
-
-/// Queues the rewrite of the escalation message, if the request has one (inside the
-/// deciding write, beside the first message's rewrite). The row goes in the lane of
-/// the request's own channel (`lane`), which every decision already wakes; the
-/// rewrite reads where the escalation message is from the request.
-pub(super) fn escalation_update_in(
-    conn: &rusqlite::Connection,
-    id: ApprovalId,
-    lane: &str,
-) -> StoreResult<()> {
-    let found: Option<(Option<String>, Option<String>)> = conn
-        .prepare_cached("SELECT escalation_channel, escalation_ts FROM approvals WHERE id = ?")?
-        .query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    if let Some((Some(_), Some(_))) = found {
-        enqueue_in(conn, id, lane, Kind::EscalationUpdate)?;
-    }
-    Ok(())
-}
-
 impl Store {
     /// The earliest `next_nudge_at` of any pending request.
     pub async fn next_nudge(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        let earliest: Option<String> = sqlx::query_scalar(
-            "SELECT MIN(next_nudge_at) FROM approvals WHERE status = 'pending' AND next_nudge_at IS NOT NULL",
-        )
-        .fetch_one(&self.reader)
-        .await?;
-        earliest
-            .map(|raw| {
-                DateTime::parse_from_rfc3339(&raw)
-                    .map(|t| t.with_timezone(&Utc))
-                    .map_err(|_| StoreError::Corrupt(format!("next_nudge_at {raw}")))
-            })
-            .transpose()
+        dispatch!(self, next_nudge())
     }
 
     /// Pending requests whose nudge is due at `now`, earliest first, at most `limit`.
     pub async fn due_nudges(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Nudgeable>> {
-        self.write(Box::new(move |conn| {
-            let mut statement = conn.prepare_cached(&format!(
-                "SELECT {APPROVAL_COLUMNS}, next_nudge_at, reminders, escalated_at FROM approvals
-                 WHERE status = 'pending' AND next_nudge_at IS NOT NULL AND next_nudge_at <= ?
-                 ORDER BY next_nudge_at LIMIT ?"
-            ))?;
-            let mut rows = statement.query(rusqlite::params![rfc3339(now), i64::from(limit)])?;
-            let mut out = Vec::new();
-            while let Some(row) = rows.next()? {
-                let escalated: Option<String> = row.get("escalated_at")?;
-                let reminders: i64 = row.get("reminders")?;
-                out.push(Nudgeable {
-                    approval: approval_from_row(row)?,
-                    due_at: row.get("next_nudge_at")?,
-                    reminders: u32::try_from(reminders).unwrap_or(0),
-                    escalated: escalated.is_some(),
-                });
-            }
-            Ok(out)
-        }))
-        .await
+        dispatch!(self, due_nudges(now, limit))
     }
 
     /// Fires one nudge if the request is still pending and still due at `due_at` (so
@@ -136,57 +70,12 @@ impl Store {
         due_at: String,
         fire: Fire,
     ) -> StoreResult<Option<Approval>> {
-        let now = Utc::now();
-        let fired = self
-            .write(Box::new(move |conn| {
-                let next = fire.next.map(rfc3339);
-                let (escalate, channel, extends_ms) = match &fire.escalate {
-                    Some((channel, extends)) => (true, channel.clone(), extends.num_milliseconds()),
-                    None => (false, None, 0),
-                };
-                let approval = {
-                    let mut statement = conn.prepare_cached(&format!(
-                        "UPDATE approvals SET next_nudge_at = ?1, reminders = ?2,
-                           escalated_at = CASE WHEN ?3 THEN ?4 ELSE escalated_at END,
-                           escalation_channel = CASE WHEN ?3 THEN ?5 ELSE escalation_channel END,
-                           expires_at = CASE WHEN ?3 AND ?6 > 0 THEN
-                               strftime('%Y-%m-%dT%H:%M:%fZ', expires_at, printf('+%.3f seconds', ?6 / 1000.0))
-                             ELSE expires_at END
-                         WHERE id = ?7 AND status = 'pending' AND next_nudge_at = ?8
-                         RETURNING {APPROVAL_COLUMNS}"
-                    ))?;
-                    let mut rows = statement.query(rusqlite::params![
-                        next,
-                        i64::from(fire.reminders),
-                        escalate,
-                        rfc3339(now),
-                        channel,
-                        extends_ms,
-                        id.to_string(),
-                        due_at,
-                    ])?;
-                    let Some(row) = rows.next()? else {
-                        return Ok(None);
-                    };
-                    approval_from_row(row)?
-                };
-                for event in &fire.events {
-                    insert_event(conn, id, now, event)?;
-                }
-                if fire.remind && approval.message_ts.is_some() {
-                    enqueue_in(conn, id, &approval.channel, Kind::Remind)?;
-                }
-                if let Some(channel) = channel.filter(|_| escalate) {
-                    enqueue_in(conn, id, &channel, Kind::Escalate)?;
-                }
-                Ok(Some(approval))
-            }))
-            .await?;
+        let fired = dispatch!(self, fire_nudge(id, due_at, fire))?;
         if let Some(approval) = &fired {
-            self.outbox.mark(&approval.channel);
+            self.signals.outbox.mark(&approval.channel);
             if let Some(escalation) = self.escalation(approval.id).await? {
                 if let Some(channel) = escalation.channel {
-                    self.outbox.mark(&channel);
+                    self.signals.outbox.mark(&channel);
                 }
             }
         }
@@ -195,19 +84,7 @@ impl Store {
 
     /// Whether and where request `id` was escalated.
     pub async fn escalation(&self, id: ApprovalId) -> StoreResult<Option<Escalation>> {
-        let row: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT escalated_at, escalation_channel, escalation_ts FROM approvals WHERE id = ?",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(row.and_then(|(at, channel, ts)| {
-            Some(Escalation {
-                at: at?,
-                channel,
-                ts,
-            })
-        }))
+        dispatch!(self, escalation(id))
     }
 
     /// The escalation message was posted at `ts` in `channel`: remembered (so the
@@ -221,25 +98,8 @@ impl Store {
         ts: String,
     ) -> StoreResult<()> {
         let mark = channel.clone();
-        let queued = self
-            .write(Box::new(move |conn| {
-                let status: String = conn
-                    .prepare_cached(
-                        "UPDATE approvals SET escalation_channel = ?, escalation_ts = ? WHERE id = ? RETURNING status",
-                    )?
-                    .query_row(rusqlite::params![channel, ts, id.to_string()], |r| r.get(0))?;
-                let detail = serde_json::json!({ "channel": channel, "ts": ts });
-                insert_event(conn, id, Utc::now(), &NewEvent::new("escalation_posted", None, detail))?;
-                conn.prepare_cached("DELETE FROM outbox WHERE seq = ?")?.execute([seq])?;
-                let late = status != "pending";
-                if late {
-                    enqueue_in(conn, id, &channel, Kind::EscalationUpdate)?;
-                }
-                Ok(late)
-            }))
-            .await?;
-        if queued {
-            self.outbox.mark(&mark);
+        if dispatch!(self, escalation_posted(seq, id, channel, ts))? {
+            self.signals.outbox.mark(&mark);
         }
         Ok(())
     }

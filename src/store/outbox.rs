@@ -15,10 +15,9 @@
 //! expires unposted can say why no reviewer saw it, even after a restart.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row as _;
 
-use super::{insert_event, NewEvent, Store, StoreError, StoreResult};
-use crate::model::{rfc3339, Approval, ApprovalId, Status};
+use super::{dispatch, NewEvent, Store, StoreResult};
+use crate::model::{Approval, ApprovalId};
 
 /// What an outbox row asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +48,7 @@ impl Kind {
         }
     }
 
-    fn parse(raw: &str) -> Option<Self> {
+    pub(crate) fn parse(raw: &str) -> Option<Self> {
         [
             Kind::Post,
             Kind::Update,
@@ -87,46 +86,18 @@ pub struct Trouble {
     pub text: String,
 }
 
-/// Adds a row inside the caller's transaction. A rewrite is merged into a rewrite of
-/// the same request that has not been tried yet. A request without a channel (Slack
-/// is not configured: the web page is the only surface) has no message, so nothing
-/// is queued for it and nothing piles up.
-pub(super) fn enqueue_in(
-    conn: &rusqlite::Connection,
-    id: ApprovalId,
-    channel: &str,
-    kind: Kind,
-) -> StoreResult<()> {
-    if channel.is_empty() {
-        return Ok(());
-    }
-    conn.prepare_cached(
-        "INSERT INTO outbox (approval_id, channel, kind, created_at)
-         SELECT ?1, ?2, ?3, ?4
-         WHERE ?3 != 'update' OR NOT EXISTS
-           (SELECT 1 FROM outbox WHERE approval_id = ?1 AND kind = 'update' AND attempts = 0)",
-    )?
-    .execute(rusqlite::params![
-        id.to_string(),
-        channel,
-        kind.as_str(),
-        rfc3339(Utc::now())
-    ])?;
-    Ok(())
-}
-
 impl Store {
     /// Every channel with rows waiting: what the outbox worker resumes at start-up.
     pub async fn outbox_channels(&self) -> StoreResult<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT DISTINCT channel FROM outbox")
-            .fetch_all(&self.reader)
-            .await?)
+        dispatch!(self, outbox_channels())
     }
 
     /// Removes the rows `done` (delivered since the last claim: one write for the lot)
     /// and claims up to `limit` of `channel`'s rows that are due at `now`, oldest
     /// first, raising their `attempts`. A crash before the next claim only means those
-    /// rows are delivered again (a rewrite that changes nothing).
+    /// rows are delivered again (a rewrite that changes nothing). On PostgreSQL the
+    /// claim also takes the channel's lease: while another replica's lease on the
+    /// channel is live, nothing is claimed.
     pub async fn claim_outbox(
         &self,
         channel: &str,
@@ -134,94 +105,40 @@ impl Store {
         limit: u32,
         done: Vec<i64>,
     ) -> StoreResult<Vec<Row>> {
-        let channel = channel.to_owned();
-        let mut rows = self
-            .write(Box::new(move |conn| {
-                for seq in &done {
-                    delete_in(conn, *seq)?;
-                }
-                let mut statement = conn.prepare_cached(
-                    "UPDATE outbox SET attempts = attempts + 1 WHERE seq IN
-                       (SELECT seq FROM outbox WHERE channel = ?1
-                          AND (not_before IS NULL OR not_before <= ?2) ORDER BY seq LIMIT ?3)
-                     RETURNING seq, approval_id, channel, kind, attempts",
-                )?;
-                let mut rows =
-                    statement.query(rusqlite::params![channel, rfc3339(now), i64::from(limit)])?;
-                let mut claimed = Vec::new();
-                while let Some(row) = rows.next()? {
-                    claimed.push(row_from(row)?);
-                }
-                drop(rows);
-                drop(statement);
-                let mut read = conn.prepare_cached(&format!(
-                    "SELECT {} FROM approvals WHERE id = ?",
-                    super::rows::APPROVAL_COLUMNS
-                ))?;
-                for row in &mut claimed {
-                    let mut found = read.query([row.approval_id.to_string()])?;
-                    row.approval = match found.next()? {
-                        Some(stored) => Some(super::rows::approval_from_row(stored)?),
-                        None => None,
-                    };
-                }
-                Ok(claimed)
-            }))
-            .await?;
-        rows.sort_by_key(|row| row.seq);
-        Ok(rows)
+        dispatch!(self, claim_outbox(channel, now, limit, done))
     }
 
-    /// When `channel`'s earliest waiting row may be tried again; `None` when it has
-    /// no rows left at all.
-    pub async fn next_outbox_try(&self, channel: &str) -> StoreResult<Option<DateTime<Utc>>> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(COALESCE(not_before, created_at)) AS at FROM outbox WHERE channel = ?",
-        )
-        .bind(channel)
-        .fetch_one(&self.reader)
-        .await?;
-        let count: i64 = row.try_get("n")?;
-        if count == 0 {
-            return Ok(None);
+    /// Rows just delivered (`done`, emptied here): on PostgreSQL removed at once, one
+    /// write for the lot, so a replica stopped or killed before its next claim does
+    /// not leave them to be sent again by the next claimer (on any replica). On SQLite
+    /// they wait for the lane's next claim, whose own write removes them (the lane's
+    /// one process resumes them itself).
+    pub async fn outbox_delivered(&self, done: &mut Vec<i64>) -> StoreResult<()> {
+        match &self.backend {
+            super::Backend::Sqlite(_) => Ok(()),
+            super::Backend::Postgres(db) => {
+                if !done.is_empty() {
+                    db.outbox_delete(done).await?;
+                    done.clear();
+                }
+                Ok(())
+            }
         }
-        let at: Option<String> = row.try_get("at")?;
-        Ok(Some(
-            at.and_then(|raw| DateTime::parse_from_rfc3339(&raw).ok())
-                .map_or_else(Utc::now, |t| t.with_timezone(&Utc)),
-        ))
+    }
+
+    /// When `channel`'s earliest waiting row may be tried again (on PostgreSQL, not
+    /// before another replica's lease on the channel lapses); `None` when it has no
+    /// rows left at all.
+    pub async fn next_outbox_try(&self, channel: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        dispatch!(self, next_outbox_try(channel))
     }
 
     /// A post (or FYI) reached Slack: remembers where the message is, with its
     /// `posted` event, and removes the row. A request decided while its post was in
     /// flight gets a rewrite queued, so the message shows the outcome.
     pub async fn posted(&self, row: &Row, channel: String, ts: String) -> StoreResult<Approval> {
-        let (seq, id, kind) = (row.seq, row.approval_id, row.kind);
-        let approval = self
-            .write(Box::new(move |conn| {
-                let approval = {
-                    let mut statement = conn.prepare_cached(&format!(
-                        "UPDATE approvals SET channel = ?, message_ts = ? WHERE id = ?
-                         RETURNING {}",
-                        super::rows::APPROVAL_COLUMNS
-                    ))?;
-                    let mut rows =
-                        statement.query(rusqlite::params![channel, ts, id.to_string()])?;
-                    let row = rows
-                        .next()?
-                        .ok_or_else(|| StoreError::Corrupt(format!("approval {id} vanished")))?;
-                    super::rows::approval_from_row(row)?
-                };
-                let detail = serde_json::json!({ "channel": channel, "ts": ts });
-                insert_event(conn, id, Utc::now(), &NewEvent::new("posted", None, detail))?;
-                delete_in(conn, seq)?;
-                if kind == Kind::Post && approval.status != Status::Pending {
-                    enqueue_in(conn, id, &approval.channel, Kind::Update)?;
-                }
-                Ok(approval)
-            }))
-            .await?;
-        self.outbox.mark(&approval.channel);
+        let approval = dispatch!(self, posted(row, channel, ts))?;
+        self.signals.outbox.mark(&approval.channel);
         Ok(approval)
     }
 
@@ -232,13 +149,7 @@ impl Store {
         seq: i64,
         audit: Option<(ApprovalId, NewEvent)>,
     ) -> StoreResult<()> {
-        self.write(Box::new(move |conn| {
-            if let Some((id, event)) = &audit {
-                insert_event(conn, *id, Utc::now(), event)?;
-            }
-            delete_in(conn, seq)
-        }))
-        .await
+        dispatch!(self, outbox_done(seq, audit))
     }
 
     /// The row failed and is worth trying again at `not_before`; `event` goes on the
@@ -249,32 +160,12 @@ impl Store {
         not_before: DateTime<Utc>,
         audit: (ApprovalId, NewEvent),
     ) -> StoreResult<()> {
-        self.write(Box::new(move |conn| {
-            insert_event(conn, audit.0, Utc::now(), &audit.1)?;
-            conn.prepare_cached("UPDATE outbox SET not_before = ? WHERE seq = ?")?
-                .execute(rusqlite::params![rfc3339(not_before), seq])?;
-            Ok(())
-        }))
-        .await
+        dispatch!(self, outbox_retry(seq, not_before, audit))
     }
 
     /// Remembers the latest failure posting to `channel`.
     pub async fn record_trouble(&self, channel: &str, trouble: Trouble) -> StoreResult<()> {
-        let channel = channel.to_owned();
-        self.write(Box::new(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO channel_trouble (channel, code, text, at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (channel) DO UPDATE SET code = ?2, text = ?3, at = ?4",
-            )?
-            .execute(rusqlite::params![
-                channel,
-                trouble.code,
-                trouble.text,
-                rfc3339(Utc::now())
-            ])?;
-            Ok(())
-        }))
-        .await
+        dispatch!(self, record_trouble(channel, trouble))
     }
 
     /// The last failure posting to `channel` at or after `since`, if any.
@@ -283,40 +174,6 @@ impl Store {
         channel: &str,
         since: DateTime<Utc>,
     ) -> StoreResult<Option<Trouble>> {
-        let row =
-            sqlx::query("SELECT code, text FROM channel_trouble WHERE channel = ? AND at >= ?")
-                .bind(channel)
-                .bind(rfc3339(since))
-                .fetch_optional(&self.reader)
-                .await?;
-        row.map(|row| {
-            Ok(Trouble {
-                code: row.try_get("code")?,
-                text: row.try_get("text")?,
-            })
-        })
-        .transpose()
+        dispatch!(self, trouble_since(channel, since))
     }
-}
-
-fn delete_in(conn: &rusqlite::Connection, seq: i64) -> StoreResult<()> {
-    conn.prepare_cached("DELETE FROM outbox WHERE seq = ?")?
-        .execute([seq])?;
-    Ok(())
-}
-
-fn row_from(row: &rusqlite::Row<'_>) -> StoreResult<Row> {
-    let id: String = row.get("approval_id")?;
-    let kind: String = row.get("kind")?;
-    let attempts: i64 = row.get("attempts")?;
-    Ok(Row {
-        seq: row.get("seq")?,
-        approval_id: ApprovalId::parse(&id)
-            .ok_or_else(|| StoreError::Corrupt(format!("outbox approval_id {id}")))?,
-        channel: row.get("channel")?,
-        kind: Kind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("outbox kind {kind}")))?,
-        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        approval: None,
-    })
 }

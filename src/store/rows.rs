@@ -1,9 +1,10 @@
-//! Mapping between SQLite rows and domain types, for rows read through sqlx (the
-//! reader pool) and through rusqlite (the writer's `RETURNING` rows). Kept apart so the
-//! queries read as queries.
+//! Mapping between database rows and domain types, for rows read through sqlx (the
+//! SQLite reader pool, PostgreSQL) and through rusqlite (the SQLite writer's
+//! `RETURNING` rows). Kept apart so the queries read as queries, and shared so both
+//! backends give byte-identical values.
 
 use chrono::{DateTime, Utc};
-use sqlx::{sqlite::SqliteRow, Row};
+use sqlx::{postgres::PgRow, sqlite::SqliteRow, Row};
 
 /// A row of either driver, by column name.
 pub(super) trait Columns {
@@ -17,6 +18,16 @@ pub(super) trait Columns {
 }
 
 impl Columns for SqliteRow {
+    fn text(&self, column: &str) -> StoreResult<Option<String>> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn int(&self, column: &str) -> StoreResult<i64> {
+        Ok(self.try_get(column)?)
+    }
+}
+
+impl Columns for PgRow {
     fn text(&self, column: &str) -> StoreResult<Option<String>> {
         Ok(self.try_get(column)?)
     }
@@ -73,20 +84,20 @@ pub(super) fn approval_from_row(row: &impl Columns) -> StoreResult<Approval> {
     })
 }
 
-pub(super) fn event_from_row(row: &SqliteRow) -> StoreResult<Event> {
-    let detail: String = row.try_get("detail")?;
-    let seq: i64 = row.try_get("seq")?;
+pub(super) fn event_from_row(row: &impl Columns) -> StoreResult<Event> {
+    let detail = row.required_text("detail")?;
+    let seq = row.int("seq")?;
     Ok(Event {
         seq,
-        approval_id: row.try_get("approval_id")?,
-        at: row.try_get("at")?,
-        kind: row.try_get("kind")?,
-        actor: row.try_get("actor")?,
+        approval_id: row.required_text("approval_id")?,
+        at: row.required_text("at")?,
+        kind: row.required_text("kind")?,
+        actor: row.text("actor")?,
         detail: serde_json::from_str(&detail).map_err(|_| corrupt("detail", &seq.to_string()))?,
     })
 }
 
-fn parse_time(raw: &str, id: &str) -> StoreResult<DateTime<Utc>> {
+pub(super) fn parse_time(raw: &str, id: &str) -> StoreResult<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(raw)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| corrupt("timestamp", id))

@@ -9,7 +9,6 @@ use std::{
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx::Row;
 
 use crate::helpers::{
     approval_id_of, base_env,
@@ -117,6 +116,8 @@ fn kinds(events: &Value) -> Vec<String> {
 async fn events_record_the_whole_story_and_export_as_json_lines() {
     let app = spawn_app().await;
     let id = app.submit_and_post(request("make deploy")).await;
+    // Slack has the message; its `posted` entry commits a moment later.
+    wait_for_event(&app, &id, "posted").await;
     app.approve(&id, "U0ALICE").await;
     app.approve(&id, "U0BOB").await;
     app.wait_for_update("the approved message", |_| true).await;
@@ -227,7 +228,7 @@ async fn list_filters_by_status_and_limits() {
 #[tokio::test]
 async fn retention_prunes_old_decided_requests_but_never_pending_ones() {
     let dir = tempfile::tempdir().expect("dir");
-    let db_url = format!("sqlite://{}", dir.path().join("gl.db").display());
+    let db_url = crate::helpers::database::url(&dir.path().join("gl.db"));
     let app = spawn_app_with(&[("GREENLIGHT_DATABASE_URL", &db_url)]).await;
     let old = app.submit_and_post(request("old")).await;
     let recent = app.submit_and_post(request("recent")).await;
@@ -237,18 +238,18 @@ async fn retention_prunes_old_decided_requests_but_never_pending_ones() {
     app.stop().await;
 
     // Age one decision (and the pending request's creation) by ten days.
-    let pool = sqlx::SqlitePool::connect(&db_url).await.expect("db");
-    sqlx::query("UPDATE approvals SET decided_at = '2000-01-01T00:00:00.000Z' WHERE id = ?")
-        .bind(&old)
-        .execute(&pool)
-        .await
-        .expect("age");
-    sqlx::query("UPDATE approvals SET created_at = '2000-01-01T00:00:00.000Z' WHERE id = ?")
-        .bind(&pending)
-        .execute(&pool)
-        .await
-        .expect("age");
-    pool.close().await;
+    crate::helpers::database::execute(
+        &db_url,
+        "UPDATE approvals SET decided_at = '2000-01-01T00:00:00.000Z' WHERE id = ?",
+        &[&old],
+    )
+    .await;
+    crate::helpers::database::execute(
+        &db_url,
+        "UPDATE approvals SET created_at = '2000-01-01T00:00:00.000Z' WHERE id = ?",
+        &[&pending],
+    )
+    .await;
 
     let app = spawn_app_with(&[
         ("GREENLIGHT_DATABASE_URL", &db_url),
@@ -289,7 +290,7 @@ async fn retention_prunes_old_decided_requests_but_never_pending_ones() {
 async fn kill_nine_and_restart_loses_nothing() {
     let slack = FakeSlack::start().await;
     let dir = tempfile::tempdir().expect("dir");
-    let db_url = format!("sqlite://{}", dir.path().join("gl.db").display());
+    let db_url = crate::helpers::database::url(&dir.path().join("gl.db"));
     let env = base_env(&slack, &db_url);
     let http = reqwest::Client::new();
 
@@ -696,7 +697,7 @@ async fn kill_nine_amid_a_thousand_acknowledgements_loses_none_and_decides_each_
     // Every request the audit trail knows, with its final events.
     let export_env = HashMap::from([(
         "GREENLIGHT_DATABASE_URL".to_owned(),
-        format!("sqlite://{}", db_path.display()),
+        crate::helpers::database::url(&db_path),
     )]);
     let (code, stdout, stderr) = run(&export_env, dir.path(), &["audit", "export"]).await;
     assert_eq!(code, 0, "{stderr}");
@@ -861,34 +862,46 @@ async fn a_thousand_concurrent_requests_are_each_persisted_once() {
     }))
     .await;
 
-    let pool = sqlx::SqlitePool::connect(&app.db_url()).await.expect("db");
-    let rows = sqlx::query("SELECT id, status, (SELECT COUNT(*) FROM events e WHERE e.approval_id = a.id AND e.kind IN ('decided', 'cancelled')) AS finals FROM approvals a")
-        .fetch_all(&pool)
-        .await
-        .expect("query");
-    assert_eq!(rows.len(), N);
-    let by_id: HashMap<String, (String, i64)> = rows
-        .iter()
-        .map(|r| {
-            (
-                r.get::<String, _>("id"),
-                (r.get::<String, _>("status"), r.get::<i64, _>("finals")),
-            )
-        })
-        .collect();
-    for (i, id) in ids.iter().enumerate() {
-        let (status, finals) = &by_id[id];
+    // Read back from the database itself (SQLite or PostgreSQL), in aggregate.
+    let db = app.db_url();
+    let number = |sql: String| {
+        let db = db.clone();
+        async move { crate::helpers::database::number(&db, &sql, &[]).await }
+    };
+    assert_eq!(
+        number("SELECT COUNT(*) FROM approvals".into()).await,
+        N as i64
+    );
+    let quoted = |parity: usize| {
+        ids.iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == parity)
+            .map(|(_, id)| format!("'{id}'"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for (parity, status) in [(0, "approved"), (1, "cancelled")] {
         assert_eq!(
-            status,
-            if i % 2 == 0 { "approved" } else { "cancelled" },
-            "request {i}"
+            number(format!(
+                "SELECT COUNT(*) FROM approvals WHERE status = '{status}' AND id IN ({})",
+                quoted(parity)
+            ))
+            .await,
+            (N / 2) as i64,
+            "every {status} request has its status"
         );
-        assert_eq!(*finals, 1, "request {i} has exactly one final event");
     }
-    let posted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE kind = 'posted'")
-        .fetch_one(&pool)
-        .await
-        .expect("count");
+    assert_eq!(
+        number(
+            "SELECT COUNT(*) FROM approvals a WHERE (SELECT COUNT(*) FROM events e
+               WHERE e.approval_id = a.id AND e.kind IN ('decided', 'cancelled')) <> 1"
+                .into()
+        )
+        .await,
+        0,
+        "every request has exactly one final event"
+    );
+    let posted = number("SELECT COUNT(*) FROM events WHERE kind = 'posted'".into()).await;
     assert_eq!(posted, N as i64);
 }
 
@@ -909,7 +922,7 @@ async fn wait_for_event(app: &TestApp, id: &str, kind: &str) {
 #[tokio::test]
 async fn a_message_left_showing_pending_is_fixed_at_the_next_start() {
     let dir = tempfile::tempdir().expect("dir");
-    let db_url = format!("sqlite://{}", dir.path().join("gl.db").display());
+    let db_url = crate::helpers::database::url(&dir.path().join("gl.db"));
     let app = spawn_app_with(&[("GREENLIGHT_DATABASE_URL", &db_url)]).await;
     app.slack.always("chat.update", Reply::Status(503));
     let id = app.submit_and_post(request("make deploy")).await;
@@ -930,6 +943,9 @@ async fn a_message_left_showing_pending_is_fixed_at_the_next_start() {
         !blocks.contains("greenlight_approve") && blocks.contains("Approved"),
         "{blocks}"
     );
+    // Slack has the rewrite; stop once its outbox row is removed too (a stop in
+    // between would leave it to be sent again, which is the next start's business).
+    outbox_drained(&db_url).await;
     app.stop().await;
 
     // Synced now: a further start leaves the message alone.
@@ -942,7 +958,7 @@ async fn a_message_left_showing_pending_is_fixed_at_the_next_start() {
 #[tokio::test]
 async fn a_vanished_message_is_not_resynced() {
     let dir = tempfile::tempdir().expect("dir");
-    let db_url = format!("sqlite://{}", dir.path().join("gl.db").display());
+    let db_url = crate::helpers::database::url(&dir.path().join("gl.db"));
     let app = spawn_app_with(&[("GREENLIGHT_DATABASE_URL", &db_url)]).await;
     app.slack
         .always("chat.update", Reply::Error("message_not_found"));
@@ -953,4 +969,20 @@ async fn a_vanished_message_is_not_resynced() {
     let app = spawn_app_with(&[("GREENLIGHT_DATABASE_URL", &db_url)]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(app.slack.calls_to("chat.update").is_empty());
+}
+
+/// Waits (up to 10 s) until the database at `db_url` has no outbox rows left.
+async fn outbox_drained(db_url: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = crate::helpers::database::count(db_url, "SELECT COUNT(*) FROM outbox").await;
+        if left == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} outbox rows still waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -72,25 +72,21 @@ fn pre_tool_use(decision: &str, reason: &str) -> Value {
 }
 
 /// The approval object plus the stored `code` and `context`, which the agent API does
-/// not echo back (read straight from the database).
+/// not echo back (read straight from the database, SQLite or PostgreSQL).
 async fn stored(app: &TestApp, id: &str) -> Value {
     let mut approval = app.approval(id).await;
-    let db = rusqlite::Connection::open_with_flags(
-        &app.db_path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open the database");
-    let (code, context): (String, Option<String>) = db
-        .query_row(
-            "SELECT code, context FROM approvals WHERE id = ?1",
-            [id],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
+    let store = greenlight::store::Store::open_read_only(&app.db_url())
+        .await
+        .expect("open the database");
+    let parsed = greenlight::model::ApprovalId::parse(id).expect("an id");
+    let found = store
+        .get(parsed)
+        .await
+        .expect("read")
         .expect("the stored request");
-    approval["code"] = Value::String(code);
-    approval["context"] = context
-        .map(|c| serde_json::from_str(&c).expect("context is JSON"))
-        .unwrap_or(Value::Null);
+    store.close().await;
+    approval["code"] = Value::String(found.code);
+    approval["context"] = found.context.unwrap_or(Value::Null);
     approval
 }
 

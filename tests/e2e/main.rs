@@ -14,6 +14,7 @@ mod hooks;
 mod manifest;
 mod nudges;
 mod production;
+mod replicas;
 mod slack_resilience;
 mod socket_mode;
 mod text_limits;

@@ -174,7 +174,7 @@ async fn an_invalid_policy_stops_start_up_naming_file_and_line() {
     std::fs::write(&policy, "[[rule]]\nname = \"x\"\ncode = \"(open\"\n").expect("write");
     let mut env = base_env(
         &slack,
-        &format!("sqlite://{}", dir.path().join("g.db").display()),
+        &crate::helpers::database::url(&dir.path().join("g.db")),
     );
     env.insert("GREENLIGHT_POLICY".into(), policy.display().to_string());
     let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");
@@ -267,7 +267,7 @@ fn policy_check_explains_without_slack_settings() {
 #[tokio::test]
 async fn a_policy_that_now_denies_a_pending_request_refuses_its_approval() {
     let dir = tempfile::tempdir().expect("dir");
-    let db_url = format!("sqlite://{}", dir.path().join("gl.db").display());
+    let db_url = crate::helpers::database::url(&dir.path().join("gl.db"));
     let routed = r#"
 [[rule]]
 name = "kubectl"
@@ -316,7 +316,7 @@ async fn a_quorum_that_can_never_be_reached_stops_start_up_naming_rule_and_posit
     std::fs::write(&policy, UNREACHABLE).expect("write");
     let mut env = base_env(
         &slack,
-        &format!("sqlite://{}", dir.path().join("g.db").display()),
+        &crate::helpers::database::url(&dir.path().join("g.db")),
     );
     env.insert("GREENLIGHT_POLICY".into(), policy.display().to_string());
     let config = Config::from_lookup(|k| env.get(k).cloned()).expect("config");

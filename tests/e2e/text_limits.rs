@@ -35,14 +35,12 @@ async fn wait_for_event(app: &TestApp, id: &str, kind: &str) -> Value {
 
 /// Outbox rows left for approval `id`: none means nothing will be sent again.
 async fn outbox_rows(app: &TestApp, id: &str) -> i64 {
-    let pool = sqlx::SqlitePool::connect(&app.db_url()).await.expect("db");
-    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE approval_id = ?")
-        .bind(id)
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    pool.close().await;
-    rows
+    crate::helpers::database::number(
+        &app.db_url(),
+        "SELECT COUNT(*) FROM outbox WHERE approval_id = ?",
+        &[id],
+    )
+    .await
 }
 
 /// Waits until the outbox holds nothing for `id`.

@@ -58,7 +58,7 @@ impl Binary {
         log_name: &str,
         overrides: &[(&str, &str)],
     ) -> Self {
-        let mut env = base_env(slack, &format!("sqlite://{}", db_path.display()));
+        let mut env = base_env(slack, &super::database::url(db_path));
         env.insert("RUST_LOG".into(), "info".into());
         for (key, value) in overrides {
             env.insert((*key).to_owned(), (*value).to_owned());

@@ -2,6 +2,7 @@
 //! fake Slack, plus helpers that speak the agent API and click buttons as Slack would.
 
 pub mod binary;
+pub mod database;
 pub mod fake_slack;
 pub mod fake_socket;
 pub mod receiver;
@@ -92,7 +93,7 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
 pub async fn spawn_app_on(slack: FakeSlack, overrides: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let db_path = dir.path().join("greenlight.db");
-    let mut env = base_env(&slack, &format!("sqlite://{}", db_path.display()));
+    let mut env = base_env(&slack, &database::url(&db_path));
     for (key, value) in overrides {
         env.insert((*key).to_owned(), (*value).to_owned());
     }
@@ -107,7 +108,7 @@ pub async fn spawn_app_with_policy(policy: &str, overrides: &[(&str, &str)]) -> 
     let db_path = dir.path().join("greenlight.db");
     let policy_path = dir.path().join("policy.toml");
     std::fs::write(&policy_path, policy).expect("write policy");
-    let mut env = base_env(&slack, &format!("sqlite://{}", db_path.display()));
+    let mut env = base_env(&slack, &database::url(&db_path));
     env.insert(
         "GREENLIGHT_POLICY".into(),
         policy_path.display().to_string(),
@@ -505,6 +506,6 @@ pub fn request(code: &str) -> Value {
 impl TestApp {
     /// The database URL this app uses, for a second process or a direct look.
     pub fn db_url(&self) -> String {
-        format!("sqlite://{}", self.db_path.display())
+        database::url(&self.db_path)
     }
 }

@@ -35,7 +35,7 @@ impl TestApp {
         // The database lives in the temp dir: hand it to the new app instead of
         // letting this one's drop delete it.
         let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("temp dir"));
-        let mut env = base_env(&self.slack, &format!("sqlite://{}", self.db_path.display()));
+        let mut env = base_env(&self.slack, &super::database::url(&self.db_path));
         for (key, value) in overrides {
             env.insert((*key).to_owned(), (*value).to_owned());
         }

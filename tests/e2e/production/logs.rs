@@ -214,7 +214,7 @@ async fn an_invalid_log_format_is_a_one_line_config_error() {
     let slack = FakeSlack::start().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("greenlight.db");
-    let mut env = base_env(&slack, &format!("sqlite://{}", db.display()));
+    let mut env = base_env(&slack, &crate::helpers::database::url(&db));
     env.insert("GREENLIGHT_LOG_FORMAT".into(), "yaml".into());
     let output = command(&env, dir.path())
         .arg("serve")

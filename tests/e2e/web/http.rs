@@ -194,14 +194,7 @@ async fn without_slack_it_starts_and_the_page_needs_a_session() {
 
 /// Counts rows in the server's database, read-only beside it.
 async fn rusqlite_count(server: &WebServer, sql: &str) -> i64 {
-    let url = format!("sqlite://{}?mode=ro", server.db_path().display());
-    let pool = sqlx::SqlitePool::connect(&url).await.expect("open db");
-    let count: i64 = sqlx::query_scalar(sql)
-        .fetch_one(&pool)
-        .await
-        .expect("count");
-    pool.close().await;
-    count
+    crate::helpers::database::count(&crate::helpers::database::url(&server.db_path()), sql).await
 }
 
 #[tokio::test]

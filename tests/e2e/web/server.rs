@@ -35,7 +35,7 @@ impl WebServer {
             ),
             (
                 "GREENLIGHT_DATABASE_URL".into(),
-                format!("sqlite://{}", dir.path().join("web.db").display()),
+                crate::helpers::database::url(&dir.path().join("web.db")),
             ),
             ("RUST_LOG".into(), "info".into()),
         ]);

@@ -35,8 +35,9 @@ use rusqlite::Connection;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::{insert_event, NewEvent, StoreError, StoreResult};
+use super::insert_event;
 use crate::model::ApprovalId;
+use crate::store::{NewEvent, StoreError, StoreResult};
 
 /// Most jobs in one transaction: bounds how long a commit holds the write lock and
 /// how much one failed commit can take with it.

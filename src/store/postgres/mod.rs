@@ -1,0 +1,253 @@
+//! The PostgreSQL backend: any number of `greenlight serve` replicas on one database.
+//!
+//! Every write is one transaction on a pool (PostgreSQL groups concurrent commits
+//! itself). What SQLite gets from having one writer, this backend gets from the
+//! database:
+//! - the conditional `UPDATE … WHERE status = 'pending'` that ends a request takes the
+//!   row lock, so a concurrent click, expiry or cancel on another replica re-checks
+//!   the row after the first commits and finds it final (exactly one decision, one
+//!   expiry);
+//! - a vote locks its request (`SELECT … FOR UPDATE`) before counting ([`votes`]);
+//! - an insert locks its agent's `agent_pending` row (the per-agent cap) and relies on
+//!   the `(agent, idempotency_key)` unique index ([`requests`]);
+//! - each channel's outbox is delivered by the replica holding its lease, and rows are
+//!   claimed `FOR UPDATE SKIP LOCKED` ([`outbox`]);
+//! - every transaction `NOTIFY`s what it changed, and every replica `LISTEN`s
+//!   ([`listen`]): a decision on one replica answers a long-poll on another.
+
+mod batches;
+mod callbacks;
+mod deferred;
+mod grants;
+mod history;
+pub mod listen;
+mod nudges;
+mod outbox;
+mod requests;
+mod votes;
+
+use std::{
+    str::FromStr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool, Postgres as Pg, Transaction,
+};
+
+use super::{rows, Event, NewEvent, Signals, StoreError, StoreResult};
+use crate::model::{rfc3339, ApprovalId};
+
+/// The migrations for this backend (`migrations/postgres`).
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Connections per replica: a long-poll holds none (it waits in memory), so a few
+/// serve many requests.
+const POOL_SIZE: u32 = 10;
+/// How long a call may wait for a pooled connection before it fails (500).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Cheap to clone; every clone is the same pool.
+#[derive(Clone)]
+pub struct Postgres {
+    pool: PgPool,
+    read_only: bool,
+    /// This store's random id: the owner of its outbox leases, and how its own
+    /// notifications are told from other replicas'.
+    me: Arc<str>,
+    deferred: deferred::Deferred,
+    commits: Arc<AtomicU64>,
+}
+
+impl Postgres {
+    /// Connects, migrates (concurrent replicas serialize on sqlx's advisory lock) and
+    /// starts listening for other replicas' changes, which it passes to `signals`.
+    pub(crate) async fn connect(url: &str, signals: Arc<Signals>) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .min_connections(1)
+            // Writers queue for a connection as they queue for SQLite's writer: a burst
+            // (a thousand submissions of one agent, serialized on its counter row)
+            // waits its turn instead of failing.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        let me: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        let store = Self {
+            deferred: deferred::Deferred::start(pool.clone()),
+            pool,
+            read_only: false,
+            me,
+            commits: Arc::default(),
+        };
+        listen::start(store.clone(), signals).await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating; every write is refused with
+    /// [`StoreError::ReadOnly`].
+    pub async fn open_read_only(url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            deferred: deferred::Deferred::idle(),
+            pool,
+            read_only: true,
+            me: "read-only".into(),
+            commits: Arc::default(),
+        })
+    }
+
+    /// Opens a write transaction (refused on a read-only store).
+    async fn begin(&self) -> StoreResult<Transaction<'static, Pg>> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Commits `tx`, counting it.
+    async fn commit(&self, tx: Transaction<'static, Pg>) -> StoreResult<()> {
+        tx.commit().await?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub fn write_totals(&self) -> (u64, u64) {
+        let commits = self.commits.load(Ordering::Relaxed);
+        (commits, commits)
+    }
+
+    pub async fn pending_migrations(&self) -> StoreResult<Vec<i64>> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default();
+        Ok(MIGRATOR
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| !applied.contains(v))
+            .collect())
+    }
+
+    /// A standby (`pg_is_in_recovery()`) or a database whose sessions start
+    /// read-only (`default_transaction_read_only`) refuses every write.
+    pub async fn refuses_writes(&self) -> StoreResult<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT pg_is_in_recovery() OR current_setting('default_transaction_read_only') = 'on'",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Writes the deferred audit entries, releases this store's outbox leases, then
+    /// closes the pool (the `LISTEN`
+    /// connection goes with the task that holds it).
+    pub async fn close(&self) {
+        if let Err(error) = self.deferred.flush().await {
+            tracing::warn!(%error, "deferred audit entries were not written at close");
+        }
+        // Hand this replica's outbox channels back at once, so the next start (or
+        // another replica) does not wait for the leases to lapse.
+        if !self.read_only {
+            let released = sqlx::query("DELETE FROM outbox_lanes WHERE owner = $1")
+                .bind(&*self.me)
+                .execute(&self.pool)
+                .await;
+            if let Err(error) = released {
+                tracing::warn!(%error, "outbox leases were not released at close");
+            }
+        }
+        self.pool.close().await;
+    }
+
+    pub async fn events_page(
+        &self,
+        since: Option<DateTime<Utc>>,
+        after_seq: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT seq, approval_id, at, kind, actor, detail FROM events
+             WHERE seq > $1 AND ($2::text IS NULL OR at >= $2) ORDER BY seq LIMIT $3",
+        )
+        .bind(after_seq)
+        .bind(since.map(rfc3339))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rows::event_from_row).collect()
+    }
+
+    pub async fn prune_decided_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
+        let cutoff = rfc3339(cutoff);
+        let mut tx = self.begin().await?;
+        for table in [
+            "events",
+            "votes",
+            "outbox",
+            "grant_uses",
+            "callback_targets",
+            "batch_items",
+        ] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE approval_id IN
+                   (SELECT id FROM approvals WHERE status <> 'pending' AND decided_at < $1)"
+            ))
+            .bind(&cutoff)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let pruned =
+            sqlx::query("DELETE FROM approvals WHERE status <> 'pending' AND decided_at < $1")
+                .bind(&cutoff)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        // Grants expired (or revoked) before the cutoff are no use to anyone.
+        sqlx::query("DELETE FROM grants WHERE expires_at < $1 OR revoked_at < $1")
+            .bind(&cutoff)
+            .execute(&mut *tx)
+            .await?;
+        self.commit(tx).await?;
+        Ok(pruned)
+    }
+}
+
+/// Appends one event inside the caller's transaction.
+async fn insert_event(
+    tx: &mut Transaction<'static, Pg>,
+    id: ApprovalId,
+    at: DateTime<Utc>,
+    event: &NewEvent,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO events (approval_id, at, kind, actor, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id.to_string())
+    .bind(rfc3339(at))
+    .bind(event.kind)
+    .bind(event.actor.as_deref())
+    .bind(event.detail.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

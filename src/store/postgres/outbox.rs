@@ -1,0 +1,306 @@
+//! PostgreSQL: the Slack outbox shared by every replica.
+//!
+//! A channel's rows are delivered by one replica at a time: the one holding the
+//! channel's lease (`outbox_lanes`), taken or renewed by each claim and released by a
+//! claim that finds nothing to do. Each claim renews the lease; a lease that lapsed in
+//! the middle of a batch (a Slack call slower than the lease) could let a second
+//! replica take the same rows, so the lease is long (30 s) next to Slack's timeouts. Claimed rows are locked `FOR UPDATE SKIP LOCKED`
+//! for the claim's transaction. So no two replicas post or rewrite the same message,
+//! and a channel's messages keep their order. A replica killed while holding a lease
+//! only delays its channels until the lease lapses ([`lease`], 30 s unless
+//! `GREENLIGHT_OUTBOX_LEASE_SECS` says otherwise); the next claimer finds the rows
+//! with `attempts > 0` and looks in the channel's history before posting again
+//! (`slack::history`), so a post that reached Slack before the crash is not repeated.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres as Pg, Row as _, Transaction};
+
+use super::{
+    insert_event,
+    listen::{notify, Note},
+    Postgres,
+};
+use crate::model::{rfc3339, Approval, ApprovalId, Status};
+use crate::store::{
+    outbox::{Kind, Row, Trouble},
+    rows::{approval_from_row, APPROVAL_COLUMNS},
+    NewEvent, StoreError, StoreResult,
+};
+
+/// How long a claim keeps a channel for its replica: longer than a lane takes to send
+/// a claimed batch (Slack calls are bounded by the client's timeouts), short enough
+/// that a dead replica's channels resume soon.
+pub fn lease() -> Duration {
+    std::env::var("GREENLIGHT_OUTBOX_LEASE_SECS")
+        .ok()
+        .and_then(|raw| raw.parse::<f64>().ok())
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .map_or(Duration::from_secs(30), Duration::from_secs_f64)
+}
+
+/// Adds a row inside the caller's transaction (see the SQLite twin), and tells every
+/// replica the channel has work.
+pub(super) async fn enqueue_in(
+    tx: &mut Transaction<'static, Pg>,
+    me: &str,
+    id: ApprovalId,
+    channel: &str,
+    kind: Kind,
+) -> StoreResult<()> {
+    if channel.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO outbox (approval_id, channel, kind, created_at)
+         SELECT $1, $2, $3, $4
+         WHERE $3 <> 'update' OR NOT EXISTS
+           (SELECT 1 FROM outbox WHERE approval_id = $1 AND kind = 'update' AND attempts = 0)",
+    )
+    .bind(id.to_string())
+    .bind(channel)
+    .bind(kind.as_str())
+    .bind(rfc3339(Utc::now()))
+    .execute(&mut **tx)
+    .await?;
+    notify(tx, me, Note::Outbox(channel)).await
+}
+
+impl Postgres {
+    pub async fn outbox_channels(&self) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT DISTINCT channel FROM outbox")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn claim_outbox(
+        &self,
+        channel: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+        done: Vec<i64>,
+    ) -> StoreResult<Vec<Row>> {
+        let mut tx = self.begin().await?;
+        if !done.is_empty() {
+            sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
+                .bind(&done)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let lease_ms = i64::try_from(lease().as_millis()).unwrap_or(i64::MAX);
+        let leased = sqlx::query(
+            "INSERT INTO outbox_lanes (channel, owner, claimed_until)
+             VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond')
+             ON CONFLICT (channel) DO UPDATE
+               SET owner = EXCLUDED.owner, claimed_until = EXCLUDED.claimed_until
+               WHERE outbox_lanes.owner = EXCLUDED.owner
+                  OR outbox_lanes.claimed_until < clock_timestamp()
+             RETURNING 1",
+        )
+        .bind(channel)
+        .bind(&*self.me)
+        .bind(lease_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if leased.is_none() {
+            // Another replica delivers this channel for now.
+            self.commit(tx).await?;
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1 WHERE seq IN
+               (SELECT seq FROM outbox WHERE channel = $1
+                  AND (not_before IS NULL OR not_before <= $2)
+                ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING seq, approval_id, channel, kind, attempts",
+        )
+        .bind(channel)
+        .bind(rfc3339(now))
+        // A batch, in order; each claim renews the lease, which must outlast the
+        // delivery of one batch (30 s against Slack calls bounded by the client).
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = rows.iter().map(row_from).collect::<StoreResult<Vec<_>>>()?;
+        if claimed.is_empty() {
+            sqlx::query("DELETE FROM outbox_lanes WHERE channel = $1 AND owner = $2")
+                .bind(channel)
+                .bind(&*self.me)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for row in &mut claimed {
+            let found = sqlx::query(&format!(
+                "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"
+            ))
+            .bind(row.approval_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+            row.approval = found.as_ref().map(approval_from_row).transpose()?;
+        }
+        self.commit(tx).await?;
+        claimed.sort_by_key(|row| row.seq);
+        Ok(claimed)
+    }
+
+    /// Removes delivered rows `seqs`, in one transaction.
+    pub async fn outbox_delete(&self, seqs: &[i64]) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
+            .bind(seqs)
+            .execute(&mut *tx)
+            .await?;
+        self.commit(tx).await
+    }
+
+    pub async fn next_outbox_try(&self, channel: &str) -> StoreResult<Option<DateTime<Utc>>> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(COALESCE(not_before, created_at)) AS at,
+                    (SELECT claimed_until FROM outbox_lanes WHERE channel = $1 AND owner <> $2
+                       AND claimed_until > clock_timestamp()) AS leased_until
+             FROM outbox WHERE channel = $1",
+        )
+        .bind(channel)
+        .bind(&*self.me)
+        .fetch_one(&self.pool)
+        .await?;
+        let count: i64 = row.try_get("n")?;
+        if count == 0 {
+            return Ok(None);
+        }
+        let at: Option<String> = row.try_get("at")?;
+        let leased_until: Option<DateTime<Utc>> = row.try_get("leased_until")?;
+        let at = at
+            .and_then(|raw| DateTime::parse_from_rfc3339(&raw).ok())
+            .map_or_else(Utc::now, |t| t.with_timezone(&Utc));
+        Ok(Some(leased_until.map_or(at, |until| until.max(at))))
+    }
+
+    pub async fn posted(&self, row: &Row, channel: String, ts: String) -> StoreResult<Approval> {
+        let (seq, id, kind) = (row.seq, row.approval_id, row.kind);
+        let mut tx = self.begin().await?;
+        let stored = sqlx::query(&format!(
+            "UPDATE approvals SET channel = $1, message_ts = $2 WHERE id = $3
+             RETURNING {APPROVAL_COLUMNS}"
+        ))
+        .bind(&channel)
+        .bind(&ts)
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("approval {id} vanished")))?;
+        let approval = approval_from_row(&stored)?;
+        let detail = serde_json::json!({ "channel": channel, "ts": ts });
+        insert_event(
+            &mut tx,
+            id,
+            Utc::now(),
+            &NewEvent::new("posted", None, detail),
+        )
+        .await?;
+        delete_in(&mut tx, seq).await?;
+        // Decided, or voted on, while the post was in flight (on any replica): the
+        // vote saw no message to rewrite, so the rewrite is queued here.
+        if kind == Kind::Post {
+            let voted: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM votes WHERE approval_id = $1)")
+                    .bind(id.to_string())
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if approval.status != Status::Pending || voted {
+                enqueue_in(&mut tx, &self.me, id, &approval.channel, Kind::Update).await?;
+            }
+        }
+        self.commit(tx).await?;
+        Ok(approval)
+    }
+
+    pub async fn outbox_done(
+        &self,
+        seq: i64,
+        audit: Option<(ApprovalId, NewEvent)>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        if let Some((id, event)) = &audit {
+            insert_event(&mut tx, *id, Utc::now(), event).await?;
+        }
+        delete_in(&mut tx, seq).await?;
+        self.commit(tx).await
+    }
+
+    pub async fn outbox_retry(
+        &self,
+        seq: i64,
+        not_before: DateTime<Utc>,
+        audit: (ApprovalId, NewEvent),
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        insert_event(&mut tx, audit.0, Utc::now(), &audit.1).await?;
+        sqlx::query("UPDATE outbox SET not_before = $1 WHERE seq = $2")
+            .bind(rfc3339(not_before))
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+        self.commit(tx).await
+    }
+
+    pub async fn record_trouble(&self, channel: &str, trouble: Trouble) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO channel_trouble (channel, code, text, at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (channel) DO UPDATE SET code = $2, text = $3, at = $4",
+        )
+        .bind(channel)
+        .bind(&trouble.code)
+        .bind(&trouble.text)
+        .bind(rfc3339(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+        self.commit(tx).await
+    }
+
+    pub async fn trouble_since(
+        &self,
+        channel: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<Option<Trouble>> {
+        let row =
+            sqlx::query("SELECT code, text FROM channel_trouble WHERE channel = $1 AND at >= $2")
+                .bind(channel)
+                .bind(rfc3339(since))
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|row| {
+            Ok(Trouble {
+                code: row.try_get("code")?,
+                text: row.try_get("text")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+async fn delete_in(tx: &mut Transaction<'static, Pg>, seq: i64) -> StoreResult<()> {
+    sqlx::query("DELETE FROM outbox WHERE seq = $1")
+        .bind(seq)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn row_from(row: &sqlx::postgres::PgRow) -> StoreResult<Row> {
+    let id: String = row.try_get("approval_id")?;
+    let kind: String = row.try_get("kind")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    Ok(Row {
+        seq: row.try_get("seq")?,
+        approval_id: ApprovalId::parse(&id)
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox approval_id {id}")))?,
+        channel: row.try_get("channel")?,
+        kind: Kind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("outbox kind {kind}")))?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        approval: None,
+    })
+}

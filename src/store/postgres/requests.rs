@@ -1,0 +1,345 @@
+//! PostgreSQL: inserting, reading and deciding requests; the audit trail.
+//!
+//! An insert locks its agent's `agent_pending` row before counting, so replicas taking
+//! the same agent's submissions at once cannot all pass its cap; the
+//! `(agent, idempotency_key)` unique index makes a concurrent replay wait for the first
+//! insert and then find its row.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{Postgres as Pg, Row as _, Transaction};
+
+use super::{
+    insert_event,
+    listen::{notify, Note},
+    outbox, Postgres,
+};
+use crate::model::{rfc3339, Approval, ApprovalId, Decision, NewApproval, Status};
+use crate::store::{
+    outbox::Kind,
+    rows::{approval_from_row, event_from_row, parse_time, APPROVAL_COLUMNS},
+    Event, Fate, Inserted, NewEvent, StoreError, StoreResult, Submission,
+};
+
+impl Postgres {
+    pub async fn insert(&self, submission: Submission) -> StoreResult<Inserted> {
+        let mut tx = self.begin().await?;
+        let inserted = insert_in(&mut tx, &self.me, submission).await?;
+        self.commit(tx).await?;
+        Ok(inserted)
+    }
+
+    pub async fn get(&self, id: ApprovalId) -> StoreResult<Option<Approval>> {
+        let row = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(approval_from_row).transpose()
+    }
+
+    pub async fn decide(
+        &self,
+        id: ApprovalId,
+        decision: Decision,
+        event: NewEvent,
+    ) -> StoreResult<Option<Approval>> {
+        let mut tx = self.begin().await?;
+        let decided = decide_in(&mut tx, &self.me, id, &decision, &event).await?;
+        self.commit(tx).await?;
+        Ok(decided)
+    }
+
+    pub async fn append_event(&self, id: ApprovalId, event: NewEvent) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        insert_event(&mut tx, id, Utc::now(), &event).await?;
+        self.commit(tx).await
+    }
+
+    pub fn defer_event(&self, id: ApprovalId, event: NewEvent) {
+        self.deferred.push(id, event);
+    }
+
+    pub async fn events(&self, id: ApprovalId) -> StoreResult<Vec<Event>> {
+        self.deferred.flush().await?;
+        let rows = sqlx::query(
+            "SELECT seq, approval_id, at, kind, actor, detail FROM events
+             WHERE approval_id = $1 ORDER BY seq",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    pub async fn has_event(
+        &self,
+        id: ApprovalId,
+        kind: &str,
+        field: Option<(&str, &str)>,
+    ) -> StoreResult<bool> {
+        let (field, value) = field.unzip();
+        let found = sqlx::query(
+            "SELECT 1 FROM events WHERE approval_id = $1 AND kind = $2
+               AND ($3::text IS NULL OR (detail::jsonb) ->> $3 = $4) LIMIT 1",
+        )
+        .bind(id.to_string())
+        .bind(kind)
+        .bind(field)
+        .bind(value)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    pub async fn list(
+        &self,
+        agent: Option<&str>,
+        status: Option<Status>,
+        limit: u32,
+    ) -> StoreResult<Vec<Approval>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals
+             WHERE ($1::text IS NULL OR status = $1) AND ($3::text IS NULL OR agent = $3)
+             ORDER BY created_at DESC, id LIMIT $2"
+        ))
+        .bind(status.map(Status::as_str))
+        .bind(i64::from(limit))
+        .bind(agent)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    pub async fn has_idempotency_key(&self, agent: &str, key: &str) -> StoreResult<bool> {
+        let found =
+            sqlx::query("SELECT 1 FROM approvals WHERE agent = $1 AND idempotency_key = $2")
+                .bind(agent)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    pub async fn count_pending(&self, agent: Option<&str>) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(pending), 0)::BIGINT FROM agent_pending
+             WHERE ($1::text IS NULL OR agent = $1)",
+        )
+        .bind(agent)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    pub async fn next_deadline(&self) -> StoreResult<Option<DateTime<Utc>>> {
+        let earliest: Option<String> =
+            sqlx::query_scalar("SELECT MIN(expires_at) FROM approvals WHERE status = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        earliest
+            .map(|raw| parse_time(&raw, "expires_at"))
+            .transpose()
+    }
+
+    pub async fn due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Approval>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals
+             WHERE status = 'pending' AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
+        ))
+        .bind(rfc3339(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(approval_from_row).collect()
+    }
+}
+
+pub(super) async fn insert_in(
+    tx: &mut Transaction<'static, Pg>,
+    me: &str,
+    submission: Submission,
+) -> StoreResult<Inserted> {
+    let Submission {
+        id,
+        new,
+        channel,
+        created_at,
+        expires_at,
+        also,
+        mut fate,
+        max_pending,
+        grant,
+        first_nudge,
+    } = submission;
+    if new.idempotency_key.is_some() {
+        if let Some(found) = existing(tx, &new).await? {
+            return Ok(found);
+        }
+    }
+    if let Some(max) = max_pending {
+        // The agent's row, created if need be and locked in one statement: its other
+        // submissions on any replica wait here until this transaction ends.
+        let pending: i64 = sqlx::query_scalar(
+            "INSERT INTO agent_pending (agent, pending) VALUES ($1, 0)
+             ON CONFLICT (agent) DO UPDATE SET pending = agent_pending.pending
+             RETURNING pending",
+        )
+        .bind(&new.agent)
+        .fetch_one(&mut **tx)
+        .await?;
+        let pending = u64::try_from(pending).unwrap_or(0);
+        if pending >= u64::from(max) {
+            return Ok(Inserted::TooManyPending { pending });
+        }
+    }
+    let context = new.context.as_ref().map(Value::to_string);
+    let inserted = sqlx::query(
+        "INSERT INTO approvals (id, agent, idempotency_key, request_hash, title, language, code,
+             context, requester_slack_id, required_approvals, channel, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (agent, idempotency_key) DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(&new.agent)
+    .bind(&new.idempotency_key)
+    .bind(&new.request_hash)
+    .bind(&new.title)
+    .bind(&new.language)
+    .bind(&new.code)
+    .bind(context)
+    .bind(&new.requester_slack_id)
+    .bind(i64::from(new.required_approvals))
+    .bind(&channel)
+    .bind(rfc3339(created_at))
+    .bind(rfc3339(expires_at))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        // Another replica stored the same key first (we waited for its commit).
+        return existing(tx, &new).await?.ok_or_else(|| {
+            StoreError::Corrupt("an Idempotency-Key conflict without a row".into())
+        });
+    }
+    let detail = serde_json::json!({
+        "channel": channel,
+        "timeout_secs": new.timeout_secs,
+        "language": new.language,
+        "title": new.title,
+        "required_approvals": new.required_approvals,
+        "idempotency_key": new.idempotency_key.is_some(),
+    });
+    insert_event(
+        tx,
+        id,
+        created_at,
+        &NewEvent::new("submitted", Some(&new.agent), detail),
+    )
+    .await?;
+    for event in &also {
+        insert_event(tx, id, created_at, event).await?;
+    }
+    let mut used = None;
+    if let (Fate::Review, Some(probe)) = (&fate, &grant) {
+        if let Some(found) = super::grants::active_in(tx, &new.agent, probe, created_at).await? {
+            fate = crate::store::grants::by_grant(&found, created_at);
+            used = Some(found);
+        }
+    }
+    // Before any decision below: a request decided at insert owes its callback too.
+    if let Some(url) = &new.callback_url {
+        super::callbacks::target_in(tx, id, url).await?;
+    }
+    let mut approval = Approval::stored(id, new, channel, created_at, expires_at);
+    if let Some(grant) = &used {
+        super::grants::record_use_in(tx, id, grant).await?;
+    }
+    match fate {
+        Fate::Review => {
+            super::nudges::schedule_in(tx, me, id, first_nudge).await?;
+            outbox::enqueue_in(tx, me, id, &approval.channel, Kind::Post).await?;
+            notify(tx, me, Note::Deadline(expires_at)).await?;
+            notify(tx, me, Note::Changed(id)).await?;
+        }
+        Fate::Decided {
+            decision,
+            event,
+            notify: fyi,
+        } => {
+            let Some(decided) = decide_in(tx, me, id, &decision, &event).await? else {
+                return Err(StoreError::Corrupt(format!(
+                    "{id} was not pending at insert"
+                )));
+            };
+            if fyi {
+                outbox::enqueue_in(tx, me, id, &decided.channel, Kind::Fyi).await?;
+            }
+            approval = decided;
+        }
+    }
+    Ok(Inserted::Created(approval))
+}
+
+/// The request an earlier submission with the same agent and Idempotency-Key stored,
+/// if there is one.
+async fn existing(
+    tx: &mut Transaction<'static, Pg>,
+    new: &NewApproval,
+) -> StoreResult<Option<Inserted>> {
+    let row = sqlx::query(&format!(
+        "SELECT {APPROVAL_COLUMNS}, request_hash FROM approvals
+         WHERE agent = $1 AND idempotency_key = $2"
+    ))
+    .bind(&new.agent)
+    .bind(&new.idempotency_key)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let stored_hash: String = row.try_get("request_hash")?;
+    let existing = approval_from_row(&row)?;
+    Ok(Some(if stored_hash == new.request_hash {
+        Inserted::Existing(existing)
+    } else {
+        Inserted::KeyConflict
+    }))
+}
+
+/// The one write that ends a request (see the SQLite twin). The UPDATE takes the
+/// row's lock: a concurrent decision on another replica waits, then re-checks
+/// `status = 'pending'` against the committed row and updates nothing.
+pub(super) async fn decide_in(
+    tx: &mut Transaction<'static, Pg>,
+    me: &str,
+    id: ApprovalId,
+    decision: &Decision,
+    event: &NewEvent,
+) -> StoreResult<Option<Approval>> {
+    debug_assert!(decision.status.is_final());
+    let row = sqlx::query(&format!(
+        "UPDATE approvals SET status = $1, reason = $2, decided_by = $3, decided_at = $4
+         WHERE id = $5 AND status = 'pending' RETURNING {APPROVAL_COLUMNS}"
+    ))
+    .bind(decision.status.as_str())
+    .bind(&decision.reason)
+    .bind(&decision.decided_by)
+    .bind(rfc3339(decision.at))
+    .bind(id.to_string())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let approval = approval_from_row(&row)?;
+    insert_event(tx, id, decision.at, event).await?;
+    if approval.message_ts.is_some() {
+        outbox::enqueue_in(tx, me, id, &approval.channel, Kind::Update).await?;
+    }
+    super::nudges::escalation_update_in(tx, me, id, &approval.channel).await?;
+    super::callbacks::on_decided_in(tx, me, &approval).await?;
+    notify(tx, me, Note::Decided(id)).await?;
+    Ok(Some(approval))
+}

@@ -1,0 +1,28 @@
+//! SQLite: the web page's filtered history.
+
+use super::Sqlite;
+use crate::model::{Approval, Status};
+use crate::store::{
+    history::HistoryFilter,
+    rows::{approval_from_row, APPROVAL_COLUMNS},
+    StoreResult,
+};
+
+impl Sqlite {
+    /// Requests matching `filter`, newest first, at most `limit`.
+    pub async fn history(&self, filter: &HistoryFilter, limit: u32) -> StoreResult<Vec<Approval>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR agent = ?2)
+               AND (?3 IS NULL OR instr(',' || coalesce(decided_by, '') || ',', ',' || ?3 || ',') > 0)
+             ORDER BY created_at DESC, id LIMIT ?4"
+        ))
+        .bind(filter.status.map(Status::as_str))
+        .bind(filter.agent.as_deref())
+        .bind(filter.reviewer.as_deref())
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(approval_from_row).collect()
+    }
+}
