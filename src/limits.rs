@@ -50,6 +50,14 @@ impl RateLimiter {
 
     /// Takes one token from `agent`'s bucket, or says how long until one is there.
     pub fn try_acquire(&self, agent: &str) -> Result<(), Duration> {
+        self.try_acquire_n(agent, 1)
+    }
+
+    /// Takes `n` tokens at once (a batch of `n` actions is `n` submissions), or none
+    /// and says how long until `n` are there. `n` above the capacity never fits; the
+    /// caller refuses such a batch before asking.
+    pub fn try_acquire_n(&self, agent: &str, n: u32) -> Result<(), Duration> {
+        let n = f64::from(n);
         let now = Instant::now();
         let capacity = self.capacity();
         let rate = self.per_second();
@@ -60,19 +68,19 @@ impl RateLimiter {
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(capacity);
         bucket.updated = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+        if bucket.tokens >= n {
+            bucket.tokens -= n;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+            Err(Duration::from_secs_f64((n - bucket.tokens) / rate))
         }
     }
 
-    /// Gives back a token taken for a submission that turned out to create nothing.
-    pub fn refund(&self, agent: &str) {
+    /// Gives back `n` tokens taken for a submission that turned out to create nothing.
+    pub fn refund(&self, agent: &str, n: u32) {
         let capacity = self.capacity();
         if let Some(mut bucket) = self.buckets.get_mut(agent) {
-            bucket.tokens = (bucket.tokens + 1.0).min(capacity);
+            bucket.tokens = (bucket.tokens + f64::from(n)).min(capacity);
         }
     }
 }
@@ -97,13 +105,15 @@ struct LimitsInner {
 pub struct Admission {
     limits: Option<SubmitLimits>,
     agent: String,
+    /// Tokens taken: 1 for a request, one per action for a batch.
+    tokens: u32,
 }
 
 impl Admission {
-    /// The submission was an idempotent replay after all: refund its token.
+    /// The submission was an idempotent replay after all: refund its tokens.
     pub fn replayed(self) {
         if let Some(limits) = &self.limits {
-            limits.inner.rate.refund(&self.agent);
+            limits.inner.rate.refund(&self.agent, self.tokens);
         }
     }
 }
@@ -138,10 +148,30 @@ impl SubmitLimits {
                 return Ok(Admission {
                     limits: None,
                     agent: agent.to_owned(),
+                    tokens: 0,
                 });
             }
         }
-        if let Err(wait) = self.inner.rate.try_acquire(agent) {
+        self.admit_n(agent, 1)
+    }
+
+    /// Admits a batch of `actions` submissions at once: each action is a request and
+    /// takes its own token, so a batch never gets around the per-minute limit. A batch
+    /// larger than a whole minute's allowance can never pass: 422, not a 429 whose
+    /// retry could never succeed. (A replayed batch is refunded once the store finds
+    /// its key.)
+    pub fn admit_batch(&self, agent: &str, actions: u32) -> Result<Admission, ApiError> {
+        let per_minute = self.inner.rate.per_minute;
+        if actions > per_minute {
+            return Err(ApiError::Invalid(format!(
+                "actions: a batch of {actions} is {actions} submissions, more than agent {agent} may make in a minute ({per_minute})"
+            )));
+        }
+        self.admit_n(agent, actions)
+    }
+
+    fn admit_n(&self, agent: &str, tokens: u32) -> Result<Admission, ApiError> {
+        if let Err(wait) = self.inner.rate.try_acquire_n(agent, tokens) {
             self.inner.metrics.refused(agent, "rate_limited");
             let per_minute = self.inner.rate.per_minute;
             return Err(ApiError::RateLimited {
@@ -154,6 +184,7 @@ impl SubmitLimits {
         Ok(Admission {
             limits: Some(self.clone()),
             agent: agent.to_owned(),
+            tokens,
         })
     }
 
@@ -194,6 +225,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_batch_takes_a_token_per_action() {
+        let limits = SubmitLimits::new(10, 100, Metrics::new());
+        let first = limits.admit_batch("ci", 4).expect("4 of 10");
+        limits.admit_batch("ci", 4).expect("8 of 10");
+        assert!(matches!(
+            limits.admit_batch("ci", 4),
+            Err(ApiError::RateLimited { .. })
+        ));
+        // A replayed batch gives its tokens back.
+        first.replayed();
+        limits.admit_batch("ci", 4).expect("refunded");
+        // More actions than a minute allows can never pass.
+        assert!(matches!(
+            limits.admit_batch("other", 11),
+            Err(ApiError::Invalid(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn refills_only_up_to_capacity() {
         let limiter = RateLimiter::new(3);
         tokio::time::advance(Duration::from_secs(3600)).await;
@@ -210,11 +260,11 @@ mod tests {
         limiter.try_acquire("ci").expect("first");
         limiter.try_acquire("ci").expect("second");
         assert!(limiter.try_acquire("ci").is_err());
-        limiter.refund("ci");
+        limiter.refund("ci", 1);
         assert!(limiter.try_acquire("ci").is_ok());
-        limiter.refund("ci");
-        limiter.refund("ci");
-        limiter.refund("ci");
+        limiter.refund("ci", 1);
+        limiter.refund("ci", 1);
+        limiter.refund("ci", 1);
         limiter.try_acquire("ci").expect("1");
         limiter.try_acquire("ci").expect("2");
         assert!(

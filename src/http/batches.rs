@@ -155,8 +155,7 @@ pub(super) async fn submit(
     let idempotency_key = idempotency_key(&headers)?;
     let admission = state
         .limits
-        .admit(state.service.store(), &agent.0, None)
-        .await?;
+        .admit_batch(&agent.0, u32::try_from(items.len()).unwrap_or(u32::MAX))?;
     let batch = NewBatch {
         id: ApprovalId::new(),
         agent: agent.0.clone(),
