@@ -269,93 +269,106 @@ async fn a_redirect_is_not_followed_and_the_delivery_gives_up_at_the_limit() {
     );
 }
 
+/// A server whose cancelled request's callback is in flight to a receiver that never
+/// answers, killed -9 right then: what a restarted server must finish.
+struct KilledMidDelivery {
+    slack: FakeSlack,
+    receiver: Receiver,
+    dir: tempfile::TempDir,
+    vars: Vec<(&'static str, String)>,
+    http: reqwest::Client,
+    id: String,
+    /// The attempt the killed server made.
+    stalled: Received,
+}
+
+impl KilledMidDelivery {
+    async fn start() -> Self {
+        let slack = FakeSlack::start().await;
+        let receiver = Receiver::start(Mode::Hang).await;
+        let dir = tempfile::tempdir().expect("dir");
+        let mut vars = settings(&receiver);
+        // On PostgreSQL the killed server's claim keeps the delivery from others until
+        // its lease lapses (15 s by default): short here, where nothing else sends it.
+        vars.push(("GREENLIGHT_CALLBACK_LEASE_SECS", "2".into()));
+        let first = Self::serve(&slack, &dir, &vars, "first.log").await;
+        let http = reqwest::Client::new();
+        let mut body = request("make deploy");
+        body["callback_url"] = json!(receiver.url("/cb"));
+        let submitted: Value = http
+            .post(first.url("/v1/approvals"))
+            .bearer_auth(AGENT_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("submit")
+            .json()
+            .await
+            .expect("json");
+        let id = submitted["id"].as_str().expect("id").to_owned();
+        let cancelled = http
+            .post(first.url(&format!("/v1/approvals/{id}/cancel")))
+            .bearer_auth(AGENT_TOKEN)
+            .send()
+            .await
+            .expect("cancel");
+        assert_eq!(cancelled.status(), StatusCode::OK);
+        // The decision is committed and the delivery is in flight, unanswered.
+        let stalled = receiver.wait_for(1, WAIT).await.remove(0);
+        first.kill9();
+        Self {
+            slack,
+            receiver,
+            dir,
+            vars,
+            http,
+            id,
+            stalled,
+        }
+    }
+
+    async fn serve(
+        slack: &FakeSlack,
+        dir: &tempfile::TempDir,
+        vars: &[(&'static str, String)],
+        log: &str,
+    ) -> Binary {
+        let overrides: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let db = dir.path().join("greenlight.db");
+        Binary::start(slack, dir.path(), &db, log, &overrides).await
+    }
+
+    /// The second server, on the same database, with `vars`.
+    async fn restart(&self, vars: &[(&'static str, String)]) -> Binary {
+        Self::serve(&self.slack, &self.dir, vars, "second.log").await
+    }
+}
+
 #[tokio::test]
 async fn a_kill_9_between_the_decision_and_the_delivery_still_delivers_after_restart() {
-    let slack = FakeSlack::start().await;
-    let receiver = Receiver::start(Mode::Hang).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let db = dir.path().join("greenlight.db");
-    let mut vars = settings(&receiver);
-    // On PostgreSQL the killed server's claim keeps the delivery from others until its
-    // lease lapses (15 s by default): short here, where nothing else could send it.
-    vars.push(("GREENLIGHT_CALLBACK_LEASE_SECS", "2".into()));
-    let overrides: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let first = Binary::start(&slack, dir.path(), &db, "first.log", &overrides).await;
-    let http = reqwest::Client::new();
-    let mut body = request("make deploy");
-    body["callback_url"] = json!(receiver.url("/cb"));
-    let submitted: Value = http
-        .post(first.url("/v1/approvals"))
-        .bearer_auth(AGENT_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("json");
-    let id = submitted["id"].as_str().expect("id").to_owned();
-    let cancelled = http
-        .post(first.url(&format!("/v1/approvals/{id}/cancel")))
-        .bearer_auth(AGENT_TOKEN)
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(cancelled.status(), StatusCode::OK);
-    // The decision is committed and the delivery is in flight, unanswered.
-    let stalled = receiver.wait_for(1, WAIT).await;
-    first.kill9();
-    receiver.set(Mode::Status(200));
-    let second = Binary::start(&slack, dir.path(), &db, "second.log", &overrides).await;
-    let got = receiver.wait_for(2, WAIT).await;
+    let killed = KilledMidDelivery::start().await;
+    killed.receiver.set(Mode::Status(200));
+    let second = killed.restart(&killed.vars).await;
+    let got = killed.receiver.wait_for(2, WAIT).await;
     assert_signed(&got[1]);
-    assert_eq!(got[1].header("webhook-id"), stalled[0].header("webhook-id"));
+    assert_eq!(
+        got[1].header("webhook-id"),
+        killed.stalled.header("webhook-id")
+    );
     assert_eq!(got[1].json()["data"]["status"], "cancelled");
-    assert_eq!(got[1].json()["data"]["id"], id.as_str());
+    assert_eq!(got[1].json()["data"]["id"], killed.id.as_str());
     second.kill9();
 }
 
 #[tokio::test]
 async fn a_host_taken_off_the_allow_list_is_never_called_again() {
-    let slack = FakeSlack::start().await;
-    let receiver = Receiver::start(Mode::Hang).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let db = dir.path().join("greenlight.db");
-    let mut vars = settings(&receiver);
-    // Short, as in the kill -9 test above: on PostgreSQL the killed server's claim
-    // holds the delivery until its lease lapses.
-    vars.push(("GREENLIGHT_CALLBACK_LEASE_SECS", "2".into()));
-    let overrides: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let first = Binary::start(&slack, dir.path(), &db, "first.log", &overrides).await;
-    let http = reqwest::Client::new();
-    let mut body = request("make deploy");
-    body["callback_url"] = json!(receiver.url("/cb"));
-    let submitted: Value = http
-        .post(first.url("/v1/approvals"))
-        .bearer_auth(AGENT_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .expect("submit")
-        .json()
-        .await
-        .expect("json");
-    let id = submitted["id"].as_str().expect("id").to_owned();
-    let cancelled = http
-        .post(first.url(&format!("/v1/approvals/{id}/cancel")))
-        .bearer_auth(AGENT_TOKEN)
-        .send()
-        .await
-        .expect("cancel");
-    assert_eq!(cancelled.status(), StatusCode::OK);
-    receiver.wait_for(1, WAIT).await;
-    first.kill9();
+    let killed = KilledMidDelivery::start().await;
     // The operator takes the receiver's host off the list; the receiver would answer.
-    receiver.set(Mode::Status(200));
-    let mut vars = vars.clone();
+    killed.receiver.set(Mode::Status(200));
+    let mut vars = killed.vars.clone();
     vars[0].1 = "hooks.example.com".into();
-    let overrides: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let second = Binary::start(&slack, dir.path(), &db, "second.log", &overrides).await;
+    let second = killed.restart(&vars).await;
+    let (http, id) = (&killed.http, &killed.id);
     let deadline = tokio::time::Instant::now() + WAIT;
     let events = loop {
         let events: Value = http
@@ -386,6 +399,6 @@ async fn a_host_taken_off_the_allow_list_is_never_called_again() {
         "{refused}"
     );
     // Only the stalled first attempt ever reached the receiver.
-    assert_eq!(receiver.received().len(), 1);
+    assert_eq!(killed.receiver.received().len(), 1);
     second.kill9();
 }
