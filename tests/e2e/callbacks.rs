@@ -99,6 +99,17 @@ async fn a_decision_is_posted_signed_with_exactly_what_get_returns() {
             calls.iter().any(|c| c.method == "chat.postMessage")
         })
         .await;
+    // The callback carries the request as it stood at the decision: wait until the
+    // post is recorded too (Slack taking it comes first), so that GET, read after,
+    // has nothing the decision could not have seen.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app.approval(&id).await["message_ts"].is_null() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "post never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         receiver.received().is_empty(),
         "nothing is sent while pending"
