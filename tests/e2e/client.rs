@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::{io::AsyncWriteExt, process::Command};
 
-use crate::helpers::{approval_id_of, spawn_app, TestApp, AGENT_TOKEN, CHANNEL};
+use crate::helpers::{approval_id_of, spawn_app, DeadAddress, TestApp, AGENT_TOKEN, CHANNEL};
 
 /// Long enough for a loaded 2-core machine, short enough that a hang fails fast.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -36,14 +36,6 @@ fn client_for(app: &TestApp) -> Client {
     fast(Client::builder(app.url(""), AGENT_TOKEN))
         .build()
         .expect("client")
-}
-
-/// An address nothing listens on: bound by us a moment ago, then released.
-fn dead_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    format!("http://{addr}")
 }
 
 /// The approval id of the `n`th Slack message (1-based).
@@ -199,7 +191,8 @@ async fn no_decision_in_time_expires_and_the_same_key_reattaches() {
 
 #[tokio::test]
 async fn an_unreachable_service_is_a_reasoned_denial() {
-    let url = dead_url();
+    let dead = DeadAddress::new();
+    let url = dead.url.clone();
     let client = fast(Client::builder(url.clone(), AGENT_TOKEN))
         .build()
         .expect("client");
@@ -438,7 +431,8 @@ async fn gate_exits_1_when_cancelled_while_waiting() {
 
 #[tokio::test]
 async fn gate_exits_2_when_the_service_is_unreachable() {
-    let url = dead_url();
+    let dead = DeadAddress::new();
+    let url = dead.url.clone();
     let outcome = Gate::new(&url, AGENT_TOKEN, &["--code", "ls", "--retry-secs", "1"])
         .run()
         .await;
@@ -531,7 +525,8 @@ async fn gate_reads_code_from_stdin_and_context_from_a_file() {
 async fn gate_flags_override_the_environment() {
     let app = spawn_app().await;
     // The environment points nowhere useful; the flags point at the app.
-    let mut gate = Gate::new(&dead_url(), "wrong-token-0123456789abcdef", &[]);
+    let dead = DeadAddress::new();
+    let mut gate = Gate::new(&dead.url, "wrong-token-0123456789abcdef", &[]);
     gate.command.args([
         "--url",
         &app.url(""),

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use tokio::{io::AsyncWriteExt, process::Command};
 
 use crate::helpers::{
-    approval_id_of, spawn_app, spawn_app_with, spawn_app_with_policy, TestApp, AGENT_TOKEN,
+    approval_id_of, spawn_app, spawn_app_with, spawn_app_with_policy, DeadAddress, TestApp,
+    AGENT_TOKEN,
 };
 
 /// Long enough for a loaded 2-core machine, short enough that a hang fails fast.
@@ -497,14 +498,6 @@ impl Outcome {
     }
 }
 
-/// An address nothing listens on: bound by us a moment ago, then released.
-fn dead_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    drop(listener);
-    format!("http://{addr}")
-}
-
 #[tokio::test]
 async fn claude_code_command_hook_prints_allow_when_approved() {
     let app = spawn_app().await;
@@ -605,11 +598,11 @@ async fn command_hooks_block_on_every_failure() {
     let bash = fixture_bytes("bash.json");
     let huge = huge_write().to_string().into_bytes();
     for host in ["claude-code", "codex"] {
-        let dead = dead_url();
-        HookCommand::new(host, &dead, AGENT_TOKEN, &["--retry-secs", "1"])
+        let dead = DeadAddress::new();
+        HookCommand::new(host, &dead.url, AGENT_TOKEN, &["--retry-secs", "1"])
             .run(bash.clone())
             .await
-            .assert_blocked(&format!("service unreachable at {dead}"));
+            .assert_blocked(&format!("service unreachable at {}", dead.url));
 
         let token = "wrong-token-0123456789abcdef";
         let outcome = HookCommand::new(host, &app.url(""), token, &[])

@@ -30,6 +30,32 @@ pub const OTHER_AGENT_TOKEN: &str = "other-token-0123456789abcdef";
 pub const CHANNEL: &str = "C0APPROVALS";
 pub const APP_TOKEN: &str = "xapp-1-A0GREENLIGHT-e2e-app-token";
 
+/// A loopback address where nothing answers, held for as long as this value lives.
+///
+/// The socket is bound but never listens, so a connection to it is refused at once,
+/// and no other test's server can be given the port by `127.0.0.1:0`. (A port bound
+/// and released could be handed to a parallel test's server, which would then answer
+/// with a 404 instead of refusing; that flaked on PostgreSQL runs.)
+pub struct DeadAddress {
+    _socket: tokio::net::TcpSocket,
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub url: String,
+}
+
+impl DeadAddress {
+    pub fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        Self {
+            _socket: socket,
+            url: format!("http://{addr}"),
+        }
+    }
+}
+
 /// Retries fast enough for tests, same shape as production.
 pub fn fast_retry() -> RetryPolicy {
     RetryPolicy::fast()
