@@ -856,7 +856,13 @@ async fn a_thousand_concurrent_requests_are_each_persisted_once() {
                 assert_eq!(app.approve(id, "U0ALICE").await.status, StatusCode::OK);
             } else {
                 let response = app.cancel(id, AGENT_TOKEN).await;
-                assert_eq!(response.status, StatusCode::OK);
+                assert_eq!(
+                    response.status,
+                    StatusCode::OK,
+                    "cancel {id}: {:?}; the request now: {}",
+                    response.body,
+                    app.approval(id).await
+                );
             }
         }
     }))

@@ -166,26 +166,28 @@ async fn an_outage_longer_than_the_retries_waits_for_the_deadline_not_a_denial()
     assert_eq!(app.approval(&after).await["status"], "pending");
 }
 
-/// 100 requests to one channel whose Slack admits 20 messages a second: all of them
+/// 40 requests to one channel whose Slack admits 5 messages a second: all of them
 /// land, once each, in the order they were submitted, and the limit is not hammered.
+/// (The limit is low so that even a loaded machine submits faster than it: at 20 a
+/// second, slow submits never met it and the test proved nothing.)
 #[tokio::test]
-async fn a_burst_of_100_all_lands_in_order_through_the_rate_limit() {
+async fn a_burst_lands_in_order_through_the_rate_limit() {
     let app = spawn_app().await;
     app.slack
-        .rate_limit("chat.postMessage", 20, Duration::from_secs(1));
+        .rate_limit("chat.postMessage", 5, Duration::from_secs(1));
     let started = Instant::now();
     let mut submitted = Vec::new();
-    for i in 0..100 {
+    for i in 0..40 {
         submitted.push(submit_id(&app, request(&format!("echo burst {i}"))).await);
     }
     let submit_time = started.elapsed();
     app.slack
-        .wait_until(Duration::from_secs(40), "100 landed messages", |calls| {
+        .wait_until(Duration::from_secs(60), "40 landed messages", |calls| {
             calls
                 .iter()
                 .filter(|c| c.method == "chat.postMessage" && c.succeeded)
                 .count()
-                >= 100
+                >= 40
         })
         .await;
     let wall = started.elapsed();
@@ -207,13 +209,13 @@ async fn a_burst_of_100_all_lands_in_order_through_the_rate_limit() {
         "the fake never rate-limited: the test proves nothing"
     );
     // After the first 429 the channel's lane paces itself at the rate it was shown,
-    // instead of bursting into the limit once a second (four 429s here).
+    // instead of bursting into the limit once a second (about eight 429s here).
     assert!(
         refused <= 2,
         "{refused} answers were 429: the lane hammers the limit"
     );
     eprintln!(
-        "burst: 100 submitted in {submit_time:?}, all posted after {wall:?}, {refused} answers were 429"
+        "burst: 40 submitted in {submit_time:?}, all posted after {wall:?}, {refused} answers were 429"
     );
     // Nothing was lost on the way: every request is still waiting for a reviewer,
     // with its own message. The fake answering is not greenlight having recorded the
@@ -228,7 +230,7 @@ async fn a_burst_of_100_all_lands_in_order_through_the_rate_limit() {
         .collect();
     message_ts.sort_unstable();
     message_ts.dedup();
-    assert_eq!(message_ts.len(), 100, "one message each");
+    assert_eq!(message_ts.len(), 40, "one message each");
 }
 
 /// Polls each request until greenlight has recorded its Slack message (`message_ts`);
