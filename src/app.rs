@@ -184,10 +184,17 @@ impl Server {
     }
 
     /// The line `serve` prints for reviewers: the review page's address and, when no
-    /// reviewers are configured, a fresh one-time sign-in link for the local reviewer.
-    pub fn review_page_line(&self) -> std::io::Result<String> {
+    /// reviewers are configured, a fresh one-time sign-in link for the local reviewer
+    /// (stored in the database, so any replica takes it). `Err`: no local address, or
+    /// the link could not be stored.
+    pub async fn review_page_line(&self) -> anyhow::Result<String> {
         let base = self.state.config.base_url(self.local_addr()?);
-        Ok(self.state.web.start_line(&base))
+        let store = self.state.service.store();
+        self.state
+            .web
+            .start_line(store, &base)
+            .await
+            .context("cannot store the review page's sign-in link")
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, answers open long-polls

@@ -154,7 +154,7 @@ async fn serve() -> anyhow::Result<ExitCode> {
     // make the second fail (println! would panic on the broken pipe).
     let lines = format!(
         "greenlight listening on http://{addr}\n{}\n",
-        server.review_page_line()?
+        server.review_page_line().await?
     );
     let mut stdout = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut stdout, lines.as_bytes())

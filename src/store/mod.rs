@@ -35,6 +35,7 @@
 //! - [`nudges`]: reminder and escalation times, and firing them once.
 //! - [`signals`]: waking the workers. [`retention`]: pruning decided requests.
 //! - [`history`]: the web page's filtered history. [`rows`]: rows to domain types.
+//! - [`web_sessions`]: the review page's sessions and one-time sign-in links.
 //!
 //! # Adding a query
 //! 1. Write it in `sqlite/<concern>.rs` as a method of [`sqlite::Sqlite`]: a write is a
@@ -61,6 +62,7 @@ mod rows;
 pub mod signals;
 pub mod sqlite;
 mod votes;
+pub mod web_sessions;
 
 use std::sync::Arc;
 

@@ -16,13 +16,18 @@ use axum::{
 };
 use serde::{de::DeserializeOwned, Deserialize};
 
+use chrono::Utc;
+
 use super::{
-    reviewers,
-    sessions::{csrf_matches, random_token},
+    identity, reviewers,
+    reviewers::WebReviewer,
+    sessions::{
+        binding, binding_matches, csrf_for, csrf_matches, random_token, token_hash, SESSION_TTL,
+    },
     views::{Chrome, LinkPage, MessagePage, Note, SignInPage},
     Web,
 };
-use crate::{http::AppState, model::Reviewer};
+use crate::{http::AppState, model::Reviewer, store::web_sessions::NewSession};
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "gl_session";
@@ -58,14 +63,22 @@ impl SignedIn {
     }
 }
 
-/// Not signed in: where to go instead.
+/// Not signed in: where to go instead. Also what a session lookup that failed (the
+/// database unreachable) answers: no session is assumed, with a 503.
 pub struct NotSignedIn {
     page: bool,
+    unavailable: bool,
 }
 
 impl IntoResponse for NotSignedIn {
     fn into_response(self) -> Response {
-        if self.page {
+        if self.unavailable {
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "sessions cannot be checked right now; try again shortly",
+            )
+        } else if self.page {
             Redirect::to("/web/signin").into_response()
         } else {
             json_error(
@@ -80,27 +93,46 @@ impl IntoResponse for NotSignedIn {
 impl FromRequestParts<AppState> for SignedIn {
     type Rejection = NotSignedIn;
 
+    /// One lookup by primary key in the store, then checks against this process's
+    /// configuration: the reviewer must still exist under the same name and id, and
+    /// (for configured reviewers) with the same secret as at sign-in.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let rejected = NotSignedIn {
+        let mut rejected = NotSignedIn {
             page: parts.method == Method::GET,
+            unavailable: false,
         };
         let Some(cookie) = cookie(&parts.headers, SESSION_COOKIE) else {
             return Err(rejected);
         };
         let web = &state.web;
-        let Some(session) = web.inner.sessions.get(&cookie) else {
+        let stored = match state
+            .service
+            .store()
+            .web_session(&token_hash(&cookie), Utc::now())
+            .await
+        {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Err(rejected),
+            Err(error) => {
+                tracing::error!(%error, "web session lookup failed");
+                rejected.unavailable = true;
+                return Err(rejected);
+            }
+        };
+        let Some(reviewer) = web.reviewer_for(&stored.reviewer) else {
             return Err(rejected);
         };
-        let Some(reviewer) = web.reviewer(session.reviewer) else {
+        let expected = binding(&cookie, web.binding_secret(reviewer));
+        if !binding_matches(&stored.binding, &expected) {
             return Err(rejected);
-        };
+        }
         Ok(SignedIn {
             reviewer: reviewer.reviewer(),
             name: reviewer.name.clone(),
-            csrf: session.csrf,
+            csrf: csrf_for(&cookie),
             cookie,
         })
     }
@@ -262,22 +294,34 @@ fn rate_limited(state: &AppState) -> Result<(), Box<Response>> {
     Ok(())
 }
 
-/// Starts a session for reviewer `index` and sends them to the pending list.
-fn start_session(web: &Web, index: usize) -> Response {
-    let (cookie, _) = web.inner.sessions.create(index);
-    if let Some(reviewer) = web.reviewer(index) {
-        tracing::info!(reviewer = %reviewer.name, "web reviewer signed in");
+/// Starts a session for `reviewer` (stored, so every replica knows it) and sends them
+/// to the pending list; a store failure is a 500 and no session.
+async fn start_session(state: &AppState, reviewer: &WebReviewer) -> Response {
+    let web = &state.web;
+    let cookie = random_token();
+    let now = Utc::now();
+    let ttl = chrono::Duration::from_std(SESSION_TTL).unwrap_or(chrono::Duration::hours(12));
+    let session = NewSession {
+        token_hash: token_hash(&cookie),
+        reviewer: identity(reviewer),
+        binding: binding(&cookie, web.binding_secret(reviewer)),
+        created_at: now,
+        expires_at: now + ttl,
+    };
+    if let Err(error) = state.service.store().create_web_session(session).await {
+        tracing::error!(%error, "web session could not be stored");
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        );
     }
+    tracing::info!(reviewer = %reviewer.name, "web reviewer signed in");
     let mut response = Redirect::to("/web").into_response();
     let headers = response.headers_mut();
     headers.append(
         header::SET_COOKIE,
-        set_cookie(
-            web,
-            SESSION_COOKIE,
-            &cookie,
-            super::sessions::SESSION_TTL.as_secs(),
-        ),
+        set_cookie(web, SESSION_COOKIE, &cookie, SESSION_TTL.as_secs()),
     );
     headers.append(header::SET_COOKIE, set_cookie(web, SIGNIN_COOKIE, "", 0));
     response
@@ -289,8 +333,10 @@ pub async fn signin(State(state): State<AppState>, headers: HeaderMap, body: Byt
     if let Err(response) = admit(&state, &headers, &form) {
         return *response;
     }
-    match reviewers::by_secret(&state.web.inner.reviewers, form.secret.trim()) {
-        Some(index) => start_session(&state.web, index),
+    let found = reviewers::by_secret(&state.web.inner.reviewers, form.secret.trim())
+        .and_then(|index| state.web.inner.reviewers.get(index));
+    match found {
+        Some(reviewer) => start_session(&state, reviewer).await,
         None => {
             tracing::info!("web sign-in with a wrong secret");
             signin_form(
@@ -312,11 +358,25 @@ const BAD_LINK: &str = "This sign-in link is wrong, already used or expired. Eac
 /// `GET /web/link/{token}`: asks to confirm; a GET never uses the link up.
 pub async fn link_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
     let web = &state.web;
-    let Some(name) = web
-        .inner
-        .links
-        .peek(&token)
-        .and_then(|index| web.reviewer(index))
+    let holder = match state
+        .service
+        .store()
+        .peek_web_link(&token_hash(&token), Utc::now())
+        .await
+    {
+        Ok(holder) => holder,
+        Err(error) => {
+            tracing::error!(%error, "web sign-in link lookup failed");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "sign-in links cannot be checked right now; try again shortly",
+            );
+        }
+    };
+    let Some(name) = holder
+        .as_ref()
+        .and_then(|who| web.reviewer_for(who))
         .map(|r| r.name.clone())
     else {
         return message(StatusCode::GONE, "Sign-in link not valid", BAD_LINK);
@@ -348,8 +408,25 @@ pub async fn link(State(state): State<AppState>, headers: HeaderMap, body: Bytes
     if let Err(response) = csrf_paired(&headers, &form) {
         return *response;
     }
-    match state.web.inner.links.redeem(&form.token) {
-        Some(index) => start_session(&state.web, index),
+    let redeemed = state
+        .service
+        .store()
+        .redeem_web_link(&token_hash(&form.token), Utc::now())
+        .await;
+    let holder = match redeemed {
+        Ok(holder) => holder,
+        Err(error) => {
+            tracing::error!(%error, "web sign-in link could not be used");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "sign-in links cannot be checked right now; try again shortly",
+            );
+        }
+    };
+    // A link for a reviewer this replica does not have is used up and refused.
+    match holder.as_ref().and_then(|who| state.web.reviewer_for(who)) {
+        Some(reviewer) => start_session(&state, reviewer).await,
         None => match rate_limited(&state) {
             Err(response) => *response,
             Ok(()) => message(StatusCode::GONE, "Sign-in link not valid", BAD_LINK),
@@ -369,7 +446,19 @@ pub async fn signout(signed: SignedIn, State(state): State<AppState>, body: Byte
     if !signed.csrf_ok(form.csrf.as_deref()) {
         return csrf_refused();
     }
-    state.web.inner.sessions.remove(&signed.cookie);
+    if let Err(error) = state
+        .service
+        .store()
+        .end_web_session(&token_hash(&signed.cookie))
+        .await
+    {
+        tracing::error!(%error, "web session could not be ended");
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error: you are still signed in; try again",
+        );
+    }
     let mut response = Redirect::to("/web/signin").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,

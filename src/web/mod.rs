@@ -4,10 +4,14 @@
 //! Reviewers (`GREENLIGHT_REVIEWERS`, see [`reviewers`]) sign in with their secret or a
 //! one-time link; with none configured, one local reviewer signs in with the link
 //! `serve` prints. A session is a random cookie (`HttpOnly`, `SameSite=Strict`, and
-//! `Secure` when `GREENLIGHT_PUBLIC_URL` is https) that maps, in memory, to the
-//! reviewer and a CSRF token every POST must carry ([`sessions`]). Sign-in attempts
-//! are rate-limited. Every page but the sign-in pages and the static assets needs a
-//! session.
+//! `Secure` when `GREENLIGHT_PUBLIC_URL` is https) whose SHA-256 the database maps to
+//! the reviewer's name and id ([`sessions`], `crate::store::web_sessions`), so any
+//! replica serves any signed-in reviewer, a link printed by one works on any (once),
+//! and a restart signs nobody out. A session whose reviewer this process's
+//! configuration no longer has (removed, renamed, another Slack id, another secret)
+//! is no session. Every POST carries the session's CSRF token. Sign-in attempts are
+//! rate-limited (per replica). Every page but the sign-in pages and the static assets
+//! needs a session.
 //!
 //! Deciding goes through the same `ApprovalService` calls as a Slack click
 //! (`approve`, `deny`), so approver lists, the no-self-approval rule, N-of-M votes and
@@ -20,11 +24,13 @@
 //! - [`reviewers`]: `GREENLIGHT_REVIEWERS`. [`sessions`]: sessions, links, CSRF.
 //! - `auth`: the signed-in extractor, cookies, sign-in and sign-out handlers.
 //! - `pages`: the pending list, request view, Approve / Deny, history.
+//! - `grants`: the standing grants list on the pending page, and Revoke.
 //! - `live`: server-sent events. `views`: askama templates (`templates/web/`).
 //! - `highlight`: syntect. `assets`: htmx, its SSE extension, our script and CSS.
 
 mod assets;
 mod auth;
+mod grants;
 mod highlight;
 mod live;
 mod pages;
@@ -48,12 +54,18 @@ use axum::{
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use self::{
-    reviewers::WebReviewer,
-    sessions::{Links, Sessions, LINK_TTL},
-};
+use chrono::Utc;
+
+use self::{reviewers::WebReviewer, sessions::LINK_TTL};
 use crate::{
-    approval::approvers::GroupMembers, config::Config, http::AppState, limits::RateLimiter,
+    approval::approvers::GroupMembers,
+    config::Config,
+    http::AppState,
+    limits::RateLimiter,
+    store::{
+        web_sessions::{NewLink, WebIdentity},
+        Store, StoreResult,
+    },
 };
 
 /// Sign-in attempts (secret or link) allowed a minute, across all clients: enough for
@@ -88,8 +100,6 @@ struct Inner {
     reviewers: Vec<WebReviewer>,
     /// True when no reviewers are configured and the one reviewer is the local one.
     local: bool,
-    sessions: Sessions,
-    links: Links,
     sign_ins: RateLimiter,
     /// Mark cookies `Secure`: reviewers reach greenlight over https.
     secure_cookies: bool,
@@ -113,8 +123,6 @@ impl Web {
             inner: Arc::new(Inner {
                 reviewers,
                 local,
-                sessions: Sessions::default(),
-                links: Links::default(),
                 sign_ins: RateLimiter::new(SIGN_INS_PER_MINUTE),
                 secure_cookies: config
                     .public_url
@@ -130,19 +138,29 @@ impl Web {
     }
 
     /// The line `serve` prints: with the local reviewer, a fresh one-time sign-in link
-    /// (valid for [`LINK_TTL`]); otherwise where to sign in with a secret.
-    pub fn start_line(&self, base: &str) -> String {
-        if self.inner.local {
-            let token = self.inner.links.issue(0, LINK_TTL);
-            format!(
-                "greenlight review page: {base}/web/link/{token} (one-time sign-in link for the reviewer \"{LOCAL_REVIEWER}\", valid {} minutes; restart for a new one)",
-                LINK_TTL.as_secs() / 60
-            )
-        } else {
-            format!(
+    /// (valid for [`LINK_TTL`], stored so that any replica takes it); otherwise where
+    /// to sign in with a secret. `Err`: the link could not be stored.
+    pub async fn start_line(&self, store: &Store, base: &str) -> StoreResult<String> {
+        let Some(local) = self.inner.reviewers.first().filter(|_| self.inner.local) else {
+            return Ok(format!(
                 "greenlight review page: {base}/web (sign in with a reviewer secret from GREENLIGHT_REVIEWERS)"
-            )
-        }
+            ));
+        };
+        let token = sessions::random_token();
+        let now = Utc::now();
+        let ttl = chrono::Duration::from_std(LINK_TTL).unwrap_or(chrono::Duration::hours(1));
+        store
+            .issue_web_link(NewLink {
+                token_hash: sessions::token_hash(&token),
+                reviewer: identity(local),
+                created_at: now,
+                expires_at: now + ttl,
+            })
+            .await?;
+        Ok(format!(
+            "greenlight review page: {base}/web/link/{token} (one-time sign-in link for the reviewer \"{LOCAL_REVIEWER}\", valid {} minutes; restart for a new one)",
+            LINK_TTL.as_secs() / 60
+        ))
     }
 
     /// How the page names a reviewer id (a vote, a decider): `name (id)` for a
@@ -156,8 +174,30 @@ impl Web {
         }
     }
 
-    fn reviewer(&self, index: usize) -> Option<&WebReviewer> {
-        self.inner.reviewers.get(index)
+    /// The configured reviewer a stored session or link names, if this process has
+    /// them under the same name and id; `None` fails closed (removed, renamed, or given
+    /// another Slack user id since).
+    fn reviewer_for(&self, who: &WebIdentity) -> Option<&WebReviewer> {
+        self.inner
+            .reviewers
+            .iter()
+            .find(|r| r.name == who.name)
+            .filter(|r| r.id() == who.id)
+    }
+
+    /// The secret a session of `reviewer` is bound to: theirs, or none for the local
+    /// reviewer (whose secret is random per process, so nobody knows it).
+    fn binding_secret<'a>(&self, reviewer: &'a WebReviewer) -> Option<&'a str> {
+        use secrecy::ExposeSecret;
+        (!self.inner.local).then(|| reviewer.secret.expose_secret())
+    }
+}
+
+/// How the store names `reviewer` in a session or link row.
+fn identity(reviewer: &WebReviewer) -> WebIdentity {
+    WebIdentity {
+        name: reviewer.name.clone(),
+        id: reviewer.id(),
     }
 }
 
@@ -172,6 +212,7 @@ pub fn router() -> Router<AppState> {
         .route("/web/requests/{id}/approve", post(pages::approve))
         .route("/web/requests/{id}/deny", post(pages::deny))
         .route("/web/history", get(pages::history))
+        .route("/web/grants/{id}/revoke", post(grants::revoke))
         .route("/web/signin", get(auth::signin_page).post(auth::signin))
         .route("/web/link/{token}", get(auth::link_page))
         .route("/web/link", post(auth::link))

@@ -70,7 +70,8 @@ impl IntoResponse for PageError {
     }
 }
 
-type Page = Result<Response, PageError>;
+/// What a page handler answers.
+pub type Page = Result<Response, PageError>;
 
 fn parse_id(raw: &str) -> Result<ApprovalId, PageError> {
     ApprovalId::parse(raw).ok_or(PageError::NotFound)
@@ -94,16 +95,34 @@ pub async fn pending_list(state: &AppState) -> Result<PendingList, PageError> {
     Ok(PendingList { rows, more })
 }
 
-/// `GET /web`: the pending list, kept live by `live::events`.
-pub async fn pending(signed: SignedIn, State(state): State<AppState>) -> Page {
-    let list = pending_list(&state).await?;
+/// The pending page: the live list, the standing grants, and `note` at the top.
+pub async fn pending_page(
+    state: &AppState,
+    signed: &SignedIn,
+    note: Option<Note>,
+    status: StatusCode,
+) -> Page {
+    let list = pending_list(state).await?;
+    let grants = super::grants::active(state).await?;
     Ok(html(
-        StatusCode::OK,
+        status,
         &PendingPage {
             chrome: signed.chrome(),
+            note,
             list,
+            grants,
         },
     ))
+}
+
+/// `GET /web`: the pending list, kept live by `live::events`, and the standing grants.
+pub async fn pending(
+    signed: SignedIn,
+    State(state): State<AppState>,
+    Query(query): Query<NoteQuery>,
+) -> Page {
+    let note = done_note(query.note.as_deref());
+    pending_page(&state, &signed, note, StatusCode::OK).await
 }
 
 /// Why a reviewer who approved a request still waiting for others has no Approve
@@ -187,7 +206,12 @@ async fn request_page(
         .to_owned();
     let (status, high_risk_rule) = status_part(state, signed, &approval).await?;
     let mut batch = Vec::new();
+    let mut batch_title = None;
     if let Some(found) = state.service.store().batch_of(id).await? {
+        batch_title = found
+            .title
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty());
         for item in found.items {
             if let Some(item) = state.service.store().get(item).await? {
                 batch.push(Row::of(&item));
@@ -213,6 +237,7 @@ async fn request_page(
         status,
         events: events.iter().map(EventRow::of).collect(),
         batch,
+        batch_title,
     })
 }
 
@@ -230,6 +255,7 @@ fn done_note(code: Option<&str>) -> Option<Note> {
         "counted" => "Your approval was counted; more approvers are needed.",
         "repeat" => "You had already approved this request; another approver is needed.",
         "denied" => "You denied this request.",
+        "revoked" => "The standing grant is revoked: it approves nothing from now on.",
         _ => return None,
     };
     Some(Note {

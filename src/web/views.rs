@@ -82,12 +82,29 @@ pub struct PendingList {
     pub more: bool,
 }
 
-/// `GET /web`: the pending list, kept live.
+/// A live standing grant, as the pending page lists it.
+#[derive(Debug, Clone)]
+pub struct GrantRow {
+    pub id: String,
+    pub agent: String,
+    pub rule: String,
+    /// What it covers, on one short line (`grants::summary`).
+    pub action: String,
+    /// The reviewer who made it, as the page names them.
+    pub granted_by: String,
+    /// RFC 3339, UTC.
+    pub expires_at: String,
+}
+
+/// `GET /web`: the pending list, kept live, then the live standing grants.
 #[derive(Template)]
 #[template(path = "web/pending.html")]
 pub struct PendingPage {
     pub chrome: Chrome,
+    /// A message after an action (a revoked grant) or a refused one.
+    pub note: Option<Note>,
     pub list: PendingList,
+    pub grants: Vec<GrantRow>,
 }
 
 /// The decision part of a request view: status, votes, and the buttons its reader
@@ -181,6 +198,8 @@ pub struct RequestPage {
     /// When the request is a batch item: every item of its batch, in order (this one
     /// included), so a reviewer sees what was asked together.
     pub batch: Vec<Row>,
+    /// The batch's own title, when it is a batch item and the agent gave one.
+    pub batch_title: Option<String>,
 }
 
 /// A reviewer choice in the history filter.
@@ -268,6 +287,7 @@ mod tests {
                 detail: evil.into(),
             }],
             batch: vec![Row::of(&approval), Row::of(&sample("ls"))],
+            batch_title: Some(evil.into()),
         }
         .render()
         .expect("renders");
@@ -325,5 +345,85 @@ mod tests {
             .render()
             .expect("renders");
         assert!(!final_part.contains("id=\"approve\""), "{final_part}");
+    }
+
+    fn request_page(batch: Vec<Row>, batch_title: Option<String>) -> String {
+        let approval = sample("ls");
+        RequestPage {
+            chrome: chrome(),
+            note: None,
+            row: Row::of(&approval),
+            language: String::new(),
+            lines: Vec::new(),
+            context: None,
+            rule: "r".into(),
+            high_risk_rule: None,
+            status: StatusPart::of(&approval, "tok", vec![], None, None),
+            events: Vec::new(),
+            batch,
+            batch_title,
+        }
+        .render()
+        .expect("renders")
+    }
+
+    #[test]
+    fn a_batch_shows_its_title_and_counts_in_words() {
+        let one = request_page(vec![Row::of(&sample("ls"))], Some("Deploy v2".into()));
+        assert!(
+            one.contains("<span id=\"batch-title\">Deploy v2</span>"),
+            "{one}"
+        );
+        assert!(one.contains("(1 action, each"), "{one}");
+        let two = request_page(vec![Row::of(&sample("ls")), Row::of(&sample("pwd"))], None);
+        assert!(two.contains("(2 actions, each"), "{two}");
+        assert!(!two.contains("batch-title"), "{two}");
+        let none = request_page(Vec::new(), Some("unused".into()));
+        assert!(!none.contains("batch-heading"), "{none}");
+    }
+
+    #[test]
+    fn grants_are_listed_with_a_revoke_form_carrying_the_csrf_token() {
+        let page = PendingPage {
+            chrome: chrome(),
+            note: None,
+            list: PendingList {
+                rows: Vec::new(),
+                more: false,
+            },
+            grants: vec![GrantRow {
+                id: "g-1".into(),
+                agent: "ci-bot".into(),
+                rule: "tests".into(),
+                action: "commands starting: <cargo test>".into(),
+                granted_by: "alice (U0ALICE)".into(),
+                expires_at: "2030-01-01T00:00:00Z".into(),
+            }],
+        }
+        .render()
+        .expect("renders");
+        assert!(page.contains("action=\"/web/grants/g-1/revoke\""), "{page}");
+        assert!(page.contains("id=\"revoke-g-1\""), "{page}");
+        assert!(
+            page.contains("name=\"csrf\" value=\"t&#34;oken\""),
+            "{page}"
+        );
+        assert!(page.contains("&#60;cargo test&#62;"), "{page}");
+        assert!(
+            page.contains("alice (U0ALICE)") && page.contains("ci-bot"),
+            "{page}"
+        );
+        let empty = PendingPage {
+            chrome: chrome(),
+            note: None,
+            list: PendingList {
+                rows: Vec::new(),
+                more: false,
+            },
+            grants: Vec::new(),
+        }
+        .render()
+        .expect("renders");
+        assert!(empty.contains("id=\"no-grants\""), "{empty}");
     }
 }

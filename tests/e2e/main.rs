@@ -19,6 +19,7 @@ mod slack_resilience;
 mod socket_mode;
 mod text_limits;
 mod web;
+mod web_replicas;
 // Shared test infrastructure; not every helper is used by every test module.
 #[allow(dead_code)]
 mod helpers;

@@ -31,14 +31,14 @@ use crate::helpers::{
 };
 
 /// A PostgreSQL server for the test: the suite's, or one started here and stopped on
-/// drop.
-struct Server {
-    url: String,
+/// drop. (Also used by `web_replicas`.)
+pub(crate) struct Server {
+    pub(crate) url: String,
     started: Option<tempfile::TempDir>,
 }
 
 impl Server {
-    fn get() -> Self {
+    pub(crate) fn get() -> Self {
         if let Ok(url) = std::env::var(database::POSTGRES_ENV) {
             if !url.is_empty() {
                 return Self { url, started: None };

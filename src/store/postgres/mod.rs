@@ -25,6 +25,7 @@ mod nudges;
 mod outbox;
 mod requests;
 mod votes;
+mod web_sessions;
 
 use std::{
     str::FromStr,

@@ -13,6 +13,7 @@ mod nudges;
 mod outbox;
 mod requests;
 mod votes;
+mod web_sessions;
 pub mod writer;
 
 use std::{str::FromStr, sync::Arc, time::Duration};

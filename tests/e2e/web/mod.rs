@@ -2,7 +2,9 @@
 //! driven over plain HTTP (`http`) and from a real headless Chromium (`browser`).
 
 mod browser;
+mod grants_page;
 mod http;
-mod server;
+pub mod server;
+mod sessions;
 pub use server::sign_in_with_secret;
 mod slack_too;

@@ -21,6 +21,8 @@ pub struct WebServer {
     pub http: reqwest::Client,
     child: Child,
     dir: tempfile::TempDir,
+    /// Exactly the environment it was started with (for a restart).
+    env: HashMap<String, String>,
 }
 
 impl WebServer {
@@ -85,7 +87,26 @@ impl WebServer {
                 .expect("client"),
             child,
             dir,
+            env: env.clone(),
         }
+    }
+
+    /// Kills the process (`kill -9`) and starts it again in the same folder, on the
+    /// same database, with its environment changed by `changes` (an empty value
+    /// removes the variable).
+    pub async fn restart(mut self, changes: &[(&str, &str)]) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut env = self.env.clone();
+        for (key, value) in changes {
+            if value.is_empty() {
+                env.remove(*key);
+            } else {
+                env.insert((*key).into(), (*value).into());
+            }
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        Self::start_in(dir, &env).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -103,6 +124,11 @@ impl WebServer {
             .next()
             .expect("link")
             .to_owned()
+    }
+
+    /// The `GREENLIGHT_DATABASE_URL` it was started with.
+    pub fn database_url(&self) -> Option<String> {
+        self.env.get("GREENLIGHT_DATABASE_URL").cloned()
     }
 
     pub fn db_path(&self) -> std::path::PathBuf {
@@ -220,4 +246,84 @@ pub fn hidden_value(html: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name} in {html}"))
         + marker.len();
     html[start..].split('"').next().expect("value").to_owned()
+}
+
+/// The token of a printed one-time link (`…/web/link/{token}`).
+pub fn link_token(link: &str) -> String {
+    link.rsplit('/').next().expect("token").to_owned()
+}
+
+/// Opens the confirm page of link `token` on the server at `base`, as a browser does
+/// (a GET never uses the link up); returns the sign-in CSRF cookie pair and the form's
+/// token, or `None` when the page says the link is not valid.
+pub async fn link_form(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> Option<(String, String)> {
+    let page = http
+        .get(format!("{base}/web/link/{token}"))
+        .send()
+        .await
+        .expect("link page");
+    if page.status() != reqwest::StatusCode::OK {
+        return None;
+    }
+    let pre = set_cookie_pair(&page, "gl_signin").expect("sign-in cookie");
+    let html = page.text().await.expect("html");
+    Some((pre, hidden_value(&html, "csrf")))
+}
+
+/// Posts the confirm form of link `token` on the server at `base`; returns the status
+/// and the session cookie pair, if one was set.
+pub async fn post_link(
+    http: &reqwest::Client,
+    base: &str,
+    form: &(String, String),
+    token: &str,
+) -> (reqwest::StatusCode, Option<String>) {
+    let response = http
+        .post(format!("{base}/web/link"))
+        .header(reqwest::header::COOKIE, &form.0)
+        .form(&[("csrf", form.1.as_str()), ("token", token)])
+        .send()
+        .await
+        .expect("use the link");
+    (response.status(), set_cookie_pair(&response, "gl_session"))
+}
+
+/// `GET path` with a session cookie: the status and the page.
+pub async fn page(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    session: &str,
+) -> (reqwest::StatusCode, String) {
+    let response = http
+        .get(format!("{base}{path}"))
+        .header(reqwest::header::COOKIE, session)
+        .send()
+        .await
+        .expect("page");
+    let status = response.status();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// Posts a signed-in form (`fields` besides `csrf`) to `path`; returns the response.
+pub async fn post_form(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    session: &str,
+    csrf: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut form = vec![("csrf", csrf)];
+    form.extend_from_slice(fields);
+    http.post(format!("{base}{path}"))
+        .header(reqwest::header::COOKIE, session)
+        .form(&form)
+        .send()
+        .await
+        .expect("post")
 }
