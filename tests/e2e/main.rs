@@ -8,6 +8,7 @@ mod batches;
 mod callbacks;
 mod client;
 mod doctor;
+mod doctor_postgres;
 mod durability;
 mod grants;
 mod hooks;
