@@ -7,6 +7,7 @@ mod approvers;
 mod batches;
 mod callbacks;
 mod client;
+mod client_manage;
 mod doctor;
 mod doctor_postgres;
 mod durability;
