@@ -254,7 +254,8 @@ escalation_extends_secs = 100
 
     /// The worker's loop is `deadlines::run` (tested there with paused time); this
     /// drives its source with explicit times, since sqlx's pool cannot run under
-    /// paused time.
+    /// paused time. No Slack message is ever posted here, so each due reminder is
+    /// audited as `reminder_skipped` (nothing to reply to), once per slot.
     #[tokio::test]
     async fn nudges_fire_once_each_at_their_time() {
         let dir = tempfile::tempdir().expect("dir");
@@ -298,12 +299,12 @@ escalation_extends_secs = 100
             surface: crate::model::Surface::Slack,
         };
         assert_eq!(source.expire_due(at(59)).await.expect("look"), 0);
-        assert_eq!(count(&kinds(&service, approval.id).await, "reminded"), 0);
+        assert_eq!(count(&kinds(&service, approval.id).await, "reminder_skipped"), 0);
         // Due at 60 s: one reminder, however often the worker looks.
         for _ in 0..3 {
             source.expire_due(at(60)).await.expect("look");
         }
-        assert_eq!(count(&kinds(&service, approval.id).await, "reminded"), 1);
+        assert_eq!(count(&kinds(&service, approval.id).await, "reminder_skipped"), 1);
         assert_eq!(
             ms(source.next_deadline().await.expect("next")),
             ms(Some(at(120)))
@@ -315,7 +316,7 @@ escalation_extends_secs = 100
         }
         let trail = kinds(&service, approval.id).await;
         assert_eq!(
-            (count(&trail, "reminded"), count(&trail, "escalated")),
+            (count(&trail, "reminder_skipped"), count(&trail, "escalated")),
             (2, 1),
             "{trail:?}"
         );
@@ -332,7 +333,7 @@ escalation_extends_secs = 100
         source.expire_due(at(400)).await.expect("look");
         let trail = kinds(&service, approval.id).await;
         assert_eq!(
-            (count(&trail, "reminded"), count(&trail, "escalated")),
+            (count(&trail, "reminder_skipped"), count(&trail, "escalated")),
             (3, 1),
             "{trail:?}"
         );
