@@ -299,12 +299,18 @@ escalation_extends_secs = 100
             surface: crate::model::Surface::Slack,
         };
         assert_eq!(source.expire_due(at(59)).await.expect("look"), 0);
-        assert_eq!(count(&kinds(&service, approval.id).await, "reminder_skipped"), 0);
+        assert_eq!(
+            count(&kinds(&service, approval.id).await, "reminder_skipped"),
+            0
+        );
         // Due at 60 s: one reminder, however often the worker looks.
         for _ in 0..3 {
             source.expire_due(at(60)).await.expect("look");
         }
-        assert_eq!(count(&kinds(&service, approval.id).await, "reminder_skipped"), 1);
+        assert_eq!(
+            count(&kinds(&service, approval.id).await, "reminder_skipped"),
+            1
+        );
         assert_eq!(
             ms(source.next_deadline().await.expect("next")),
             ms(Some(at(120)))
@@ -316,7 +322,10 @@ escalation_extends_secs = 100
         }
         let trail = kinds(&service, approval.id).await;
         assert_eq!(
-            (count(&trail, "reminder_skipped"), count(&trail, "escalated")),
+            (
+                count(&trail, "reminder_skipped"),
+                count(&trail, "escalated")
+            ),
             (2, 1),
             "{trail:?}"
         );
@@ -333,7 +342,10 @@ escalation_extends_secs = 100
         source.expire_due(at(400)).await.expect("look");
         let trail = kinds(&service, approval.id).await;
         assert_eq!(
-            (count(&trail, "reminder_skipped"), count(&trail, "escalated")),
+            (
+                count(&trail, "reminder_skipped"),
+                count(&trail, "escalated")
+            ),
             (3, 1),
             "{trail:?}"
         );
