@@ -79,6 +79,16 @@ impl Server {
         policy
             .check_approvers(config.approvers.as_deref())
             .context("invalid policy (GREENLIGHT_POLICY)")?;
+        // Without Slack only the page's reviewers can decide: a rule none (or too few)
+        // of them may approve would let every matching request expire.
+        if config.slack.is_none() {
+            policy
+                .check_web_only(
+                    config.approvers.as_deref(),
+                    &crate::policy::web_only::reviewer_ids(&config.reviewers),
+                )
+                .context("invalid policy (GREENLIGHT_POLICY)")?;
+        }
         tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy loaded");
         let store = Store::connect(&config.database_url)
             .await

@@ -15,10 +15,18 @@ use utoipa::ToSchema;
 
 use crate::{approval::service::ServiceError, store::StoreError};
 
+pub mod wording;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A call made for a person (revoking a grant) without a review-page session.
+    #[error("sign in to the review page first: this call needs a reviewer's session cookie (gl_session, from /web/signin), not a bearer token")]
+    SessionRequired,
+    /// A request to `/slack/interactions` that Slack did not sign.
+    #[error("the request is not signed by this Slack app (X-Slack-Signature and X-Slack-Request-Timestamp missing, wrong or too old)")]
+    BadSlackSignature,
     #[error("{0}")]
     MalformedJson(String),
     #[error("{0}")]
@@ -65,7 +73,9 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Unauthorized | ApiError::SessionRequired | ApiError::BadSlackSignature => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
             ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             ApiError::PayloadTooLarge { .. } => {

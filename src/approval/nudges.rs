@@ -36,6 +36,18 @@ impl DeadlineSource for NudgeSource {
     }
 }
 
+/// Why a due reminder for `approval` cannot be sent, or `None` when it can: reminders
+/// are replies in the thread of the request's Slack message, so there must be one.
+fn reminder_skipped(approval: &Approval) -> Option<&'static str> {
+    if approval.channel.is_empty() {
+        Some("Slack is not configured: reminders are replies in the request's Slack thread, and the review page shows the request already")
+    } else if approval.message_ts.is_none() {
+        Some("the request's Slack message has not been posted, so there is no thread to remind in")
+    } else {
+        None
+    }
+}
+
 impl ApprovalService {
     /// The reminder and escalation settings of the rule that routes `approval` now.
     pub(super) fn nudges_for(&self, approval: &Approval) -> Nudges {
@@ -82,12 +94,25 @@ impl ApprovalService {
                 now,
             );
             let mut events = Vec::new();
+            // A reminder goes to the thread of the request's Slack message: only one
+            // with such a message is sent (the store queues it on the same condition).
+            let skipped = plan.remind.then(|| reminder_skipped(approval)).flatten();
             if plan.remind {
-                events.push(NewEvent::new(
-                    "reminded",
-                    None,
-                    json!({ "reminder": plan.reminders, "waiting_for": self.waiting_for(approval, plan.escalate || found.escalated).await? }),
-                ));
+                let waiting_for = self
+                    .waiting_for(approval, plan.escalate || found.escalated)
+                    .await?;
+                events.push(match skipped {
+                    None => NewEvent::new(
+                        "reminded",
+                        None,
+                        json!({ "reminder": plan.reminders, "waiting_for": waiting_for }),
+                    ),
+                    Some(reason) => NewEvent::new(
+                        "reminder_skipped",
+                        None,
+                        json!({ "reminder": plan.reminders, "waiting_for": waiting_for, "reason": reason }),
+                    ),
+                });
             }
             let extends = chrono::Duration::seconds(
                 i64::try_from(nudges.escalation_extends_secs.unwrap_or(0)).unwrap_or(0),
@@ -124,8 +149,15 @@ impl ApprovalService {
                 continue;
             };
             if plan.remind {
-                self.metrics().nudge("reminder");
-                tracing::info!(request_id = %approval.id, reminder = plan.reminders, "reminder sent");
+                match skipped {
+                    None => {
+                        self.metrics().nudge("reminder");
+                        tracing::info!(request_id = %approval.id, reminder = plan.reminders, "reminder queued");
+                    }
+                    Some(reason) => {
+                        tracing::debug!(request_id = %approval.id, reminder = plan.reminders, reason, "reminder skipped");
+                    }
+                }
             }
             if plan.escalate {
                 self.metrics().nudge("escalation");
@@ -222,7 +254,8 @@ escalation_extends_secs = 100
 
     /// The worker's loop is `deadlines::run` (tested there with paused time); this
     /// drives its source with explicit times, since sqlx's pool cannot run under
-    /// paused time.
+    /// paused time. No Slack message is ever posted here, so each due reminder is
+    /// audited as `reminder_skipped` (nothing to reply to), once per slot.
     #[tokio::test]
     async fn nudges_fire_once_each_at_their_time() {
         let dir = tempfile::tempdir().expect("dir");
@@ -266,12 +299,18 @@ escalation_extends_secs = 100
             surface: crate::model::Surface::Slack,
         };
         assert_eq!(source.expire_due(at(59)).await.expect("look"), 0);
-        assert_eq!(count(&kinds(&service, approval.id).await, "reminded"), 0);
+        assert_eq!(
+            count(&kinds(&service, approval.id).await, "reminder_skipped"),
+            0
+        );
         // Due at 60 s: one reminder, however often the worker looks.
         for _ in 0..3 {
             source.expire_due(at(60)).await.expect("look");
         }
-        assert_eq!(count(&kinds(&service, approval.id).await, "reminded"), 1);
+        assert_eq!(
+            count(&kinds(&service, approval.id).await, "reminder_skipped"),
+            1
+        );
         assert_eq!(
             ms(source.next_deadline().await.expect("next")),
             ms(Some(at(120)))
@@ -283,7 +322,10 @@ escalation_extends_secs = 100
         }
         let trail = kinds(&service, approval.id).await;
         assert_eq!(
-            (count(&trail, "reminded"), count(&trail, "escalated")),
+            (
+                count(&trail, "reminder_skipped"),
+                count(&trail, "escalated")
+            ),
             (2, 1),
             "{trail:?}"
         );
@@ -300,7 +342,10 @@ escalation_extends_secs = 100
         source.expire_due(at(400)).await.expect("look");
         let trail = kinds(&service, approval.id).await;
         assert_eq!(
-            (count(&trail, "reminded"), count(&trail, "escalated")),
+            (
+                count(&trail, "reminder_skipped"),
+                count(&trail, "escalated")
+            ),
             (3, 1),
             "{trail:?}"
         );

@@ -6,6 +6,8 @@
 //! here asks Slack the question the service will later depend on, and each failure
 //! line names the setting or the Slack page that fixes it.
 
+mod callbacks;
+mod channels;
 mod policy;
 mod postgres;
 
@@ -95,6 +97,7 @@ pub async fn run(config: &Config) -> Vec<Check> {
                 "not configured: the web review page (/web) is the only surface; set SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET and SLACK_CHANNEL_ID to add Slack",
             ),
             database(&config.database_url).await,
+            callbacks::check(config),
         ];
         checks.extend(policy::check(None, config).await);
         return checks;
@@ -104,10 +107,21 @@ pub async fn run(config: &Config) -> Vec<Check> {
     let mut checks = Vec::new();
     checks.extend(bot_token_format(&slack.bot_token));
     checks.push(bot_token(&bot, slack).await);
-    checks.push(channel(&bot, slack).await);
+    checks.push(
+        channel(
+            &bot,
+            slack,
+            &slack.channel_id,
+            "channel",
+            "set SLACK_CHANNEL_ID to",
+        )
+        .await,
+    );
+    checks.extend(channels::check(&bot, config, slack).await);
     checks.push(signing_secret(&slack.signing_secret));
     checks.push(socket_mode(slack, retry).await);
     checks.push(database(&config.database_url).await);
+    checks.push(callbacks::check(config));
     checks.extend(policy::check(Some(&bot), config).await);
     checks
 }
@@ -169,9 +183,17 @@ async fn bot_token(bot: &SlackClient, config: &SlackSettings) -> Check {
     }
 }
 
-async fn channel(bot: &SlackClient, config: &SlackSettings) -> Check {
-    let id = config.channel_id.as_str();
-    let name = "channel";
+/// Whether channel `id` exists, is not archived and has the bot as a member: the
+/// check of `SLACK_CHANNEL_ID` (`name` "channel"), and of every channel the policy
+/// names (`channels`). `fix` starts the advice to use another channel, naming the
+/// setting ("set SLACK_CHANNEL_ID to", "set escalate_channel of rule \"x\" to").
+async fn channel(
+    bot: &SlackClient,
+    config: &SlackSettings,
+    id: &str,
+    name: &'static str,
+    fix: &str,
+) -> Check {
     let answer = match bot
         .call_form("conversations.info", &[("channel", id)], None)
         .await
@@ -179,7 +201,7 @@ async fn channel(bot: &SlackClient, config: &SlackSettings) -> Check {
         Ok(answer) => answer,
         Err(error) => {
             let detail = match error.code() {
-                "channel_not_found" => format!("{id} not found: set SLACK_CHANNEL_ID to the channel's id (C…/G…, at the bottom of its details), and invite the bot first if the channel is private"),
+                "channel_not_found" => format!("{id} not found: {fix} the channel's id (C…/G…, at the bottom of its details), and invite the bot first if the channel is private"),
                 // The check needs a scope the service itself does not.
                 "missing_scope" => {
                     return Check::new(Level::Warn, name, format!("cannot check {id}: the bot token lacks channels:read / groups:read (the shipped manifest has them); add them and reinstall the app"));
@@ -199,7 +221,7 @@ async fn channel(bot: &SlackClient, config: &SlackSettings) -> Check {
         return Check::new(
             Level::Fail,
             name,
-            format!("{label} is archived: unarchive it or set SLACK_CHANNEL_ID to another channel"),
+            format!("{label} is archived: unarchive it or {fix} another channel"),
         );
     }
     if !flag("is_member") {

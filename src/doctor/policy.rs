@@ -40,6 +40,13 @@ pub(super) async fn check(bot: Option<&SlackClient>, config: &Config) -> Vec<Che
     if let Err(error) = policy.check_approvers(config.approvers.as_deref()) {
         return vec![Check::new(Level::Fail, NAME, error.to_string())];
     }
+    // Without Slack `serve` refuses a rule no review-page reviewer could decide.
+    if bot.is_none() {
+        let reviewers = crate::policy::web_only::reviewer_ids(&config.reviewers);
+        if let Err(error) = policy.check_web_only(config.approvers.as_deref(), &reviewers) {
+            return vec![Check::new(Level::Fail, NAME, error.to_string())];
+        }
+    }
     let mut groups: BTreeMap<String, Result<Vec<String>, String>> = BTreeMap::new();
     let mut problems = Vec::new();
     for quorum in quorums(&policy, config) {

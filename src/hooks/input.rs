@@ -105,8 +105,13 @@ impl HookInput {
             .and_then(Value::as_str)
             .and_then(Event::parse);
         let fail = |problem: String| InputError { event, problem };
-        let raw: Raw = serde_json::from_value(value)
-            .map_err(|e| fail(format!("the hook input has a field of the wrong type: {e}")))?;
+        let raw: Raw = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let problem = crate::error::wording::api_terms(&e.into_inner().to_string());
+            fail(format!(
+                "the hook input has a field of the wrong type: {path}: {problem}"
+            ))
+        })?;
         let Some(event) = event else {
             return Err(fail(format!(
                 "hook_event_name {:?} is not one greenlight decides (PreToolUse or PermissionRequest)",

@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{
-    extract::{body_bytes, parse_json, parse_wait, url_pairs, Agent, ApprovalPath},
+    extract::{
+        body_bytes, deserialize_body, parse_json, parse_wait, url_pairs, Agent, ApprovalPath,
+    },
     AppState,
 };
 use utoipa::ToSchema;
@@ -150,18 +152,10 @@ pub(super) async fn submit(
     if !raw.is_object() {
         // serde would otherwise read a JSON array positionally into the struct.
         return Err(ApiError::Invalid(
-            "the request body must be a JSON object (a struct with a code field)".into(),
+            "the request body must be a JSON object with a code field".into(),
         ));
     }
-    let body: SubmitBody = serde_path_to_error::deserialize(raw).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            ApiError::Invalid(format!("invalid request body: {inner}"))
-        } else {
-            ApiError::Invalid(format!("invalid request body: {path}: {inner}"))
-        }
-    })?;
+    let body: SubmitBody = deserialize_body(raw)?;
     let idempotency_key = idempotency_key(&headers)?;
     let new = validate(
         body,

@@ -20,15 +20,17 @@ use axum::{
     routing::{delete, get},
     Json, Router,
 };
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{
     extract::{url_pairs, Agent},
     AppState,
 };
 use crate::{
-    approval::Revoked,
-    error::{ApiError, Result},
+    approval::{approvers::Refusal, Revoked},
+    error::{ApiError, ErrorBody, Result},
+    store::grants::Grant,
     web::{NotSignedIn, SignedIn},
 };
 
@@ -38,14 +40,39 @@ pub fn router() -> Router<AppState> {
         .route("/v1/grants/{id}", delete(revoke))
 }
 
-/// `GET /v1/grants[?all=true]`: the calling agent's grants, newest first (at most
-/// 500); live ones only unless `all=true` (then revoked and expired ones too, until
-/// retention prunes them).
-async fn list(
+/// `GET /v1/grants`: the body of the answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct GrantList {
+    grants: Vec<Grant>,
+}
+
+/// `DELETE /v1/grants/{id}`: the body of the answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct RevokedGrant {
+    grant: Grant,
+}
+
+/// List the calling agent's standing grants.
+///
+/// Newest first (at most 500); live ones only unless `all=true` (then revoked and
+/// expired ones too, until retention prunes them).
+#[utoipa::path(
+    get,
+    path = "/v1/grants",
+    tag = "grants",
+    params(("all" = Option<bool>, Query, description = "Include revoked and expired grants")),
+    responses(
+        (status = 200, description = "The agent's grants", body = GrantList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 422, description = "`invalid_request`: `all` is not true or false", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub(super) async fn list(
     State(state): State<AppState>,
     agent: Agent,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>> {
+) -> Result<Json<GrantList>> {
     let mut all = false;
     for (key, value) in url_pairs(query.as_deref()) {
         match (key.as_str(), value.as_str()) {
@@ -60,33 +87,54 @@ async fn list(
         }
     }
     let grants = state.service.grants(Some(&agent.0), all).await?;
-    Ok(Json(json!({ "grants": grants })))
+    Ok(Json(GrantList { grants }))
 }
 
-/// `DELETE /v1/grants/{id}`: revokes a grant for a signed-in reviewer with a say over
-/// it (see the module docs). 200 with the grant (also when it was revoked before),
-/// 401 without a session, 403 for an agent token or a reviewer without a say, 404 for
-/// an unknown id.
-async fn revoke(
+/// Revoke a standing grant (a person, never an agent).
+///
+/// For a signed-in reviewer (the review page's `gl_session` cookie) who made the grant
+/// or may decide requests of its rule. 200 with the grant (also when it was revoked
+/// before), 401 without a session, 403 for any call with an `Authorization` header or a
+/// reviewer without a say, 404 for an unknown id.
+#[utoipa::path(
+    delete,
+    path = "/v1/grants/{id}",
+    tag = "grants",
+    params(("id" = String, Path, description = "The grant's id")),
+    responses(
+        (status = 200, description = "Revoked (or already revoked)", body = RevokedGrant),
+        (status = 401, description = "`unauthorized`: no review-page session", body = ErrorBody),
+        (status = 403, description = "`forbidden`: an agent token, or a reviewer without a say over the grant", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ),
+    security(("session" = []))
+)]
+pub(super) async fn revoke(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     signed: std::result::Result<SignedIn, NotSignedIn>,
-) -> Result<Json<Value>> {
+) -> Result<Json<RevokedGrant>> {
     if headers.contains_key(AUTHORIZATION) {
         return Err(ApiError::Forbidden(
             "agents cannot revoke grants; a reviewer revokes them from Slack or with a review-page session".into(),
         ));
     }
     let Ok(signed) = signed else {
-        return Err(ApiError::Unauthorized);
+        return Err(ApiError::SessionRequired);
     };
     match state.service.revoke_grant(&id, &signed.reviewer).await? {
-        Revoked::Done(grant) => Ok(Json(json!({ "grant": grant }))),
+        Revoked::Done(grant) => Ok(Json(RevokedGrant { grant: *grant })),
         Revoked::NotFound => Err(ApiError::NotFound(format!("no grant with id {id}"))),
-        Revoked::Refused(refusal) => Err(ApiError::Forbidden(format!(
-            "{} (grants are revoked by their maker or an approver of their rule)",
-            refusal.as_str()
-        ))),
+        Revoked::Refused(refusal) => Err(ApiError::Forbidden(refused(refusal).into())),
+    }
+}
+
+/// The 403 message for a refused revocation, for a person (the audit trail keeps the
+/// refusal's code, such as `not_approver`).
+fn refused(refusal: Refusal) -> &'static str {
+    match refusal {
+        Refusal::Unverified => "your approver status could not be verified (a user group's members could not be read), so the grant was not revoked; try again later",
+        _ => "only the reviewer who made this grant or an approver of its rule may revoke it",
     }
 }

@@ -65,9 +65,25 @@ pub fn router() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(MAX_HOOK_BODY_BYTES))
 }
 
-/// Claude Code's HTTP hook; see the module doc.
+/// Claude Code's HTTP hook.
+///
+/// The body is Claude Code's hook input (`PreToolUse` or `PermissionRequest`) as it
+/// posts it; the answer is always `200` with Claude Code's hook output JSON, failures
+/// included (a bad token or input is a deny naming the problem), because Claude Code
+/// runs the tool on any non-2xx answer. Held until a decision, at most
+/// `GREENLIGHT_HOOK_BUDGET_SECS`.
+#[utoipa::path(
+    post,
+    path = "/v1/hooks/claude-code",
+    tag = "hooks",
+    request_body(content = Object, description = "Claude Code's hook input, as posted"),
+    responses(
+        (status = 200, description = "Claude Code's hook output: allow, or a deny with the reason", body = Object),
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(request_id = tracing::field::Empty))]
-async fn claude_code_hook(
+pub(super) async fn claude_code_hook(
     State(state): State<AppState>,
     agent: Result<Agent, ApiError>,
     body: Result<Bytes, BytesRejection>,

@@ -39,7 +39,7 @@ async fn interactions(
         tracing::warn!(%error, "rejected an unsigned or forged Slack request");
         state.service.metrics().signature_failure(&error);
         record_rejected_clicks(&state, &body, error).await;
-        return Err(ApiError::Unauthorized);
+        return Err(ApiError::BadSlackSignature);
     }
     let payload = Payload::from_form(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     match state.interactions.handle(&payload).await? {

@@ -30,11 +30,17 @@ struct CheckRequest {
     requester_slack_id: Option<String>,
     #[serde(default)]
     required_approvals: Option<u32>,
+    #[serde(default)]
+    callback_url: Option<String>,
 }
 
 /// Reads the policy and the request, and describes the outcome. `env` looks up
-/// `GREENLIGHT_POLICY`, `SLACK_CHANNEL_ID`, `GREENLIGHT_APPROVERS` and
-/// `GREENLIGHT_DEFAULT_TIMEOUT_SECS`, all optional here. `Err` is one line.
+/// `GREENLIGHT_POLICY`, the Slack settings (`SLACK_BOT_TOKEN`, `SLACK_SIGNING_SECRET`,
+/// `SLACK_CHANNEL_ID`: with none of them `serve` runs with the review page as its only
+/// surface, and so is the request explained), `GREENLIGHT_REVIEWERS`,
+/// `GREENLIGHT_APPROVERS`, `GREENLIGHT_DEFAULT_TIMEOUT_SECS` and the callback settings
+/// (`GREENLIGHT_CALLBACK_HOSTS`, `GREENLIGHT_CALLBACK_SECRETS`), all optional here.
+/// `Err` is one line.
 pub fn run(
     request: &Path,
     agent: Option<&str>,
@@ -63,6 +69,30 @@ pub fn run(
             .ok_or_else(|| format!("GREENLIGHT_DEFAULT_TIMEOUT_SECS is invalid: {raw:?}"))?,
     };
     let channel = get("SLACK_CHANNEL_ID");
+    let web_only = [
+        "SLACK_BOT_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "SLACK_CHANNEL_ID",
+    ]
+    .iter()
+    .all(|key| get(key).is_none());
+    let approvers_env_set = approvers.is_some();
+    // Without Slack the reviewers are the approver list when GREENLIGHT_APPROVERS is
+    // unset, exactly as `serve` does it (and it refuses the same policies).
+    let approvers = if web_only {
+        let reviewers = get("GREENLIGHT_REVIEWERS")
+            .map(|raw| crate::web::reviewers::parse(&raw))
+            .transpose()
+            .map_err(|p| format!("GREENLIGHT_REVIEWERS is invalid: {p}"))?
+            .unwrap_or_default();
+        let reviewers = super::web_only::reviewer_ids(&reviewers);
+        policy
+            .check_web_only(approvers.as_deref(), &reviewers)
+            .map_err(|e| e.to_string())?;
+        approvers.or(Some(reviewers))
+    } else {
+        approvers
+    };
 
     let raw = std::fs::read_to_string(request)
         .map_err(|e| format!("cannot read {}: {e}", request.display()))?;
@@ -71,6 +101,12 @@ pub fn run(
     if body.code.trim().is_empty() {
         return Err(format!("{}: code must not be empty", request.display()));
     }
+    let callback = body
+        .callback_url
+        .as_deref()
+        .map(|url| super::explain::callback(url, agent, &get))
+        .transpose()
+        .map_err(|e| format!("{}: {e}", request.display()))?;
     let subject = Subject {
         agent,
         language: body
@@ -89,7 +125,7 @@ pub fn run(
         channel: channel
             .clone()
             .unwrap_or_else(|| "the default channel (SLACK_CHANNEL_ID)".into()),
-        approvers,
+        approvers: approvers.clone(),
     };
     let rule = policy.matching_rule(&subject, requested.required_approvals);
     let plan = policy.plan(&subject, requested, &defaults);
@@ -114,6 +150,9 @@ pub fn run(
             ));
             out.push(format!("reason: {reason}"));
             out.push(match notify_channel {
+                Some(_) if web_only => {
+                    "notify: no Slack message (Slack is not configured); the review page's history shows it".into()
+                }
                 Some(channel) => format!("notify: an FYI without buttons in {channel}"),
                 None => "notify: no Slack message".into(),
             });
@@ -135,14 +174,22 @@ pub fn run(
                     request.display()
                 ));
             }
-            out.push("action: post to Slack for a decision".into());
-            out.push(format!("channel: {channel}"));
+            if web_only {
+                out.push("action: wait for a reviewer on the review page (/web); Slack is not configured, so nothing is posted".into());
+            } else {
+                out.push(
+                    "action: post to Slack (and list on the review page) for a decision".into(),
+                );
+                out.push(format!("channel: {channel}"));
+            }
             out.push(match &approvers {
                 Some(list) => format!(
                     "approvers: {} (from {})",
                     list.join(", "),
                     if approvers_from_rule {
                         "the rule"
+                    } else if web_only && !approvers_env_set {
+                        "the review page's reviewers (GREENLIGHT_REVIEWERS), as Slack is not configured"
                     } else {
                         "GREENLIGHT_APPROVERS"
                     }
@@ -176,7 +223,7 @@ pub fn run(
                 }
             ));
             if let super::Action::Route(route) = &rule.action {
-                out.extend(super::explain::nudges(&route.nudges));
+                out.extend(super::explain::nudges(&route.nudges, web_only));
                 out.push(super::explain::grants(
                     rule,
                     route,
@@ -186,6 +233,7 @@ pub fn run(
             }
         }
     }
+    out.extend(callback);
     Ok(out.join("\n"))
 }
 
@@ -198,6 +246,16 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, text).expect("write");
         path
+    }
+
+    /// The Slack settings `serve` needs, so the request is explained for Slack.
+    fn with_slack(mut env: HashMap<&'static str, String>) -> HashMap<&'static str, String> {
+        env.insert("SLACK_BOT_TOKEN", "xoxb-test".into());
+        env.insert(
+            "SLACK_SIGNING_SECRET",
+            "0123456789abcdef0123456789abcdef".into(),
+        );
+        env
     }
 
     fn run_with(
@@ -216,7 +274,10 @@ mod tests {
             "p.toml",
             "[[rule]]\nname = \"deny-curl\"\naction = \"auto_deny\"\ncode = \"curl\"\nreason = \"no downloads\"\n\n[[rule]]\nname = \"prod\"\nagent = \"deploy\"\nrequired_approvals = 2\ntimeout_secs = 60\nhigh_risk = true\napprovers = [\"S0SRE\"]\n",
         );
-        let env = HashMap::from([("GREENLIGHT_POLICY", policy.display().to_string())]);
+        let env = with_slack(HashMap::from([(
+            "GREENLIGHT_POLICY",
+            policy.display().to_string(),
+        )]));
         let curl = write(dir.path(), "a.json", r#"{"code": "curl x"}"#);
         let out = run_with(&curl, None, &env).expect("ok");
         assert!(
@@ -236,6 +297,7 @@ mod tests {
         let out = run_with(&deploy, Some("deploy"), &env).expect("ok");
         for line in [
             "rule: prod (",
+            "action: post to Slack (and list on the review page) for a decision",
             "channel: the default channel (SLACK_CHANNEL_ID)",
             "approvers: S0SRE (from the rule)",
             "requester: U0ME may deny but never approve",
@@ -262,7 +324,10 @@ mod tests {
             "p.toml",
             "[[rule]]\nname = \"tests\"\ncode = \"^cargo\"\nremind_after_secs = 60\nremind_every_secs = 300\nescalate_after_secs = 900\nescalate_to = [\"U0CAROL\"]\nescalate_channel = \"C0ESC\"\nescalation_extends_secs = 600\ngrant_max_secs = 3600\ngrant_durations_secs = [1800]\n",
         );
-        let env = HashMap::from([("GREENLIGHT_POLICY", policy.display().to_string())]);
+        let env = with_slack(HashMap::from([(
+            "GREENLIGHT_POLICY",
+            policy.display().to_string(),
+        )]));
         let one = write(dir.path(), "a.json", r#"{"code": "cargo  test"}"#);
         let out = run_with(&one, Some("ci"), &env).expect("ok");
         for line in [
@@ -292,7 +357,10 @@ mod tests {
             "p.toml",
             "[[rule]]\nname = \"pair\"\napprovers = [\"U0AAA\", \"U0BBB\"]\nrequired_approvals = 2\n",
         );
-        let env = HashMap::from([("GREENLIGHT_POLICY", policy.display().to_string())]);
+        let env = with_slack(HashMap::from([(
+            "GREENLIGHT_POLICY",
+            policy.display().to_string(),
+        )]));
         let fine = write(
             dir.path(),
             "fine.json",
@@ -322,13 +390,112 @@ mod tests {
             "f.toml",
             "[[rule]]\nname = \"floor\"\nrequired_approvals = 3\n",
         );
-        let env = HashMap::from([
+        let env = with_slack(HashMap::from([
             ("GREENLIGHT_POLICY", floor.display().to_string()),
             ("GREENLIGHT_APPROVERS", "U0AAA,U0BBB".to_owned()),
-        ]);
+        ]));
         let err = run_with(&fine, None, &env).expect_err("refused as serve would");
         assert!(
             err.starts_with(&format!("{}:3:22: rule \"floor\"", floor.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_slack_the_review_page_is_the_only_surface() {
+        let dir = tempfile::tempdir().expect("dir");
+        let policy = write(
+            dir.path(),
+            "p.toml",
+            "[[rule]]\nname = \"fyi\"\naction = \"auto_deny\"\ncode = \"curl\"\nreason = \"no\"\nnotify = true\n\n[[rule]]\nname = \"tests\"\ncode = \"^cargo\"\nremind_after_secs = 60\nescalate_after_secs = 120\nescalate_channel = \"C0ESC\"\n",
+        );
+        let env = HashMap::from([("GREENLIGHT_POLICY", policy.display().to_string())]);
+        let cargo = write(dir.path(), "a.json", r#"{"code": "cargo test"}"#);
+        let out = run_with(&cargo, None, &env).expect("ok");
+        for line in [
+            "action: wait for a reviewer on the review page (/web); Slack is not configured, so nothing is posted",
+            "approvers: web:local (from the review page's reviewers (GREENLIGHT_REVIEWERS), as Slack is not configured)",
+            "reminders: none sent",
+            "escalation: after 120 s; not posted to C0ESC: Slack is not configured",
+        ] {
+            assert!(out.contains(line), "missing {line:?} in:\n{out}");
+        }
+        assert!(
+            !out.contains("post to Slack") && !out.contains("channel:"),
+            "{out}"
+        );
+        let curl = write(dir.path(), "b.json", r#"{"code": "curl x"}"#);
+        let out = run_with(&curl, None, &env).expect("ok");
+        assert!(
+            out.contains("notify: no Slack message (Slack is not configured)"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn without_slack_a_rule_no_reviewer_can_decide_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let policy = write(
+            dir.path(),
+            "p.toml",
+            "[[rule]]\nname = \"pair\"\napprovers = [\"web:alice\", \"web:bob\"]\nrequired_approvals = 2\n",
+        );
+        let ls = write(dir.path(), "a.json", r#"{"code": "ls"}"#);
+        let env = HashMap::from([
+            ("GREENLIGHT_POLICY", policy.display().to_string()),
+            (
+                "GREENLIGHT_REVIEWERS",
+                "alice:aaaaaaaaaaaaaaaa,carol:cccccccccccccccc".to_owned(),
+            ),
+        ]);
+        let err = run_with(&ls, None, &env).expect_err("only alice can sign in");
+        assert!(
+            err.starts_with(&format!(
+                "{}:4:22: rule \"pair\": needs 2 approvals",
+                policy.display()
+            )) && err.contains("only 1 of its approvers is one (web:alice)")
+                && !err.contains('\n'),
+            "{err}"
+        );
+        // With Slack the same policy is fine: Slack users may decide too.
+        assert!(run_with(&ls, None, &with_slack(env)).is_ok());
+    }
+
+    #[test]
+    fn a_callback_url_is_accepted_and_its_host_explained() {
+        let dir = tempfile::tempdir().expect("dir");
+        let request = write(
+            dir.path(),
+            "a.json",
+            r#"{"code": "ls", "title": "t", "callback_url": "https://hooks.example.com/gl"}"#,
+        );
+        let mut env = HashMap::from([
+            ("GREENLIGHT_CALLBACK_HOSTS", "hooks.example.com".to_owned()),
+            (
+                "GREENLIGHT_CALLBACK_SECRETS",
+                "ci:whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+            ),
+        ]);
+        let out = run_with(&request, Some("ci"), &env).expect("ok");
+        assert!(
+            out.contains(
+                "callback: allowed: the decision is POSTed to https://hooks.example.com/gl"
+            ) && out.contains("signed with ci's secret"),
+            "{out}"
+        );
+        let out = run_with(&request, None, &env).expect("ok");
+        assert!(out.contains("callback: host allowed"), "{out}");
+        let err = run_with(&request, Some("other"), &env).expect_err("no secret");
+        assert!(
+            err.contains("(422): callback_url: the agent other has no signing secret"),
+            "{err}"
+        );
+        env.insert("GREENLIGHT_CALLBACK_HOSTS", "elsewhere.example.com".into());
+        let err = run_with(&request, Some("ci"), &env).expect_err("host not listed");
+        assert!(
+            err.contains(
+                "(422): callback_url: host hooks.example.com is not in GREENLIGHT_CALLBACK_HOSTS"
+            ),
             "{err}"
         );
     }

@@ -19,6 +19,7 @@ pub mod nudges;
 mod parse;
 pub mod quorum;
 pub mod tool;
+pub mod web_only;
 
 use regex::Regex;
 use serde_json::Value;

@@ -352,3 +352,153 @@ async fn an_unreachable_quorum_in_the_policy_fails_doctor() {
         "{line}"
     );
 }
+
+/// Channels the policy names besides SLACK_CHANNEL_ID (a rule's escalation channel)
+/// get the main channel's check: a missing one fails, naming the rule's setting.
+#[tokio::test]
+async fn the_policy_escalation_channel_is_checked_like_the_main_channel() {
+    let policy = "[[rule]]\nname = \"deploys\"\ncode = '^deploy'\nremind_after_secs = 60\nescalate_after_secs = 120\nescalate_channel = \"C0ESCALATE\"\n";
+    let slack = slack().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, policy).expect("write");
+    let mut env = env_for(&slack, dir.path());
+    set(&mut env, "GREENLIGHT_POLICY", &path.display().to_string());
+    let run = doctor(&env, dir.path()).await;
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    let line = run.line("escalation channel");
+    assert!(
+        line.starts_with("ok") && line.contains("(C0ESCALATE) exists and the bot is a member"),
+        "{line}"
+    );
+    let asked: Vec<_> = slack
+        .calls_to("conversations.info")
+        .iter()
+        .map(|c| c.body["channel"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(asked, [CHANNEL, "C0ESCALATE"]);
+
+    // The main channel is fine, the escalation channel does not exist.
+    slack.script(
+        "conversations.info",
+        [Reply::Ok, Reply::Error("channel_not_found")],
+    );
+    let run = doctor(&env, dir.path()).await;
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(run.line("channel").starts_with("ok"), "{}", run.stdout);
+    let line = run.line("escalation channel");
+    assert!(
+        line.starts_with("FAIL")
+            && line.contains("C0ESCALATE not found")
+            && line.contains("escalate_channel of rule \"deploys\""),
+        "{line}"
+    );
+}
+
+/// The callback settings: half set up (hosts but no agent with a secret) warns, a
+/// working set-up names hosts and agents, a malformed secret stops the configuration.
+#[tokio::test]
+async fn callback_settings_are_checked() {
+    let slack = slack().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = env_for(&slack, dir.path());
+    let run = doctor(&env, dir.path()).await;
+    assert!(
+        run.line("callbacks").starts_with("ok    callbacks: off"),
+        "{}",
+        run.stdout
+    );
+
+    set(&mut env, "GREENLIGHT_CALLBACK_HOSTS", "hooks.example.com");
+    let run = doctor(&env, dir.path()).await;
+    assert_eq!(run.code, Some(0), "a warning: {}", run.stdout);
+    let line = run.line("callbacks");
+    assert!(
+        line.starts_with("warn") && line.contains("no agent has a signing secret"),
+        "{line}"
+    );
+
+    set(
+        &mut env,
+        "GREENLIGHT_CALLBACK_SECRETS",
+        "ci-bot:whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    );
+    let run = doctor(&env, dir.path()).await;
+    let line = run.line("callbacks");
+    assert!(
+        line.starts_with("ok")
+            && line.contains("hosts hooks.example.com; signing secrets (whsec_ format) for ci-bot")
+            && line.contains("refused: other-bot")
+            && !line.contains("MfKQ9r8"),
+        "{line}"
+    );
+
+    set(&mut env, "GREENLIGHT_CALLBACK_LEASE_SECS", "5");
+    let run = doctor(&env, dir.path()).await;
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    assert!(run.line("callbacks").starts_with("FAIL"), "{}", run.stdout);
+
+    set(&mut env, "GREENLIGHT_CALLBACK_LEASE_SECS", "");
+    set(
+        &mut env,
+        "GREENLIGHT_CALLBACK_SECRETS",
+        "ci-bot:not-a-webhook-secret",
+    );
+    let run = doctor(&env, dir.path()).await;
+    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    let line = run.line("configuration");
+    assert!(
+        line.starts_with("FAIL")
+            && line.contains("GREENLIGHT_CALLBACK_SECRETS")
+            && line.contains("whsec_"),
+        "{line}"
+    );
+}
+
+/// Without Slack, a rule none of the review page's reviewers may decide fails doctor,
+/// as it stops serve.
+#[tokio::test]
+async fn without_slack_a_rule_no_reviewer_can_decide_fails() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("policy.toml");
+    std::fs::write(
+        &path,
+        "[[rule]]\nname = \"sre\"\napprovers = [\"U0ALICE\"]\n",
+    )
+    .expect("write");
+    let env = HashMap::from([
+        (
+            "GREENLIGHT_API_TOKENS".to_owned(),
+            format!("ci-bot:{}", crate::helpers::AGENT_TOKEN),
+        ),
+        (
+            "GREENLIGHT_DATABASE_URL".to_owned(),
+            format!("sqlite://{}", dir.path().join("none.db").display()),
+        ),
+        ("GREENLIGHT_POLICY".to_owned(), path.display().to_string()),
+        ("GREENLIGHT_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+    ]);
+    let (code, stdout, _) = crate::helpers::binary::run(&env, dir.path(), &["doctor"]).await;
+    assert_eq!(code, 1, "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" policy: "))
+        .unwrap_or("");
+    assert!(
+        line.starts_with("FAIL")
+            && line.contains(":1:1: rule \"sre\": needs 1 approval, but Slack is not configured")
+            && line.contains("reviewers: web:local"),
+        "{stdout}"
+    );
+    // serve refuses it at start in one line.
+    let (code, _, stderr) = crate::helpers::binary::run(&env, dir.path(), &["serve"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("rule \"sre\": needs 1 approval"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("none.db").exists(),
+        "refused before the database is made"
+    );
+}

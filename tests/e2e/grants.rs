@@ -226,6 +226,17 @@ async fn only_a_signed_in_approver_revokes_over_http_and_agents_never() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, body) = delete(None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    // A person's call: the message is about signing in, not about a bearer token.
+    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("sign in to the review page") && !message.contains("bearer token is"),
+        "{body}"
+    );
+    assert!(
+        !message.starts_with("missing or invalid bearer token"),
+        "{body}"
+    );
     let base = app.url("");
     let carol = sign_in(&base, "carol-secret-0123456789").await;
     let alice = sign_in(&base, "alice-secret-0123456789").await;
@@ -235,6 +246,12 @@ async fn only_a_signed_in_approver_revokes_over_http_and_agents_never() {
     // Carol is no approver of the rule.
     let (status, body) = delete(Some(carol), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("only the reviewer who made this grant or an approver of its rule")
+            && !message.contains("not_approver"),
+        "{body}"
+    );
     assert_eq!(grants(&app, AGENT_TOKEN, "").await.len(), 1);
     let (status, body) = delete(Some(alice), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");

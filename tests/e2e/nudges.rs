@@ -173,3 +173,79 @@ async fn a_restart_keeps_a_pending_escalation() {
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(app.approval(&id).await["status"], "approved");
 }
+
+/// Without Slack there is no message thread to remind in: a due reminder is audited
+/// as `reminder_skipped` with the reason, never as `reminded`, and not counted as sent.
+#[tokio::test]
+async fn without_slack_reminders_are_audited_as_skipped_and_not_counted() {
+    let policy = "[[rule]]\nname = \"slow\"\ncode = '^deploy'\nremind_after_secs = 1\nremind_every_secs = 1\n";
+    let app = spawn_app_with_policy(
+        policy,
+        &[
+            ("SLACK_BOT_TOKEN", ""),
+            ("SLACK_SIGNING_SECRET", ""),
+            ("SLACK_CHANNEL_ID", ""),
+        ],
+    )
+    .await;
+    let submitted = app
+        .submit_as(AGENT_TOKEN, "", json!({ "code": "deploy web" }))
+        .await;
+    assert_eq!(
+        submitted.status,
+        StatusCode::ACCEPTED,
+        "{:?}",
+        submitted.body
+    );
+    let id = submitted.body["id"].as_str().expect("id").to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let events = loop {
+        let events = app.get(&format!("/v1/approvals/{id}/events")).await.body;
+        let skipped = events["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["kind"] == "reminder_skipped");
+        if skipped {
+            break events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reminder_skipped: {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let list = events["events"].as_array().expect("events");
+    assert!(!list.iter().any(|e| e["kind"] == "reminded"), "{events}");
+    let skipped = list
+        .iter()
+        .find(|e| e["kind"] == "reminder_skipped")
+        .expect("skipped");
+    assert!(
+        skipped["detail"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("Slack is not configured")),
+        "{skipped}"
+    );
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let sent = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("greenlight_nudges_total{kind=\"reminder\"} "))
+        .unwrap_or("0");
+    assert_eq!(sent, "0", "{metrics}");
+    assert!(
+        app.slack
+            .calls()
+            .iter()
+            .all(|c| c.method != "chat.postMessage"),
+        "nothing is posted without Slack"
+    );
+}

@@ -198,6 +198,24 @@ async fn an_invalid_policy_stops_start_up_naming_file_and_line() {
     );
 }
 
+/// The Slack settings `serve` would read, as `policy check` reads them (it contacts
+/// nothing): with them the request is explained for Slack.
+fn slack_settings() -> [(String, String); 3] {
+    [
+        (
+            "SLACK_BOT_TOKEN".to_owned(),
+            "xoxb-not-contacted".to_owned(),
+        ),
+        (
+            "SLACK_SIGNING_SECRET".to_owned(),
+            "0123456789abcdef0123456789abcdef".to_owned(),
+        ),
+        ("SLACK_CHANNEL_ID".to_owned(), "C0DEFAULT".to_owned()),
+    ]
+}
+
+/// `policy check` needs no Slack connection: it explains from the settings alone.
+/// Without the Slack settings it explains web-only mode, as `serve` would run then.
 #[test]
 fn policy_check_explains_without_slack_settings() {
     let dir = tempfile::tempdir().expect("dir");
@@ -209,7 +227,22 @@ fn policy_check_explains_without_slack_settings() {
         r#"{"code": "helm upgrade", "context": {"env": "prod"}}"#,
     )
     .expect("write");
-    let env = HashMap::from([("GREENLIGHT_POLICY".to_owned(), policy.display().to_string())]);
+    let web_only = HashMap::from([("GREENLIGHT_POLICY".to_owned(), policy.display().to_string())]);
+    // Web-only: nobody on the review page is U0SRE or U0OPS, so serve would refuse this
+    // policy; policy check says so in one line.
+    let out = crate::helpers::binary::command(&web_only, dir.path())
+        .args(["policy", "check", "--request", prod.to_str().expect("utf8")])
+        .output()
+        .expect("run greenlight");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("rule \"prod\": needs 2 approvals, but Slack is not configured")
+            && stderr.trim().lines().count() == 1,
+        "{stderr}"
+    );
+    let mut env = web_only.clone();
+    env.extend(slack_settings());
     let run = |args: &[&str]| {
         crate::helpers::binary::command(&env, dir.path())
             .args(args)
@@ -346,6 +379,7 @@ fn policy_check_refuses_a_quorum_that_can_never_be_reached() {
         std::fs::write(&policy, policy_text).expect("write");
         let mut env =
             HashMap::from([("GREENLIGHT_POLICY".to_owned(), policy.display().to_string())]);
+        env.extend(slack_settings());
         if let Some(approvers) = approvers {
             env.insert("GREENLIGHT_APPROVERS".into(), approvers.into());
         }

@@ -44,6 +44,7 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 mod error;
+pub mod manage;
 mod protocol;
 pub mod webhooks;
 pub mod wire;
@@ -56,6 +57,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 pub use error::ClientError;
+pub use manage::{Batch, BatchStatus, Grant};
 pub use protocol::MAX_POLL_WAIT_SECS;
 pub use wire::{Approval, ApprovalStatus};
 

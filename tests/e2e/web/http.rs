@@ -331,7 +331,9 @@ async fn doctor_without_slack_checks_the_database_and_the_policy() {
     );
     assert_eq!(code, 1, "{stdout}{stderr}");
 
-    // A user group cannot be read without Slack: a warning, not a silent expiry.
+    // A user group cannot be read without Slack, so a rule only it may decide could
+    // never be decided: serve refuses it at start, and doctor fails, instead of every
+    // request expiring.
     std::fs::write(
         &policy,
         "[[rule]]\nname = \"sre\"\napprovers = [\"S0SRE\"]\n",
@@ -339,12 +341,12 @@ async fn doctor_without_slack_checks_the_database_and_the_policy() {
     .expect("policy");
     let (code, stdout, stderr) = crate::helpers::binary::run(&env, dir.path(), &["doctor"]).await;
     assert!(
-        stdout
-            .lines()
-            .any(|l| l.starts_with("warn") && l.contains("S0SRE")),
+        stdout.lines().any(|l| l.starts_with("FAIL")
+            && l.contains("rule \"sre\"")
+            && l.contains("Slack is not configured")),
         "{stdout}{stderr}"
     );
-    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(code, 1, "{stdout}{stderr}");
 }
 
 /// The requester may not approve their own request on the page either (no button, and

@@ -12,7 +12,9 @@ frameworks that stop and resume, :mod:`greenlight_client.agent_framework`,
 
 __version__ = "0.1.0"
 
+from ._batch import Batch  # noqa: E402
 from ._core import Decision  # noqa: E402
+from ._manage import Grant, GreenlightError  # noqa: E402
 from .client import AsyncClient, Client  # noqa: E402
 
-__all__ = ["AsyncClient", "Client", "Decision", "__version__"]
+__all__ = ["AsyncClient", "Batch", "Client", "Decision", "Grant", "GreenlightError", "__version__"]

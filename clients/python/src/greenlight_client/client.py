@@ -8,10 +8,23 @@ import math
 import time
 from typing import Any, Dict, List, Optional
 
+from urllib.parse import quote
+
 import httpx
 
 from . import __version__
 from ._batch import Batch, batch_flow
+from ._manage import (
+    Grant,
+    GreenlightError,
+    batch_wait,
+    csrf_of,
+    parse_batch,
+    parse_grants,
+    parse_revoked,
+    signed_in,
+    unreachable,
+)
 from ._core import (
     Decision,
     Flow,
@@ -25,7 +38,7 @@ from ._core import (
     build_body,
 )
 
-__all__ = ["Client", "AsyncClient", "Decision", "Batch"]
+__all__ = ["Client", "AsyncClient", "Decision", "Batch", "Grant", "GreenlightError"]
 
 _USER_AGENT = f"greenlight-client-python/{__version__}"
 
@@ -92,6 +105,16 @@ class _Base:
             kwargs["transport"] = self._transport
         return kwargs
 
+    def _reviewer_kwargs(self) -> Dict[str, Any]:
+        """An HTTP client for a reviewer's calls: no bearer token (the server refuses any
+        ``Authorization`` header on a person's call), redirects seen, not followed."""
+        kwargs = self._client_kwargs()
+        kwargs["headers"] = {"User-Agent": _USER_AGENT}
+        return kwargs
+
+    def _timeout(self, extra: float = 0.0) -> httpx.Timeout:
+        return httpx.Timeout(self.settings.request_timeout_secs + extra, connect=self.settings.connect_timeout_secs)
+
     def _request_kwargs(self, call: HttpCall) -> Dict[str, Any]:
         headers = dict(call.headers or {})
         kwargs: Dict[str, Any] = {
@@ -138,6 +161,18 @@ class _Base:
             body["callback_url"] = callback_url
         json.dumps(body, default=str)
         return batch_flow(self.settings, body, wait=wait, idempotency_key=idempotency_key)
+
+
+def _reply(r: httpx.Response) -> Reply:
+    return Reply(r.status_code, r.headers, r.content)
+
+
+def _grant_path(grant_id: str) -> str:
+    return f"/v1/grants/{quote(str(grant_id), safe='')}"
+
+
+def _batch_path(batch_id: str) -> str:
+    return f"/v1/batches/{quote(str(batch_id), safe='')}"
 
 
 def _batch_action(action: Dict[str, Any]) -> Dict[str, Any]:
@@ -217,6 +252,47 @@ class Client(_Base):
         except Exception as exc:
             return _batch_failed(actions, exc)
 
+    def get_batch(self, batch_id: str, *, wait: float = 0) -> Batch:
+        """``GET /v1/batches/{id}``: the batch as it is now or, with ``wait`` (seconds, at
+        most 60), as soon as every item is decided within that time. One call: its
+        ``status`` is ``"pending"`` or ``"decided"``. Raises :class:`GreenlightError` when
+        refused (404 for another agent's or an unknown batch) or unreachable."""
+        seconds = batch_wait(wait)
+        try:
+            with httpx.Client(**self._client_kwargs()) as http:
+                r = http.get(_batch_path(batch_id), params={"wait": seconds}, timeout=self._timeout(seconds))
+        except (httpx.HTTPError, OSError) as exc:
+            raise unreachable(self.settings.base_url, exc) from exc
+        return parse_batch(_reply(r))
+
+    def list_grants(self, *, all: bool = False) -> List[Grant]:
+        """``GET /v1/grants``: this agent's standing grants, newest first; live ones only
+        unless ``all`` (then revoked and expired ones too). Raises
+        :class:`GreenlightError`."""
+        try:
+            with httpx.Client(**self._client_kwargs()) as http:
+                r = http.get("/v1/grants", params={"all": "true" if all else "false"}, timeout=self._timeout())
+        except (httpx.HTTPError, OSError) as exc:
+            raise unreachable(self.settings.base_url, exc) from exc
+        return parse_grants(_reply(r))
+
+    def revoke_grant(self, grant_id: str, reviewer_secret: str) -> Grant:
+        """``DELETE /v1/grants/{id}`` as a person: signs in to the review page with
+        ``reviewer_secret`` (a reviewer's secret from ``GREENLIGHT_REVIEWERS``, who made
+        the grant or is an approver of its rule) and revokes the grant with that session.
+        The agent's token is never sent (agents cannot revoke grants). Returns the
+        revoked grant (also when it was revoked before). Raises :class:`GreenlightError`:
+        401 for a wrong secret, 403 for a reviewer without a say, 404 for an unknown id."""
+        try:
+            with httpx.Client(**self._reviewer_kwargs()) as http:
+                csrf = csrf_of(_reply(http.get("/web/signin", timeout=self._timeout())))
+                signed_in(_reply(http.post("/web/signin", data={"csrf": csrf, "secret": reviewer_secret}, timeout=self._timeout())))
+                session = http.cookies.get("gl_session")
+                r = http.delete(_grant_path(grant_id), headers={"Cookie": f"gl_session={session}"}, timeout=self._timeout())
+        except (httpx.HTTPError, OSError) as exc:
+            raise unreachable(self.settings.base_url, exc) from exc
+        return parse_revoked(_reply(r))
+
 
 class AsyncClient(_Base):
     """asyncio client with the same API; ``request_approval`` is a coroutine and never raises."""
@@ -279,3 +355,34 @@ class AsyncClient(_Base):
             return await self._drive(flow)
         except Exception as exc:
             return _batch_failed(actions, exc)
+
+    async def get_batch(self, batch_id: str, *, wait: float = 0) -> Batch:
+        """Async twin of :meth:`Client.get_batch`."""
+        seconds = batch_wait(wait)
+        try:
+            async with httpx.AsyncClient(**self._client_kwargs()) as http:
+                r = await http.get(_batch_path(batch_id), params={"wait": seconds}, timeout=self._timeout(seconds))
+        except (httpx.HTTPError, OSError) as exc:
+            raise unreachable(self.settings.base_url, exc) from exc
+        return parse_batch(_reply(r))
+
+    async def list_grants(self, *, all: bool = False) -> List[Grant]:
+        """Async twin of :meth:`Client.list_grants`."""
+        try:
+            async with httpx.AsyncClient(**self._client_kwargs()) as http:
+                r = await http.get("/v1/grants", params={"all": "true" if all else "false"}, timeout=self._timeout())
+        except (httpx.HTTPError, OSError) as exc:
+            raise unreachable(self.settings.base_url, exc) from exc
+        return parse_grants(_reply(r))
+
+    async def revoke_grant(self, grant_id: str, reviewer_secret: str) -> Grant:
+        """Async twin of :meth:`Client.revoke_grant`."""
+        try:
+            async with httpx.AsyncClient(**self._reviewer_kwargs()) as http:
+                csrf = csrf_of(_reply(await http.get("/web/signin", timeout=self._timeout())))
+                signed_in(_reply(await http.post("/web/signin", data={"csrf": csrf, "secret": reviewer_secret}, timeout=self._timeout())))
+                session = http.cookies.get("gl_session")
+                r = await http.delete(_grant_path(grant_id), headers={"Cookie": f"gl_session={session}"}, timeout=self._timeout())
+        except (httpx.HTTPError, OSError) as exc:
+            raise unreachable(self.settings.base_url, exc) from exc
+        return parse_revoked(_reply(r))
