@@ -333,7 +333,7 @@ async fn two_hundred_concurrent_requests_each_get_their_own_answer() {
     });
     let ids: Vec<(usize, String)> = futures::future::join_all(submissions).await;
     app.slack
-        .wait_until(Duration::from_secs(30), "200 messages", |calls| {
+        .wait_until(Duration::from_secs(120), "200 messages", |calls| {
             calls
                 .iter()
                 .filter(|c| c.method == "chat.postMessage")
@@ -375,14 +375,31 @@ async fn two_hundred_concurrent_requests_each_get_their_own_answer() {
             (i, id, body)
         }
     });
+    let mut without_dialog = 0;
     for (i, id, body) in futures::future::join_all(rounds).await {
         assert_eq!(body["id"], id.as_str());
         assert_eq!(body["approved"], i % 2 == 0, "request {i}: {body}");
         assert_eq!(body["decided_by"], format!("U0R{i}"));
         if i % 2 == 1 {
-            assert_eq!(body["reason"], format!("no {i}"));
+            // Slack gives a click's trigger 3 s to open the reason dialog. On a machine
+            // loaded enough that 100 `views.open` calls miss that window, greenlight
+            // denies at once without a reason, as it must; the typed reason then finds
+            // the request decided. Either way the request has its own reviewer's denial.
+            let reason = body["reason"].as_str().expect("reason");
+            if reason != format!("no {i}") {
+                assert!(
+                    reason.ends_with("no reason was given (the reason dialog could not be opened)"),
+                    "request {i}: {body}"
+                );
+                without_dialog += 1;
+            }
         }
     }
+    assert!(
+        without_dialog < 100,
+        "no reason dialog opened at all: the typed reasons were never checked"
+    );
+    eprintln!("{without_dialog} of 100 denials missed the dialog's 3 s window");
 }
 
 #[tokio::test]

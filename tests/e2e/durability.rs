@@ -312,7 +312,7 @@ async fn kill_nine_and_restart_loses_nothing() {
         expires.push(answer["expires_at"].as_str().expect("expires").to_owned());
     }
     let posts = slack
-        .wait_until(Duration::from_secs(10), "three messages", |c| {
+        .wait_until(Duration::from_secs(30), "three messages", |c| {
             c.iter().filter(|c| c.method == "chat.postMessage").count() >= 3
         })
         .await;
@@ -361,7 +361,7 @@ async fn kill_nine_and_restart_loses_nothing() {
     assert_eq!(short["approved"], false);
     let short_ts = ts_of(&ids[0]);
     slack
-        .wait_until(Duration::from_secs(10), "the expired message update", |c| {
+        .wait_until(Duration::from_secs(30), "the expired message update", |c| {
             c.iter()
                 .any(|c| c.method == "chat.update" && c.body["ts"] == short_ts.as_str())
         })
@@ -580,7 +580,7 @@ async fn kill_nine_amid_a_thousand_acknowledgements_loses_none_and_decides_each_
     }))
     .await;
     slack
-        .wait_until(Duration::from_secs(30), "the pending messages", |calls| {
+        .wait_until(Duration::from_secs(120), "the pending messages", |calls| {
             calls
                 .iter()
                 .filter(|c| c.method == "chat.postMessage" && c.succeeded)
@@ -845,7 +845,7 @@ async fn a_thousand_concurrent_requests_are_each_persisted_once() {
     }))
     .await;
     app.slack
-        .wait_until(Duration::from_secs(60), "1000 messages", |c| {
+        .wait_until(Duration::from_secs(180), "1000 messages", |c| {
             c.iter().filter(|c| c.method == "chat.postMessage").count() >= N
         })
         .await;
