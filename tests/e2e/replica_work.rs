@@ -283,13 +283,14 @@ async fn reminders_and_escalations_across_three_replicas_are_sent_once() {
                 >= REQUESTS * 4
         })
         .await;
-    // Decided (on another replica than submitted it): the nudges stop.
+    // Approved (on another replica than submitted it): the nudges stop. (Deny would
+    // open the reason dialog first.)
     for (n, id) in ids.iter().enumerate() {
         try_click(
             &http,
             &replicas[(n + 1) % 3].url(""),
             id,
-            "greenlight_deny",
+            "greenlight_approve",
             "U0ALICE",
         )
         .await;
@@ -297,10 +298,10 @@ async fn reminders_and_escalations_across_three_replicas_are_sent_once() {
             &http,
             &replicas[(n + 2) % 3].url(""),
             id,
-            Some("greenlight_deny"),
+            Some("greenlight_approve"),
         )
         .await;
-        assert_eq!(last["status"], "denied", "{last}");
+        assert_eq!(last["status"], "approved", "{last}");
     }
     wait_count(
         &db,
