@@ -335,6 +335,10 @@ impl Config {
         let agents: Vec<&str> = api_tokens.iter().map(|t| t.name.as_str()).collect();
         let callbacks = crate::callbacks::CallbackSettings::from_lookup(non_empty, &agents)
             .map_err(|(var, problem)| ConfigError::Invalid { var, problem })?;
+        // Read where they are used (`leases::from_env`); checked here so that a lease
+        // some work could outlive stops start-up.
+        crate::leases::check(non_empty)
+            .map_err(|(var, problem)| ConfigError::Invalid { var, problem })?;
 
         Ok(Self {
             callbacks,

@@ -21,6 +21,8 @@
 //!   the `greenlight hook` command hooks (the HTTP hook is in [`http`]).
 //! - [`mcp`]: `greenlight mcp`, an MCP server with a `request_approval` tool.
 //! - [`audit`]: exporting the audit trail as JSON lines.
+//! - [`leases`]: how long shared work is claimed on PostgreSQL, and the fence that
+//!   stops a replica sending once its claim may have lapsed.
 //! - [`backoff`]: the one backoff (doubling, capped, jittered) every retry loop uses.
 //! - [`slack`]: the Slack adapter: Web API client, request signatures, Block Kit,
 //!   interaction payloads and handling, the outbox worker, the Socket Mode receiver.
@@ -46,6 +48,7 @@ pub mod doctor;
 pub mod error;
 pub mod hooks;
 pub mod http;
+pub mod leases;
 pub mod limits;
 pub mod logging;
 pub mod mcp;

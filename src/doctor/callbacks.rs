@@ -4,9 +4,9 @@
 //! not parse, a secret that is not `whsec_` + base64 of at least 16 bytes, a secret
 //! for an agent that does not exist): `doctor` then fails with the configuration line.
 //! What loads but still cannot deliver is found here: hosts without any agent allowed
-//! to use them (no secret), secrets without hosts, agents left without a secret, and a
-//! PostgreSQL claim lease (`GREENLIGHT_CALLBACK_LEASE_SECS`) no longer than one
-//! attempt, with which two replicas could send the same slow attempt.
+//! to use them (no secret), secrets without hosts, and agents left without a secret.
+//! (A claim lease too short for an attempt is refused with the configuration, by
+//! [`crate::leases::check`].)
 
 use std::time::Duration;
 
@@ -19,34 +19,14 @@ use crate::{
 const NAME: &str = "callbacks";
 
 /// The callbacks line: `ok` with what is allowed, `warn` when no `callback_url` can
-/// ever be accepted although callbacks are half set up, `FAIL` for a lease shorter
-/// than an attempt.
+/// ever be accepted although callbacks are half set up.
 pub(super) fn check(config: &Config) -> Check {
-    let lease = std::env::var("GREENLIGHT_CALLBACK_LEASE_SECS").ok();
     let agents: Vec<&str> = config.api_tokens.iter().map(|t| t.name.as_str()).collect();
-    describe(&config.callbacks, &agents, lease.as_deref())
+    describe(&config.callbacks, &agents)
 }
 
-/// The check for `settings`, the configured agent names and the raw lease setting.
-fn describe(settings: &CallbackSettings, agents: &[&str], lease: Option<&str>) -> Check {
-    if let Some(raw) = lease.map(str::trim).filter(|r| !r.is_empty()) {
-        match raw
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s > 0.0)
-        {
-            None => {
-                return Check::new(Level::Fail, NAME, format!("GREENLIGHT_CALLBACK_LEASE_SECS = {raw:?} is not a positive number of seconds"));
-            }
-            Some(secs) if Duration::from_secs_f64(secs) <= ATTEMPT_TIMEOUT => {
-                return Check::new(Level::Fail, NAME, format!(
-                    "GREENLIGHT_CALLBACK_LEASE_SECS = {raw} is not longer than one delivery attempt ({} s): on PostgreSQL another replica could send a slow attempt again; unset it (15 s) or raise it",
-                    ATTEMPT_TIMEOUT.as_secs()
-                ));
-            }
-            Some(_) => {}
-        }
-    }
+/// The check for `settings` and the configured agent names.
+fn describe(settings: &CallbackSettings, agents: &[&str]) -> Check {
     let hosts: Vec<String> = settings
         .hosts
         .iter()
@@ -138,12 +118,11 @@ mod tests {
 
     #[test]
     fn half_set_up_callbacks_warn() {
-        let off = describe(&settings(&[]), &["ci", "other"], None);
+        let off = describe(&settings(&[]), &["ci", "other"]);
         assert_eq!(off.level, Level::Ok, "{off}");
         let no_secret = describe(
             &settings(&[("GREENLIGHT_CALLBACK_HOSTS", "hooks.example.com")]),
             &["ci", "other"],
-            None,
         );
         assert_eq!(no_secret.level, Level::Warn, "{no_secret}");
         assert!(no_secret
@@ -152,7 +131,6 @@ mod tests {
         let no_host = describe(
             &settings(&[("GREENLIGHT_CALLBACK_SECRETS", SECRET)]),
             &["ci", "other"],
-            None,
         );
         assert_eq!(no_host.level, Level::Warn, "{no_host}");
         assert!(
@@ -172,20 +150,11 @@ mod tests {
                 ("GREENLIGHT_CALLBACK_SECRETS", SECRET),
             ]),
             &["ci", "other"],
-            None,
         );
         assert_eq!(check.level, Level::Ok, "{check}");
         assert_eq!(
             check.detail,
             "hosts hooks.example.com, app.internal:8443; signing secrets (whsec_ format) for ci; up to 12 attempts over about 19 min; no secret, so their callback_url is refused: other"
         );
-    }
-
-    #[test]
-    fn a_lease_no_longer_than_an_attempt_fails() {
-        let s = settings(&[]);
-        assert_eq!(describe(&s, &[], Some("10")).level, Level::Fail);
-        assert_eq!(describe(&s, &[], Some("soon")).level, Level::Fail);
-        assert_eq!(describe(&s, &[], Some("15")).level, Level::Ok);
     }
 }

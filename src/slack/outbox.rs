@@ -16,6 +16,13 @@
 //! Each channel's posts go through that channel's [`Pacer`]: after Slack's first 429
 //! the lane sends at the rate the channel has shown, instead of bursting into the
 //! limit and waiting out a refusal per burst.
+//!
+//! On PostgreSQL a lane sends only while its replica holds the channel's lease: it
+//! renews the lease beside the batch and drops the batch (with the Slack call in
+//! flight) the moment the lease is lost or can no longer be vouched for; writes that
+//! complete a row refuse once another replica took the channel over
+//! (`StoreError::LeaseLost`), which also ends the batch. Why that is enough, and what
+//! remains, is in `crate::leases`.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -39,7 +46,7 @@ use crate::{
     model::Approval,
     store::{
         outbox::{Kind, Row, Trouble},
-        NewEvent, Store,
+        NewEvent, Store, StoreError,
     },
 };
 
@@ -170,6 +177,9 @@ impl OutboxWorker {
         let mut done = Vec::new();
         let mut store_trouble = store_retrying();
         loop {
+            // Taken before the claim is sent: the lease it takes lapses no sooner than
+            // a lease from now (`leases::Fence`).
+            let sent_at = Instant::now();
             let claimed = self
                 .store()
                 .claim_outbox(channel, Utc::now(), CLAIM, done.clone())
@@ -209,18 +219,63 @@ impl OutboxWorker {
                 }
                 continue;
             }
-            let claimed = Instant::now();
-            for mut row in rows {
-                if row.kind == Kind::Post && claimed.elapsed() > FRESH {
-                    // Slack held the lane up: the request may have been decided since.
-                    match self.store().get(row.approval_id).await {
-                        Ok(now) => row.approval = now,
-                        Err(error) => {
-                            tracing::warn!(request_id = %row.approval_id, %error, "could not re-read a request before posting")
-                        }
+            let batch = self.send_batch(channel, rows, &mut done, &mut store_trouble);
+            let held = self.hold_lane(channel, sent_at);
+            // Whichever ends first: a lost lease drops the batch, and with it the
+            // Slack call in flight, before another replica may claim the rows.
+            let lost = tokio::select! {
+                lost = held => Some(lost),
+                sent = batch => sent.err(),
+            };
+            if let Some(lost) = lost {
+                tracing::warn!(%channel, why = %lost, "lost the outbox lane's lease mid-batch; stopped sending and left the rest to the replica that holds it");
+            }
+        }
+    }
+
+    /// Holds `channel`'s lease while a batch claimed at `sent_at` is sent (see
+    /// `crate::leases::hold`); returns only when the lease is lost or can no longer be
+    /// vouched for. On SQLite the one process owns every lane: never returns.
+    async fn hold_lane(&self, channel: &str, sent_at: Instant) -> String {
+        if !self.store().is_postgres() {
+            return std::future::pending().await;
+        }
+        let fence = crate::leases::Fence::new(crate::leases::from_env().outbox, sent_at);
+        match crate::leases::hold(fence, || self.store().renew_outbox_lane(channel)).await {
+            crate::leases::Lost::Taken => "another replica took the lease".into(),
+            crate::leases::Lost::Unconfirmed(error) => {
+                format!("the lease could not be renewed in time: {error}")
+            }
+        }
+    }
+
+    /// Sends claimed `rows` in order. `Err` (why) when a completion write found the
+    /// lane taken over by another replica: the rest of the batch is the other
+    /// replica's to send.
+    async fn send_batch(
+        &self,
+        channel: &str,
+        rows: Vec<Row>,
+        done: &mut Vec<i64>,
+        store_trouble: &mut Retrying,
+    ) -> Result<(), String> {
+        let claimed = Instant::now();
+        for mut row in rows {
+            if row.kind == Kind::Post && claimed.elapsed() > FRESH {
+                // Slack held the lane up: the request may have been decided since.
+                match self.store().get(row.approval_id).await {
+                    Ok(now) => row.approval = now,
+                    Err(error) => {
+                        tracing::warn!(request_id = %row.approval_id, %error, "could not re-read a request before posting")
                     }
                 }
-                if let Err(error) = self.deliver(&row, &mut done).await {
+            }
+            match self.deliver(&row, done).await {
+                Ok(()) => {}
+                Err(ServiceError::Store(error @ StoreError::LeaseLost(_))) => {
+                    return Err(error.to_string())
+                }
+                Err(error) => {
                     // The row stays claimed and is tried again when its lane next runs.
                     let step = store_trouble.failed();
                     if step.log {
@@ -228,12 +283,17 @@ impl OutboxWorker {
                     }
                     tokio::time::sleep(step.delay).await;
                 }
-                if let Err(error) = self.store().outbox_delivered(&mut done).await {
-                    // Still in `done`: the next claim removes them.
-                    tracing::warn!(%channel, %error, "could not remove delivered outbox rows now");
+            }
+            match self.store().outbox_delivered(channel, done).await {
+                Ok(()) => {}
+                Err(error @ StoreError::LeaseLost(_)) => return Err(error.to_string()),
+                // Still in `done`: the next claim removes them.
+                Err(error) => {
+                    tracing::warn!(%channel, %error, "could not remove delivered outbox rows now")
                 }
             }
         }
+        Ok(())
     }
 
     async fn deliver(&self, row: &Row, done: &mut Vec<i64>) -> Result<(), ServiceError> {

@@ -92,6 +92,11 @@ pub enum StoreError {
     Commit(String),
     #[error("the database was opened read-only")]
     ReadOnly,
+    /// A write that completes leased work found the lease taken over by another
+    /// replica (PostgreSQL; see `crate::leases`): the write did not happen, and the
+    /// work is the other replica's now.
+    #[error("this replica no longer holds {0}: another replica took it over")]
+    LeaseLost(String),
     /// Another process holds the database for writing (see [`Store::connect`]).
     #[error("{0} is in use by another greenlight serve: one process per SQLite database (stop the other first)")]
     InUse(String),

@@ -113,16 +113,28 @@ impl Store {
     /// not leave them to be sent again by the next claimer (on any replica). On SQLite
     /// they wait for the lane's next claim, whose own write removes them (the lane's
     /// one process resumes them itself).
-    pub async fn outbox_delivered(&self, done: &mut Vec<i64>) -> StoreResult<()> {
+    /// On PostgreSQL the removal is fenced: it fails with `StoreError::LeaseLost` once
+    /// another replica took `channel`'s lane over.
+    pub async fn outbox_delivered(&self, channel: &str, done: &mut Vec<i64>) -> StoreResult<()> {
         match &self.backend {
             super::Backend::Sqlite(_) => Ok(()),
             super::Backend::Postgres(db) => {
                 if !done.is_empty() {
-                    db.outbox_delete(done).await?;
+                    db.outbox_delete(channel, done).await?;
                     done.clear();
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Renews this replica's lease on `channel`'s lane while the lane works (see
+    /// `crate::leases::hold`): `Ok(false)` when another replica holds it now. On SQLite
+    /// the one process owns every lane, so it is always `true`.
+    pub async fn renew_outbox_lane(&self, channel: &str) -> StoreResult<bool> {
+        match &self.backend {
+            super::Backend::Sqlite(_) => Ok(true),
+            super::Backend::Postgres(db) => db.renew_outbox_lane(channel).await,
         }
     }
 
@@ -134,7 +146,9 @@ impl Store {
     }
 
     /// A post (or FYI) reached Slack: remembers where the message is, with its
-    /// `posted` event, and removes the row. A request decided while its post was in
+    /// `posted` event, and removes the row (on PostgreSQL only while the lane's lease is
+    /// still this replica's, else `StoreError::LeaseLost`; so are `outbox_done` and
+    /// `outbox_retry`). A request decided while its post was in
     /// flight gets a rewrite queued, so the message shows the outcome.
     pub async fn posted(&self, row: &Row, channel: String, ts: String) -> StoreResult<Approval> {
         let approval = dispatch!(self, posted(row, channel, ts))?;

@@ -300,8 +300,10 @@ impl KilledMidDelivery {
         let dir = tempfile::tempdir().expect("dir");
         let mut vars = settings(&receiver);
         // On PostgreSQL the killed server's claim keeps the delivery from others until
-        // its lease lapses (15 s by default): short here, where nothing else sends it.
-        vars.push(("GREENLIGHT_CALLBACK_LEASE_SECS", "2".into()));
+        // its lease lapses (15 s by default): short here, where nothing else sends it
+        // (start-up requires the lease to outlast an attempt by 1 s).
+        vars.push(("GREENLIGHT_CALLBACK_LEASE_SECS", "3".into()));
+        vars.push(("GREENLIGHT_CALLBACK_TIMEOUT_SECS", "2".into()));
         let first = Self::serve(&slack, &dir, &vars, "first.log").await;
         let http = reqwest::Client::new();
         let mut body = request("make deploy");

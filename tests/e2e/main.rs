@@ -5,6 +5,7 @@ mod agent_api;
 mod approval_loop;
 mod approvers;
 mod batches;
+mod callback_fairness;
 mod callbacks;
 mod client;
 mod client_manage;

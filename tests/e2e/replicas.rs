@@ -22,6 +22,11 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 
+// Work shared by the replicas (callbacks, nudges, grants, slow Slack calls): tests
+// named `replicas::work::…`, so the suite runs them with the others here, one at a time.
+#[path = "replica_work.rs"]
+mod work;
+
 use crate::helpers::{
     base_env,
     binary::Binary,
@@ -83,13 +88,13 @@ impl Drop for Server {
 
 /// A round-robin TCP proxy: each new connection goes to the next replica that
 /// accepts it (a dead one is passed over).
-struct Proxy {
+pub(crate) struct Proxy {
     addr: SocketAddr,
     backends: Arc<Mutex<Vec<SocketAddr>>>,
 }
 
 impl Proxy {
-    async fn start(backends: Vec<SocketAddr>) -> Self {
+    pub(crate) async fn start(backends: Vec<SocketAddr>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let backends = Arc::new(Mutex::new(backends));
@@ -114,18 +119,18 @@ impl Proxy {
         Self { addr, backends }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// Takes `addr` out of the rotation (a replica that was killed).
-    fn remove(&self, addr: SocketAddr) {
+    pub(crate) fn remove(&self, addr: SocketAddr) {
         self.backends.lock().expect("lock").retain(|a| *a != addr);
     }
 }
 
 /// `n` replicas on a fresh database of `server`, all against `slack`.
-async fn replicas(
+pub(crate) async fn replicas(
     server: &Server,
     slack: &FakeSlack,
     dir: &Path,
@@ -149,7 +154,7 @@ async fn replicas(
 }
 
 /// A client that opens a new connection per call, so the proxy spreads calls.
-fn unpooled() -> reqwest::Client {
+pub(crate) fn unpooled() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(90))
@@ -157,7 +162,7 @@ fn unpooled() -> reqwest::Client {
         .expect("client")
 }
 
-async fn submit(
+pub(crate) async fn submit(
     http: &reqwest::Client,
     base: &str,
     body: &Value,
@@ -180,7 +185,12 @@ async fn submit(
 /// Long-polls `id` until it is final (retrying through whichever replica answers),
 /// clicking `action` again before each poll when given (a click that reached the
 /// killed replica may have been lost; a repeat changes nothing once decided).
-async fn wait_final(http: &reqwest::Client, base: &str, id: &str, action: Option<&str>) -> Value {
+pub(crate) async fn wait_final(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    action: Option<&str>,
+) -> Value {
     for _ in 0..300 {
         if let Some(action) = action {
             for user in ["U0ALICE", "U0BOB"] {
@@ -206,7 +216,7 @@ async fn wait_final(http: &reqwest::Client, base: &str, id: &str, action: Option
 }
 
 /// Waits until `id`'s trail has its `posted` entry (read through any replica).
-async fn wait_posted(http: &reqwest::Client, base: &str, id: &str) {
+pub(crate) async fn wait_posted(http: &reqwest::Client, base: &str, id: &str) {
     for _ in 0..3000 {
         if let Ok(response) = http
             .get(format!("{base}/v1/approvals/{id}/events"))
@@ -230,7 +240,13 @@ async fn wait_posted(http: &reqwest::Client, base: &str, id: &str) {
 
 /// A signed click whose failure (the replica behind the connection was killed) is
 /// only retried by the caller's loop.
-async fn try_click(http: &reqwest::Client, base: &str, id: &str, action: &str, user: &str) {
+pub(crate) async fn try_click(
+    http: &reqwest::Client,
+    base: &str,
+    id: &str,
+    action: &str,
+    user: &str,
+) {
     let payload = TestApp::click_payload(id, action, user);
     let now = Utc::now().timestamp();
     let (body, signature) = TestApp::signed_form(&payload, now);
@@ -244,7 +260,7 @@ async fn try_click(http: &reqwest::Client, base: &str, id: &str, action: &str, u
         .await;
 }
 
-async fn click(http: &reqwest::Client, base: &str, id: &str, action: &str, user: &str) {
+pub(crate) async fn click(http: &reqwest::Client, base: &str, id: &str, action: &str, user: &str) {
     let payload = TestApp::click_payload(id, action, user);
     let response = post_signed(http, base, &payload).await;
     assert!(

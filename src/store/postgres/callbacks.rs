@@ -1,11 +1,15 @@
 //! PostgreSQL: decision callbacks (`callback_targets`, `callbacks`; migration
 //! postgres/0002), delivered by the callbacks workers of every replica.
 //!
-//! A claim takes due rows `FOR UPDATE SKIP LOCKED` and, in the same statement, raises
+//! A claim takes due rows `FOR UPDATE SKIP LOCKED` and, in the same transaction, raises
 //! their `attempts` and moves their `not_before` a lease ahead ([`lease`]): no other
 //! replica claims them until the attempt is over (the row is removed or given its
-//! retry time) or the lease lapses (the claimer died). So two replicas never send the
-//! same attempt. A queued delivery `NOTIFY`s every replica's callbacks worker.
+//! retry time) or the lease lapses (the claimer died). The attempt itself cannot
+//! outlive the lease: its timeout is shorter by a margin checked at start-up, and the
+//! worker cuts it at the claim's fence (`crate::leases`). The retry write is
+//! conditional on `attempts` being this claim's, so a late writer never moves a row
+//! another replica claimed since. So two replicas never send the same attempt. A
+//! queued delivery `NOTIFY`s every replica's callbacks worker.
 
 use std::time::Duration;
 
@@ -18,26 +22,18 @@ use super::{
     listen::{notify, Note},
     Postgres,
 };
-use crate::callbacks::settings::ATTEMPT_TIMEOUT;
 use crate::model::{rfc3339, Approval, ApprovalId};
-use crate::store::callbacks::{payload, Delivery, APPROVAL_DECIDED};
+use crate::store::callbacks::{payload, ClaimShape, Delivery, APPROVAL_DECIDED};
 use crate::store::rows::parse_time;
 use crate::store::{NewEvent, StoreError, StoreResult};
 
 /// How long a claim keeps its deliveries from other replicas: over one attempt
-/// (bounded by [`ATTEMPT_TIMEOUT`], 10 s) and the writes that record it, so 15 s
-/// unless `GREENLIGHT_CALLBACK_LEASE_SECS` says otherwise (tests that kill a replica
-/// mid-send shorten it; a lease shorter than an attempt could let a second replica
-/// send a slow attempt again).
+/// (`GREENLIGHT_CALLBACK_TIMEOUT_SECS`, 10 s) and the writes that record it, so 15 s
+/// unless `GREENLIGHT_CALLBACK_LEASE_SECS` says otherwise; start-up refuses a lease
+/// that does not exceed the attempt timeout by `leases::CALLBACK_MARGIN`
+/// (`crate::leases`).
 pub fn lease() -> Duration {
-    std::env::var("GREENLIGHT_CALLBACK_LEASE_SECS")
-        .ok()
-        .and_then(|raw| raw.parse::<f64>().ok())
-        .filter(|secs| secs.is_finite() && *secs > 0.0)
-        .map_or(
-            ATTEMPT_TIMEOUT + Duration::from_secs(5),
-            Duration::from_secs_f64,
-        )
+    crate::leases::from_env().callback
 }
 
 /// Remembers `url` as request `id`'s callback, inside the insert's transaction.
@@ -105,19 +101,39 @@ impl Postgres {
     pub async fn claim_callbacks(
         &self,
         now: DateTime<Utc>,
-        limit: u32,
+        shape: &ClaimShape,
     ) -> StoreResult<Vec<Delivery>> {
         let lease =
             chrono::Duration::from_std(lease()).unwrap_or_else(|_| chrono::Duration::zero());
         let mut tx = self.begin().await?;
-        let rows = sqlx::query(
-            "UPDATE callbacks SET attempts = attempts + 1, not_before = $3 WHERE seq IN
-               (SELECT seq FROM callbacks WHERE not_before <= $1
-                ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
-             RETURNING seq, event_id, agent, url, body, audit_id, attempts",
+        // Candidates, locked for this transaction: due, not in flight here, not for a
+        // receiver already at its cap; then at most `per_host` each (`ClaimShape::pick`).
+        let candidates = sqlx::query(
+            "SELECT seq, url FROM callbacks WHERE not_before <= $1
+               AND seq <> ALL($2)
+               AND NOT EXISTS (SELECT 1 FROM unnest($3::text[]) AS busy(prefix)
+                                WHERE left(url, length(busy.prefix)) = busy.prefix)
+             ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED",
         )
         .bind(rfc3339(now))
-        .bind(i64::from(limit))
+        .bind(shape.in_flight_seqs())
+        .bind(shape.busy())
+        .bind(i64::from(shape.window()))
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("seq")?, row.try_get("url")?)))
+        .collect::<StoreResult<Vec<(i64, String)>>>()?;
+        let picked = shape.pick(&candidates);
+        if picked.is_empty() {
+            self.commit(tx).await?;
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "UPDATE callbacks SET attempts = attempts + 1, not_before = $2 WHERE seq = ANY($1)
+             RETURNING seq, event_id, agent, url, body, audit_id, attempts",
+        )
+        .bind(&picked)
         .bind(rfc3339(now + lease))
         .fetch_all(&mut *tx)
         .await?;
@@ -140,10 +156,12 @@ impl Postgres {
             .collect()
     }
 
-    pub async fn next_callback_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        let at: Option<String> = sqlx::query_scalar("SELECT MIN(not_before) FROM callbacks")
-            .fetch_one(&self.pool)
-            .await?;
+    pub async fn next_callback_due(&self, in_flight: &[i64]) -> StoreResult<Option<DateTime<Utc>>> {
+        let at: Option<String> =
+            sqlx::query_scalar("SELECT MIN(not_before) FROM callbacks WHERE seq <> ALL($1)")
+                .bind(in_flight)
+                .fetch_one(&self.pool)
+                .await?;
         at.map(|raw| parse_time(&raw, "callbacks.not_before"))
             .transpose()
     }

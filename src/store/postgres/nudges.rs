@@ -10,7 +10,7 @@ use sqlx::{Postgres as Pg, Row as _, Transaction};
 use super::{
     insert_event,
     listen::{notify, Note},
-    outbox::enqueue_in,
+    outbox::{channel_of, enqueue_in, fence_in},
     Postgres,
 };
 use crate::model::{rfc3339, Approval, ApprovalId};
@@ -175,6 +175,10 @@ impl Postgres {
         ts: String,
     ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
+        // Completes an outbox row: only while its lane is still ours (`outbox::fence_in`).
+        if let Some(lane) = channel_of(&mut tx, seq).await? {
+            fence_in(&mut tx, &self.me, &lane).await?;
+        }
         let status: String = sqlx::query_scalar(
             "UPDATE approvals SET escalation_channel = $1, escalation_ts = $2 WHERE id = $3
              RETURNING status",

@@ -1,16 +1,23 @@
 //! PostgreSQL: the Slack outbox shared by every replica.
 //!
 //! A channel's rows are delivered by one replica at a time: the one holding the
-//! channel's lease (`outbox_lanes`), taken or renewed by each claim and released by a
-//! claim that finds nothing to do. Each claim renews the lease; a lease that lapsed in
-//! the middle of a batch (a Slack call slower than the lease) could let a second
-//! replica take the same rows, so the lease is long (30 s) next to Slack's timeouts. Claimed rows are locked `FOR UPDATE SKIP LOCKED`
-//! for the claim's transaction. So no two replicas post or rewrite the same message,
-//! and a channel's messages keep their order. A replica killed while holding a lease
-//! only delays its channels until the lease lapses ([`lease`], 30 s unless
-//! `GREENLIGHT_OUTBOX_LEASE_SECS` says otherwise); the next claimer finds the rows
-//! with `attempts > 0` and looks in the channel's history before posting again
-//! (`slack::history`), so a post that reached Slack before the crash is not repeated.
+//! channel's lease (`outbox_lanes`), taken or renewed by each claim, renewed by the
+//! lane while it works ([`Postgres::renew_outbox_lane`], see `crate::leases`) and
+//! released by a claim that finds nothing to do. Claimed rows are locked
+//! `FOR UPDATE SKIP LOCKED` for the claim's transaction. So no two replicas post or
+//! rewrite the same message, and a channel's messages keep their order.
+//!
+//! Work that outlives its lease: every write that completes a row (`posted`,
+//! `outbox_done`, `outbox_retry`, removing delivered rows) first locks the lane's row
+//! and checks the lease is still this replica's ([`fence_in`]); if another replica
+//! took it over, the write changes nothing and fails with
+//! [`StoreError::LeaseLost`], and the lane stops before its next Slack call (the lane
+//! also stops on its own once it cannot renew, `crate::leases::hold`). The new owner
+//! finds the rows with `attempts > 1` and looks in the channel's history before
+//! posting again (`slack::history`), so a post that reached Slack is not repeated.
+//!
+//! A replica killed while holding a lease only delays its channels until the lease
+//! lapses (30 s unless `GREENLIGHT_OUTBOX_LEASE_SECS` says otherwise).
 
 use std::time::Duration;
 
@@ -29,15 +36,55 @@ use crate::store::{
     NewEvent, StoreError, StoreResult,
 };
 
-/// How long a claim keeps a channel for its replica: longer than a lane takes to send
-/// a claimed batch (Slack calls are bounded by the client's timeouts), short enough
-/// that a dead replica's channels resume soon.
+/// How long a claim (or a renewal) keeps a channel for its replica: 30 s unless
+/// `GREENLIGHT_OUTBOX_LEASE_SECS` says otherwise (checked at start-up, `crate::leases`).
+/// The lane renews it while it works, so a long batch keeps it; a dead replica's
+/// channels resume once it lapses.
 pub fn lease() -> Duration {
-    std::env::var("GREENLIGHT_OUTBOX_LEASE_SECS")
-        .ok()
-        .and_then(|raw| raw.parse::<f64>().ok())
-        .filter(|secs| secs.is_finite() && *secs > 0.0)
-        .map_or(Duration::from_secs(30), Duration::from_secs_f64)
+    crate::leases::from_env().outbox
+}
+
+/// The lease as milliseconds, as the SQL takes it.
+fn lease_ms() -> i64 {
+    i64::try_from(lease().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Fences a completion write: locks `channel`'s lane row and checks it is still this
+/// replica's (`me`). Holding the row lock until the write commits orders it against a
+/// claim by another replica: either the write commits first (the claimer then sees
+/// its effect), or the claim took the lease first and the write is refused
+/// ([`StoreError::LeaseLost`]) so the lane stops. A lease that merely lapsed but was
+/// taken by no one is still ours: nobody else can have sent the row.
+pub(super) async fn fence_in(
+    tx: &mut Transaction<'static, Pg>,
+    me: &str,
+    channel: &str,
+) -> StoreResult<()> {
+    let owner: Option<String> =
+        sqlx::query_scalar("SELECT owner FROM outbox_lanes WHERE channel = $1 FOR UPDATE")
+            .bind(channel)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if owner.as_deref() == Some(me) {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost(format!(
+            "the Slack outbox lane of {channel}"
+        )))
+    }
+}
+
+/// The channel of outbox row `seq`, if it is still there.
+pub(super) async fn channel_of(
+    tx: &mut Transaction<'static, Pg>,
+    seq: i64,
+) -> StoreResult<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT channel FROM outbox WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&mut **tx)
+            .await?,
+    )
 }
 
 /// Adds a row inside the caller's transaction (see the SQLite twin), and tells every
@@ -88,7 +135,7 @@ impl Postgres {
                 .execute(&mut *tx)
                 .await?;
         }
-        let lease_ms = i64::try_from(lease().as_millis()).unwrap_or(i64::MAX);
+        let lease_ms = lease_ms();
         let leased = sqlx::query(
             "INSERT INTO outbox_lanes (channel, owner, claimed_until)
              VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond')
@@ -144,9 +191,26 @@ impl Postgres {
         Ok(claimed)
     }
 
-    /// Removes delivered rows `seqs`, in one transaction.
-    pub async fn outbox_delete(&self, seqs: &[i64]) -> StoreResult<()> {
+    /// Extends this replica's lease on `channel` by a full lease from now (the
+    /// database's clock). `false` when the lease is another replica's, or gone.
+    pub async fn renew_outbox_lane(&self, channel: &str) -> StoreResult<bool> {
+        let renewed = sqlx::query(
+            "UPDATE outbox_lanes SET claimed_until = clock_timestamp() + $3 * interval '1 millisecond'
+             WHERE channel = $1 AND owner = $2 RETURNING 1",
+        )
+        .bind(channel)
+        .bind(&*self.me)
+        .bind(lease_ms())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(renewed.is_some())
+    }
+
+    /// Removes delivered rows `seqs` of `channel`, in one transaction, while the lane
+    /// is still this replica's ([`fence_in`]).
+    pub async fn outbox_delete(&self, channel: &str, seqs: &[i64]) -> StoreResult<()> {
         let mut tx = self.begin().await?;
+        fence_in(&mut tx, &self.me, channel).await?;
         sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
             .bind(seqs)
             .execute(&mut *tx)
@@ -180,6 +244,7 @@ impl Postgres {
     pub async fn posted(&self, row: &Row, channel: String, ts: String) -> StoreResult<Approval> {
         let (seq, id, kind) = (row.seq, row.approval_id, row.kind);
         let mut tx = self.begin().await?;
+        fence_in(&mut tx, &self.me, &row.channel).await?;
         let stored = sqlx::query(&format!(
             "UPDATE approvals SET channel = $1, message_ts = $2 WHERE id = $3
              RETURNING {APPROVAL_COLUMNS}"
@@ -222,6 +287,9 @@ impl Postgres {
         audit: Option<(ApprovalId, NewEvent)>,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
+        if let Some(channel) = channel_of(&mut tx, seq).await? {
+            fence_in(&mut tx, &self.me, &channel).await?;
+        }
         if let Some((id, event)) = &audit {
             insert_event(&mut tx, *id, Utc::now(), event).await?;
         }
@@ -236,6 +304,9 @@ impl Postgres {
         audit: (ApprovalId, NewEvent),
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
+        if let Some(channel) = channel_of(&mut tx, seq).await? {
+            fence_in(&mut tx, &self.me, &channel).await?;
+        }
         insert_event(&mut tx, audit.0, Utc::now(), &audit.1).await?;
         sqlx::query("UPDATE outbox SET not_before = $1 WHERE seq = $2")
             .bind(rfc3339(not_before))

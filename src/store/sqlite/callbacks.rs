@@ -1,6 +1,6 @@
 //! Decision callbacks on SQLite: `callback_targets` and the `callbacks` delivery rows
-//! (migration 0005). The one callbacks worker claims rows through the writer and
-//! sends them to the end before it claims again, so nothing is sent twice at once.
+//! (migration 0005). The one callbacks worker claims rows through the writer, never
+//! one it has in flight, so nothing is sent twice at once.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -8,7 +8,7 @@ use sqlx::Row as _;
 
 use super::{insert_event, Sqlite};
 use crate::model::{rfc3339, Approval, ApprovalId};
-use crate::store::callbacks::{payload, Delivery, APPROVAL_DECIDED};
+use crate::store::callbacks::{payload, ClaimShape, Delivery, APPROVAL_DECIDED};
 use crate::store::{NewEvent, StoreError, StoreResult};
 
 /// Remembers `url` as request `id`'s callback, inside the insert's transaction.
@@ -67,39 +67,64 @@ pub(super) fn enqueue_in(
 }
 
 impl Sqlite {
-    /// Claims up to `limit` deliveries due at `now`, oldest first, raising their
-    /// `attempts`. The one worker sends what it claimed to the end (each is then
-    /// removed or given a later `not_before`) before it claims again, so nothing is
+    /// Claims deliveries due at `now` as `shape` allows (oldest first, at most
+    /// `per_host` in flight per receiver, none already in flight), raising their
+    /// `attempts`. The one worker never claims a row it has in flight, so nothing is
     /// sent twice at once; a delivery cut off by a crash is due again at the next start.
     pub async fn claim_callbacks(
         &self,
         now: DateTime<Utc>,
-        limit: u32,
+        shape: &ClaimShape,
     ) -> StoreResult<Vec<Delivery>> {
+        let shape = shape.clone();
+        let in_flight = serde_json::to_string(&shape.in_flight_seqs())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let busy =
+            serde_json::to_string(&shape.busy()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut claimed = self
             .write(Box::new(move |conn| {
+                let candidates = {
+                    let mut statement = conn.prepare_cached(
+                        "SELECT seq, url FROM callbacks WHERE not_before <= ?1
+                           AND seq NOT IN (SELECT value FROM json_each(?2))
+                           AND NOT EXISTS (SELECT 1 FROM json_each(?3) AS busy
+                                WHERE substr(url, 1, length(busy.value)) = busy.value)
+                         ORDER BY seq LIMIT ?4",
+                    )?;
+                    let mut rows = statement.query(rusqlite::params![
+                        rfc3339(now),
+                        in_flight,
+                        busy,
+                        i64::from(shape.window())
+                    ])?;
+                    let mut candidates = Vec::new();
+                    while let Some(row) = rows.next()? {
+                        candidates.push((row.get::<_, i64>(0)?, row.get::<_, String>(1)?));
+                    }
+                    candidates
+                };
                 let mut statement = conn.prepare_cached(
-                    "UPDATE callbacks SET attempts = attempts + 1 WHERE seq IN
-                       (SELECT seq FROM callbacks WHERE not_before <= ?1 ORDER BY seq LIMIT ?2)
+                    "UPDATE callbacks SET attempts = attempts + 1 WHERE seq = ?1
                      RETURNING seq, event_id, agent, url, body, audit_id, attempts",
                 )?;
-                let mut rows =
-                    statement.query(rusqlite::params![rfc3339(now), i64::from(limit)])?;
                 let mut claimed = Vec::new();
-                while let Some(row) = rows.next()? {
-                    let audit: String = row.get("audit_id")?;
-                    let attempts: i64 = row.get("attempts")?;
-                    claimed.push(Delivery {
-                        seq: row.get("seq")?,
-                        event_id: row.get("event_id")?,
-                        agent: row.get("agent")?,
-                        url: row.get("url")?,
-                        body: row.get("body")?,
-                        audit_id: ApprovalId::parse(&audit).ok_or_else(|| {
-                            StoreError::Corrupt(format!("callback audit_id {audit}"))
-                        })?,
-                        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                    });
+                for seq in shape.pick(&candidates) {
+                    let mut rows = statement.query([seq])?;
+                    while let Some(row) = rows.next()? {
+                        let audit: String = row.get("audit_id")?;
+                        let attempts: i64 = row.get("attempts")?;
+                        claimed.push(Delivery {
+                            seq: row.get("seq")?,
+                            event_id: row.get("event_id")?,
+                            agent: row.get("agent")?,
+                            url: row.get("url")?,
+                            body: row.get("body")?,
+                            audit_id: ApprovalId::parse(&audit).ok_or_else(|| {
+                                StoreError::Corrupt(format!("callback audit_id {audit}"))
+                            })?,
+                            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                        });
+                    }
                 }
                 Ok(claimed)
             }))
@@ -108,11 +133,18 @@ impl Sqlite {
         Ok(claimed)
     }
 
-    /// When the earliest delivery may be tried; `None` when there is none.
-    pub async fn next_callback_due(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        let row = sqlx::query("SELECT MIN(not_before) AS at FROM callbacks")
-            .fetch_one(&self.reader)
-            .await?;
+    /// When the earliest delivery not in `in_flight` may be tried; `None` when there
+    /// is none.
+    pub async fn next_callback_due(&self, in_flight: &[i64]) -> StoreResult<Option<DateTime<Utc>>> {
+        let in_flight =
+            serde_json::to_string(in_flight).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let row = sqlx::query(
+            "SELECT MIN(not_before) AS at FROM callbacks
+             WHERE seq NOT IN (SELECT value FROM json_each(?))",
+        )
+        .bind(in_flight)
+        .fetch_one(&self.reader)
+        .await?;
         let at: Option<String> = row.try_get("at")?;
         Ok(at.and_then(|raw| {
             DateTime::parse_from_rfc3339(&raw)

@@ -114,6 +114,16 @@ impl Binary {
         let _ = self.child.wait();
     }
 
+    /// Sends `signal` (as `kill` names it: `STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     pub fn sigterm(&self) {
         let status = Command::new("kill")
             .arg("-TERM")

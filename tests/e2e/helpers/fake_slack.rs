@@ -48,6 +48,9 @@ pub enum Reply {
     RateLimited { retry_after_secs: u64 },
     /// A bare HTTP status (5xx and the like).
     Status(u16),
+    /// The default success, answered only after this long (a slow Slack); the call
+    /// is recorded when it is answered.
+    Slow(Duration),
 }
 
 #[derive(Default)]
@@ -298,6 +301,13 @@ async fn handle(
             })
             .unwrap_or(Reply::Ok)
     };
+    let reply = match reply {
+        Reply::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            Reply::Ok
+        }
+        other => other,
+    };
     let succeeded = matches!(reply, Reply::Ok);
     let fake = FakeSlack {
         addr: inner
@@ -308,7 +318,7 @@ async fn handle(
         inner: inner.clone(),
     };
     let response = match reply {
-        Reply::Ok => Json(success(&method, &body, &fake)).into_response(),
+        Reply::Ok | Reply::Slow(_) => Json(success(&method, &body, &fake)).into_response(),
         Reply::Error(code) => Json(json!({"ok": false, "error": code})).into_response(),
         Reply::RateLimited { retry_after_secs } => (
             StatusCode::TOO_MANY_REQUESTS,

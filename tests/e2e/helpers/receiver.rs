@@ -1,8 +1,10 @@
 //! A fake callback receiver: a real HTTP server on 127.0.0.1:0 that records every
 //! request it gets (headers and raw body) and answers as the test says: a status, a
-//! redirect, or never (hanging, as a stalled application would).
+//! redirect, never (hanging, as a stalled application would), or once the test
+//! releases it.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
@@ -20,6 +22,8 @@ pub enum Mode {
     Redirect(String),
     /// Never answers.
     Hang,
+    /// Answers 200 once the test calls [`Receiver::release`] (at once after it).
+    Hold,
 }
 
 /// One request as the receiver got it.
@@ -44,11 +48,23 @@ impl Received {
     }
 }
 
-#[derive(Default)]
 struct Inner {
     mode: Mutex<Option<Mode>>,
     received: Mutex<Vec<Received>>,
     arrived: Notify,
+    /// `true` once the test released held requests.
+    released: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            mode: Mutex::default(),
+            received: Mutex::default(),
+            arrived: Notify::new(),
+            released: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 /// Cheap to clone; clones share the recording.
@@ -84,6 +100,20 @@ impl Receiver {
 
     pub fn set(&self, mode: Mode) {
         *self.inner.mode.lock().expect("lock") = Some(mode);
+    }
+
+    /// Lets every request held by [`Mode::Hold`] answer, now and from now on.
+    pub fn release(&self) {
+        self.inner.released.send_replace(true);
+    }
+
+    /// How many times each `webhook-id` arrived.
+    pub fn by_webhook_id(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for got in self.received() {
+            *counts.entry(got.header("webhook-id")).or_insert(0) += 1;
+        }
+        counts
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -131,6 +161,11 @@ async fn record(
         }
         Mode::Hang => {
             std::future::pending::<()>().await;
+            StatusCode::OK.into_response()
+        }
+        Mode::Hold => {
+            let mut released = inner.released.subscribe();
+            let _ = released.wait_for(|released| *released).await;
             StatusCode::OK.into_response()
         }
     }
