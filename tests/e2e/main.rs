@@ -4,6 +4,7 @@
 mod agent_api;
 mod approval_loop;
 mod approvers;
+mod batch_limits;
 mod batches;
 mod callbacks;
 mod client;
@@ -14,6 +15,7 @@ mod hooks;
 mod manifest;
 mod nudges;
 mod production;
+mod replica_limits;
 mod replicas;
 mod slack_resilience;
 mod socket_mode;

@@ -32,13 +32,13 @@ use crate::helpers::{
 
 /// A PostgreSQL server for the test: the suite's, or one started here and stopped on
 /// drop.
-struct Server {
+pub(crate) struct Server {
     url: String,
     started: Option<tempfile::TempDir>,
 }
 
 impl Server {
-    fn get() -> Self {
+    pub(crate) fn get() -> Self {
         if let Ok(url) = std::env::var(database::POSTGRES_ENV) {
             if !url.is_empty() {
                 return Self { url, started: None };
@@ -124,8 +124,9 @@ impl Proxy {
     }
 }
 
-/// `n` replicas on a fresh database of `server`, all against `slack`.
-async fn replicas(
+/// `n` replicas on a fresh database of `server`, all against `slack`; the
+/// database's URL and the replicas. (Also `replica_limits`'.)
+pub(crate) async fn replicas(
     server: &Server,
     slack: &FakeSlack,
     dir: &Path,
