@@ -167,6 +167,7 @@ impl Server {
             config.rate_limit_per_minute,
             config.max_pending_per_agent,
             metrics.clone(),
+            service.store(),
         );
         Ok(Self {
             listener,

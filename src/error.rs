@@ -138,6 +138,12 @@ impl From<ServiceError> for ApiError {
             },
             ServiceError::NotOwner => ApiError::Forbidden(error.to_string()),
             ServiceError::QuorumUnreachable(_) => ApiError::Invalid(error.to_string()),
+            ServiceError::Item { index, error } => match ApiError::from(*error) {
+                ApiError::Invalid(message) => {
+                    ApiError::Invalid(format!("actions[{index}]: {message}"))
+                }
+                other => other,
+            },
             // The HTTP handler words this one itself (it knows the limit).
             ServiceError::TooManyPending { .. } => ApiError::TooManyPending(error.to_string()),
             ServiceError::Store(store) => ApiError::Internal(store.into()),

@@ -35,8 +35,13 @@ impl ApprovalService {
         let now = Utc::now();
         let mut submissions = Vec::with_capacity(items.len());
         let mut rules = Vec::with_capacity(items.len());
-        for new in items {
-            let (submission, rule) = self.prepare(new, max_pending, now)?;
+        for (index, new) in items.into_iter().enumerate() {
+            let (submission, rule) =
+                self.prepare(new, max_pending, now)
+                    .map_err(|error| ServiceError::Item {
+                        index,
+                        error: Box::new(error),
+                    })?;
             rules.push((rule, matches!(submission.fate, crate::store::Fate::Review)));
             submissions.push(submission);
         }

@@ -62,6 +62,13 @@ pub enum ServiceError {
     /// neither the requester nor anyone twice); nothing was stored.
     #[error("required_approvals: {0}")]
     QuorumUnreachable(crate::policy::quorum::Shortfall),
+    /// Item `index` of a batch was refused (its `QuorumUnreachable`); nothing was
+    /// stored. Worded `actions[i]: …` like the batch's other per-item errors.
+    #[error("actions[{index}]: {error}")]
+    Item {
+        index: usize,
+        error: Box<ServiceError>,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -449,12 +449,12 @@ pub(crate) async fn admit_and_submit(
         .await
     {
         Err(ServiceError::TooManyPending { pending }) => {
-            return Err(state.limits.over_cap(admission, pending))
+            return Err(state.limits.over_cap(admission, pending).await)
         }
         other => other?,
     };
     if !created {
-        admission.replayed();
+        admission.replayed().await;
     }
     tracing::Span::current().record("request_id", tracing::field::display(approval.id));
     Ok(approval)

@@ -153,9 +153,16 @@ pub(super) async fn submit(
         items.push(new);
     }
     let idempotency_key = idempotency_key(&headers)?;
+    let actions = u32::try_from(items.len()).unwrap_or(u32::MAX);
     let admission = state
         .limits
-        .admit_batch(&agent.0, u32::try_from(items.len()).unwrap_or(u32::MAX))?;
+        .admit_batch(
+            state.service.store(),
+            &agent.0,
+            idempotency_key.as_deref(),
+            actions,
+        )
+        .await?;
     let batch = NewBatch {
         id: ApprovalId::new(),
         agent: agent.0.clone(),
@@ -171,12 +178,15 @@ pub(super) async fn submit(
         .await
     {
         Err(ServiceError::TooManyPending { pending }) => {
-            return Err(state.limits.over_cap(admission, pending))
+            return Err(state
+                .limits
+                .batch_over_cap(admission, pending, actions)
+                .await)
         }
         other => other?,
     };
     if !created {
-        admission.replayed();
+        admission.replayed().await;
     }
     if wait == 0 || view.status == BatchStatus::Decided {
         return Ok(reply(&view));

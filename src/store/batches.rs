@@ -41,7 +41,8 @@ pub enum BatchInserted {
     Existing(ApprovalId),
     /// The agent already sent this Idempotency-Key with a different body.
     KeyConflict,
-    /// The items would take the agent over its cap of pending requests: nothing stored.
+    /// The items, all together, would take the agent over its cap of pending
+    /// requests: nothing stored. `pending` is what the agent has without them.
     TooManyPending { pending: u64 },
 }
 
@@ -85,6 +86,13 @@ impl Store {
     /// The batch `id`, if there is one.
     pub async fn batch(&self, id: ApprovalId) -> StoreResult<Option<Batch>> {
         dispatch!(self, batch(id))
+    }
+
+    /// Whether `agent` already used this Idempotency-Key for a batch: such a batch is
+    /// a replay, which the limits let through for free (as [`Store::has_idempotency_key`]
+    /// for single requests).
+    pub async fn has_batch_idempotency_key(&self, agent: &str, key: &str) -> StoreResult<bool> {
+        dispatch!(self, has_batch_idempotency_key(agent, key))
     }
 
     /// The batch request `id` belongs to, if it is a batch item.

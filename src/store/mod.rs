@@ -32,6 +32,7 @@
 //! - [`callbacks`]: decision callbacks to deliver (signed webhooks), and where to.
 //! - [`batches`]: requests submitted together, shown on one Slack card.
 //! - [`grants`]: standing grants (made, looked up at insert, revoked).
+//! - [`rate`]: per-agent token buckets shared by replicas (PostgreSQL only).
 //! - [`nudges`]: reminder and escalation times, and firing them once.
 //! - [`signals`]: waking the workers. [`retention`]: pruning decided requests.
 //! - [`history`]: the web page's filtered history. [`rows`]: rows to domain types.
@@ -56,6 +57,7 @@ pub mod history;
 pub mod nudges;
 pub mod outbox;
 pub mod postgres;
+pub mod rate;
 mod requests;
 pub mod retention;
 mod rows;

@@ -4,6 +4,7 @@
 mod agent_api;
 mod approval_loop;
 mod approvers;
+mod batch_limits;
 mod batches;
 mod callback_fairness;
 mod callbacks;
@@ -17,6 +18,7 @@ mod hooks;
 mod manifest;
 mod nudges;
 mod production;
+mod replica_limits;
 mod replicas;
 mod slack_resilience;
 mod socket_mode;

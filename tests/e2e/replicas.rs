@@ -129,7 +129,8 @@ impl Proxy {
     }
 }
 
-/// `n` replicas on a fresh database of `server`, all against `slack`.
+/// `n` replicas on a fresh database of `server`, all against `slack`; the
+/// database's URL and the replicas. (Also `replica_limits`'.)
 pub(crate) async fn replicas(
     server: &Server,
     slack: &FakeSlack,

@@ -58,6 +58,15 @@ impl Postgres {
         }))
     }
 
+    pub async fn has_batch_idempotency_key(&self, agent: &str, key: &str) -> StoreResult<bool> {
+        let found = sqlx::query("SELECT 1 FROM batches WHERE agent = $1 AND idempotency_key = $2")
+            .bind(agent)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(found.is_some())
+    }
+
     pub async fn batch_of(&self, id: ApprovalId) -> StoreResult<Option<ApprovalId>> {
         let batch: Option<String> =
             sqlx::query_scalar("SELECT batch_id FROM batch_items WHERE approval_id = $1")
@@ -105,6 +114,19 @@ async fn insert_batch_in(
     if let Some(found) = existing(tx, &batch).await? {
         return Ok(found);
     }
+    // The cap counts the batch as a whole (the agent's row locked, as for one
+    // request): refused when all its items would take the agent over it, with the
+    // count as it stands without them.
+    if let Some(max) = items.iter().filter_map(|s| s.max_pending).min() {
+        let pending = super::requests::lock_pending(tx, &batch.agent).await?;
+        // A replay that committed while we waited for the lock is a replay.
+        if let Some(found) = existing(tx, &batch).await? {
+            return Ok(found);
+        }
+        if pending + items.len() as u64 > u64::from(max) {
+            return Ok(BatchInserted::TooManyPending { pending });
+        }
+    }
     let inserted = sqlx::query(
         "INSERT INTO batches (id, agent, title, callback_url, idempotency_key, request_hash, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -140,7 +162,8 @@ async fn insert_batch_in(
     }
     let mut stored = Vec::with_capacity(items.len());
     let mut card_posted = false;
-    for item in items {
+    for mut item in items {
+        item.max_pending = None; // counted for the whole batch above
         match insert_in(tx, me, item).await? {
             Inserted::Created(approval) => {
                 if approval.status.is_final() {

@@ -10,6 +10,8 @@
 //! - a vote locks its request (`SELECT … FOR UPDATE`) before counting ([`votes`]);
 //! - an insert locks its agent's `agent_pending` row (the per-agent cap) and relies on
 //!   the `(agent, idempotency_key)` unique index ([`requests`]);
+//! - an agent's token bucket is one `rate_buckets` row, taken from by an upsert that
+//!   locks it ([`rate`]);
 //! - each channel's outbox is delivered by the replica holding its lease, and rows are
 //!   claimed `FOR UPDATE SKIP LOCKED` ([`outbox`]);
 //! - every transaction `NOTIFY`s what it changed, and every replica `LISTEN`s
@@ -23,6 +25,7 @@ mod history;
 pub mod listen;
 mod nudges;
 mod outbox;
+mod rate;
 mod requests;
 mod votes;
 mod web_sessions;

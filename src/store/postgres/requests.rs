@@ -3,7 +3,9 @@
 //! An insert locks its agent's `agent_pending` row before counting, so replicas taking
 //! the same agent's submissions at once cannot all pass its cap; the
 //! `(agent, idempotency_key)` unique index makes a concurrent replay wait for the first
-//! insert and then find its row.
+//! insert and then find its row. A keyed insert looks for its key again once it holds
+//! the agent's lock: a replay whose original committed meanwhile (on any replica) is
+//! answered with that request, never refused by the cap.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -156,6 +158,25 @@ impl Postgres {
     }
 }
 
+/// `agent`'s pending requests, its `agent_pending` row created if need be and locked
+/// in one statement: the agent's other submissions, on any replica, wait here until
+/// this transaction ends, so they count one after the other (READ COMMITTED alone
+/// would let two see the same count and both insert).
+pub(super) async fn lock_pending(
+    tx: &mut Transaction<'static, Pg>,
+    agent: &str,
+) -> StoreResult<u64> {
+    let pending: i64 = sqlx::query_scalar(
+        "INSERT INTO agent_pending (agent, pending) VALUES ($1, 0)
+         ON CONFLICT (agent) DO UPDATE SET pending = agent_pending.pending
+         RETURNING pending",
+    )
+    .bind(agent)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(u64::try_from(pending).unwrap_or(0))
+}
+
 pub(super) async fn insert_in(
     tx: &mut Transaction<'static, Pg>,
     me: &str,
@@ -179,17 +200,15 @@ pub(super) async fn insert_in(
         }
     }
     if let Some(max) = max_pending {
-        // The agent's row, created if need be and locked in one statement: its other
-        // submissions on any replica wait here until this transaction ends.
-        let pending: i64 = sqlx::query_scalar(
-            "INSERT INTO agent_pending (agent, pending) VALUES ($1, 0)
-             ON CONFLICT (agent) DO UPDATE SET pending = agent_pending.pending
-             RETURNING pending",
-        )
-        .bind(&new.agent)
-        .fetch_one(&mut **tx)
-        .await?;
-        let pending = u64::try_from(pending).unwrap_or(0);
+        let pending = lock_pending(tx, &new.agent).await?;
+        // A replay of a submission that committed while we waited for the lock (on
+        // another replica): the first look above could not see it, this one can, and
+        // a replay is never refused by the cap.
+        if new.idempotency_key.is_some() {
+            if let Some(found) = existing(tx, &new).await? {
+                return Ok(found);
+            }
+        }
         if pending >= u64::from(max) {
             return Ok(Inserted::TooManyPending { pending });
         }

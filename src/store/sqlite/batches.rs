@@ -64,6 +64,16 @@ impl Sqlite {
         }))
     }
 
+    /// Whether `agent` already used this Idempotency-Key for a batch.
+    pub async fn has_batch_idempotency_key(&self, agent: &str, key: &str) -> StoreResult<bool> {
+        let found = sqlx::query("SELECT 1 FROM batches WHERE agent = ? AND idempotency_key = ?")
+            .bind(agent)
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await?;
+        Ok(found.is_some())
+    }
+
     /// The batch request `id` belongs to, if it is a batch item.
     pub async fn batch_of(&self, id: ApprovalId) -> StoreResult<Option<ApprovalId>> {
         let batch: Option<String> =
@@ -97,6 +107,14 @@ fn insert_batch_in(
             });
         }
     }
+    // The cap counts the batch as a whole: refused when all its items would take the
+    // agent over it, with the count as it stands without them.
+    if let Some(max) = items.iter().filter_map(|s| s.max_pending).min() {
+        let pending = super::requests::pending_of(conn, &batch.agent)?;
+        if pending + items.len() as u64 > u64::from(max) {
+            return Ok(BatchInserted::TooManyPending { pending });
+        }
+    }
     conn.prepare_cached(
         "INSERT INTO batches (id, agent, title, callback_url, idempotency_key, request_hash, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -124,7 +142,8 @@ fn insert_batch_in(
     }
     let mut stored = Vec::with_capacity(items.len());
     let mut card_posted = false;
-    for item in items {
+    for mut item in items {
+        item.max_pending = None; // counted for the whole batch above
         match insert_in(conn, item)? {
             Inserted::Created(approval) => {
                 if approval.status.is_final() {

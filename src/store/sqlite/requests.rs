@@ -168,6 +168,16 @@ impl Sqlite {
     }
 }
 
+/// `agent`'s pending requests, for its cap (`agent_pending`, kept by triggers). The
+/// one writer makes the count and the insert that follows it atomic.
+pub(super) fn pending_of(conn: &rusqlite::Connection, agent: &str) -> StoreResult<u64> {
+    let pending: Option<i64> = conn
+        .prepare_cached("SELECT pending FROM agent_pending WHERE agent = ?")?
+        .query_row([agent], |row| row.get(0))
+        .optional()?;
+    Ok(u64::try_from(pending.unwrap_or(0)).unwrap_or(0))
+}
+
 pub(super) fn insert_in(
     conn: &rusqlite::Connection,
     submission: Submission,
@@ -190,11 +200,7 @@ pub(super) fn insert_in(
         }
     }
     if let Some(max) = max_pending {
-        let pending: Option<i64> = conn
-            .prepare_cached("SELECT pending FROM agent_pending WHERE agent = ?")?
-            .query_row([&new.agent], |row| row.get(0))
-            .optional()?;
-        let pending = u64::try_from(pending.unwrap_or(0)).unwrap_or(0);
+        let pending = pending_of(conn, &new.agent)?;
         if pending >= u64::from(max) {
             return Ok(Inserted::TooManyPending { pending });
         }
