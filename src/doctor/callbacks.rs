@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::{Check, Level};
 use crate::{
-    callbacks::settings::{CallbackSettings, ATTEMPT_TIMEOUT, RETRY_MAX},
+    callbacks::settings::{CallbackSettings, RETRY_MAX},
     config::Config,
 };
 

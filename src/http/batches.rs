@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use super::{
     approvals::{checked_timeout, checked_title, idempotency_key, validate, SubmitBody},
-    extract::{body_bytes, parse_json, parse_wait, Agent, ApprovalPath},
+    extract::{body_bytes, deserialize_body, parse_json, parse_wait, Agent, ApprovalPath},
     AppState,
 };
 use crate::{
@@ -114,9 +114,7 @@ pub(super) async fn submit(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let body: BatchBody = serde_path_to_error::deserialize(raw).map_err(|e| {
-        ApiError::Invalid(format!("invalid request body: {}: {}", e.path(), e.inner()))
-    })?;
+    let body: BatchBody = deserialize_body(raw)?;
     if body.actions.is_empty() || body.actions.len() > MAX_ACTIONS {
         return Err(ApiError::Invalid(format!(
             "actions must hold 1 to {MAX_ACTIONS} submissions"
