@@ -424,14 +424,11 @@ async fn bench(settings: Settings) {
         .step_by((pending.len() / 20).max(1))
         .cloned()
         .collect();
-    verify_status(&fleet.target(), conns.min(4), &survivors, "pending").await;
     let slack_calls = slack.counts();
     let posted = slack.posted_requests();
-    drop(fleet);
     drop(reference);
     let on_postgres = database.is_postgres();
     let database_description = database.description.clone();
-    database.finish().await;
 
     // Figures.
     let reference_rate = baseline.rate();
@@ -623,6 +620,12 @@ async fn bench(settings: Settings) {
         (pending_at_kill < TARGET_BIG_PENDING)
             .then(|| format!("with only {pending_at_kill} pending")),
     );
+
+    // The survivors are read back after the figures are printed, so that a run whose
+    // check fails (it panics) still shows what it measured.
+    verify_status(&fleet.target(), conns.min(4), &survivors, "pending").await;
+    drop(fleet);
+    database.finish().await;
 
     // 9. Paced posts, on a greenlight and a stand-in Slack of their own.
     pacing::run(&env, settings.paced_posts).await;
