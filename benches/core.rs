@@ -621,6 +621,7 @@ async fn bench(settings: Settings) {
             .then(|| format!("with only {pending_at_kill} pending")),
     );
 
+    replicas::posted_line(&posted, submitted);
     // The survivors are read back after the figures are printed, so that a run whose
     // check fails (it panics) still shows what it measured.
     verify_status(&fleet.target(), conns.min(4), &survivors, "pending").await;
@@ -651,7 +652,6 @@ async fn bench(settings: Settings) {
             + hooks.reconnects
             + hooks_flat_out.reconnects
     );
-    replicas::posted_line(&posted, submitted);
     println!("(targets apply at the stated pending counts; a verdict is PASS or MISS, the run exits 0 either way)");
 }
 
