@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench --bench core
 //! BENCH_CONNECTIONS=64 BENCH_SECS=10 BENCH_BIG_PENDING=0 cargo bench --bench core
+//! BENCH_BIG_PENDING=0 BENCH_PACED_POSTS=0 BENCH_DATABASE=postgres BENCH_REPLICAS=3 cargo bench --bench core
 //! ```
 //!
 //! One run starts three things, all on 127.0.0.1:
@@ -11,6 +12,9 @@
 //!   with a cleared environment (PATH only) plus its settings: a SQLite file in a
 //!   temporary directory, one agent token, limits high enough never to refuse, a week's
 //!   default timeout so nothing expires mid-run, default logging (`info` to a file).
+//!   With `BENCH_DATABASE=postgres`, a fresh PostgreSQL database instead (`core/
+//!   database.rs`: which server, and its durability settings, printed in the header),
+//!   and `BENCH_REPLICAS` such processes on it (`core/greenlight.rs`).
 //! - A stand-in Slack Web API inside this process: it answers every method at once with
 //!   `{"ok":true,…}` (a unique `ts` per post) and only counts calls, so greenlight, not
 //!   Slack, is the bottleneck.
@@ -24,18 +28,23 @@
 //! The load generator runs `BENCH_CONNECTIONS` tasks, each with its own kept-alive
 //! HTTP/1.1 connection and a sequential request loop (hyper's connection-level client:
 //! no pool, so every request of a task reuses its connection; reconnects are counted
-//! and printed). Throughput phases warm up for `BENCH_WARMUP_SECS`, then count the
+//! and printed); with several replicas the connections are spread round-robin over
+//! them, each pinned to one (`core/load.rs`), as keep-alive connections behind a load
+//! balancer are. Throughput phases warm up for `BENCH_WARMUP_SECS`, then count the
 //! answers that complete within the next `BENCH_SECS` (or until their supply of
 //! distinct requests runs out). In order:
 //!
 //! 1. submits: `POST /v1/approvals` `{"code":"echo i","language":"bash"}` answered
 //!    `202` with an id: requests/s, p50/p99 latency.
 //! 2. RSS of the greenlight process (`VmRSS`) fresh, and after filling to
-//!    `BENCH_PENDING` pending requests: total and KiB per pending request.
+//!    `BENCH_PENDING` pending requests: total and KiB per pending request (per replica;
+//!    phase 7's verdict takes the largest).
 //! 3. click → answer with `BENCH_PENDING` pending: for `BENCH_SAMPLES` requests an agent
 //!    long-polls `GET /v1/approvals/{id}?wait=30`; once greenlight's
 //!    `greenlight_long_polls_waiting` gauge shows the poll parked, a signed Approve click
-//!    is sent; latency from sending the click to the poll's answer, p50/p90/p99.
+//!    is sent; latency from sending the click to the poll's answer, p50/p90/p99. With
+//!    several replicas each sample polls one replica and clicks on the next, and p50 and
+//!    p99 are also held against issue #11's 50 ms.
 //! 4. decisions: signed Approve clicks, each on a distinct pending request: decisions/s.
 //! 5. duplicate clicks: the same signed clicks again, on the now-approved requests.
 //! 6. reference: the same signed clicks against the bare reference server.
@@ -50,8 +59,10 @@
 //! 7. RSS with `BENCH_BIG_PENDING` pending (the fill is capped at `BENCH_FILL_SECS`; the
 //!    count reached is printed, and the verdict extrapolates linearly when short).
 //! 8. kill -9 with that pending set, restart on the same database: time from the kill
-//!    until the new process answers `GET /healthz` 200.
-//! 9. paced posts (`core/pacing.rs`): a second greenlight posting `BENCH_PACED_POSTS`
+//!    until the new process answers `GET /healthz` 200. With several replicas only the
+//!    first is killed and restarted; the others keep serving.
+//! 9. paced posts (`core/pacing.rs`; always on a SQLite file of its own): a second
+//!    greenlight posting `BENCH_PACED_POSTS`
 //!    requests to a channel that accepts 5 posts a second, then answers `429
 //!    Retry-After: 1`: the rate the posts landed at over the available rate, beside a
 //!    simple bot that waits out each `Retry-After` on a channel of its own.
@@ -59,7 +70,9 @@
 //! Answers are checked as they arrive (every submit `202` with an id, every poll
 //! answered `approved`, every click acked `200`; afterwards every decided request reads
 //! `approved`, greenlight's click counters match what was sent, and pending requests
-//! survive the kill). A wrong answer panics; a figure that misses its target only
+//! survive the kill). The stand-in Slack records which request each post was for, and
+//! the run prints how many were posted twice (must be 0; reported, not asserted). A
+//! wrong answer panics; a figure that misses its target only
 //! prints MISS: this is a measurement, and it exits 0 either way. A figure whose target
 //! is stated at a pending count the run did not reach prints MISS if it misses even so,
 //! and n/a rather than PASS otherwise.
@@ -70,7 +83,11 @@
 //! the big fill, the restart then runs with what is pending], `BENCH_FILL_SECS` [60] cap
 //! on each fill, `BENCH_PACED_POSTS` [100; 0 skips phase 9], `BENCH_ONLY` [unset;
 //! `pacing` runs phase 9 alone], `BENCH_HOOK_PAUSE_MS` [50] each hook session's pause
-//! between calls. Progress goes to stderr, figures to stdout.
+//! between calls, `BENCH_DATABASE` [sqlite; or postgres], `BENCH_DATABASE_URL` [unset:
+//! `GREENLIGHT_TEST_POSTGRES_URL`, else a throwaway server from `scripts/postgres`] the
+//! PostgreSQL server to create the run's database on, `BENCH_REPLICAS` [1; more only
+//! with postgres]. CPU µs/op counts greenlight's processes (all replicas), never
+//! PostgreSQL's. Progress goes to stderr, figures to stdout.
 
 use std::{
     future::Future,
@@ -102,8 +119,24 @@ use serde_json::json;
 use sha2::Sha256;
 use tokio::net::{TcpListener, TcpStream};
 
+#[path = "core/database.rs"]
+mod database;
+#[path = "core/greenlight.rs"]
+mod greenlight;
+#[path = "core/load.rs"]
+mod load;
 #[path = "core/pacing.rs"]
 mod pacing;
+#[path = "core/replicas.rs"]
+mod replicas;
+#[path = "core/slack.rs"]
+mod slack;
+
+use database::{Database, Engine};
+use greenlight::{greenlight_env, Fleet, Greenlight};
+use load::{load, Conn, Load, Target, Window};
+use replicas::list;
+use slack::StandInSlack;
 
 const ROLE_VAR: &str = "GREENLIGHT_BENCH_ROLE";
 const REFERENCE_SECRET_VAR: &str = "GREENLIGHT_BENCH_SIGNING_SECRET";
@@ -160,6 +193,8 @@ struct Settings {
     paced_posts: usize,
     only_pacing: bool,
     hook_pause: Duration,
+    engine: Engine,
+    replicas: usize,
 }
 
 impl Settings {
@@ -175,7 +210,21 @@ impl Settings {
             paced_posts: knob("BENCH_PACED_POSTS", 100),
             only_pacing: std::env::var("BENCH_ONLY").as_deref() == Ok("pacing"),
             hook_pause: Duration::from_secs_f64(knob("BENCH_HOOK_PAUSE_MS", 50.0) / 1e3),
+            engine: Engine::from_env(),
+            replicas: knob("BENCH_REPLICAS", 1).max(1),
         }
+        .checked()
+    }
+
+    /// Several replicas need a database they can share: two greenlights refuse to
+    /// open one SQLite file.
+    fn checked(self) -> Self {
+        assert!(
+            self.replicas == 1 || self.engine == Engine::Postgres,
+            "BENCH_REPLICAS={} needs BENCH_DATABASE=postgres (replicas cannot share a SQLite file)",
+            self.replicas
+        );
+        self
     }
 }
 
@@ -194,28 +243,35 @@ async fn bench(settings: Settings) {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let slack = StandInSlack::start().await;
     let dir = tempfile::tempdir().expect("temporary directory");
-    let env = greenlight_env(&slack, dir.path());
     if settings.only_pacing {
+        // Phase 9 runs on a SQLite file of its own whatever BENCH_DATABASE says.
+        let sqlite = Database::open(Engine::Sqlite, dir.path()).await;
+        let env = greenlight_env(&slack, dir.path(), &sqlite.url);
         pacing::run(&env, settings.paced_posts.max(1)).await;
         return;
     }
-    let mut greenlight = Greenlight::start(&env, dir.path()).await;
+    let database = Database::open(settings.engine, dir.path()).await;
+    let env = greenlight_env(&slack, dir.path(), &database.url);
+    let mut fleet = Fleet::start(&env, dir.path(), settings.replicas).await;
     let reference = reference::Process::start().await;
-    let gl = greenlight.addr;
+    let target = fleet.target();
+    let gl = target.addrs[0];
+    let replicas = fleet.replicas.len();
     let conns = settings.connections;
     progress(format!(
-        "greenlight on {gl} (pid {}), reference on {} (pid {}), stand-in Slack on {}; {conns} connections, {cpus} CPUs",
-        greenlight.pid(),
+        "greenlight on {} (pid {}), reference on {} (pid {}), stand-in Slack on {}; {conns} connections, {cpus} CPUs",
+        list(&fleet.addrs()),
+        list(&fleet.pids()),
         reference.addr,
         reference.pid(),
         slack.addr
     ));
-    let rss_fresh = greenlight.rss_kib();
+    let rss_fresh = fleet.rss_kib();
 
     // 1. Submits.
     progress("submits".into());
     let submits = load(
-        (gl, Some(greenlight.pid())),
+        &target,
         conns,
         Window::timed(settings.warmup, settings.measure),
         submit_request(gl, 0),
@@ -227,19 +283,19 @@ async fn bench(settings: Settings) {
 
     // 2. RSS with BENCH_PENDING pending.
     let need = settings.pending.saturating_sub(pending.len());
-    let added = fill(gl, conns, need, settings.fill_cap, submitted).await;
+    let added = fill(&target, conns, need, settings.fill_cap, submitted).await;
     let fill_rate = added.rate;
     submitted += added.ids.len();
     pending.extend(added.ids);
     slack.settle(submitted).await;
-    let rss_pending = greenlight.rss_kib();
+    let rss_pending = fleet.rss_kib();
     let pending_at_rss = pending.len();
 
     // 3. Click → answer with BENCH_PENDING pending: top up by the samples first, so
     //    the store never holds fewer than BENCH_PENDING while they are taken.
     let want = pending_at_rss + settings.samples + LATENCY_WARMUP_SAMPLES;
     let added = fill(
-        gl,
+        &target,
         conns,
         want - pending.len(),
         settings.fill_cap,
@@ -259,15 +315,15 @@ async fn bench(settings: Settings) {
         "click → answer: {} samples with {pending_at_latency} pending",
         sample_ids.len()
     ));
-    let latencies = click_to_answer(gl, &sample_ids).await;
+    let latencies = click_to_answer(&fleet.addrs(), &sample_ids).await;
     slack.settle(submitted).await;
 
     // 4. Decisions on distinct pending requests.
     progress(format!("decisions ({} pending to click)", pending.len()));
     let clicks: Arc<Vec<SignedClick>> = Arc::new(pending.iter().map(|id| click(id)).collect());
-    let at_start = Counters::read(gl).await;
+    let at_start = Counters::read(&fleet.addrs()).await;
     let decisions = load(
-        (gl, Some(greenlight.pid())),
+        &target,
         conns,
         Window::limited(settings.warmup, settings.measure, clicks.len()),
         click_request(gl, clicks.clone(), usize::MAX),
@@ -286,8 +342,8 @@ async fn bench(settings: Settings) {
         !decided.is_empty(),
         "no click was sent in the decisions phase"
     );
-    verify_status(gl, conns, &decided, "approved").await;
-    let before = Counters::read(gl).await;
+    verify_status(&target, conns, &decided, "approved").await;
+    let before = Counters::read(&fleet.addrs()).await;
     before.check_accepted(&at_start, decided.len());
 
     // 5. The same clicks again: every one a duplicate.
@@ -297,23 +353,23 @@ async fn bench(settings: Settings) {
         decided.len()
     ));
     let duplicates = load(
-        (gl, Some(greenlight.pid())),
+        &target,
         conns,
         Window::timed(settings.warmup, settings.measure),
         click_request(gl, decided_clicks.clone(), decided_clicks.len()),
         check_acked,
     )
     .await;
-    let after = Counters::read(gl).await;
+    let after = Counters::read(&fleet.addrs()).await;
     after.check_duplicates(&before, duplicates.issued);
-    verify_status(gl, conns, &decided, "approved").await;
+    verify_status(&target, conns, &decided, "approved").await;
 
     // 6. The same clicks against the bare reference.
     slack.settle(submitted).await;
     progress("reference".into());
     reference.check_refuses_forgery().await;
     let baseline = load(
-        (reference.addr, Some(reference.pid())),
+        &Target::one(reference.addr, Some(reference.pid())),
         conns,
         Window::timed(settings.warmup, settings.measure),
         click_request(reference.addr, decided_clicks.clone(), decided_clicks.len()),
@@ -324,7 +380,7 @@ async fn bench(settings: Settings) {
     // 6b. Auto-approved hook calls: sessions that pause between calls, then flat out.
     progress("hook calls approved by policy".into());
     let hooks = load(
-        (gl, Some(greenlight.pid())),
+        &target,
         conns,
         Window::timed(settings.warmup, settings.measure).paced(settings.hook_pause),
         hook_request(gl, conns, 0),
@@ -332,7 +388,7 @@ async fn bench(settings: Settings) {
     )
     .await;
     let hooks_flat_out = load(
-        (gl, Some(greenlight.pid())),
+        &target,
         conns,
         Window::timed(settings.warmup, settings.measure),
         hook_request(gl, conns, hooks.issued),
@@ -343,13 +399,13 @@ async fn bench(settings: Settings) {
     // 7. RSS with BENCH_BIG_PENDING pending.
     let big = if settings.big_pending > 0 {
         let need = settings.big_pending.saturating_sub(pending.len());
-        let added = fill(gl, conns, need, settings.fill_cap, submitted).await;
+        let added = fill(&target, conns, need, settings.fill_cap, submitted).await;
         submitted += added.ids.len();
         pending.extend(added.ids);
         slack.settle(submitted).await;
         Some(BigFill {
             pending: pending.len(),
-            rss_kib: greenlight.rss_kib(),
+            rss_kib: fleet.rss_kib(),
             added_per_sec: added.rate,
         })
     } else {
@@ -362,16 +418,17 @@ async fn bench(settings: Settings) {
         pending.len()
     ));
     let pending_at_kill = pending.len();
-    let restart = greenlight.kill9_and_restart(&env, dir.path()).await;
+    let restart = fleet.kill9_and_restart_first(&env).await;
     let survivors: Vec<String> = pending
         .iter()
         .step_by((pending.len() / 20).max(1))
         .cloned()
         .collect();
-    verify_status(greenlight.addr, conns.min(4), &survivors, "pending").await;
     let slack_calls = slack.counts();
-    drop(greenlight);
+    let posted = slack.posted_requests();
     drop(reference);
+    let on_postgres = database.is_postgres();
+    let database_description = database.description.clone();
 
     // Figures.
     let reference_rate = baseline.rate();
@@ -381,10 +438,16 @@ async fn bench(settings: Settings) {
         "greenlight core benchmark: release binary, loopback HTTP/1.1, {conns} keep-alive connections, {cpus} CPUs"
     );
     println!(
-        "phases: {} s warm-up + {} s measured; SQLite in a temporary directory; stand-in Slack answers at once",
+        "phases: {} s warm-up + {} s measured; {database_description}; stand-in Slack answers at once",
         settings.warmup.as_secs_f64(),
         settings.measure.as_secs_f64()
     );
+    if on_postgres {
+        println!(
+            "{replicas} greenlight replica{} on that database, the load generator's connections spread round-robin over them (each pinned to one); CPU µs/op counts greenlight's processes only, not PostgreSQL's",
+            if replicas == 1 { "" } else { "s" }
+        );
+    }
     println!();
     println!(
         "reference (bare axum, signature check)  {:>9.0} clicks/s   CPU {:.0} µs/op ({} in {:.2} s)",
@@ -454,7 +517,12 @@ async fn bench(settings: Settings) {
     );
     let p99 = percentile(&latencies, 0.99);
     println!(
-        "click → long-poll answered, {pending_at_rss}–{pending_at_latency} pending, {} samples: p50 {} p90 {} p99 {} max {}",
+        "click → long-poll answered{}, {pending_at_rss}–{pending_at_latency} pending, {} samples: p50 {} p90 {} p99 {} max {}",
+        if replicas > 1 {
+            " (polled on one replica, clicked on the next)"
+        } else {
+            ""
+        },
         latencies.len(),
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.9)),
@@ -472,16 +540,26 @@ async fn bench(settings: Settings) {
         (pending_at_rss < TARGET_CLICK_PENDING)
             .then(|| format!("with only {pending_at_rss} pending")),
     );
-    let per_pending_kib =
-        rss_pending.saturating_sub(rss_fresh) as f64 / pending_at_rss.max(1) as f64;
-    println!(
-        "RSS        fresh {}, {} with {pending_at_rss} pending: {per_pending_kib:.2} KiB per pending request (filled at {fill_rate:.0} req/s)",
-        mb(rss_fresh),
-        mb(rss_pending),
-    );
+    if replicas > 1 {
+        replicas::cross_replica_verdicts(&latencies);
+    }
+    for (i, (fresh, with_pending)) in rss_fresh.iter().zip(&rss_pending).enumerate() {
+        let per_pending_kib =
+            with_pending.saturating_sub(*fresh) as f64 / pending_at_rss.max(1) as f64;
+        println!(
+            "RSS        {}fresh {}, {} with {pending_at_rss} pending: {per_pending_kib:.2} KiB per pending request (filled at {fill_rate:.0} req/s)",
+            replicas::label(i, replicas),
+            mb(*fresh),
+            mb(*with_pending),
+        );
+    }
     match &big {
         Some(big) => {
-            let measured = big.rss_kib as f64 * 1024.0;
+            // Several replicas: the verdict is the largest one's (each holds what it
+            // caches of the shared store).
+            let (largest, rss_kib) = replicas::largest(&big.rss_kib);
+            let rss_fresh = rss_fresh[largest];
+            let measured = rss_kib as f64 * 1024.0;
             let reached = big.pending >= TARGET_BIG_PENDING;
             // Short of the target count (the fill hit its time cap, or a smaller
             // BENCH_BIG_PENDING): project linearly from the fresh process through the
@@ -493,8 +571,9 @@ async fn bench(settings: Settings) {
                 fresh + (measured - fresh) * TARGET_BIG_PENDING as f64 / big.pending as f64
             };
             println!(
-                "RSS        {} with {} pending (filled at {:.0} req/s{})",
-                mb(big.rss_kib),
+                "RSS        {}{} with {} pending (filled at {:.0} req/s{})",
+                replicas::label(largest, replicas),
+                mb(rss_kib),
                 big.pending,
                 big.added_per_sec,
                 if reached {
@@ -525,7 +604,8 @@ async fn bench(settings: Settings) {
         None => println!("RSS        big fill skipped (BENCH_BIG_PENDING=0)"),
     }
     println!(
-        "restart    kill -9 with {pending_at_kill} pending → /healthz 200 in {:.3} s (listening line after {:.3} s)",
+        "restart    kill -9 {}with {pending_at_kill} pending → /healthz 200 in {:.3} s (listening line after {:.3} s)",
+        replicas::restart_label(replicas),
         restart.healthy.as_secs_f64(),
         restart.listening.as_secs_f64()
     );
@@ -540,6 +620,13 @@ async fn bench(settings: Settings) {
         (pending_at_kill < TARGET_BIG_PENDING)
             .then(|| format!("with only {pending_at_kill} pending")),
     );
+
+    replicas::posted_line(&posted, submitted);
+    // The survivors are read back after the figures are printed, so that a run whose
+    // check fails (it panics) still shows what it measured.
+    verify_status(&fleet.target(), conns.min(4), &survivors, "pending").await;
+    drop(fleet);
+    database.finish().await;
 
     // 9. Paced posts, on a greenlight and a stand-in Slack of their own.
     pacing::run(&env, settings.paced_posts).await;
@@ -850,326 +937,6 @@ async fn first_line(child: &mut std::process::Child, name: &str) -> String {
         .expect("stdout reader")
 }
 
-// ---------------------------------------------------------------------------------
-// The stand-in Slack Web API: answers at once, counts, stores nothing per call.
-
-#[derive(Default)]
-struct SlackCounts {
-    post: AtomicU64,
-    update: AtomicU64,
-    ephemeral: AtomicU64,
-    other: AtomicU64,
-}
-
-struct SlackTally {
-    post: u64,
-    update: u64,
-    ephemeral: u64,
-    other: u64,
-}
-
-struct StandInSlack {
-    addr: SocketAddr,
-    counts: Arc<SlackCounts>,
-}
-
-impl StandInSlack {
-    async fn start() -> Self {
-        let counts = Arc::new(SlackCounts::default());
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the stand-in Slack");
-        let addr = listener.local_addr().expect("local address");
-        let app = Router::new()
-            .route("/{method}", post(slack_method))
-            .with_state(counts.clone());
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { addr, counts }
-    }
-
-    fn counts(&self) -> SlackTally {
-        let c = &self.counts;
-        SlackTally {
-            post: c.post.load(Ordering::Relaxed),
-            update: c.update.load(Ordering::Relaxed),
-            ephemeral: c.ephemeral.load(Ordering::Relaxed),
-            other: c.other.load(Ordering::Relaxed),
-        }
-    }
-
-    fn total(&self) -> u64 {
-        let t = self.counts();
-        t.post + t.update + t.ephemeral + t.other
-    }
-
-    /// Lets greenlight's background Slack work (posting, message updates, ephemeral
-    /// notes) finish before the next phase, so one phase's tail is not measured in the
-    /// next: waits until every submitted request has been posted and no call has come
-    /// in for 300 ms, at most 60 s. Hygiene for the measurements, not a correctness
-    /// check: nothing is asserted here.
-    async fn settle(&self, submitted: usize) {
-        let started = Instant::now();
-        let mut last = self.total();
-        let mut quiet_since = Instant::now();
-        loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let total = self.total();
-            if total != last {
-                last = total;
-                quiet_since = Instant::now();
-            }
-            let posted = self.counts.post.load(Ordering::Relaxed) as usize >= submitted;
-            if posted && quiet_since.elapsed() >= Duration::from_millis(300) {
-                return;
-            }
-            if started.elapsed() >= Duration::from_secs(60) {
-                progress(format!(
-                    "Slack traffic still not settled after 60 s ({} of {submitted} posted); going on",
-                    self.counts.post.load(Ordering::Relaxed)
-                ));
-                return;
-            }
-        }
-    }
-}
-
-async fn slack_method(
-    State(counts): State<Arc<SlackCounts>>,
-    UrlPath(method): UrlPath<String>,
-) -> Json<serde_json::Value> {
-    Json(match method.as_str() {
-        "chat.postMessage" => {
-            let n = counts.post.fetch_add(1, Ordering::Relaxed) + 1;
-            let ts = format!("{}.{:06}", 1_700_000_000 + n / 1_000_000, n % 1_000_000);
-            json!({"ok": true, "channel": CHANNEL, "ts": ts, "message": {"ts": ts}})
-        }
-        "chat.update" => {
-            counts.update.fetch_add(1, Ordering::Relaxed);
-            json!({"ok": true, "channel": CHANNEL})
-        }
-        "chat.postEphemeral" => {
-            counts.ephemeral.fetch_add(1, Ordering::Relaxed);
-            json!({"ok": true, "message_ts": "1700000000.000000"})
-        }
-        "auth.test" => {
-            counts.other.fetch_add(1, Ordering::Relaxed);
-            json!({"ok": true, "user_id": "UBOT", "team": "Bench", "team_id": "TBENCH", "bot_id": "BBENCH"})
-        }
-        _ => {
-            counts.other.fetch_add(1, Ordering::Relaxed);
-            json!({"ok": true})
-        }
-    })
-}
-
-// ---------------------------------------------------------------------------------
-// The greenlight child process.
-
-fn greenlight_env(slack: &StandInSlack, dir: &Path) -> Vec<(&'static str, String)> {
-    let policy = dir.join("policy.toml");
-    std::fs::write(&policy, BENCH_POLICY).expect("write the bench policy");
-    vec![
-        ("GREENLIGHT_POLICY", policy.display().to_string()),
-        ("SLACK_BOT_TOKEN", "xoxb-bench-not-a-real-token".into()),
-        ("SLACK_SIGNING_SECRET", SIGNING_SECRET.into()),
-        ("SLACK_CHANNEL_ID", CHANNEL.into()),
-        ("SLACK_API_BASE_URL", format!("http://{}", slack.addr)),
-        ("GREENLIGHT_API_TOKENS", format!("bench:{API_TOKEN}")),
-        (
-            "GREENLIGHT_DATABASE_URL",
-            format!("sqlite://{}", dir.join("greenlight.db").display()),
-        ),
-        ("GREENLIGHT_LISTEN", "127.0.0.1:0".into()),
-        // One agent sends everything: its limits must not be what is measured.
-        ("GREENLIGHT_RATE_LIMIT_PER_MINUTE", "1000000".into()),
-        ("GREENLIGHT_MAX_PENDING_PER_AGENT", "1000000".into()),
-        // Nothing may expire during a run.
-        ("GREENLIGHT_DEFAULT_TIMEOUT_SECS", "604800".into()),
-    ]
-}
-
-struct Greenlight {
-    addr: SocketAddr,
-    child: std::process::Child,
-    log: PathBuf,
-}
-
-struct Restart {
-    /// From the kill to the new process's "listening" line.
-    listening: Duration,
-    /// From the kill to the first `/healthz` 200.
-    healthy: Duration,
-}
-
-impl Greenlight {
-    /// `greenlight serve` in `dir` (no `.env`, no policy file there), with exactly `env`
-    /// plus PATH; stderr (its log) appended to `dir/greenlight.log`.
-    async fn start(env: &[(&'static str, String)], dir: &Path) -> Self {
-        let log = dir.join("greenlight.log");
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_greenlight"));
-        command
-            .arg("serve")
-            .current_dir(dir)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
-        if let Some(path) = std::env::var_os("PATH") {
-            command.env("PATH", path);
-        }
-        let mut child = command.spawn().expect("start greenlight");
-        let line = first_line(&mut child, "greenlight").await;
-        let Some(addr) = line.trim().strip_prefix("greenlight listening on http://") else {
-            let _ = child.kill();
-            panic!(
-                "greenlight printed {line:?}; its log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        };
-        let addr = addr.parse().expect("greenlight's address");
-        Self { addr, child, log }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Resident set size from /proc/<pid>/status, in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("greenlight's /proc status");
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kib| kib.parse().ok())
-            .expect("a VmRSS line")
-    }
-
-    /// SIGKILL, then the same command on the same database; times both to the
-    /// listening line and to the first `/healthz` 200.
-    async fn kill9_and_restart(&mut self, env: &[(&'static str, String)], dir: &Path) -> Restart {
-        let killed = Instant::now();
-        self.child.kill().expect("kill -9 greenlight");
-        self.child.wait().expect("reap greenlight");
-        let next = Self::start(env, dir).await;
-        let listening = killed.elapsed();
-        loop {
-            if let Ok(tcp) = TcpStream::connect(next.addr).await {
-                let mut conn = Conn::from_stream(next.addr, tcp).await;
-                let (status, _) = conn.send(get(next.addr, "/healthz")).await;
-                if status == StatusCode::OK {
-                    break;
-                }
-            }
-            if killed.elapsed() > Duration::from_secs(120) {
-                panic!("the restarted greenlight did not answer /healthz 200 within 120 s");
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let healthy = killed.elapsed();
-        *self = next;
-        Restart { listening, healthy }
-    }
-}
-
-impl Drop for Greenlight {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
-            eprintln!("greenlight's last log lines:");
-            for line in tail.iter().rev() {
-                eprintln!("  {line}");
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// The load generator: one kept-alive HTTP/1.1 connection per task.
-
-struct Conn {
-    addr: SocketAddr,
-    sender: http1::SendRequest<Full<Bytes>>,
-    reconnects: usize,
-}
-
-impl Conn {
-    async fn open(addr: SocketAddr) -> Self {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        Self::from_stream(addr, tcp).await
-    }
-
-    async fn from_stream(addr: SocketAddr, tcp: TcpStream) -> Self {
-        Self {
-            addr,
-            sender: handshake(tcp).await,
-            reconnects: 0,
-        }
-    }
-
-    /// Waits until the connection can take a request; if the server closed it, opens
-    /// a new one (counted: a well-behaved server keeps it alive throughout).
-    async fn ready(&mut self) {
-        if self.sender.ready().await.is_err() {
-            let tcp = TcpStream::connect(self.addr)
-                .await
-                .unwrap_or_else(|e| panic!("reconnect to {}: {e}", self.addr));
-            self.sender = handshake(tcp).await;
-            self.reconnects += 1;
-        }
-    }
-
-    /// Writes the request now; the returned future yields the answer.
-    async fn dispatch(
-        &mut self,
-        request: Request<Full<Bytes>>,
-    ) -> impl Future<Output = (StatusCode, Bytes)> {
-        self.ready().await;
-        let response = self.sender.send_request(request);
-        async move {
-            let response = response.await.expect("an HTTP answer");
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .expect("the answer's body")
-                .to_bytes();
-            (status, body)
-        }
-    }
-
-    async fn send(&mut self, request: Request<Full<Bytes>>) -> (StatusCode, Bytes) {
-        self.dispatch(request).await.await
-    }
-}
-
-async fn handshake(tcp: TcpStream) -> http1::SendRequest<Full<Bytes>> {
-    tcp.set_nodelay(true).expect("TCP_NODELAY");
-    let (sender, connection) = http1::handshake(TokioIo::new(tcp))
-        .await
-        .expect("HTTP/1.1 handshake");
-    tokio::spawn(connection);
-    sender
-}
-
 fn request(method: Method, addr: SocketAddr, path: &str) -> axum::http::request::Builder {
     Request::builder()
         .method(method)
@@ -1290,189 +1057,9 @@ fn check_acked(_: usize, status: StatusCode, body: Bytes) {
         String::from_utf8_lossy(&body)
     );
 }
-
-/// How long a load phase runs and how many requests it may issue.
-struct Window {
-    warmup: Duration,
-    measure: Duration,
-    max_items: usize,
-    /// Each connection waits this long after an answer before its next request.
-    pause: Duration,
-}
-
-impl Window {
-    fn timed(warmup: Duration, measure: Duration) -> Self {
-        Self::limited(warmup, measure, usize::MAX)
-    }
-
-    fn limited(warmup: Duration, measure: Duration, max_items: usize) -> Self {
-        Self {
-            warmup,
-            measure,
-            max_items,
-            pause: Duration::ZERO,
-        }
-    }
-
-    fn paced(self, pause: Duration) -> Self {
-        Self { pause, ..self }
-    }
-}
-
-struct Load<T> {
-    /// Every answer's item, warm-up included, in no particular order.
-    items: Vec<T>,
-    /// Requests issued (items `0..issued` of the supply were used).
-    issued: usize,
-    /// Answers completed inside the measured window.
-    measured: usize,
-    window: Duration,
-    /// Latencies of the measured answers, sorted.
-    latencies: Vec<Duration>,
-    ran_out: bool,
-    reconnects: usize,
-    /// CPU time the server process spent over the whole phase (warm-up included).
-    server_cpu: Duration,
-}
-
-impl<T> Load<T> {
-    /// The server's CPU time per answered request, warm-up included: unlike a rate,
-    /// it barely moves when other work shares the machine.
-    fn cpu_per_op(&self) -> Duration {
-        self.server_cpu / (self.items.len().max(1) as u32)
-    }
-
-    fn rate(&self) -> f64 {
-        if self.window.is_zero() {
-            return 0.0;
-        }
-        self.measured as f64 / self.window.as_secs_f64()
-    }
-
-    fn percentile(&self, p: f64) -> Duration {
-        percentile(&self.latencies, p)
-    }
-}
-
-/// `connections` tasks, each a sequential loop on its own connection, issuing requests
-/// `request(i)` for i = 0, 1, … (shared counter) until the window closes or `max_items`
-/// were issued. Counts the answers completed within [end of warm-up, end of window]; when
-/// the supply runs out first, the window ends at the last answer.
-async fn load<T, Q, A>(
-    (addr, pid): (SocketAddr, Option<u32>),
-    connections: usize,
-    window: Window,
-    request: Q,
-    answer: A,
-) -> Load<T>
-where
-    T: Send + 'static,
-    Q: Fn(usize) -> Request<Full<Bytes>> + Send + Sync + 'static,
-    A: Fn(usize, StatusCode, Bytes) -> T + Send + Sync + 'static,
-{
-    let (request, answer) = (Arc::new(request), Arc::new(answer));
-    let next = Arc::new(AtomicUsize::new(0));
-    let ran_out = Arc::new(AtomicBool::new(false));
-    let mut conns = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        conns.push(Conn::open(addr).await);
-    }
-    let cpu_before = process_cpu(pid);
-    let started = Instant::now();
-    let measure_from = started + window.warmup;
-    let stop_at = measure_from + window.measure;
-    let max_items = window.max_items;
-    let pause = window.pause;
-    let tasks: Vec<_> = conns
-        .into_iter()
-        .map(|mut conn| {
-            let (request, answer, next, ran_out) = (
-                request.clone(),
-                answer.clone(),
-                next.clone(),
-                ran_out.clone(),
-            );
-            tokio::spawn(async move {
-                let mut items = Vec::new();
-                let mut timings = Vec::new();
-                while Instant::now() < stop_at {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= max_items {
-                        ran_out.store(true, Ordering::Relaxed);
-                        break;
-                    }
-                    let req = request(i);
-                    let sent = Instant::now();
-                    let (status, body) = conn.send(req).await;
-                    let done = Instant::now();
-                    items.push(answer(i, status, body));
-                    timings.push((done, done - sent));
-                    if !pause.is_zero() {
-                        tokio::time::sleep(pause).await;
-                    }
-                }
-                (items, timings, conn.reconnects)
-            })
-        })
-        .collect();
-    let mut items = Vec::new();
-    let mut timings = Vec::new();
-    let mut reconnects = 0;
-    for task in tasks {
-        let (i, t, r) = task.await.expect("a load task (a wrong answer panics)");
-        items.extend(i);
-        timings.extend(t);
-        reconnects += r;
-    }
-    let server_cpu = process_cpu(pid).saturating_sub(cpu_before);
-    let ran_out = ran_out.load(Ordering::Relaxed);
-    let end = if ran_out {
-        timings
-            .iter()
-            .map(|(done, _)| *done)
-            .max()
-            .unwrap_or(started)
-    } else {
-        stop_at
-    };
-    let mut latencies: Vec<Duration> = timings
-        .iter()
-        .filter(|(done, _)| *done >= measure_from && *done <= end)
-        .map(|(_, latency)| *latency)
-        .collect();
-    latencies.sort();
-    Load {
-        issued: next.load(Ordering::Relaxed).min(max_items),
-        measured: latencies.len(),
-        window: end.saturating_duration_since(measure_from),
-        items,
-        latencies,
-        ran_out,
-        reconnects,
-        server_cpu,
-    }
-}
-
-/// CPU time (user + system) of every live thread of `pid`, from
-/// `/proc/<pid>/task/*/schedstat` (first field: nanoseconds on a CPU).
-fn process_cpu(pid: Option<u32>) -> Duration {
-    let Some(pid) = pid else {
-        return Duration::ZERO;
-    };
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Duration::ZERO;
-    };
-    let nanos: u64 = tasks
-        .flatten()
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
-    Duration::from_nanos(nanos)
-}
-
 /// Submits `count` more requests (at most for `cap`), returning their ids and the rate.
 async fn fill(
-    addr: SocketAddr,
+    target: &Target,
     connections: usize,
     count: usize,
     cap: Duration,
@@ -1490,10 +1077,10 @@ async fn fill(
     ));
     let started = Instant::now();
     let done = load(
-        (addr, None),
+        &target.unmeasured(),
         connections,
         Window::limited(Duration::ZERO, cap, count),
-        submit_request(addr, offset),
+        submit_request(target.addrs[0], offset),
         check_submitted,
     )
     .await;
@@ -1516,11 +1103,13 @@ struct Filled {
 }
 
 /// Reads every id back and checks its status.
-async fn verify_status(addr: SocketAddr, connections: usize, ids: &[String], want: &'static str) {
+/// Reads go round-robin over the target's servers, like every other phase.
+async fn verify_status(target: &Target, connections: usize, ids: &[String], want: &'static str) {
+    let addr = target.addrs[0];
     let ids = Arc::new(ids.to_vec());
     let paths = ids.clone();
     let done = load(
-        (addr, None),
+        &target.unmeasured(),
         connections,
         Window::limited(Duration::ZERO, Duration::from_secs(3600), ids.len()),
         move |i| authed_get(addr, &format!("/v1/approvals/{}", paths[i])),
@@ -1565,14 +1154,22 @@ struct Counters {
 }
 
 impl Counters {
-    async fn read(addr: SocketAddr) -> Self {
-        let text = metrics_text(&mut Conn::open(addr).await).await;
-        let read = |outcome: &str| {
-            metric(
-                &text,
-                &format!("greenlight_clicks_total{{outcome=\"{outcome}\"}}"),
-            )
-            .unwrap_or_else(|| panic!("/metrics has no greenlight_clicks_total for {outcome}"))
+    /// Summed over the replicas at `addrs` (each counts the clicks it took).
+    async fn read(addrs: &[SocketAddr]) -> Self {
+        let mut texts = Vec::with_capacity(addrs.len());
+        for &addr in addrs {
+            texts.push(metrics_text(&mut Conn::open(addr).await).await);
+        }
+        let read = |outcome: &str| -> f64 {
+            let series = format!("greenlight_clicks_total{{outcome=\"{outcome}\"}}");
+            texts
+                .iter()
+                .map(|text| {
+                    metric(text, &series).unwrap_or_else(|| {
+                        panic!("/metrics has no greenlight_clicks_total for {outcome}")
+                    })
+                })
+                .sum()
         };
         Self {
             duplicate: read("duplicate"),
@@ -1604,22 +1201,33 @@ impl Counters {
 /// For each id: long-poll it, wait until greenlight shows the poll parked, click
 /// Approve, and time from sending the click to the poll's answer. The first
 /// `LATENCY_WARMUP_SAMPLES` are not counted. Returns the sorted latencies.
-async fn click_to_answer(addr: SocketAddr, ids: &[String]) -> Vec<Duration> {
-    let mut poller = Conn::open(addr).await;
-    let mut clicker = Conn::open(addr).await;
-    let mut observer = Conn::open(addr).await;
+///
+/// With several replicas (`addrs`), sample `n` long-polls replica `n % R` (whose
+/// gauge is watched) and clicks on replica `(n + 1) % R`: every sample crosses
+/// replicas, through the database's notifications. With one, both are the same.
+async fn click_to_answer(addrs: &[SocketAddr], ids: &[String]) -> Vec<Duration> {
+    let (mut pollers, mut clickers, mut observers) = (Vec::new(), Vec::new(), Vec::new());
+    for &addr in addrs {
+        pollers.push(Conn::open(addr).await);
+        clickers.push(Conn::open(addr).await);
+        observers.push(Conn::open(addr).await);
+    }
     let gauge = "greenlight_long_polls_waiting";
     let mut latencies = Vec::with_capacity(ids.len());
     for (n, id) in ids.iter().enumerate() {
         let signed = click(id);
-        let parked_before = metric(&metrics_text(&mut observer).await, gauge)
+        let (polled, clicked_on) = (n % addrs.len(), (n + 1) % addrs.len());
+        let (poller, observer) = (&mut pollers[polled], &mut observers[polled]);
+        let clicker = &mut clickers[clicked_on];
+        let addr = addrs[polled];
+        let parked_before = metric(&metrics_text(observer).await, gauge)
             .unwrap_or_else(|| panic!("/metrics has no {gauge}"));
         let answer = poller
             .dispatch(authed_get(addr, &format!("/v1/approvals/{id}?wait=30")))
             .await;
         let waiting_since = Instant::now();
         loop {
-            let parked = metric(&metrics_text(&mut observer).await, gauge).expect("the gauge");
+            let parked = metric(&metrics_text(observer).await, gauge).expect("the gauge");
             if parked > parked_before {
                 break;
             }
@@ -1630,7 +1238,9 @@ async fn click_to_answer(addr: SocketAddr, ids: &[String]) -> Vec<Duration> {
             tokio::task::yield_now().await;
         }
         let clicked = Instant::now();
-        let click_ack = clicker.dispatch(click_request_for(addr, &signed)).await;
+        let click_ack = clicker
+            .dispatch(click_request_for(addrs[clicked_on], &signed))
+            .await;
         let answered = async move {
             let answer = answer.await;
             (answer, clicked.elapsed())
@@ -1655,6 +1265,7 @@ async fn click_to_answer(addr: SocketAddr, ids: &[String]) -> Vec<Duration> {
 
 struct BigFill {
     pending: usize,
-    rss_kib: u64,
+    /// Per replica.
+    rss_kib: Vec<u64>,
     added_per_sec: f64,
 }
