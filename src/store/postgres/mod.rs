@@ -9,7 +9,9 @@
 //!   expiry);
 //! - a vote locks its request (`SELECT … FOR UPDATE`) before counting ([`votes`]);
 //! - an insert locks its agent's `agent_pending` row (the per-agent cap) and relies on
-//!   the `(agent, idempotency_key)` unique index ([`requests`]);
+//!   the `(agent, idempotency_key)` unique index ([`requests`]); the counter itself is
+//!   kept by a trigger deferred to commit, so a decision locks that row only while it
+//!   commits (`migrations/postgres/0005_pending_count_at_commit.sql`);
 //! - an agent's token bucket is one `rate_buckets` row, taken from by an upsert that
 //!   locks it ([`rate`]);
 //! - each channel's outbox is delivered by the replica holding its lease, and rows are
