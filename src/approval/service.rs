@@ -277,6 +277,14 @@ impl ApprovalService {
         };
         let expires_at = now + chrono::Duration::seconds(new.timeout_secs as i64);
         let grant = self.grant_probe(&new, &plan, now);
+        // The cap keeps an agent from burying its reviewers; a request the policy
+        // decides at once never reaches them, so it is not held to it (and, on
+        // PostgreSQL, does not queue on the agent's counter row behind every other
+        // submission of that agent: hooks auto-approve most tool calls).
+        let max_pending = match fate {
+            Fate::Review => max_pending,
+            Fate::Decided { .. } => None,
+        };
         let submission = Submission {
             id: ApprovalId::new(),
             new,

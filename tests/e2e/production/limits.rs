@@ -143,3 +143,37 @@ async fn concurrent_submissions_cannot_overshoot_the_pending_cap() {
         .count();
     assert_eq!((accepted, capped), (3, 9));
 }
+
+/// The cap keeps an agent from burying its reviewers. A request the policy decides at
+/// once never reaches a reviewer, so an agent at its cap still gets its policy's
+/// answers (a coding agent's hook keeps working while two requests wait), and those
+/// answers take no room under the cap.
+#[tokio::test]
+async fn the_pending_cap_does_not_hold_back_what_the_policy_decides() {
+    let policy = "[[rule]]\nname = \"ls\"\naction = \"auto_approve\"\ncode = '^ls$'\n\n\
+                  [[rule]]\nname = \"rm\"\naction = \"auto_deny\"\nreason = \"never\"\ncode = '^rm '\n";
+    let app =
+        crate::helpers::spawn_app_with_policy(policy, &[("GREENLIGHT_MAX_PENDING_PER_AGENT", "1")])
+            .await;
+    assert_eq!(
+        app.submit(request("echo waits")).await.status,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        app.submit(request("echo refused")).await.body["error"]["code"],
+        "too_many_pending"
+    );
+    let approved = app.submit_as(AGENT_TOKEN, "?wait=5", request("ls")).await;
+    assert_eq!(approved.status, StatusCode::OK, "{:?}", approved.body);
+    assert_eq!(approved.body["status"], "approved");
+    let denied = app
+        .submit_as(AGENT_TOKEN, "?wait=5", request("rm -rf /"))
+        .await;
+    assert_eq!(denied.status, StatusCode::OK, "{:?}", denied.body);
+    assert_eq!(denied.body["status"], "denied");
+    // Still exactly one pending: the cap is unchanged by the policy's answers.
+    assert_eq!(
+        app.submit(request("echo still refused")).await.body["error"]["code"],
+        "too_many_pending"
+    );
+}
