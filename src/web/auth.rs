@@ -54,6 +54,17 @@ impl SignedIn {
         presented.is_some_and(|token| csrf_matches(&self.csrf, token))
     }
 
+    /// For a POST whose form carries nothing but the CSRF token: `Err` with the 403
+    /// page when the token is missing or not this session's.
+    pub fn check_csrf_form(&self, body: &Bytes) -> Result<(), Box<Response>> {
+        let form: CsrfForm = form(body);
+        if self.csrf_ok(form.csrf.as_deref()) {
+            Ok(())
+        } else {
+            Err(Box::new(csrf_refused()))
+        }
+    }
+
     /// The header (site name and sign-out form) of this reviewer's pages.
     pub fn chrome(&self) -> Chrome {
         Chrome {
@@ -442,9 +453,8 @@ pub struct CsrfForm {
 
 /// `POST /web/signout`.
 pub async fn signout(signed: SignedIn, State(state): State<AppState>, body: Bytes) -> Response {
-    let form: CsrfForm = form(&body);
-    if !signed.csrf_ok(form.csrf.as_deref()) {
-        return csrf_refused();
+    if let Err(refused) = signed.check_csrf_form(&body) {
+        return *refused;
     }
     if let Err(error) = state
         .service

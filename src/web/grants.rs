@@ -18,7 +18,7 @@ use axum::{
 };
 
 use super::{
-    auth::{csrf_refused, form, CsrfForm, SignedIn},
+    auth::SignedIn,
     pages::{pending_page, Page, PageError},
     views::{GrantRow, Note},
 };
@@ -81,9 +81,8 @@ pub async fn revoke(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Page {
-    let form: CsrfForm = form(&body);
-    if !signed.csrf_ok(form.csrf.as_deref()) {
-        return Ok(csrf_refused());
+    if let Err(refused) = signed.check_csrf_form(&body) {
+        return Ok(*refused);
     }
     let (status, text) = match state.service.revoke_grant(&id, &signed.reviewer).await? {
         Revoked::Done(_) => return Ok(Redirect::to("/web?note=revoked").into_response()),

@@ -11,7 +11,7 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::{
-    auth::{csrf_refused, form, html, json_error, CsrfForm, SignedIn},
+    auth::{csrf_refused, form, html, json_error, SignedIn},
     highlight,
     views::{
         Choice, EventRow, HistoryPage, Note, PendingList, PendingPage, RequestPage, Row, StatusPart,
@@ -314,9 +314,8 @@ pub async fn approve(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Page {
-    let form: CsrfForm = form(&body);
-    if !signed.csrf_ok(form.csrf.as_deref()) {
-        return Ok(csrf_refused());
+    if let Err(refused) = signed.check_csrf_form(&body) {
+        return Ok(*refused);
     }
     let id = parse_id(&id)?;
     match state.service.approve(id, &signed.reviewer).await? {
