@@ -132,6 +132,25 @@ impl Browser {
         panic!("{css} never showed {text:?}; last {last:?}");
     }
 
+    /// Waits until the page's live feed (`GET /web/events`, htmx's SSE extension) is
+    /// open: a change committed before that sends no event the page can hear, so a
+    /// test of live updates must make its change after it.
+    async fn wait_live(&self) {
+        let script = "const e = document.querySelector('[sse-connect]'); \
+                      const d = e && e['htmx-internal-data']; \
+                      return !!(d && d.sseEventSource && d.sseEventSource.readyState === 1);";
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(open) = self.client.execute(script, vec![]).await {
+                if open.as_bool() == Some(true) {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the page's live feed never opened within {WAIT:?}");
+    }
+
     async fn click(&self, css: &str) {
         self.find(css).await.click().await.expect("click");
     }
@@ -275,6 +294,7 @@ async fn local_reviewer_signs_in_with_the_printed_link_and_decides() {
         .goto(&server.url(&format!("/web/requests/{withdrawn}")))
         .await;
     browser.find("#deny").await;
+    browser.wait_live().await;
     let cancel = server
         .http
         .post(server.url(&format!("/v1/approvals/{withdrawn}/cancel")))
