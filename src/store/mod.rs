@@ -205,20 +205,68 @@ pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// `url` with its password (if any) replaced by `***`, for logs and errors.
+/// Query parameters of a PostgreSQL URL shown as they are; every other value (such
+/// as `password`, `sslpassword`, or anything sqlx or libpq may add) shows as `***`.
+const SHOWN_PARAMS: &[&str] = &[
+    "sslmode",
+    "application_name",
+    "connect_timeout",
+    "host",
+    "port",
+    "dbname",
+    "user",
+    "options",
+];
+
+/// `url` as logs and errors may show it: a SQLite URL as it is (a path holds no
+/// secret); any other with its password and every query value but
+/// [`SHOWN_PARAMS`] replaced by `***`. A URL that does not parse is not shown at
+/// all beyond its scheme, since where its password sits cannot be known (an
+/// unencoded `/` or `#` in a password, or a mistyped `postgres:/`).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    if url.starts_with("sqlite:") {
         return url.to_owned();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            let hidden = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{hidden}@{host}{path}")
-        }
-        None => url.to_owned(),
     }
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return withheld(url);
+    };
+    if !parsed.has_host() {
+        return withheld(url);
+    }
+    if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
+        return withheld(url);
+    }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let shown = SHOWN_PARAMS.contains(&key.as_ref());
+                let value = if shown {
+                    value.into_owned()
+                } else {
+                    "***".into()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.set_fragment(None);
+    parsed.to_string().replace("%2A%2A%2A", "***")
+}
+
+/// What is shown of a URL that does not parse: its scheme, if it has one.
+fn withheld(url: &str) -> String {
+    let scheme = url
+        .split_once(':')
+        .map(|(scheme, _)| scheme)
+        .filter(|s| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        })
+        .unwrap_or("?");
+    format!("{scheme}:… (the rest not shown: it does not parse as a URL, and may hold a password)")
 }
 
 impl Store {
@@ -371,6 +419,26 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://gl@db/x"), "postgres://gl@db/x");
         assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
+        // Found by a trial run: each of these printed the password.
+        assert_eq!(
+            redact_url("postgres://gl@127.0.0.1:5432/gl?password=WrongQ_pw9&sslmode=disable"),
+            "postgres://gl@127.0.0.1:5432/gl?password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgres://127.0.0.1/gl?user=gl&password=QpwLeak9"),
+            "postgres://127.0.0.1/gl?user=gl&password=***"
+        );
+        for unparsable in [
+            "postgres://gl:Pw/withslash@127.0.0.1:32799/gl",
+            "postgres:/gl:SecretNoSlash@127.0.0.1:32799/gl",
+            "postgres://gl:Secret#frag@127.0.0.1:32799/gl",
+            "gl:Secret@db/x",
+        ] {
+            let shown = redact_url(unparsable);
+            for secret in ["withslash", "SecretNoSlash", "Secret"] {
+                assert!(!shown.contains(secret), "{unparsable} → {shown}");
+            }
+        }
         assert!(is_postgres_url("postgresql://h/d") && !is_postgres_url("sqlite://x"));
     }
 }
