@@ -1,5 +1,6 @@
 //! `doctor`'s PostgreSQL check: the database is reachable, migrated, and accepts
-//! writes (not a standby, not `default_transaction_read_only`). It only looks: no
+//! greenlight's writes (not a standby, not `default_transaction_read_only`, and the
+//! role may create in its schema and write greenlight's tables). It only looks: no
 //! migration runs and nothing is written.
 
 use super::{Check, Level};
@@ -35,7 +36,7 @@ pub(super) async fn check(url: &str) -> Check {
         Ok((_, true)) => Check::new(
             Level::Fail,
             name,
-            format!("{shown} is read-only (a standby, or default_transaction_read_only): point greenlight serve at the primary"),
+            format!("{shown} is read-only for this role (a standby, default_transaction_read_only, or a role without CREATE on its schema or INSERT/UPDATE/DELETE on greenlight's tables): point greenlight serve at the primary with a role that owns the schema"),
         ),
         Ok((pending, false)) if pending.is_empty() => Check::new(
             Level::Ok,

@@ -149,6 +149,25 @@ async fn doctor_checks_a_postgres_database_reachable_migrated_and_writable() {
     )
     .await;
 
+    // A role that may read greenlight's tables but not write them (nor create in the
+    // schema, which serve's migrator needs): doctor fails instead of calling the
+    // database writable, as serve would fail at start. (Found by a trial run.)
+    let role = format!("ro_{}", &name[name.len().saturating_sub(12)..]);
+    execute(&url, &format!("CREATE ROLE {role} LOGIN")).await;
+    execute(
+        &url,
+        &format!("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"),
+    )
+    .await;
+    execute(&url, &format!("REVOKE CREATE ON SCHEMA public FROM {role}")).await;
+    let as_reader = url.replacen("://greenlight@", &format!("://{role}:{PASSWORD}@"), 1);
+    let (code, line) = doctor(&as_reader, dir.path()).await;
+    assert_eq!(code, 1, "{line}");
+    assert!(
+        line.starts_with("FAIL") && line.contains("is read-only for this role"),
+        "{line}"
+    );
+
     // Nobody listening: fails naming the setting to check.
     let dead = DeadAddress::new();
     let host = dead.url.trim_start_matches("http://");

@@ -137,11 +137,18 @@ impl Postgres {
     }
 
     pub async fn pending_migrations(&self) -> StoreResult<Vec<i64>> {
-        let applied: Vec<i64> =
+        // No table yet: nothing applied. A table this role may not read is an error
+        // (permission denied), not "nothing applied": the advice would be wrong.
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        let applied: Vec<i64> = if exists {
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
                 .fetch_all(&self.pool)
-                .await
-                .unwrap_or_default();
+                .await?
+        } else {
+            Vec::new()
+        };
         Ok(MIGRATOR
             .iter()
             .map(|m| m.version)
@@ -149,11 +156,19 @@ impl Postgres {
             .collect())
     }
 
-    /// A standby (`pg_is_in_recovery()`) or a database whose sessions start
-    /// read-only (`default_transaction_read_only`) refuses every write.
+    /// Whether greenlight's writes would be refused: a standby
+    /// (`pg_is_in_recovery()`), sessions that start read-only
+    /// (`default_transaction_read_only`), or a role that may not create in its schema
+    /// (`serve`'s migrator always needs that) or insert, update and delete requests.
     pub async fn refuses_writes(&self) -> StoreResult<bool> {
         Ok(sqlx::query_scalar(
-            "SELECT pg_is_in_recovery() OR current_setting('default_transaction_read_only') = 'on'",
+            "SELECT pg_is_in_recovery()
+                 OR current_setting('default_transaction_read_only') = 'on'
+                 OR NOT has_schema_privilege(current_schema(), 'CREATE')
+                 OR (to_regclass('approvals') IS NOT NULL AND NOT (
+                        has_table_privilege('approvals', 'INSERT')
+                        AND has_table_privilege('approvals', 'UPDATE')
+                        AND has_table_privilege('approvals', 'DELETE')))",
         )
         .fetch_one(&self.pool)
         .await?)
