@@ -56,6 +56,19 @@ async fn post_as(
     }
 }
 
+/// How many of `answers` were accepted (202) and how many refused by the pending cap.
+fn accepted_and_capped(answers: &[Answer]) -> (usize, usize) {
+    let accepted = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::ACCEPTED)
+        .count();
+    let capped = answers
+        .iter()
+        .filter(|a| code(a) == "too_many_pending")
+        .count();
+    (accepted, capped)
+}
+
 fn code(answer: &Answer) -> &str {
     answer.body["error"]["code"].as_str().unwrap_or("")
 }
@@ -220,15 +233,7 @@ async fn the_pending_cap_holds_when_submissions_race_on_two_replicas() {
         async move { post(&http, replica, "/v1/approvals", None, &body).await }
     }))
     .await;
-    let accepted = answers
-        .iter()
-        .filter(|a| a.status == StatusCode::ACCEPTED)
-        .count();
-    let capped = answers
-        .iter()
-        .filter(|a| code(a) == "too_many_pending")
-        .count();
-    assert_eq!((accepted, capped), (3, 9), "{answers:?}");
+    assert_eq!(accepted_and_capped(&answers), (3, 9), "{answers:?}");
     assert_eq!(
         database::count(
             &db,
@@ -256,15 +261,7 @@ async fn the_pending_cap_holds_when_submissions_race_on_two_replicas() {
         }
     }))
     .await;
-    let accepted = batches
-        .iter()
-        .filter(|a| a.status == StatusCode::ACCEPTED)
-        .count();
-    let capped = batches
-        .iter()
-        .filter(|a| code(a) == "too_many_pending")
-        .count();
-    assert_eq!((accepted, capped), (1, 5), "{batches:?}");
+    assert_eq!(accepted_and_capped(&batches), (1, 5), "{batches:?}");
     assert_eq!(
         database::count(
             &db,
