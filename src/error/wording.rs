@@ -41,11 +41,17 @@ pub fn api_terms(message: &str) -> String {
         };
     }
     if let Some(c) = INVALID.captures(&message) {
-        let found = json_terms(&c[2].replace('`', ""));
+        let found = c[2].replace('`', "");
         let wanted = json_terms(&c[3]);
         return match &c[1] {
-            "length" => format!("has {found}; expected {wanted}"),
-            _ => format!("must be {wanted}, not {found}"),
+            "length" => format!("has {}; expected {wanted}", json_terms(&found)),
+            // A value of the right JSON type out of range: "-1", not "integer -1",
+            // which would read as though integers were not allowed.
+            "value" => {
+                let found = found.strip_prefix("integer ").unwrap_or(&found);
+                format!("must be {wanted}, not {}", json_terms(found))
+            }
+            _ => format!("must be {wanted}, not {}", json_terms(&found)),
         };
     }
     json_terms(&message)
@@ -61,12 +67,15 @@ fn json_terms(text: &str) -> String {
         Regex::new(r"\b(?:an? )?enum [A-Za-z_][A-Za-z0-9_]*|\bvariant identifier\b")
             .expect("valid regex")
     });
+    static UNSIGNED: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"\b(?:a |an )?(?:u8|u16|u32|u64|usize)\b").expect("valid regex")
+    });
     static INTEGER: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"\b(?:a |an )?(?:u8|u16|u32|u64|usize|i8|i16|i32|i64|isize)\b")
-            .expect("valid regex")
+        Regex::new(r"\b(?:a |an )?(?:i8|i16|i32|i64|isize)\b").expect("valid regex")
     });
     let text = STRUCT.replace_all(text, "a JSON object");
     let text = ENUM.replace_all(&text, "one of the documented values");
+    let text = UNSIGNED.replace_all(&text, "a whole number (0 or more)");
     let text = INTEGER.replace_all(&text, "a whole number");
     text.replace("a sequence", "a JSON array")
         .replace("sequence", "a JSON array")
@@ -98,7 +107,7 @@ mod tests {
             ),
             (
                 "invalid value: integer `-3`, expected u64",
-                "must be a whole number, not integer -3",
+                "must be a whole number (0 or more), not -3",
             ),
             (
                 "invalid type: sequence, expected struct SubmitBody",

@@ -205,11 +205,11 @@ mod tests {
             ),
             (
                 serde_json::json!({"code": "ls", "timeout_secs": "soon"}),
-                "invalid request body: timeout_secs: must be a whole number, not string \"soon\"",
+                "invalid request body: timeout_secs: must be a whole number (0 or more), not string \"soon\"",
             ),
             (
                 serde_json::json!({"code": "ls", "timeout_secs": -1}),
-                "invalid request body: timeout_secs: must be a whole number, not integer -1",
+                "invalid request body: timeout_secs: must be a whole number (0 or more), not -1",
             ),
             (
                 serde_json::json!({"code": "ls", "items": [{"kind": "maybe"}]}),
@@ -238,7 +238,7 @@ mod tests {
         match parse_json::<SubmitBody>(br#"{"code": "ls", "timeout_secs": true}"#) {
             Err(ApiError::Invalid(message)) => assert_eq!(
                 message,
-                "invalid request body: must be a whole number, not boolean true"
+                "invalid request body: must be a whole number (0 or more), not boolean true"
             ),
             other => panic!("{other:?}"),
         }
