@@ -181,3 +181,31 @@ async fn doctor_checks_a_postgres_database_reachable_migrated_and_writable() {
         "{line}"
     );
 }
+
+/// serve against a PostgreSQL nobody listens on fails with the cause, not after the
+/// pool's 60 s acquire timeout with "pool timed out" (found by a trial run: serve sat
+/// silent for a minute). No server is needed: the address is bound and never listens.
+#[tokio::test]
+async fn serve_names_the_cause_when_postgres_cannot_be_reached() {
+    let dir = tempfile::tempdir().expect("dir");
+    let dead = DeadAddress::new();
+    let host = dead.url.trim_start_matches("http://");
+    let env = HashMap::from([
+        (
+            "GREENLIGHT_API_TOKENS".to_owned(),
+            format!("ci-bot:{AGENT_TOKEN}"),
+        ),
+        (
+            "GREENLIGHT_DATABASE_URL".to_owned(),
+            format!("postgres://greenlight:{PASSWORD}@{host}/greenlight"),
+        ),
+        ("GREENLIGHT_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+    ]);
+    let (code, _, stderr) = binary::run(&env, dir.path(), &["serve"]).await;
+    assert_ne!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("refused") && !stderr.contains("timed out"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+}

@@ -59,6 +59,33 @@ const POOL_SIZE: u32 = 10;
 /// How long a call may wait for a pooled connection before it fails (500).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long opening the store waits for PostgreSQL's first connection. The pool
+/// retries a refused or unanswered connection until its acquire timeout (60 s for
+/// serve) without saying why; one direct attempt first turns a wrong host, port,
+/// password or database name into its own error at once.
+const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens and closes one connection with `options`, so that a server that cannot be
+/// reached or refuses us fails with its cause (connection refused, password
+/// authentication failed, …) instead of a pool timeout. Errors: that cause, or an
+/// I/O `TimedOut` after [`FIRST_CONNECT_TIMEOUT`].
+async fn first_connection(options: &PgConnectOptions) -> StoreResult<()> {
+    use sqlx::{ConnectOptions, Connection};
+    let connection = tokio::time::timeout(FIRST_CONNECT_TIMEOUT, options.connect())
+        .await
+        .map_err(|_| {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no connection to the server within {} s",
+                    FIRST_CONNECT_TIMEOUT.as_secs()
+                ),
+            ))
+        })??;
+    connection.close().await?;
+    Ok(())
+}
+
 /// Cheap to clone; every clone is the same pool.
 #[derive(Clone)]
 pub struct Postgres {
@@ -76,6 +103,7 @@ impl Postgres {
     /// starts listening for other replicas' changes, which it passes to `signals`.
     pub(crate) async fn connect(url: &str, signals: Arc<Signals>) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)?;
+        first_connection(&options).await?;
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .min_connections(1)
@@ -102,6 +130,7 @@ impl Postgres {
     /// [`StoreError::ReadOnly`].
     pub async fn open_read_only(url: &str) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)?;
+        first_connection(&options).await?;
         let pool = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(10))
