@@ -132,10 +132,31 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("greenlight: {error:#}");
+            eprintln!("greenlight: {}", one_line(&error));
             ExitCode::from(2)
         }
     }
+}
+
+/// `error` and its causes on one line, joined with ": " as anyhow's `{:#}` joins them,
+/// leaving out a cause whose text the error above it already holds: thiserror's
+/// `#[error("database error: {0}")]` with `#[from]`, and sqlx's own errors, print their
+/// source inside their message and again as the next link (a trial run saw
+/// "Connection refused (os error 111)" three times in one line).
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    let mut above = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !above.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        above = text;
+    }
+    line
 }
 
 async fn serve() -> anyhow::Result<ExitCode> {
@@ -230,5 +251,30 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             _ = ctrl_c => {},
             _ = terminate => {},
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_cause_its_parent_already_printed_is_left_out() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        let store = crate::store::StoreError::Database(sqlx::Error::Io(io));
+        let error =
+            anyhow::Error::new(store).context("cannot open the database at postgres://h/db");
+        assert_eq!(
+            one_line(&error),
+            "cannot open the database at postgres://h/db: database error: error communicating with database: Connection refused"
+        );
+    }
+
+    #[test]
+    fn causes_that_add_something_are_all_kept() {
+        let error = anyhow::anyhow!("root cause")
+            .context("middle")
+            .context("top");
+        assert_eq!(one_line(&error), "top: middle: root cause");
     }
 }
