@@ -10,10 +10,17 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::LogFormat;
 
+/// The filter without `RUST_LOG`: `info`, except PostgreSQL's `NOTICE`s, which sqlx
+/// logs at `info` (target `sqlx::postgres::notice`). The only one greenlight causes is
+/// the migrator's "relation \"_sqlx_migrations\" already exists, skipping" at every
+/// start, which reads like a problem and is not; PostgreSQL's warnings still show.
+const DEFAULT_FILTER: &str = "info,sqlx::postgres::notice=warn";
+
 /// Installs the global subscriber, writing to stderr (stdout carries only the
 /// "listening on" line tools wait for). A second call is a no-op.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
