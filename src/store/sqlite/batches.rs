@@ -2,7 +2,7 @@
 //! items are stored in one writer job (a savepoint undoes a refused batch).
 
 use chrono::Utc;
-use sqlx::Row as _;
+use rusqlite::OptionalExtension;
 
 use super::{outbox, requests::insert_in, Sqlite};
 use crate::model::{rfc3339, Approval, ApprovalId, BatchView};
@@ -37,23 +37,29 @@ impl Sqlite {
 
     /// The batch `id`, if there is one.
     pub async fn batch(&self, id: ApprovalId) -> StoreResult<Option<Batch>> {
-        let Some(row) = sqlx::query("SELECT id, agent, title FROM batches WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await?
-        else {
+        let found = self.readers.read(|conn| {
+            let Some((agent, title)) = conn
+                .prepare_cached("SELECT agent, title FROM batches WHERE id = ?")?
+                .query_row([id.to_string()], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let items = conn
+                .prepare_cached(
+                    "SELECT approval_id FROM batch_items WHERE batch_id = ? ORDER BY position",
+                )?
+                .query_map([id.to_string()], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some((agent, title, items)))
+        })?;
+        let Some((agent, title, items)) = found else {
             return Ok(None);
         };
-        let items: Vec<String> = sqlx::query_scalar(
-            "SELECT approval_id FROM batch_items WHERE batch_id = ? ORDER BY position",
-        )
-        .bind(id.to_string())
-        .fetch_all(&self.reader)
-        .await?;
         Ok(Some(Batch {
             id,
-            agent: row.try_get("agent")?,
-            title: row.try_get("title")?,
+            agent,
+            title,
             items: items
                 .iter()
                 .map(|raw| {
@@ -66,21 +72,21 @@ impl Sqlite {
 
     /// Whether `agent` already used this Idempotency-Key for a batch.
     pub async fn has_batch_idempotency_key(&self, agent: &str, key: &str) -> StoreResult<bool> {
-        let found = sqlx::query("SELECT 1 FROM batches WHERE agent = ? AND idempotency_key = ?")
-            .bind(agent)
-            .bind(key)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(found.is_some())
+        self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM batches WHERE agent = ? AND idempotency_key = ?")?
+                .exists([agent, key])?)
+        })
     }
 
     /// The batch request `id` belongs to, if it is a batch item.
     pub async fn batch_of(&self, id: ApprovalId) -> StoreResult<Option<ApprovalId>> {
-        let batch: Option<String> =
-            sqlx::query_scalar("SELECT batch_id FROM batch_items WHERE approval_id = ?")
-                .bind(id.to_string())
-                .fetch_optional(&self.reader)
-                .await?;
+        let batch: Option<String> = self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT batch_id FROM batch_items WHERE approval_id = ?")?
+                .query_row([id.to_string()], |row| row.get(0))
+                .optional()?)
+        })?;
         Ok(batch.as_deref().and_then(ApprovalId::parse))
     }
 }

@@ -11,6 +11,7 @@ mod grants;
 mod history;
 mod nudges;
 mod outbox;
+mod readers;
 mod requests;
 mod votes;
 mod web_sessions;
@@ -34,6 +35,8 @@ pub struct Sqlite {
     /// `None` for a store opened read-only (`doctor`, `audit export`).
     writer: Option<Writer>,
     reader: SqlitePool,
+    /// The hot-path reads, run on the caller's thread ([`readers`]).
+    readers: readers::Readers,
     /// The database file, locked exclusively (`flock`) while this store writes to it.
     _lock: Option<Arc<std::fs::File>>,
 }
@@ -59,6 +62,7 @@ impl Sqlite {
             .min_connections(1)
             .connect_with(options)
             .await?;
+        let readers = readers::Readers::open(&file)?;
         let checkpoints = rusqlite::Connection::open(&file)?;
         checkpoints.busy_timeout(Duration::from_secs(10))?;
         let writer = Writer::spawn_with_checkpointer(open_writer(&file)?, Some(checkpoints))
@@ -66,6 +70,7 @@ impl Sqlite {
         Ok(Self {
             writer: Some(writer),
             reader,
+            readers,
             _lock: lock,
         })
     }
@@ -78,6 +83,7 @@ impl Sqlite {
         let options = SqliteConnectOptions::from_str(url)?
             .read_only(true)
             .busy_timeout(Duration::from_secs(10));
+        let readers = readers::Readers::open(options.get_filename())?;
         let reader = SqlitePoolOptions::new()
             .max_connections(2)
             .connect_with(options)
@@ -85,6 +91,7 @@ impl Sqlite {
         Ok(Self {
             writer: None,
             reader,
+            readers,
             _lock: None,
         })
     }

@@ -47,11 +47,13 @@ pub(super) fn escalation_update_in(
 impl Sqlite {
     /// The earliest `next_nudge_at` of any pending request.
     pub async fn next_nudge(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        let earliest: Option<String> = sqlx::query_scalar(
-            "SELECT MIN(next_nudge_at) FROM approvals WHERE status = 'pending' AND next_nudge_at IS NOT NULL",
-        )
-        .fetch_one(&self.reader)
-        .await?;
+        let earliest: Option<String> = self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT MIN(next_nudge_at) FROM approvals WHERE status = 'pending' AND next_nudge_at IS NOT NULL",
+                )?
+                .query_row([], |row| row.get(0))?)
+        })?;
         earliest
             .map(|raw| {
                 DateTime::parse_from_rfc3339(&raw)
@@ -145,12 +147,17 @@ impl Sqlite {
 
     /// Whether and where request `id` was escalated.
     pub async fn escalation(&self, id: ApprovalId) -> StoreResult<Option<Escalation>> {
-        let row: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT escalated_at, escalation_channel, escalation_ts FROM approvals WHERE id = ?",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&self.reader)
-        .await?;
+        let row: Option<(Option<String>, Option<String>, Option<String>)> =
+            self.readers.read(|conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT escalated_at, escalation_channel, escalation_ts FROM approvals WHERE id = ?",
+                    )?
+                    .query_row([id.to_string()], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })
+                    .optional()?)
+            })?;
         Ok(row.and_then(|(at, channel, ts)| {
             Some(Escalation {
                 at: at?,

@@ -98,17 +98,16 @@ impl Sqlite {
     /// When `channel`'s earliest waiting row may be tried again; `None` when it has
     /// no rows left at all.
     pub async fn next_outbox_try(&self, channel: &str) -> StoreResult<Option<DateTime<Utc>>> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(COALESCE(not_before, created_at)) AS at FROM outbox WHERE channel = ?",
-        )
-        .bind(channel)
-        .fetch_one(&self.reader)
-        .await?;
-        let count: i64 = row.try_get("n")?;
+        let (count, at): (i64, Option<String>) = self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT COUNT(*), MIN(COALESCE(not_before, created_at)) FROM outbox WHERE channel = ?",
+                )?
+                .query_row([channel], |row| Ok((row.get(0)?, row.get(1)?)))?)
+        })?;
         if count == 0 {
             return Ok(None);
         }
-        let at: Option<String> = row.try_get("at")?;
         Ok(Some(
             at.and_then(|raw| DateTime::parse_from_rfc3339(&raw).ok())
                 .map_or_else(Utc::now, |t| t.with_timezone(&Utc)),

@@ -21,13 +21,14 @@ impl Sqlite {
     }
 
     pub async fn get(&self, id: ApprovalId) -> StoreResult<Option<Approval>> {
-        let row = sqlx::query(&format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(approval_from_row).transpose()
+        self.readers.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?"
+            ))?
+            .query_row([id.to_string()], |row| Ok(approval_from_row(row)))
+            .optional()?
+            .transpose()
+        })
     }
 
     /// Ends a request if, and only if, it is still pending. `Some` means this call
@@ -65,11 +66,12 @@ impl Sqlite {
         if let Some(writer) = &self.writer {
             writer.flush_deferred().await?;
         }
-        let rows = sqlx::query("SELECT seq, approval_id, at, kind, actor, detail FROM events WHERE approval_id = ? ORDER BY seq")
-            .bind(id.to_string())
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(event_from_row).collect()
+        self.readers.read(|conn| {
+            conn.prepare_cached("SELECT seq, approval_id, at, kind, actor, detail FROM events WHERE approval_id = ? ORDER BY seq")?
+                .query_map([id.to_string()], |row| Ok(event_from_row(row)))?
+                .map(|row| row?)
+                .collect()
+        })
     }
 
     /// Whether the request's trail already has an event of `kind` whose `detail` has
@@ -81,17 +83,14 @@ impl Sqlite {
         field: Option<(&str, &str)>,
     ) -> StoreResult<bool> {
         let (path, value) = field.map_or((None, None), |(f, v)| (Some(format!("$.{f}")), Some(v)));
-        let found = sqlx::query(
-            "SELECT 1 FROM events WHERE approval_id = ?1 AND kind = ?2
-               AND (?3 IS NULL OR json_extract(detail, ?3) = ?4) LIMIT 1",
-        )
-        .bind(id.to_string())
-        .bind(kind)
-        .bind(path)
-        .bind(value)
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(found.is_some())
+        self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT 1 FROM events WHERE approval_id = ?1 AND kind = ?2
+                       AND (?3 IS NULL OR json_extract(detail, ?3) = ?4) LIMIT 1",
+                )?
+                .exists(rusqlite::params![id.to_string(), kind, path, value])?)
+        })
     }
 
     /// Requests, newest first, optionally of one status.
@@ -117,33 +116,34 @@ impl Sqlite {
     /// Whether `agent` already used this Idempotency-Key: such a submission is a replay,
     /// which the limits let through for free.
     pub async fn has_idempotency_key(&self, agent: &str, key: &str) -> StoreResult<bool> {
-        let found = sqlx::query("SELECT 1 FROM approvals WHERE agent = ? AND idempotency_key = ?")
-            .bind(agent)
-            .bind(key)
-            .fetch_optional(&self.reader)
-            .await?;
-        Ok(found.is_some())
+        self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT 1 FROM approvals WHERE agent = ? AND idempotency_key = ?")?
+                .exists([agent, key])?)
+        })
     }
 
     /// Pending requests of one agent (`Some`) or of all agents (`None`), for the
     /// per-agent cap and the pending gauge.
     pub async fn count_pending(&self, agent: Option<&str>) -> StoreResult<u64> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(pending), 0) FROM agent_pending WHERE (?1 IS NULL OR agent = ?1)",
-        )
-        .bind(agent)
-        .fetch_one(&self.reader)
-        .await?;
+        let count: i64 = self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT COALESCE(SUM(pending), 0) FROM agent_pending WHERE (?1 IS NULL OR agent = ?1)",
+                )?
+                .query_row([agent], |row| row.get(0))?)
+        })?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// The earliest deadline of any pending request: when the deadline worker must
     /// look next. One index probe.
     pub async fn next_deadline(&self) -> StoreResult<Option<DateTime<Utc>>> {
-        let earliest: Option<String> =
-            sqlx::query_scalar("SELECT MIN(expires_at) FROM approvals WHERE status = 'pending'")
-                .fetch_one(&self.reader)
-                .await?;
+        let earliest: Option<String> = self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT MIN(expires_at) FROM approvals WHERE status = 'pending'")?
+                .query_row([], |row| row.get(0))?)
+        })?;
         earliest
             .map(|raw| {
                 DateTime::parse_from_rfc3339(&raw)

@@ -9,7 +9,6 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::OptionalExtension;
-use sqlx::Row;
 
 use super::{insert_event, outbox, requests::decide_in, Sqlite};
 use crate::model::{rfc3339, ApprovalId, Decision};
@@ -35,13 +34,12 @@ impl Sqlite {
 
     /// Who has approved `id` so far, oldest first.
     pub async fn votes(&self, id: ApprovalId) -> StoreResult<Vec<String>> {
-        let rows = sqlx::query("SELECT user_id FROM votes WHERE approval_id = ? ORDER BY seq")
-            .bind(id.to_string())
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter()
-            .map(|row| row.try_get("user_id").map_err(Into::into))
-            .collect()
+        self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT user_id FROM votes WHERE approval_id = ? ORDER BY seq")?
+                .query_map([id.to_string()], |row| row.get(0))?
+                .collect::<Result<_, _>>()?)
+        })
     }
 }
 

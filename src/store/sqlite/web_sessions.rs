@@ -47,14 +47,17 @@ impl Sqlite {
         token_hash: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<StoredSession>> {
-        let row: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT reviewer, reviewer_id, binding FROM web_sessions
-             WHERE token_hash = ? AND expires_at > ?",
-        )
-        .bind(token_hash)
-        .bind(rfc3339(now))
-        .fetch_optional(&self.reader)
-        .await?;
+        let row: Option<(String, String, String)> = self.readers.read(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT reviewer, reviewer_id, binding FROM web_sessions
+                     WHERE token_hash = ? AND expires_at > ?",
+                )?
+                .query_row([token_hash.to_owned(), rfc3339(now)], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()?)
+        })?;
         Ok(row.map(|(name, id, binding)| StoredSession {
             reviewer: WebIdentity { name, id },
             binding,
