@@ -1,9 +1,11 @@
 //! The SQLite backend: one file, one `greenlight serve`.
 //!
 //! Writes go through one group-committing writer thread ([`writer`]): SQLite admits
-//! one writer at a time anyway, and batching pays one fsync for many callers. Reads go
-//! through a small pool that WAL mode lets run beside the writer. The file is locked
-//! (`flock`) while a serve writes to it, so a second one is refused at start.
+//! one writer at a time anyway, and batching pays one fsync for many callers. Reads
+//! run beside the writer, as WAL mode allows: point lookups on the caller's own
+//! thread ([`readers`]), scans (lists, history, exports) through a small sqlx pool.
+//! The file is locked (`flock`) while a serve writes to it, so a second one is
+//! refused at start.
 
 mod batches;
 mod callbacks;
