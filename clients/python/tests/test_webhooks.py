@@ -89,6 +89,10 @@ def test_greenlights_real_callbacks_verify_with_standardwebhooks(server_factory)
                                                   "callback_url": f"http://{receiver.host}/cb"})
         assert r.status_code == 202, r.text
         approval_id = r.json()["id"]
+        # The callback carries the request as it was decided; a Slack post still in
+        # flight at the cancel would record its message_ts after that, and the read
+        # below would differ from the payload by it. Cancel once the post is recorded.
+        wait_until(lambda: srv.approval(approval_id)["message_ts"], 20, what="the Slack post")
         assert srv.api("POST", f"/v1/approvals/{approval_id}/cancel").status_code == 200
         wait_until(lambda: receiver.received, 20, what="the callback")
         got = receiver.received[0]
