@@ -10,51 +10,91 @@
 //!   conditional on the request still being pending in the store, and a click whose
 //!   write finds it decided reads the store for the answer.
 //!
-//! Pending requests are kept only when their code and context are small
-//! ([`MAX_PENDING_BYTES`]), so the cache's memory stays bounded by entries, not by
-//! what agents send. The cache is bounded by two generations: when the young one
-//! fills, the old one is dropped and the young one takes its place, so memory stays
-//! below twice `capacity` entries and a request clicked again and again stays in.
+//! Requests are kept only when their code and context are small ([`MAX_KEPT_BYTES`]),
+//! and the cache is bounded by bytes, not entries: each generation holds at most
+//! [`DEFAULT_BUDGET`] bytes of requests (as [`footprint`] counts them). When the young
+//! one fills, the old one is dropped and the young one takes its place, so memory
+//! stays below twice the budget whatever agents send, and a request clicked again
+//! and again stays in. A request the cache no longer holds is read from the store.
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex};
 
 use crate::model::{Approval, ApprovalId};
 
-/// Entries per generation by default: about a day of decisions for a busy team.
-pub const DEFAULT_CAPACITY: usize = 50_000;
-/// Largest code plus context (bytes) of a pending request worth keeping.
-pub const MAX_PENDING_BYTES: usize = 4096;
+/// Bytes per generation by default. With requests of a few hundred bytes in memory
+/// (a one-line command and its metadata) that is some 8,000 per generation, the
+/// hours of clicks a team repeats; the two generations together stay under 8 MiB.
+/// Sized by RSS at 100,000 pending (`cargo bench --bench core`, target 150 MB): an
+/// entry bound of 50,000 per generation took it to 223 MB, 16 MiB to 177 MB, 4 MiB to
+/// 119 MB (one run each). A click on a request the cache no longer holds reads it
+/// from the store instead, which costs a duplicate click about 20 µs of CPU.
+pub const DEFAULT_BUDGET: usize = 4 << 20;
+/// Largest code plus context (bytes, as sent) of a request worth keeping, pending or
+/// final: a larger one is read from the store when clicked.
+pub const MAX_KEPT_BYTES: usize = 4096;
+/// What an entry costs beyond the request's own fields: the map's slot (id, pointer
+/// and control byte, at its load factor) and the `Arc`'s counts.
+const ENTRY_OVERHEAD: usize = 64;
 
 type Generation = HashMap<ApprovalId, Arc<Approval>>;
 
+#[derive(Debug, Default)]
+struct Generations {
+    young: Generation,
+    /// [`footprint`]s of what `young` holds.
+    young_bytes: usize,
+    old: Generation,
+}
+
 #[derive(Debug)]
 pub struct Recent {
-    capacity: usize,
-    generations: Mutex<(Generation, Generation)>,
+    budget: usize,
+    generations: Mutex<Generations>,
 }
 
 impl Default for Recent {
     fn default() -> Self {
-        Self::new(DEFAULT_CAPACITY)
+        Self::new(DEFAULT_BUDGET)
     }
 }
 
+/// The bytes `approval` takes in the cache: the struct, its strings' contents and its
+/// context (counted at twice its JSON length: a parsed JSON tree is larger than its
+/// text), and [`ENTRY_OVERHEAD`]. An estimate that errs high: allocator rounding is
+/// not counted, so the budget is kept by a margin.
+fn footprint(approval: &Approval) -> usize {
+    let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    ENTRY_OVERHEAD
+        + std::mem::size_of::<Approval>()
+        + approval.agent.len()
+        + approval.code.len()
+        + approval.channel.len()
+        + approval.reason.len()
+        + optional(&approval.language)
+        + optional(&approval.title)
+        + optional(&approval.requester_slack_id)
+        + optional(&approval.message_ts)
+        + optional(&approval.decided_by)
+        + 2 * context_len(approval)
+}
+
+fn context_len(approval: &Approval) -> usize {
+    approval.context.as_ref().map_or(0, |c| c.to_string().len())
+}
+
 impl Recent {
-    pub fn new(capacity: usize) -> Self {
+    /// A cache of at most `budget` bytes per generation (at least one entry's worth).
+    pub fn new(budget: usize) -> Self {
         Self {
-            capacity: capacity.max(1),
+            budget: budget.max(1),
             generations: Mutex::default(),
         }
     }
 
-    /// Remembers a request: any final one, and a pending one whose code and context
-    /// are small.
+    /// Remembers a request whose code and context are small, pending or final.
     pub fn remember(&self, approval: &Approval) {
-        if !approval.status.is_final() {
-            let context = approval.context.as_ref().map_or(0, |c| c.to_string().len());
-            if approval.code.len() + context > MAX_PENDING_BYTES {
-                return;
-            }
+        if approval.code.len() + context_len(approval) > MAX_KEPT_BYTES {
+            return;
         }
         self.put(approval.id, Arc::new(approval.clone()));
     }
@@ -63,7 +103,11 @@ impl Recent {
         let Ok(mut generations) = self.generations.lock() else {
             return;
         };
-        let (young, old) = &mut *generations;
+        let Generations {
+            young,
+            young_bytes,
+            old,
+        } = &mut *generations;
         // Final is final: a pending copy read before the decision never replaces it.
         let known_final = young
             .get(&id)
@@ -72,21 +116,25 @@ impl Recent {
         if known_final && !approval.status.is_final() {
             return;
         }
-        if young.len() >= self.capacity {
+        let size = footprint(&approval);
+        if *young_bytes + size > self.budget && !young.is_empty() {
             *old = std::mem::take(young);
+            *young_bytes = 0;
         }
-        young.insert(id, approval);
+        if let Some(replaced) = young.insert(id, approval) {
+            *young_bytes = young_bytes.saturating_sub(footprint(&replaced));
+        }
+        *young_bytes += size;
     }
 
     /// The last state of `id` this process saw, if it saw it recently.
     pub fn get(&self, id: ApprovalId) -> Option<Arc<Approval>> {
         let found = {
             let generations = self.generations.lock().ok()?;
-            let (young, old) = &*generations;
-            if let Some(hit) = young.get(&id) {
+            if let Some(hit) = generations.young.get(&id) {
                 return Some(hit.clone());
             }
-            old.get(&id).cloned()
+            generations.old.get(&id).cloned()
         };
         // A hit in the old generation moves to the young one, so it survives the next
         // turnover.
@@ -110,24 +158,30 @@ mod tests {
     }
 
     #[test]
-    fn keeps_final_requests_and_small_pending_ones() {
-        let recent = Recent::new(4);
+    fn keeps_small_requests_pending_or_final() {
+        let recent = Recent::new(DEFAULT_BUDGET);
         let pending = sample("ls");
         recent.remember(&pending);
         assert_eq!(
             recent.get(pending.id).map(|a| a.status),
             Some(Status::Pending)
         );
-        let huge = sample(&"x".repeat(MAX_PENDING_BYTES + 1));
+        let huge = sample(&"x".repeat(MAX_KEPT_BYTES + 1));
         recent.remember(&huge);
         assert!(
             recent.get(huge.id).is_none(),
             "large pending ones are not kept"
         );
-        let done = Approval {
+        let huge_done = Approval {
             status: Status::Approved,
             ..huge
         };
+        recent.remember(&huge_done);
+        assert!(
+            recent.get(huge_done.id).is_none(),
+            "nor large final ones: an agent's input must not grow the cache"
+        );
+        let done = decided();
         recent.remember(&done);
         assert_eq!(
             recent.get(done.id).map(|a| a.status),
@@ -147,7 +201,8 @@ mod tests {
 
     #[test]
     fn stays_bounded_and_keeps_what_is_clicked_again() {
-        let recent = Recent::new(2);
+        // Room for two entries per generation.
+        let recent = Recent::new(2 * footprint(&decided()));
         let hot = decided();
         recent.remember(&hot);
         for _ in 0..10 {
@@ -164,6 +219,46 @@ mod tests {
         }
         assert!(recent.get(cold.id).is_none(), "dropped after two turnovers");
         let generations = recent.generations.lock().expect("lock");
-        assert!(generations.0.len() <= 2 && generations.1.len() <= 2);
+        assert!(generations.young.len() <= 2 && generations.old.len() <= 2);
+    }
+
+    #[test]
+    fn the_budget_is_kept_in_bytes_whatever_the_requests_weigh() {
+        let budget = 64 * 1024;
+        let recent = Recent::new(budget);
+        let heavy = |n: usize| Approval {
+            status: Status::Approved,
+            ..sample(&"y".repeat(n))
+        };
+        for i in 0..2_000 {
+            recent.remember(&heavy(i % MAX_KEPT_BYTES));
+            let generations = recent.generations.lock().expect("lock");
+            let held: usize = generations
+                .young
+                .values()
+                .chain(generations.old.values())
+                .map(|a| footprint(a))
+                .sum();
+            assert!(held <= 2 * budget, "{held} bytes held");
+            assert_eq!(
+                generations.young_bytes,
+                generations
+                    .young
+                    .values()
+                    .map(|a| footprint(a))
+                    .sum::<usize>()
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_remembered_again_is_counted_once() {
+        let recent = Recent::new(DEFAULT_BUDGET);
+        let one = decided();
+        for _ in 0..5 {
+            recent.remember(&one);
+        }
+        let generations = recent.generations.lock().expect("lock");
+        assert_eq!(generations.young_bytes, footprint(&one));
     }
 }
