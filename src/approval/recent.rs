@@ -36,7 +36,14 @@ pub const MAX_KEPT_BYTES: usize = 4096;
 /// and control byte, at its load factor) and the `Arc`'s counts.
 const ENTRY_OVERHEAD: usize = 64;
 
-type Generation = HashMap<ApprovalId, Arc<Approval>>;
+/// A kept request and its [`footprint`], counted once when it is remembered.
+#[derive(Debug, Clone)]
+struct Entry {
+    approval: Arc<Approval>,
+    bytes: usize,
+}
+
+type Generation = HashMap<ApprovalId, Entry>;
 
 #[derive(Debug, Default)]
 struct Generations {
@@ -58,11 +65,12 @@ impl Default for Recent {
     }
 }
 
-/// The bytes `approval` takes in the cache: the struct, its strings' contents and its
-/// context (counted at twice its JSON length: a parsed JSON tree is larger than its
-/// text), and [`ENTRY_OVERHEAD`]. An estimate that errs high: allocator rounding is
-/// not counted, so the budget is kept by a margin.
-fn footprint(approval: &Approval) -> usize {
+/// The bytes `approval` takes in the cache: the struct, its strings' contents, its
+/// context (`context_len`, its JSON length, counted twice: a parsed JSON tree is
+/// larger than its text), and [`ENTRY_OVERHEAD`]. An estimate: the allocator's
+/// rounding is not counted, so real use runs somewhat above the budget (the RSS
+/// figures at [`DEFAULT_BUDGET`] are measured, not derived from it).
+fn footprint(approval: &Approval, context_len: usize) -> usize {
     let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
     ENTRY_OVERHEAD
         + std::mem::size_of::<Approval>()
@@ -75,7 +83,7 @@ fn footprint(approval: &Approval) -> usize {
         + optional(&approval.requester_slack_id)
         + optional(&approval.message_ts)
         + optional(&approval.decided_by)
-        + 2 * context_len(approval)
+        + 2 * context_len
 }
 
 fn context_len(approval: &Approval) -> usize {
@@ -93,13 +101,18 @@ impl Recent {
 
     /// Remembers a request whose code and context are small, pending or final.
     pub fn remember(&self, approval: &Approval) {
-        if approval.code.len() + context_len(approval) > MAX_KEPT_BYTES {
+        let context = context_len(approval);
+        if approval.code.len() + context > MAX_KEPT_BYTES {
             return;
         }
-        self.put(approval.id, Arc::new(approval.clone()));
+        let entry = Entry {
+            approval: Arc::new(approval.clone()),
+            bytes: footprint(approval, context),
+        };
+        self.put(approval.id, entry);
     }
 
-    fn put(&self, id: ApprovalId, approval: Arc<Approval>) {
+    fn put(&self, id: ApprovalId, entry: Entry) {
         let Ok(mut generations) = self.generations.lock() else {
             return;
         };
@@ -112,17 +125,17 @@ impl Recent {
         let known_final = young
             .get(&id)
             .or_else(|| old.get(&id))
-            .is_some_and(|seen| seen.status.is_final());
-        if known_final && !approval.status.is_final() {
+            .is_some_and(|seen| seen.approval.status.is_final());
+        if known_final && !entry.approval.status.is_final() {
             return;
         }
-        let size = footprint(&approval);
+        let size = entry.bytes;
         if *young_bytes + size > self.budget && !young.is_empty() {
             *old = std::mem::take(young);
             *young_bytes = 0;
         }
-        if let Some(replaced) = young.insert(id, approval) {
-            *young_bytes = young_bytes.saturating_sub(footprint(&replaced));
+        if let Some(replaced) = young.insert(id, entry) {
+            *young_bytes = young_bytes.saturating_sub(replaced.bytes);
         }
         *young_bytes += size;
     }
@@ -132,16 +145,16 @@ impl Recent {
         let found = {
             let generations = self.generations.lock().ok()?;
             if let Some(hit) = generations.young.get(&id) {
-                return Some(hit.clone());
+                return Some(hit.approval.clone());
             }
             generations.old.get(&id).cloned()
         };
         // A hit in the old generation moves to the young one, so it survives the next
         // turnover.
-        if let Some(hit) = &found {
-            self.put(id, hit.clone());
-        }
-        found
+        let hit = found?;
+        let approval = hit.approval.clone();
+        self.put(id, hit);
+        Some(approval)
     }
 }
 
@@ -202,7 +215,7 @@ mod tests {
     #[test]
     fn stays_bounded_and_keeps_what_is_clicked_again() {
         // Room for two entries per generation.
-        let recent = Recent::new(2 * footprint(&decided()));
+        let recent = Recent::new(2 * footprint(&decided(), context_len(&decided())));
         let hot = decided();
         recent.remember(&hot);
         for _ in 0..10 {
@@ -237,7 +250,7 @@ mod tests {
                 .young
                 .values()
                 .chain(generations.old.values())
-                .map(|a| footprint(a))
+                .map(|e| e.bytes)
                 .sum();
             assert!(held <= 2 * budget, "{held} bytes held");
             assert_eq!(
@@ -245,7 +258,7 @@ mod tests {
                 generations
                     .young
                     .values()
-                    .map(|a| footprint(a))
+                    .map(|e| footprint(&e.approval, context_len(&e.approval)))
                     .sum::<usize>()
             );
         }
@@ -259,6 +272,6 @@ mod tests {
             recent.remember(&one);
         }
         let generations = recent.generations.lock().expect("lock");
-        assert_eq!(generations.young_bytes, footprint(&one));
+        assert_eq!(generations.young_bytes, footprint(&one, context_len(&one)));
     }
 }

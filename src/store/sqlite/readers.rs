@@ -6,8 +6,9 @@
 //! cost more than the query, which is a B-tree probe of pages already in memory. A
 //! read here takes an idle rusqlite connection, runs, and puts it back, without
 //! leaving the thread. WAL mode lets readers run beside the writer without waiting on
-//! it, so a read blocks its thread only for the query itself; anything that may scan
-//! many rows (exports, lists) stays on the sqlx pool.
+//! it, so a read blocks its thread for the query itself (or, in the rare moments
+//! SQLite's WAL recovery holds a lock, up to the busy timeout); anything that may
+//! scan many rows (exports, lists) stays on the sqlx pool.
 
 use std::{
     path::{Path, PathBuf},

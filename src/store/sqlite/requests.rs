@@ -1,5 +1,7 @@
 //! SQLite: inserting, reading and deciding requests; the audit trail.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use rusqlite::OptionalExtension;
 use serde_json::Value;
@@ -21,13 +23,13 @@ impl Sqlite {
     }
 
     pub async fn get(&self, id: ApprovalId) -> StoreResult<Option<Approval>> {
+        static BY_ID: LazyLock<String> =
+            LazyLock::new(|| format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?"));
         self.readers.read(|conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?"
-            ))?
-            .query_row([id.to_string()], |row| Ok(approval_from_row(row)))
-            .optional()?
-            .transpose()
+            conn.prepare_cached(&BY_ID)?
+                .query_row([id.to_string()], |row| Ok(approval_from_row(row)))
+                .optional()?
+                .transpose()
         })
     }
 
