@@ -228,14 +228,14 @@ mod tests {
         metrics::Metrics,
         model::{ApprovalId, NewApproval},
         policy::{parse, Defaults},
-        store::Store,
+        store::{outbox::Kind, Store},
     };
 
     const POLICY: &str = r#"
 [[rule]]
 name = "deploys"
 code = '^deploy'
-approvers = ["U0ALICE"]
+approvers = ["U0ALICE", "U0BOB"]
 remind_after_secs = 60
 remind_every_secs = 60
 escalate_after_secs = 150
@@ -256,12 +256,10 @@ escalation_extends_secs = 100
     /// drives its source with explicit times, since sqlx's pool cannot run under
     /// paused time. No Slack message is ever posted here, so each due reminder is
     /// audited as `reminder_skipped` (nothing to reply to), once per slot.
-    #[tokio::test]
-    async fn nudges_fire_once_each_at_their_time() {
-        let dir = tempfile::tempdir().expect("dir");
+    async fn service_in(dir: &tempfile::TempDir) -> ApprovalService {
         let url = format!("sqlite://{}", dir.path().join("n.db").display());
         let store = Store::connect(&url).await.expect("store");
-        let service = ApprovalService::new(
+        ApprovalService::new(
             store,
             Arc::new(crate::web::NoSlackGroups),
             Defaults {
@@ -270,8 +268,11 @@ escalation_extends_secs = 100
             },
             Arc::new(parse(POLICY, "p.toml").expect("policy")),
             Metrics::new(),
-        );
-        let new = NewApproval {
+        )
+    }
+
+    fn deploy(required_approvals: u32) -> NewApproval {
+        NewApproval {
             agent: "ci".into(),
             code: "deploy".into(),
             language: None,
@@ -279,12 +280,26 @@ escalation_extends_secs = 100
             context: None,
             timeout_secs: 600,
             requester_slack_id: None,
-            required_approvals: 1,
+            required_approvals,
             idempotency_key: None,
             request_hash: "h".into(),
             callback_url: None,
-        };
-        let (approval, _) = service.submit(new, None).await.expect("submit");
+        }
+    }
+
+    fn reviewer(id: &str) -> crate::model::Reviewer {
+        crate::model::Reviewer {
+            id: id.into(),
+            name: None,
+            surface: crate::model::Surface::Slack,
+        }
+    }
+
+    #[tokio::test]
+    async fn nudges_fire_once_each_at_their_time() {
+        let dir = tempfile::tempdir().expect("dir");
+        let service = service_in(&dir).await;
+        let (approval, _) = service.submit(deploy(1), None).await.expect("submit");
         let source = NudgeSource(service.clone());
         let at = |secs: i64| approval.created_at + chrono::Duration::seconds(secs);
         // The store keeps milliseconds.
@@ -293,11 +308,7 @@ escalation_extends_secs = 100
             ms(source.next_deadline().await.expect("next")),
             ms(Some(at(60)))
         );
-        let carol = crate::model::Reviewer {
-            id: "U0CAROL".into(),
-            name: None,
-            surface: crate::model::Surface::Slack,
-        };
+        let carol = reviewer("U0CAROL");
         assert_eq!(source.expire_due(at(59)).await.expect("look"), 0);
         assert_eq!(
             count(&kinds(&service, approval.id).await, "reminder_skipped"),
@@ -352,5 +363,48 @@ escalation_extends_secs = 100
         // Decided: nothing more is due.
         service.approve(approval.id, &carol).await.expect("approve");
         assert_eq!(source.next_deadline().await.expect("next"), None);
+    }
+
+    /// The escalation post is rendered before it is sent, and recorded after: a vote
+    /// counted in between is missing from it. Recording it queues a rewrite whenever
+    /// the request has votes (and not otherwise: that rewrite would change nothing).
+    #[tokio::test]
+    async fn recording_an_escalation_post_queues_its_rewrite_once_votes_exist() {
+        let dir = tempfile::tempdir().expect("dir");
+        let service = service_in(&dir).await;
+        let store = service.store().clone();
+        let rewrites = |id: ApprovalId| {
+            let store = store.clone();
+            async move {
+                let rows = store
+                    .claim_outbox("C0ESC", Utc::now(), 16, Vec::new())
+                    .await
+                    .expect("claim");
+                rows.iter()
+                    .filter(|r| r.approval_id == id && r.kind == Kind::EscalationUpdate)
+                    .count()
+            }
+        };
+        let (quiet, _) = service.submit(deploy(2), None).await.expect("submit");
+        store
+            .escalation_posted(-1, quiet.id, "C0ESC".into(), "1.1".into())
+            .await
+            .expect("recorded");
+        assert_eq!(rewrites(quiet.id).await, 0, "no vote: nothing to rewrite");
+
+        let (voted, _) = service.submit(deploy(2), None).await.expect("submit");
+        let answer = service
+            .approve(voted.id, &reviewer("U0ALICE"))
+            .await
+            .expect("vote");
+        assert!(
+            matches!(answer, crate::approval::Answer::Counted { .. }),
+            "{answer:?}"
+        );
+        store
+            .escalation_posted(-1, voted.id, "C0ESC".into(), "1.2".into())
+            .await
+            .expect("recorded");
+        assert_eq!(rewrites(voted.id).await, 1, "the vote must reach the post");
     }
 }

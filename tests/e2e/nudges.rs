@@ -174,6 +174,43 @@ async fn a_restart_keeps_a_pending_escalation() {
     assert_eq!(app.approval(&id).await["status"], "approved");
 }
 
+/// A request that needs two approvals and was escalated: a vote that does not decide
+/// yet rewrites the escalation message too, so reviewers there see "1 of 2" as the
+/// request's own channel does, not the count from when it was escalated.
+#[tokio::test]
+async fn a_vote_on_an_escalated_request_rewrites_the_escalation_message() {
+    let policy = POLICY.replace(
+        "approvers = [\"U0ALICE\"]",
+        "approvers = [\"U0ALICE\", \"U0BOB\"]\nrequired_approvals = 2",
+    );
+    assert!(policy.contains("required_approvals = 2"), "{policy}");
+    let app = spawn_app_with_policy(&policy, &[]).await;
+    let submitted = app
+        .submit_as(AGENT_TOKEN, "", json!({ "code": "deploy db" }))
+        .await;
+    let id = submitted.body["id"].as_str().expect("id").to_owned();
+    wait_for(&app, "the escalation post", |c| {
+        posted_to(c, ESCALATION_CHANNEL, &id)
+    })
+    .await;
+    let answer = app.approve(&id, "U0ALICE").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(app.approval(&id).await["status"], "pending");
+    for channel in [CHANNEL, ESCALATION_CHANNEL] {
+        let rewrite = wait_for(&app, &format!("the progress in {channel}"), |c| {
+            c.method == "chat.update"
+                && c.body["channel"] == channel
+                && c.body["blocks"].to_string().contains("1 of 2 approvals")
+        })
+        .await;
+        assert_eq!(
+            button_value(&rewrite.body["blocks"], "greenlight_approve").as_deref(),
+            Some(id.as_str()),
+            "a request still pending keeps its buttons in {channel}"
+        );
+    }
+}
+
 /// Without Slack there is no message thread to remind in: a due reminder is audited
 /// as `reminder_skipped` with the reason, never as `reminded`, and not counted as sent.
 #[tokio::test]

@@ -201,11 +201,18 @@ impl Postgres {
             .bind(seq)
             .execute(&mut *tx)
             .await?;
-        let late = status != "pending";
-        if late {
+        // See the SQLite twin: a vote counted after the post was rendered. The row
+        // lock this UPDATE holds orders this read against any vote in flight.
+        let voted: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM votes WHERE approval_id = $1)")
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+        let stale = status != "pending" || voted;
+        if stale {
             enqueue_in(&mut tx, &self.me, id, &channel, Kind::EscalationUpdate).await?;
         }
         self.commit(tx).await?;
-        Ok(late)
+        Ok(stale)
     }
 }

@@ -92,6 +92,8 @@ async fn vote_in(
         if posted {
             outbox::enqueue_in(tx, me, id, &channel, Kind::Update).await?;
         }
+        // An escalated request shows its progress in both channels.
+        super::nudges::escalation_update_in(tx, me, id, &channel).await?;
         notify(tx, me, Note::Changed(id)).await?;
         return Ok(Vote::Counted { voters, channel });
     }

@@ -169,7 +169,9 @@ impl Sqlite {
 
     /// The escalation message was posted at `ts` in `channel`: remembered (so the
     /// decision rewrites it), audited, and its outbox row removed. A request decided
-    /// while the post was in flight gets the rewrite queued at once.
+    /// while the post was in flight gets the rewrite queued at once, and so does one
+    /// with votes: one may have been counted after the post was rendered (a rewrite
+    /// that changes nothing costs one `chat.update`).
     pub async fn escalation_posted(
         &self,
         seq: i64,
@@ -187,11 +189,16 @@ impl Sqlite {
                 let detail = serde_json::json!({ "channel": channel, "ts": ts });
                 insert_event(conn, id, Utc::now(), &NewEvent::new("escalation_posted", None, detail))?;
                 conn.prepare_cached("DELETE FROM outbox WHERE seq = ?")?.execute([seq])?;
-                let late = status != "pending";
-                if late {
+                // The post shows the votes counted when it was rendered; one counted
+                // since then would be missing from it until the decision.
+                let voted: bool = conn
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM votes WHERE approval_id = ?)")?
+                    .query_row([id.to_string()], |r| r.get(0))?;
+                let stale = status != "pending" || voted;
+                if stale {
                     enqueue_in(conn, id, &channel, Kind::EscalationUpdate)?;
                 }
-                Ok(late)
+                Ok(stale)
             }))
             .await
     }

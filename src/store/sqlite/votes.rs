@@ -17,7 +17,8 @@ use crate::store::{NewEvent, StoreResult, Vote};
 impl Sqlite {
     /// Records `user`'s approval of `id`. `decide` builds the decision and its event
     /// from the full voter list when the vote completes the approval; `counted` builds
-    /// the event for a vote that does not (whose outbox row then shows the progress).
+    /// the event for a vote that does not (whose outbox rows then show the progress, in
+    /// the escalation channel too once the request was escalated).
     pub async fn record_approval(
         &self,
         id: ApprovalId,
@@ -86,6 +87,8 @@ fn vote_in(
         if posted {
             outbox::enqueue_in(conn, id, &channel, crate::store::outbox::Kind::Update)?;
         }
+        // An escalated request shows its progress in both channels.
+        super::nudges::escalation_update_in(conn, id, &channel)?;
         return Ok(Vote::Counted { voters, channel });
     }
     let (decision, event) = decide(&voters);
