@@ -245,7 +245,7 @@ fn lock_for_writing(file: &std::path::Path) -> StoreResult<Option<Arc<std::fs::F
 /// slower (the cache is walked when they end), measured at 2.5x per job at 64 MiB.
 fn open_writer(file: &std::path::Path) -> StoreResult<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(file)?;
-    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.busy_timeout(writer::BUSY_TIMEOUT)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
          PRAGMA journal_size_limit = 67108864; PRAGMA temp_store = MEMORY;",
