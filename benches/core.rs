@@ -60,7 +60,9 @@
 //!    count reached is printed, and the verdict extrapolates linearly when short).
 //! 8. kill -9 with that pending set, restart on the same database: time from the kill
 //!    until the new process answers `GET /healthz` 200. With several replicas only the
-//!    first is killed and restarted; the others keep serving.
+//!    first is killed and restarted; the others keep serving. On SQLite the size of
+//!    the `-wal` log at the kill (what the restart reads) and the largest seen in the
+//!    whole run (sampled every 0.1 s) are printed beside it.
 //! 9. paced posts (`core/pacing.rs`; always on a SQLite file of its own): a second
 //!    greenlight posting `BENCH_PACED_POSTS`
 //!    requests to a channel that accepts 5 posts a second, then answers `429
@@ -251,6 +253,7 @@ async fn bench(settings: Settings) {
         return;
     }
     let database = Database::open(settings.engine, dir.path()).await;
+    let wal = database.watch_wal();
     let env = greenlight_env(&slack, dir.path(), &database.url);
     let mut fleet = Fleet::start(&env, dir.path(), settings.replicas).await;
     let reference = reference::Process::start().await;
@@ -418,6 +421,7 @@ async fn bench(settings: Settings) {
         pending.len()
     ));
     let pending_at_kill = pending.len();
+    let wal_at_kill = wal.as_ref().map(|w| w.now());
     let restart = fleet.kill9_and_restart_first(&env).await;
     let survivors: Vec<String> = pending
         .iter()
@@ -604,11 +608,18 @@ async fn bench(settings: Settings) {
         None => println!("RSS        big fill skipped (BENCH_BIG_PENDING=0)"),
     }
     println!(
-        "restart    kill -9 {}with {pending_at_kill} pending → /healthz 200 in {:.3} s (listening line after {:.3} s)",
+        "restart    kill -9 {}with {pending_at_kill} pending{} → /healthz 200 in {:.3} s (listening line after {:.3} s)",
         replicas::restart_label(replicas),
+        wal_at_kill.map_or(String::new(), |bytes| format!(" and a {} WAL", mb(bytes / 1024))),
         restart.healthy.as_secs_f64(),
         restart.listening.as_secs_f64()
     );
+    if let Some(wal) = &wal {
+        println!(
+            "WAL        largest -wal file seen in the run: {} (sampled every 0.1 s; greenlight rewinds it once past 64 MiB)",
+            mb(wal.largest() / 1024)
+        );
+    }
     verdict_at(
         "  kill -9 → serving",
         format!("{:.3} s", restart.healthy.as_secs_f64()),

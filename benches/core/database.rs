@@ -11,7 +11,14 @@
 //! the rest at PostgreSQL's defaults. The header line prints the three durability
 //! settings as the server reports them (`SHOW`), never the URL (it may hold a password).
 
-use std::path::Path;
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use sqlx::Connection as _;
 
@@ -68,6 +75,13 @@ impl Database {
 
     pub fn is_postgres(&self) -> bool {
         self.postgres.is_some()
+    }
+
+    /// The SQLite file's `-wal` log, watched for the rest of the run; `None` on
+    /// PostgreSQL.
+    pub fn watch_wal(&self) -> Option<WalWatch> {
+        let file = self.url.strip_prefix("sqlite://")?;
+        Some(WalWatch::start(PathBuf::from(format!("{file}-wal"))))
     }
 
     async fn open_postgres() -> Self {
@@ -206,4 +220,57 @@ impl Drop for ThrowawayServer {
             );
         }
     }
+}
+
+/// The size of SQLite's `-wal` file, sampled every [`WalWatch::EVERY`] by a task of
+/// its own: the largest seen, and the size now. The log is what a restart after
+/// kill -9 reads, and what sits on disk beside the database.
+pub struct WalWatch {
+    file: PathBuf,
+    largest: Arc<AtomicU64>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+impl WalWatch {
+    const EVERY: Duration = Duration::from_millis(100);
+
+    fn start(file: PathBuf) -> Self {
+        let largest = Arc::new(AtomicU64::new(0));
+        let sampler = tokio::spawn({
+            let (file, largest) = (file.clone(), largest.clone());
+            async move {
+                loop {
+                    largest.fetch_max(size_of(&file), Ordering::Relaxed);
+                    tokio::time::sleep(Self::EVERY).await;
+                }
+            }
+        });
+        Self {
+            file,
+            largest,
+            sampler,
+        }
+    }
+
+    /// Bytes now (0 while there is no log).
+    pub fn now(&self) -> u64 {
+        let now = size_of(&self.file);
+        self.largest.fetch_max(now, Ordering::Relaxed);
+        now
+    }
+
+    /// The most bytes seen so far.
+    pub fn largest(&self) -> u64 {
+        self.largest.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for WalWatch {
+    fn drop(&mut self) {
+        self.sampler.abort();
+    }
+}
+
+fn size_of(file: &Path) -> u64 {
+    std::fs::metadata(file).map_or(0, |m| m.len())
 }

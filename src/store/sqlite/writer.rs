@@ -284,23 +284,28 @@ struct WalBound {
 }
 
 /// The checkpoint thread: a `PASSIVE` checkpoint every [`CHECKPOINT_EVERY`] until
-/// the writer stops; when one reports a log longer than the bound, it asks the writer
-/// for a `RESTART`.
+/// the writer stops. When one reports a log longer than the bound, a second one runs
+/// at once (copying what was written during the first), and then the writer is asked
+/// for a `RESTART`: it stalls its callers while it copies what is left, so that should
+/// be little.
 fn checkpoint(conn: Connection, stop: &std::sync::atomic::AtomicBool, bound: &WalBound) {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(bound.every);
-        // (busy, frames in the log, frames copied): SQLite's documented result row.
-        let log = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-            row.get::<_, i64>(1)
-        });
-        match log {
-            Ok(frames) if frames > bound.frames => {
-                bound.restart_due.store(true, Ordering::Release);
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "WAL checkpoint failed; retrying"),
+        if passive(&conn).is_some_and(|frames| frames > bound.frames) {
+            passive(&conn);
+            bound.restart_due.store(true, Ordering::Release);
         }
     }
+}
+
+/// One `PASSIVE` checkpoint; the frames in the log, or `None` if it failed (logged).
+fn passive(conn: &Connection) -> Option<i64> {
+    // (busy, frames in the log, frames copied): SQLite's documented result row.
+    let log = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        row.get::<_, i64>(1)
+    });
+    log.inspect_err(|error| tracing::warn!(%error, "WAL checkpoint failed; retrying"))
+        .ok()
 }
 
 /// Rewinds the WAL, on the writer's connection between two batches: a `RESTART`
