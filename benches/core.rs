@@ -610,16 +610,10 @@ async fn bench(settings: Settings) {
     println!(
         "restart    kill -9 {}with {pending_at_kill} pending{} → /healthz 200 in {:.3} s (listening line after {:.3} s)",
         replicas::restart_label(replicas),
-        wal_at_kill.map_or(String::new(), |bytes| format!(" and a {} WAL", mb(bytes / 1024))),
+        wal_at_kill.map_or(String::new(), |bytes| format!(" and a {} -wal file", mb(bytes / 1024))),
         restart.healthy.as_secs_f64(),
         restart.listening.as_secs_f64()
     );
-    if let Some(wal) = &wal {
-        println!(
-            "WAL        largest -wal file seen in the run: {} (sampled every 0.1 s; greenlight rewinds it once past 64 MiB)",
-            mb(wal.largest() / 1024)
-        );
-    }
     verdict_at(
         "  kill -9 → serving",
         format!("{:.3} s", restart.healthy.as_secs_f64()),
@@ -631,6 +625,12 @@ async fn bench(settings: Settings) {
         (pending_at_kill < TARGET_BIG_PENDING)
             .then(|| format!("with only {pending_at_kill} pending")),
     );
+    if let Some(wal) = &wal {
+        println!(
+            "WAL        largest -wal file seen in the run: {} (sampled every 0.1 s; greenlight rewinds it once past 64 MiB)",
+            mb(wal.largest() / 1024)
+        );
+    }
 
     replicas::posted_line(&posted, submitted);
     // The survivors are read back after the figures are printed, so that a run whose

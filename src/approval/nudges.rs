@@ -367,17 +367,20 @@ escalation_extends_secs = 100
 
     /// The escalation post is rendered before it is sent, and recorded after: a vote
     /// counted in between is missing from it. Recording it queues a rewrite whenever
-    /// the request has votes (and not otherwise: that rewrite would change nothing).
+    /// the request has votes (and not otherwise: that rewrite would change nothing),
+    /// in the request's own lane.
     #[tokio::test]
     async fn recording_an_escalation_post_queues_its_rewrite_once_votes_exist() {
         let dir = tempfile::tempdir().expect("dir");
         let service = service_in(&dir).await;
         let store = service.store().clone();
-        let rewrites = |id: ApprovalId| {
+        // Rewrites queued in a lane: the request's own ("C1"), so that they keep
+        // their order with the rewrites its votes and decision queue there.
+        let rewrites = |lane: &'static str, id: ApprovalId| {
             let store = store.clone();
             async move {
                 let rows = store
-                    .claim_outbox("C0ESC", Utc::now(), 16, Vec::new())
+                    .claim_outbox(lane, Utc::now(), 16, Vec::new())
                     .await
                     .expect("claim");
                 rows.iter()
@@ -390,7 +393,11 @@ escalation_extends_secs = 100
             .escalation_posted(-1, quiet.id, "C0ESC".into(), "1.1".into())
             .await
             .expect("recorded");
-        assert_eq!(rewrites(quiet.id).await, 0, "no vote: nothing to rewrite");
+        assert_eq!(
+            rewrites("C1", quiet.id).await,
+            0,
+            "no vote: nothing to rewrite"
+        );
 
         let (voted, _) = service.submit(deploy(2), None).await.expect("submit");
         let answer = service
@@ -405,6 +412,15 @@ escalation_extends_secs = 100
             .escalation_posted(-1, voted.id, "C0ESC".into(), "1.2".into())
             .await
             .expect("recorded");
-        assert_eq!(rewrites(voted.id).await, 1, "the vote must reach the post");
+        assert_eq!(
+            rewrites("C0ESC", voted.id).await,
+            0,
+            "not in the escalation lane"
+        );
+        assert_eq!(
+            rewrites("C1", voted.id).await,
+            1,
+            "the vote must reach the post"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The outbox worker's reminder and escalation rows (`store::nudges`): a reminder in
 //! the request message's thread, the escalation post (the request with its buttons, in
-//! the escalation channel), and that message's rewrite once decided. A failure is
+//! the escalation channel), and that message's rewrites (each vote, the decision). A failure is
 //! audited and the row dropped: a nudge is a courtesy, the first message and the
 //! deadline still stand.
 
@@ -17,6 +17,10 @@ use crate::{
     model::Approval,
     store::{outbox::Row, NewEvent},
 };
+
+/// Before the notification text of the escalation message, posted or rewritten while
+/// the request is pending.
+const ESCALATED: &str = "Escalated: ";
 
 /// How a reminder names who it waits for: users as `<@U…>`, groups as
 /// `<!subteam^S…>`, web reviewers by name.
@@ -85,7 +89,7 @@ impl OutboxWorker {
         }
         let extras = self.extras(approval).await?;
         let mut rendered = blocks::pending_message_with(approval, &extras);
-        rendered.text = format!("Escalated: {}", rendered.text);
+        rendered.text = format!("{ESCALATED}{}", rendered.text);
         match self
             .slack
             .post_message(&row.channel, &rendered.text, &rendered.blocks, None)
@@ -102,8 +106,8 @@ impl OutboxWorker {
         }
     }
 
-    /// Rewrites the escalation message from the request's state (the outcome once
-    /// final, as on the first message).
+    /// Rewrites the escalation message from the request's state: its progress while
+    /// pending, the outcome once final (as on the first message).
     pub(super) async fn rewrite_escalation(
         &self,
         row: &Row,
@@ -121,7 +125,9 @@ impl OutboxWorker {
         let rendered = if approval.status.is_final() {
             blocks::final_message(approval)
         } else {
-            blocks::pending_message_with(approval, &self.extras(approval).await?)
+            let mut pending = blocks::pending_message_with(approval, &self.extras(approval).await?);
+            pending.text = format!("{ESCALATED}{}", pending.text);
+            pending
         };
         let sent = self
             .slack

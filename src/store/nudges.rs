@@ -87,9 +87,12 @@ impl Store {
         dispatch!(self, escalation(id))
     }
 
-    /// The escalation message was posted at `ts` in `channel`: remembered (so the
-    /// decision rewrites it), audited, and its outbox row removed. A request decided
-    /// while the post was in flight gets the rewrite queued at once.
+    /// The escalation message was posted at `ts` in `channel`: remembered (so votes
+    /// and the decision rewrite it), audited, and its outbox row removed. The post
+    /// shows the request as it was rendered, before the call; when the request was
+    /// decided meanwhile, or has votes (one may have been counted meanwhile; a
+    /// rewrite that changes nothing costs one `chat.update`), its rewrite is queued at
+    /// once, in the request's own lane, behind any rewrite queued there already.
     pub async fn escalation_posted(
         &self,
         seq: i64,
@@ -97,9 +100,8 @@ impl Store {
         channel: String,
         ts: String,
     ) -> StoreResult<()> {
-        let mark = channel.clone();
-        if dispatch!(self, escalation_posted(seq, id, channel, ts))? {
-            self.signals.outbox.mark(&mark);
+        if let Some(lane) = dispatch!(self, escalation_posted(seq, id, channel, ts))? {
+            self.signals.outbox.mark(&lane);
         }
         Ok(())
     }

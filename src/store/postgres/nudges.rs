@@ -166,22 +166,22 @@ impl Postgres {
         }))
     }
 
-    /// See the SQLite twin; `true` when a late rewrite was queued.
+    /// See the SQLite twin; the lane to wake when a rewrite was queued.
     pub async fn escalation_posted(
         &self,
         seq: i64,
         id: ApprovalId,
         channel: String,
         ts: String,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<String>> {
         let mut tx = self.begin().await?;
         // Completes an outbox row: only while its lane is still ours (`outbox::fence_in`).
         if let Some(lane) = channel_of(&mut tx, seq).await? {
             fence_in(&mut tx, &self.me, &lane).await?;
         }
-        let status: String = sqlx::query_scalar(
+        let (status, lane): (String, String) = sqlx::query_as(
             "UPDATE approvals SET escalation_channel = $1, escalation_ts = $2 WHERE id = $3
-             RETURNING status",
+             RETURNING status, channel",
         )
         .bind(&channel)
         .bind(&ts)
@@ -202,7 +202,9 @@ impl Postgres {
             .execute(&mut *tx)
             .await?;
         // See the SQLite twin: a vote counted after the post was rendered. The row
-        // lock this UPDATE holds orders this read against any vote in flight.
+        // lock this UPDATE holds orders this read against any vote in flight, and
+        // under READ COMMITTED (PostgreSQL's default, which greenlight keeps) this
+        // statement sees a vote committed before the lock was granted.
         let voted: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM votes WHERE approval_id = $1)")
                 .bind(id.to_string())
@@ -210,9 +212,10 @@ impl Postgres {
                 .await?;
         let stale = status != "pending" || voted;
         if stale {
-            enqueue_in(&mut tx, &self.me, id, &channel, Kind::EscalationUpdate).await?;
+            // In the request's own lane: see the SQLite twin.
+            enqueue_in(&mut tx, &self.me, id, &lane, Kind::EscalationUpdate).await?;
         }
         self.commit(tx).await?;
-        Ok(stale)
+        Ok(stale.then_some(lane))
     }
 }

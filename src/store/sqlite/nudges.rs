@@ -26,7 +26,7 @@ pub(super) fn schedule_in(
 }
 
 /// Queues the rewrite of the escalation message, if the request has one (inside the
-/// deciding write, beside the first message's rewrite). The row goes in the lane of
+/// write of a vote or a decision, beside the first message's rewrite). The row goes in the lane of
 /// the request's own channel (`lane`), which every decision already wakes; the
 /// rewrite reads where the escalation message is from the request.
 pub(super) fn escalation_update_in(
@@ -167,25 +167,24 @@ impl Sqlite {
         }))
     }
 
-    /// The escalation message was posted at `ts` in `channel`: remembered (so the
-    /// decision rewrites it), audited, and its outbox row removed. A request decided
-    /// while the post was in flight gets the rewrite queued at once, and so does one
-    /// with votes: one may have been counted after the post was rendered (a rewrite
-    /// that changes nothing costs one `chat.update`).
+    /// See [`crate::store::Store::escalation_posted`]; the lane to wake when a rewrite
+    /// was queued.
     pub async fn escalation_posted(
         &self,
         seq: i64,
         id: ApprovalId,
         channel: String,
         ts: String,
-    ) -> StoreResult<bool> {
+    ) -> StoreResult<Option<String>> {
         self
             .write(Box::new(move |conn| {
-                let status: String = conn
+                let (status, lane): (String, String) = conn
                     .prepare_cached(
-                        "UPDATE approvals SET escalation_channel = ?, escalation_ts = ? WHERE id = ? RETURNING status",
+                        "UPDATE approvals SET escalation_channel = ?, escalation_ts = ? WHERE id = ? RETURNING status, channel",
                     )?
-                    .query_row(rusqlite::params![channel, ts, id.to_string()], |r| r.get(0))?;
+                    .query_row(rusqlite::params![channel, ts, id.to_string()], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
                 let detail = serde_json::json!({ "channel": channel, "ts": ts });
                 insert_event(conn, id, Utc::now(), &NewEvent::new("escalation_posted", None, detail))?;
                 conn.prepare_cached("DELETE FROM outbox WHERE seq = ?")?.execute([seq])?;
@@ -194,11 +193,13 @@ impl Sqlite {
                 let voted: bool = conn
                     .prepare_cached("SELECT EXISTS (SELECT 1 FROM votes WHERE approval_id = ?)")?
                     .query_row([id.to_string()], |r| r.get(0))?;
-                let stale = status != "pending" || voted;
-                if stale {
-                    enqueue_in(conn, id, &channel, Kind::EscalationUpdate)?;
+                if status == "pending" && !voted {
+                    return Ok(None);
                 }
-                Ok(stale)
+                // In the request's own lane, behind any rewrite a vote or the decision
+                // queued there, so a pending rendering never lands after the final one.
+                enqueue_in(conn, id, &lane, Kind::EscalationUpdate)?;
+                Ok(Some(lane))
             }))
             .await
     }
