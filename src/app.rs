@@ -112,7 +112,7 @@ impl Server {
             Some(slack) => Arc::new(slack.clone()),
             None => Arc::new(crate::web::NoSlackGroups),
         };
-        let web = crate::web::Web::new(&config);
+        let web = crate::web::Web::new(&config, &store);
         // Without Slack the page's reviewers are everyone who can decide: as the
         // default approver list, a request needing more of them than exist is refused
         // at submit (422) instead of waiting until it expires.

@@ -16,9 +16,9 @@
 //! are the store's, checked in the insert's transaction on either database.
 //!
 //! # Layout
-//! - [`bucket`]: the in-memory token bucket ([`RateLimiter`]), also the review page's
-//!   sign-in limit.
-//! - [`rate`]: the choice between those buckets and the database's.
+//! - [`bucket`]: the in-memory token bucket ([`RateLimiter`]).
+//! - [`rate`]: the choice between those buckets and the database's ([`Buckets`]),
+//!   also the review page's sign-in limit, so that it too holds across replicas.
 //! - here: [`SubmitLimits`], admitting a submission or a batch, refunding replays and
 //!   wording the refusals.
 
@@ -28,9 +28,9 @@ mod rate;
 use std::sync::Arc;
 
 pub use bucket::RateLimiter;
+pub use rate::Buckets;
 
 use crate::{error::ApiError, metrics::Metrics, store::Store};
-use rate::Buckets;
 
 /// Both limits, shared by every submission. The token bucket is checked here, before
 /// anything is stored; the pending cap is checked by the store inside the insert's own

@@ -8,8 +8,10 @@ use super::bucket::RateLimiter;
 use crate::store::{rate::SharedBuckets, Store, StoreResult};
 
 /// The per-agent buckets, `per_minute` tokens each, refilled at `per_minute` a minute.
+/// A bucket's key is an agent's name, or a name no agent can have (agent names are
+/// letters, digits, `-`, `_` and `.`) for a limit of another kind.
 #[derive(Debug)]
-pub(super) enum Buckets {
+pub enum Buckets {
     /// In memory, refilled by `tokio::time` (which tests pause).
     Local(RateLimiter),
     /// Rows of the shared database, refilled by its clock.
@@ -22,7 +24,7 @@ pub(super) enum Buckets {
 impl Buckets {
     /// The database's buckets when `store` may be shared by replicas, else buckets in
     /// memory.
-    pub(super) fn for_store(store: &Store, per_minute: u32) -> Self {
+    pub fn for_store(store: &Store, per_minute: u32) -> Self {
         let per_minute = per_minute.max(1);
         match store.shared_buckets() {
             Some(buckets) => Self::Shared {
@@ -49,7 +51,7 @@ impl Buckets {
     /// Takes `n` tokens from `agent`'s bucket, or none and says how long until `n` are
     /// there. Errors: the shared database could not be asked (the caller refuses the
     /// submission: no token, no admission).
-    pub(super) async fn take(&self, agent: &str, n: u32) -> StoreResult<Result<(), Duration>> {
+    pub async fn take(&self, agent: &str, n: u32) -> StoreResult<Result<(), Duration>> {
         match self {
             Self::Local(limiter) => Ok(limiter.try_acquire_n(agent, n)),
             Self::Shared {

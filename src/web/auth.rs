@@ -25,7 +25,7 @@ use super::{
         binding, binding_matches, csrf_for, csrf_matches, random_token, token_hash, SESSION_TTL,
     },
     views::{Chrome, LinkPage, MessagePage, Note, SignInPage},
-    Web,
+    Web, SIGN_IN_BUCKET,
 };
 use crate::{http::AppState, model::Reviewer, store::web_sessions::NewSession};
 
@@ -272,9 +272,13 @@ pub struct SignInForm {
 }
 
 /// Checks the sign-in CSRF pair and the rate limit; `Err` is the answer to send.
-fn admit(state: &AppState, headers: &HeaderMap, form: &SignInForm) -> Result<(), Box<Response>> {
+async fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &SignInForm,
+) -> Result<(), Box<Response>> {
     csrf_paired(headers, form)?;
-    rate_limited(state)
+    rate_limited(state).await
 }
 
 /// The sign-in form's CSRF token matches its cookie.
@@ -287,9 +291,21 @@ fn csrf_paired(headers: &HeaderMap, form: &SignInForm) -> Result<(), Box<Respons
     }
 }
 
-/// Charges one attempt to the sign-in limit; `Err` is the 429 to send.
-fn rate_limited(state: &AppState) -> Result<(), Box<Response>> {
-    if let Err(wait) = state.web.inner.sign_ins.try_acquire("sign-in") {
+/// Charges one attempt to the sign-in limit; `Err` is the 429 to send, or a 503 when
+/// the shared limit cannot be read (no attempt is let through uncounted).
+async fn rate_limited(state: &AppState) -> Result<(), Box<Response>> {
+    let taken = match state.web.inner.sign_ins.take(SIGN_IN_BUCKET, 1).await {
+        Ok(taken) => taken,
+        Err(error) => {
+            tracing::error!(%error, "the web sign-in limit could not be read");
+            return Err(Box::new(json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "sign-in attempts cannot be counted right now; try again shortly",
+            )));
+        }
+    };
+    if let Err(wait) = taken {
         tracing::warn!("web sign-in rate limit reached");
         let secs = wait.as_secs().max(1);
         let mut response = message(
@@ -341,7 +357,7 @@ async fn start_session(state: &AppState, reviewer: &WebReviewer) -> Response {
 /// `POST /web/signin`: by secret.
 pub async fn signin(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let form: SignInForm = form(&body);
-    if let Err(response) = admit(&state, &headers, &form) {
+    if let Err(response) = admit(&state, &headers, &form).await {
         return *response;
     }
     let found = reviewers::by_secret(&state.web.inner.reviewers, form.secret.trim())
@@ -438,7 +454,7 @@ pub async fn link(State(state): State<AppState>, headers: HeaderMap, body: Bytes
     // A link for a reviewer this replica does not have is used up and refused.
     match holder.as_ref().and_then(|who| state.web.reviewer_for(who)) {
         Some(reviewer) => start_session(&state, reviewer).await,
-        None => match rate_limited(&state) {
+        None => match rate_limited(&state).await {
             Err(response) => *response,
             Ok(()) => message(StatusCode::GONE, "Sign-in link not valid", BAD_LINK),
         },

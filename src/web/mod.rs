@@ -61,16 +61,21 @@ use crate::{
     approval::approvers::GroupMembers,
     config::Config,
     http::AppState,
-    limits::RateLimiter,
+    limits::Buckets,
     store::{
         web_sessions::{NewLink, WebIdentity},
         Store, StoreResult,
     },
 };
 
-/// Sign-in attempts (secret or link) allowed a minute, across all clients: enough for
-/// a team, far too few to guess a 16-character secret.
+/// Sign-in attempts (secret or link) allowed a minute, across all clients and, on
+/// PostgreSQL, all replicas: enough for a team, far too few to guess a 16-character
+/// secret.
 pub const SIGN_INS_PER_MINUTE: u32 = 20;
+
+/// The sign-in limit's bucket: a space, so no agent's name (whose bucket sits in the
+/// same table on PostgreSQL) can be it.
+const SIGN_IN_BUCKET: &str = "web sign-in";
 
 /// The name of the reviewer who signs in with the printed link when
 /// `GREENLIGHT_REVIEWERS` is unset.
@@ -100,7 +105,8 @@ struct Inner {
     reviewers: Vec<WebReviewer>,
     /// True when no reviewers are configured and the one reviewer is the local one.
     local: bool,
-    sign_ins: RateLimiter,
+    /// Sign-in attempts, shared by the replicas of one PostgreSQL database.
+    sign_ins: Buckets,
     /// Mark cookies `Secure`: reviewers reach greenlight over https.
     secure_cookies: bool,
 }
@@ -108,7 +114,7 @@ struct Inner {
 impl Web {
     /// The configured reviewers, or the local reviewer (with a random secret nobody
     /// knows: they sign in with the printed link).
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, store: &Store) -> Self {
         let local = config.reviewers.is_empty();
         let reviewers = if local {
             vec![WebReviewer {
@@ -123,7 +129,7 @@ impl Web {
             inner: Arc::new(Inner {
                 reviewers,
                 local,
-                sign_ins: RateLimiter::new(SIGN_INS_PER_MINUTE),
+                sign_ins: Buckets::for_store(store, SIGN_INS_PER_MINUTE),
                 secure_cookies: config
                     .public_url
                     .as_deref()

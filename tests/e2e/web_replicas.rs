@@ -1,7 +1,8 @@
 //! The review page on several replicas sharing one PostgreSQL database, with no
 //! sticky sessions: a sign-in link printed by one replica works on another, the
-//! session it gives works on a third (pages and a CSRF-protected Approve), and one
-//! link used on two replicas at once gives exactly one session.
+//! session it gives works on a third (pages and a CSRF-protected Approve), one link
+//! used on two replicas at once gives exactly one session, and the sign-in limit is
+//! one limit, not one per replica.
 //!
 //! Like `replicas`, these need PostgreSQL and never skip: on the SQLite run they start
 //! a server of their own.
@@ -144,4 +145,39 @@ async fn one_link_used_on_two_replicas_at_once_gives_one_session() {
     assert_eq!(rows, 3, "one session per link");
     let rows = database::count(&url, "SELECT COUNT(*) FROM web_links").await;
     assert_eq!(rows, 0, "every link used up");
+}
+
+/// Wrong sign-in links used up the limit on one replica: the next wrong one on another
+/// replica is refused for the limit too, so N replicas do not allow N times the
+/// guesses. (A valid link is never refused for the limit: `web::auth::link`.)
+#[tokio::test]
+async fn the_sign_in_limit_is_shared_by_the_replicas() {
+    let server = Server::get();
+    let nodes = replicas(&server, 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // Each replica's confirm form (its CSRF pair), from the printed link's page.
+    let token = link_token(&a.printed_link());
+    let form_a = link_form(&a.http, &a.url(""), &token)
+        .await
+        .expect("A's form");
+    let form_b = link_form(&b.http, &b.url(""), &token)
+        .await
+        .expect("B's form");
+    let wrong = "0".repeat(token.len());
+    for n in 0..greenlight::web::SIGN_INS_PER_MINUTE {
+        let (status, session) = post_link(&a.http, &a.url(""), &form_a, &wrong).await;
+        assert_eq!(status, StatusCode::GONE, "wrong link {n} on A");
+        assert!(session.is_none());
+    }
+    let (status, session) = post_link(&b.http, &b.url(""), &form_b, &wrong).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "B let a wrong link through after A's limit was used up"
+    );
+    assert!(session.is_none());
+    // The printed link itself still signs in.
+    let (status, session) = post_link(&b.http, &b.url(""), &form_b, &token).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(session.is_some());
 }
