@@ -388,11 +388,18 @@ escalation_extends_secs = 100
                     .count()
             }
         };
+        // The escalation post of `id` recorded (no outbox row of its own: seq -1).
+        let recorded = |id: ApprovalId| {
+            let store = store.clone();
+            async move {
+                store
+                    .escalation_posted(-1, id, "C0ESC".into(), format!("1.{id}"))
+                    .await
+                    .expect("recorded");
+            }
+        };
         let (quiet, _) = service.submit(deploy(2), None).await.expect("submit");
-        store
-            .escalation_posted(-1, quiet.id, "C0ESC".into(), "1.1".into())
-            .await
-            .expect("recorded");
+        recorded(quiet.id).await;
         assert_eq!(
             rewrites("C1", quiet.id).await,
             0,
@@ -408,10 +415,7 @@ escalation_extends_secs = 100
             matches!(answer, crate::approval::Answer::Counted { .. }),
             "{answer:?}"
         );
-        store
-            .escalation_posted(-1, voted.id, "C0ESC".into(), "1.2".into())
-            .await
-            .expect("recorded");
+        recorded(voted.id).await;
         assert_eq!(
             rewrites("C0ESC", voted.id).await,
             0,

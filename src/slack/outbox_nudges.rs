@@ -1,8 +1,8 @@
 //! The outbox worker's reminder and escalation rows (`store::nudges`): a reminder in
 //! the request message's thread, the escalation post (the request with its buttons, in
-//! the escalation channel), and that message's rewrites (each vote, the decision). A failure is
-//! audited and the row dropped: a nudge is a courtesy, the first message and the
-//! deadline still stand.
+//! the escalation channel), and that message's rewrites (each vote, the decision). A
+//! failure is audited and the row dropped: a nudge is a courtesy, the first message
+//! and the deadline still stand.
 
 use chrono::Utc;
 use serde_json::json;

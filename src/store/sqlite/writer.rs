@@ -24,7 +24,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -156,8 +156,8 @@ impl Writer {
         checkpoints: Option<Connection>,
         (wal_bound, every): (i64, Duration),
     ) -> std::io::Result<Self> {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let restart_due = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let restart_due = Arc::new(AtomicBool::new(false));
         if let Some(checkpoints) = checkpoints {
             conn.pragma_update(None, "wal_autocheckpoint", 0)
                 .map_err(std::io::Error::other)?;
@@ -280,7 +280,7 @@ pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 struct WalBound {
     frames: i64,
     every: Duration,
-    restart_due: Arc<std::sync::atomic::AtomicBool>,
+    restart_due: Arc<AtomicBool>,
 }
 
 /// The checkpoint thread: a `PASSIVE` checkpoint every [`CHECKPOINT_EVERY`] until
@@ -290,7 +290,7 @@ struct WalBound {
 /// be little. Not while a reader holds an old snapshot (the second checkpoint could
 /// not copy every frame it saw): the `RESTART` would stall the writer for its whole
 /// patience and fail; the log waits for that reader (a long export) to finish.
-fn checkpoint(conn: Connection, stop: &std::sync::atomic::AtomicBool, bound: &WalBound) {
+fn checkpoint(conn: Connection, stop: &AtomicBool, bound: &WalBound) {
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(bound.every);
         let Some((log, _)) = passive(&conn) else {
@@ -379,7 +379,7 @@ fn run(
     mut rx: mpsc::Receiver<Message>,
     (commits, writes): (Arc<AtomicU64>, Arc<AtomicU64>),
     deferred: Arc<Mutex<Deferred>>,
-    (restart_due, rewinds): (&std::sync::atomic::AtomicBool, &AtomicU64),
+    (restart_due, rewinds): (&AtomicBool, &AtomicU64),
 ) {
     let mut closed_by = None;
     while closed_by.is_none() {
@@ -669,7 +669,7 @@ mod tests {
         let checkpoints = Connection::open(&file).expect("checkpoint connection");
         let bound = (64 * 4096, Duration::from_millis(10));
         let writer = Writer::spawn_bounded(conn, Some(checkpoints), bound).expect("spawn");
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let reader = {
             let (stop, conn) = (stop.clone(), Connection::open(&file).expect("reader"));
             std::thread::spawn(move || {
