@@ -186,10 +186,14 @@ impl Server {
         })
     }
 
+    /// The address actually bound: with port 0 in `GREENLIGHT_LISTEN`, the one the OS
+    /// picked (what tests and the `greenlight listening on …` line use).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
+    /// The approval service behind the routes, for code that embeds the server and
+    /// acts on requests without HTTP.
     pub fn service(&self) -> &ApprovalService {
         &self.state.service
     }

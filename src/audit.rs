@@ -11,10 +11,15 @@ use crate::store::{Store, StoreError};
 
 const PAGE: u32 = 1000;
 
+/// Why an export stopped part-way; the events before it were already written to
+/// `out`, in order.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    /// A page of events could not be read from the database.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The output refused a line (a closed pipe, a full disk), or an event did not
+    /// serialise.
     #[error("cannot write the export: {0}")]
     Write(#[from] std::io::Error),
 }

@@ -96,6 +96,7 @@ pub struct Retrying {
 }
 
 impl Retrying {
+    /// A loop with no failure yet: the next failure waits about `schedule.first`.
     pub fn new(schedule: Backoff) -> Self {
         Self {
             schedule,
@@ -125,6 +126,7 @@ impl Retrying {
         self.failures
     }
 
+    /// The schedule the delays follow.
     pub fn schedule(&self) -> &Backoff {
         &self.schedule
     }

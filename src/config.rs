@@ -12,7 +12,10 @@ use subtle::ConstantTimeEq;
 
 /// Default Slack Web API base; tests point `SLACK_API_BASE_URL` at a fake.
 pub const DEFAULT_SLACK_API_BASE_URL: &str = "https://slack.com/api";
+/// `GREENLIGHT_DATABASE_URL` when unset: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://greenlight.db";
+/// `GREENLIGHT_DEFAULT_TIMEOUT_SECS` when unset: five minutes for a reviewer to
+/// answer a request whose agent gave no `timeout_secs`.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
 /// The longest an approval may wait: a week covers "over the weekend" and bounds
 /// how long a forgotten request can hold state.
@@ -96,7 +99,10 @@ pub struct Config {
 /// trail); the token never prints.
 #[derive(Clone)]
 pub struct ApiToken {
+    /// 1–64 ASCII letters, digits, `-`, `_` or `.`; `token-N` (its position, from 1)
+    /// for a bare token. Unique among the tokens.
     pub name: String,
+    /// The bearer secret, at least 16 characters; compared in constant time.
     pub token: SecretString,
 }
 
@@ -187,13 +193,23 @@ impl fmt::Debug for Config {
 /// A configuration problem, phrased for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A variable that is needed (always, or because a related one is set) is unset
+    /// or blank.
     #[error("{var} is not set: {hint}")]
     Missing {
+        /// The environment variable, such as `GREENLIGHT_API_TOKENS`.
         var: &'static str,
+        /// What to set it to, or how to do without it.
         hint: &'static str,
     },
+    /// A variable is set to something unusable.
     #[error("{var} is invalid: {problem}")]
-    Invalid { var: &'static str, problem: String },
+    Invalid {
+        /// The environment variable, such as `GREENLIGHT_LISTEN`.
+        var: &'static str,
+        /// What is wrong with the value and what is accepted; secrets are not quoted.
+        problem: String,
+    },
 }
 
 impl Config {

@@ -17,8 +17,13 @@ use crate::{approval::service::ServiceError, store::StoreError};
 
 pub mod wording;
 
+/// A failure the API answers with. Each variant is one status and one stable `code`
+/// (several variants may share a code); its text (`Display`) becomes the `message`,
+/// so it is written for the person reading the agent's log.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// 401 `unauthorized`: no `Authorization: Bearer …` header, or a token that is not
+    /// in `GREENLIGHT_API_TOKENS`. The response adds `WWW-Authenticate: Bearer`.
     #[error("missing or invalid bearer token")]
     Unauthorized,
     /// A call made for a person (revoking a grant) without a review-page session.
@@ -27,28 +32,56 @@ pub enum ApiError {
     /// A request to `/slack/interactions` that Slack did not sign.
     #[error("the request is not signed by this Slack app (X-Slack-Signature and X-Slack-Request-Timestamp missing, wrong or too old)")]
     BadSlackSignature,
+    /// 400 `malformed_json`: the body could not be read or is not JSON (a Slack
+    /// interaction: its `payload` does not parse); the text says where it broke.
     #[error("{0}")]
     MalformedJson(String),
+    /// 422 `invalid_request`: well-formed but refused. The text names the field by its
+    /// path in the body, in JSON terms (`actions[0]: code is required`).
     #[error("{0}")]
     Invalid(String),
+    /// 413 `payload_too_large`: the body is over the route's limit.
     #[error("request body is larger than the {limit} byte limit")]
-    PayloadTooLarge { limit: usize },
+    PayloadTooLarge {
+        /// The limit, in bytes (`http::MAX_BODY_BYTES`, 1 MiB).
+        limit: usize,
+    },
+    /// 404 `not_found`: an unknown id, an id that is not a UUID (answered alike), or
+    /// no such endpoint; the text says what was looked for.
     #[error("{0}")]
     NotFound(String),
+    /// 409 under a code of its own: `idempotency_conflict` (an `Idempotency-Key`
+    /// reused with another body) or `already_decided` (cancelling a final request).
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict {
+        /// The stable snake_case code the body carries.
+        code: &'static str,
+        /// What the request collided with, for a person.
+        message: String,
+    },
+    /// 403 `forbidden`: another agent's request, an `Authorization` header on a call
+    /// only a reviewer may make, or a grant the signed-in reviewer has no say over.
     #[error("{0}")]
     Forbidden(String),
+    /// 405 `method_not_allowed`: the path exists, for other methods.
     #[error("this endpoint does not accept that HTTP method")]
     MethodNotAllowed,
+    /// 429 `rate_limited`, with `Retry-After`: the agent's token bucket
+    /// (`GREENLIGHT_RATE_LIMIT_PER_MINUTE`) has too few tokens for the submission.
     #[error("{message}")]
     RateLimited {
+        /// Names the agent and its limit a minute.
         message: String,
+        /// Whole seconds (at least 1) until the tokens are there; sent as
+        /// `Retry-After`.
         retry_after_secs: u64,
     },
     /// The agent is at its cap of pending requests (`GREENLIGHT_MAX_PENDING_PER_AGENT`).
     #[error("{0}")]
     TooManyPending(String),
+    /// 500 `internal`: nothing the client can fix (the store failed, a bug). The cause
+    /// is logged with its chain; the body says only `internal error`, so no database
+    /// path or token can leak.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -57,9 +90,12 @@ pub enum ApiError {
 /// OpenAPI schema of errors, so the document and the wire cannot disagree.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
+    /// What went wrong: a code to branch on and a message to show.
     pub error: ErrorDetail,
 }
 
+/// The `error` object of an error response: branch on `code`, which is stable;
+/// `message` is prose for a person, not for parsing.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable snake_case code, e.g. `invalid_request`, `rate_limited`.
@@ -68,6 +104,7 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// A handler's result: the error is an [`ApiError`] unless said otherwise.
 pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 impl ApiError {

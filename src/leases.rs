@@ -77,8 +77,14 @@ fn seconds(
 /// The leases and the callback attempt timeout, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leases {
+    /// An outbox lane's lease (`GREENLIGHT_OUTBOX_LEASE_SECS`, default 30 s, at least
+    /// [`MIN_OUTBOX_LEASE`]), renewed every third of it while the lane works.
     pub outbox: Duration,
+    /// A claimed callback delivery's lease (`GREENLIGHT_CALLBACK_LEASE_SECS`, default
+    /// the attempt timeout plus 5 s); above the timeout by at least [`CALLBACK_MARGIN`].
     pub callback: Duration,
+    /// The most one callback attempt may take, connect to last byte
+    /// (`GREENLIGHT_CALLBACK_TIMEOUT_SECS`, default 10 s).
     pub callback_timeout: Duration,
 }
 

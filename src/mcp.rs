@@ -77,6 +77,8 @@ pub struct Gate {
 
 #[tool_router]
 impl Gate {
+    /// The server for `client`, already configured with the service's URL and the
+    /// agent's token; every tool call asks through it.
     pub fn new(client: Client) -> Self {
         Self {
             client: Arc::new(client),

@@ -20,19 +20,26 @@ use prometheus_client::{
 
 use crate::{model::Status, slack::signature::SignatureError};
 
-/// How a request ended, as the decisions metric labels it. `Auto` is for decisions a
-/// rule makes without a person (the policy engine); exposed before anything uses it so
-/// dashboards can be built against the final label set.
+/// How a request ended, as the decisions metric labels it (`outcome`). `Auto` is for
+/// requests final at submit, whichever way they went (a policy rule, or a standing
+/// grant), so the other four count what people, the clock and agents decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
+    /// Enough reviewers approved ("Approve for …" included).
     Approved,
+    /// A person denied, or the Slack message could not be posted.
     Denied,
+    /// Nobody decided before the deadline.
     Expired,
+    /// The agent withdrew it (or greenlight, for a hook call cut off by shutdown).
     Cancelled,
+    /// Decided at submit: an `auto_approve` / `auto_deny` rule, or a standing grant.
     Auto,
 }
 
 impl Outcome {
+    /// Every outcome: each label's series is created at zero at start-up, so a rate
+    /// over it exists before the first such decision.
     pub const ALL: [Outcome; 5] = [
         Outcome::Approved,
         Outcome::Denied,
@@ -41,6 +48,7 @@ impl Outcome {
         Outcome::Auto,
     ];
 
+    /// The `outcome` label value, lowercase: `approved`, …, `auto`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Approved => "approved",
@@ -63,7 +71,9 @@ impl Outcome {
     }
 }
 
-/// Click results, including `not_approver` for the approver policy that is coming.
+/// Click results whose series exist at zero from start-up. The other values of
+/// `approval::outcomes::ClickOutcome` (`counted`, `self_approval`, `policy_forbids`, …)
+/// appear at their first click.
 pub const CLICK_OUTCOMES: [&str; 5] = ["accepted", "duplicate", "late", "unknown", "not_approver"];
 
 /// Why a Slack request's signature was refused (see `slack::signature`).
@@ -282,6 +292,8 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
+    /// A fresh registry (prefix `greenlight_`) with every metric registered and the
+    /// closed label sets' series created at zero.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("greenlight");
         let submitted = Family::<AgentLabels, Counter>::default();
@@ -623,6 +635,8 @@ impl Metrics {
         self.inner.pending.set(pending);
     }
 
+    /// Agent calls parked waiting for a decision (long-polls, hooks), read from the
+    /// service's waiters at scrape time.
     pub fn set_long_polls(&self, waiting: i64) {
         self.inner.long_polls.set(waiting);
     }

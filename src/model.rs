@@ -21,10 +21,13 @@ use uuid::Uuid;
 pub struct ApprovalId(pub Uuid);
 
 impl ApprovalId {
+    /// A fresh id: a UUID v7 (see the note on the type).
     pub fn new() -> Self {
         Self(Uuid::now_v7())
     }
 
+    /// Reads an id from a path, a button value or a modal's `private_metadata`: any
+    /// UUID text form, surrounding whitespace ignored. `None` when it is not a UUID.
     pub fn parse(raw: &str) -> Option<Self> {
         Uuid::parse_str(raw.trim()).ok().map(Self)
     }
@@ -42,18 +45,25 @@ impl fmt::Display for ApprovalId {
     }
 }
 
-/// Where a request stands. Everything but `Pending` is final.
+/// Where a request stands. Everything but `Pending` is final. `expired` means nobody
+/// decided in time, and counts as a deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Waiting for a reviewer, or for more approvals when `required_approvals` > 1.
     Pending,
+    /// Enough distinct reviewers approved, or a policy rule or standing grant did.
     Approved,
+    /// A reviewer or a policy rule denied it, or its Slack message could not be posted.
     Denied,
+    /// Nobody decided before `expires_at`: a deny by default.
     Expired,
+    /// Withdrawn by the agent, or abandoned by greenlight at shutdown during a hook call.
     Cancelled,
 }
 
 impl Status {
+    /// Every status, `Pending` first.
     pub const ALL: [Status; 5] = [
         Status::Pending,
         Status::Approved,
@@ -62,6 +72,7 @@ impl Status {
         Status::Cancelled,
     ];
 
+    /// The wire and database spelling: lowercase, as serde writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
@@ -72,10 +83,12 @@ impl Status {
         }
     }
 
+    /// The inverse of [`Status::as_str`]: exact lowercase only, so `APPROVED` is `None`.
     pub fn parse(raw: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == raw)
     }
 
+    /// True for every status but `Pending`: a final request never changes again.
     pub fn is_final(self) -> bool {
         self != Status::Pending
     }
@@ -84,13 +97,27 @@ impl Status {
 /// What an agent asked for, after validation.
 #[derive(Debug, Clone)]
 pub struct NewApproval {
+    /// Agent name from its bearer token (`GREENLIGHT_API_TOKENS`): 1–64 ASCII letters,
+    /// digits, `-`, `_` or `.`.
     pub agent: String,
+    /// The code or command to review, verbatim; never blank. Bounded by the 1 MiB body
+    /// on the agent API, by `hooks::render::MAX_CODE_BYTES` for a hook.
     pub code: String,
+    /// Fence language(s), trimmed: at most 64 letters, digits, spaces and `+ # . _ - ,`
+    /// (`python, sh`). `None` when absent or blank.
     pub language: Option<String>,
+    /// One-line summary, trimmed, at most 200 characters. `None` when absent or blank.
     pub title: Option<String>,
+    /// Any JSON the agent sent to help the reviewer, stored as is; JSON `null` is `None`.
     pub context: Option<serde_json::Value>,
+    /// Seconds until it expires, 1 to `config::MAX_TIMEOUT_SECS` (a week): as asked, else
+    /// `GREENLIGHT_DEFAULT_TIMEOUT_SECS` (a hook: `GREENLIGHT_HOOK_BUDGET_SECS`). A
+    /// policy rule may lower it before it is stored.
     pub timeout_secs: u64,
+    /// Slack user id (`U…`/`W…`) of the person the agent acts for: they may deny the
+    /// request but never approve it.
     pub requester_slack_id: Option<String>,
+    /// Distinct approvers needed, 1–10 as asked (default 1); a policy rule may raise it.
     pub required_approvals: u32,
     /// `Idempotency-Key` header, scoped to the agent.
     pub idempotency_key: Option<String>,
@@ -104,21 +131,41 @@ pub struct NewApproval {
 /// One approval request as stored, with its current state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Approval {
+    /// Unique, unguessable, and travels in button values and URLs.
     pub id: ApprovalId,
+    /// Agent name from its bearer token, as in [`NewApproval::agent`].
     pub agent: String,
+    /// The code or command to review, verbatim.
     pub code: String,
+    /// Fence language(s) as submitted (see [`NewApproval::language`]).
     pub language: Option<String>,
+    /// One-line summary as submitted; `None` when there is none.
     pub title: Option<String>,
+    /// The agent's JSON context, stored as is.
     pub context: Option<serde_json::Value>,
+    /// Slack user id the agent acts for: may deny, never approve.
     pub requester_slack_id: Option<String>,
+    /// Distinct approvers needed: the agent's number, raised to the matching rule's
+    /// floor.
     pub required_approvals: u32,
+    /// Slack channel id the request is routed to (Slack's answer once posted); `""`
+    /// without Slack, where no message is ever queued.
     pub channel: String,
+    /// Slack's `ts` of the request's message, a string like `1712345678.000100`; `None`
+    /// until posted (and for batch items other than the one carrying the card).
     pub message_ts: Option<String>,
+    /// Where it stands; only `Pending` ever changes.
     pub status: Status,
+    /// Why it was decided, as the agent is told; empty while pending (the view shows
+    /// [`PENDING_REASON`]).
     pub reason: String,
+    /// Who decided, as [`ApprovalView::decided_by`] shows it; `None` while pending.
     pub decided_by: Option<String>,
+    /// When it was decided; `None` while pending.
     pub decided_at: Option<DateTime<Utc>>,
+    /// When it was stored.
     pub created_at: DateTime<Utc>,
+    /// When a still-pending request expires: `created_at` plus `timeout_secs`.
     pub expires_at: DateTime<Utc>,
 }
 
@@ -129,6 +176,9 @@ pub const PENDING_REASON: &str = "waiting for a reviewer";
 /// for the agent; the Slack message already says who decided in its summary line, so
 /// it shows only what follows the clause (see `slack::blocks::final_message`).
 pub const APPROVED_IN_SLACK: &str = "Approved in Slack by ";
+/// The deny counterpart of [`APPROVED_IN_SLACK`]: opens the reason of a Deny click
+/// that decided without the reason dialog (it could not be opened). A reason typed in
+/// the dialog is the reviewer's words alone.
 pub const DENIED_IN_SLACK: &str = "Denied in Slack by ";
 /// The web review page's counterpart of [`APPROVED_IN_SLACK`].
 pub const APPROVED_ON_THE_WEB: &str = "Approved on the review page by ";
@@ -165,6 +215,7 @@ impl Approval {
         }
     }
 
+    /// True only when the status is `Approved`.
     pub fn approved(&self) -> bool {
         self.status == Status::Approved
     }
@@ -196,27 +247,46 @@ impl Approval {
 /// The agent-facing shape of an approval (see `docs/api-contract.md`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct ApprovalView {
+    /// The request's id (a UUID): the `{id}` of `GET /v1/approvals/{id}`.
     pub id: ApprovalId,
+    /// Where it stands: `pending`, or final (`approved`, `denied`, `expired`: nobody
+    /// decided in time, a deny; `cancelled`: withdrawn by the agent).
     pub status: Status,
     /// True only when `status` is `approved`.
     pub approved: bool,
     /// Why it was decided; `waiting for a reviewer` while pending.
     pub reason: String,
-    /// Slack user id(s) who decided, the agent (cancel) or `greenlight` (timeouts).
+    /// Who decided: reviewer id(s) (a Slack user id, or `web:<name>` for a reviewer of
+    /// the review page without one), comma-separated in approval order when several
+    /// approved (`U1,U2`); the agent's name when it cancelled; `greenlight` for
+    /// timeouts, policy rules and messages that could not be posted. `null` while
+    /// pending.
     pub decided_by: Option<String>,
+    /// When it was decided: RFC 3339 in UTC with milliseconds, such as
+    /// `2026-11-25T18:00:00.000Z`; `null` while pending.
     #[schema(format = DateTime)]
     pub decided_at: Option<String>,
+    /// When greenlight stored it (RFC 3339, UTC, milliseconds).
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// When it expires if still pending: `created_at` plus its `timeout_secs`, after any
+    /// cap a policy rule set (RFC 3339, UTC, milliseconds).
     #[schema(format = DateTime)]
     pub expires_at: String,
     /// The agent's configured name.
     pub agent: String,
+    /// The one-line summary it was submitted with (at most 200 characters); `null` when
+    /// none.
     pub title: Option<String>,
+    /// The fence language(s) it was submitted with, such as `python` or `python, sh`;
+    /// `null` when none.
     pub language: Option<String>,
-    /// Slack channel id of the message.
+    /// Slack channel id the request was routed to, where its message goes if it gets
+    /// one; `""` when greenlight runs without Slack.
     pub channel: String,
-    /// Slack message timestamp, once posted.
+    /// Slack's `ts` of the request's message, a string like `1700000000.000100`; `null`
+    /// until it is posted, and for a batch's items other than the one whose message is
+    /// the batch's card.
     pub message_ts: Option<String>,
 }
 
@@ -224,7 +294,9 @@ pub struct ApprovalView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchStatus {
+    /// At least one item is still pending.
     Pending,
+    /// Every item is final; each may have been approved or not.
     Decided,
 }
 
@@ -233,9 +305,13 @@ pub enum BatchStatus {
 /// order they were submitted.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct BatchView {
+    /// The batch's id (a UUID, not any item's): the `{id}` of `GET /v1/batches/{id}`.
     pub id: ApprovalId,
+    /// `pending` while any item is pending, then `decided`.
     pub status: BatchStatus,
+    /// The batch's one-line summary (at most 200 characters); `null` when none.
     pub title: Option<String>,
+    /// One approval object per submitted action, in the order of `actions`.
     pub approvals: Vec<ApprovalView>,
 }
 
@@ -259,9 +335,14 @@ impl BatchView {
 /// A final outcome to record: the one write that ends a request.
 #[derive(Debug, Clone)]
 pub struct Decision {
+    /// The final status; never `Pending`.
     pub status: Status,
+    /// What the agent is told, verbatim.
     pub reason: String,
+    /// Who decided: reviewer ids joined with `,` in approval order, the agent's name
+    /// (cancel) or [`SYSTEM_ACTOR`].
     pub decided_by: String,
+    /// When; becomes `decided_at`.
     pub at: DateTime<Utc>,
 }
 
@@ -276,8 +357,13 @@ pub fn rfc3339(at: DateTime<Utc>) -> String {
 /// entries readable; the surface says where the click came from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reviewer {
+    /// What approver lists, votes and `decided_by` hold: a Slack user id, or
+    /// `web:<name>` for a reviewer of the page without one.
     pub id: String,
+    /// Slack handle (or the page's reviewer name), only to make audit entries readable;
+    /// `None` when Slack sent none.
     pub name: Option<String>,
+    /// Where the click came from.
     pub surface: Surface,
 }
 

@@ -50,10 +50,15 @@ pub struct Readiness {
 /// why not, without configuration (no URLs, paths or tokens).
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
 pub struct Report {
+    /// `ready` (answered with 200) when the database answers and Slack accepted the
+    /// bot token, or Slack is not configured; otherwise `unready` (503).
     pub status: &'static str,
+    /// One entry per dependency, each `ok` or why not.
     pub checks: Checks,
 }
 
+/// The checks behind `status`: the failing one says why, so an operator reading the
+/// probe knows where to look.
 #[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
 pub struct Checks {
     /// `ok`, or `failed: unreachable` / `failed: timeout`.
@@ -64,6 +69,7 @@ pub struct Checks {
 }
 
 impl Report {
+    /// Whether `status` is `ready`: the probe answers 200, else 503.
     pub fn ready(&self) -> bool {
         self.status == "ready"
     }
@@ -82,6 +88,8 @@ impl Default for Readiness {
 }
 
 impl Readiness {
+    /// Readiness with Slack configured: `checking`, so unready, until the first
+    /// `auth.test` answer (see [`Readiness::check_slack`]).
     pub fn new() -> Self {
         Self {
             slack: Arc::new(RwLock::new(SlackAuth::Checking)),

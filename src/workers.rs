@@ -28,6 +28,8 @@ pub struct Workers {
 }
 
 impl Workers {
+    /// No workers yet; restarts are counted in `metrics`
+    /// (`greenlight_worker_restarts_total`).
     pub fn new(metrics: Metrics) -> Self {
         Self {
             tasks: Vec::new(),

@@ -25,6 +25,9 @@ use crate::backoff::{Backoff, Retrying};
 /// (implemented by the Slack adapter), anything in tests. `Err` carries what went
 /// wrong, for the log.
 pub trait GroupMembers: Send + Sync {
+    /// The user ids (`U…`/`W…`) in user group `group` (`S…`), answered by `deadline`
+    /// ([`GROUP_LOOKUP_TIMEOUT`] after the lookup began: it runs before the click is
+    /// acked). `Err` is one line saying what failed; the click is then refused.
     fn members<'a>(
         &'a self,
         group: &'a str,
@@ -40,6 +43,7 @@ pub const GROUP_LOOKUP_TIMEOUT: Duration = Duration::from_millis(1500);
 /// After a failed lookup, Slack is not asked about that group again for this long;
 /// the wait doubles with each further failure, up to [`GROUP_RETRY_MAX`].
 pub const GROUP_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between lookups of a group that keeps failing.
 pub const GROUP_RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Why someone may not decide a request.
@@ -109,6 +113,9 @@ struct Failing {
 }
 
 impl Directory {
+    /// A directory reading group members from `source` (the Slack client, or
+    /// `NoSlackGroups`, which refuses every group, without Slack), trusting each list
+    /// for [`GROUP_CACHE_TTL`].
     pub fn new(source: Arc<dyn GroupMembers>) -> Self {
         Self {
             source,

@@ -50,9 +50,13 @@ impl DeadlineSource for ApprovalService {
 /// time that advances with tokio's (pausable) clock, so paused time drives deadlines.
 #[derive(Debug, Clone, Copy)]
 pub enum Clock {
+    /// `Utc::now()`: production.
     System,
+    /// Tests: `wall` plus the tokio time elapsed since `at` (see [`Clock::tokio_from`]).
     Tokio {
+        /// The wall time at `at`.
         wall: DateTime<Utc>,
+        /// The tokio instant that `wall` corresponds to.
         at: tokio::time::Instant,
     },
 }
@@ -66,6 +70,7 @@ impl Clock {
         }
     }
 
+    /// The current wall time, UTC, by this clock.
     pub fn now(&self) -> DateTime<Utc> {
         match self {
             Clock::System => Utc::now(),

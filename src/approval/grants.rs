@@ -36,6 +36,8 @@ use crate::{
 pub enum Revoked {
     /// Revoked now (or it was revoked before): the grant as it stands.
     Done(Box<Grant>),
+    /// No grant has that id (for the FYI's Revoke button: no grant approved that
+    /// request); nothing changed.
     NotFound,
     /// The person may not revoke it (not an approver of its rule, and not its maker).
     Refused(Refusal),

@@ -79,7 +79,7 @@ impl ApprovalService {
         }
     }
 
-    /// Fires every nudge due at `now` (at most [`BATCH`]); returns how many were due.
+    /// Fires every nudge due at `now` (at most `BATCH`, 64); returns how many were due.
     pub async fn nudge_due(&self, now: DateTime<Utc>) -> Result<usize, ServiceError> {
         let due = self.inner.store.due_nudges(now, BATCH).await?;
         for found in &due {

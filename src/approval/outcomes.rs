@@ -15,11 +15,19 @@ pub enum Answer {
     /// This click decided the request.
     Decided(Approval),
     /// An approval was counted; more distinct approvers are needed.
-    Counted { voters: Vec<String>, required: u32 },
+    Counted {
+        /// Reviewer ids who approved so far, this one included, oldest first.
+        voters: Vec<String>,
+        /// Distinct approvals the request needs (its `required_approvals`).
+        required: u32,
+    },
     /// This person had already approved the still-pending request.
     RepeatVote {
+        /// The request as it stands, still pending.
         approval: Approval,
+        /// Reviewer ids who approved so far, oldest first.
         voters: Vec<String>,
+        /// Distinct approvals the request needs (its `required_approvals`).
         required: u32,
     },
     /// A Deny click: the reason dialog must be opened; its submission decides.
@@ -28,12 +36,17 @@ pub enum Answer {
     RepeatDeny,
     /// The request was already final; `same_person` if the clicker helped decide it.
     AlreadyFinal {
+        /// The request as it was decided.
         approval: Approval,
+        /// The clicker is among those who decided it (counted as `duplicate`, not
+        /// `late`).
         same_person: bool,
     },
     /// The clicker may not decide this request.
     Refused {
+        /// The request, unchanged.
         approval: Approval,
+        /// Why: [`Refusal::explain`] is what the clicker is told.
         refusal: Refusal,
     },
 }
@@ -66,6 +79,7 @@ pub enum ClickOutcome {
 }
 
 impl ClickOutcome {
+    /// The `outcome` label of `greenlight_clicks_total` and of the click's log line.
     pub fn as_str(self) -> &'static str {
         match self {
             ClickOutcome::Accepted => "accepted",
@@ -96,6 +110,8 @@ impl From<Refusal> for ClickOutcome {
 }
 
 impl Answer {
+    /// How metrics and logs name this answer. A repeat vote, a repeat Deny and a
+    /// click on a request the clicker helped decide are all `Duplicate`.
     pub fn outcome(&self) -> ClickOutcome {
         match self {
             Answer::Unknown => ClickOutcome::Unknown,
@@ -116,7 +132,10 @@ impl Answer {
 /// the reason field, so the reviewer sees why in the dialog itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReasonOutcome {
+    /// The request is denied with the reason as typed.
     Denied,
+    /// Nothing changed (not allowed to decide, already final, no such request); the
+    /// text is shown under the reason field.
     Refused(String),
 }
 

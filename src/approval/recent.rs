@@ -12,7 +12,7 @@
 //!
 //! Requests are kept only when their code and context are small ([`MAX_KEPT_BYTES`]),
 //! and the cache is bounded by bytes, not entries: each generation holds at most
-//! [`DEFAULT_BUDGET`] bytes of requests (as [`footprint`] counts them). When the young
+//! [`DEFAULT_BUDGET`] bytes of requests (as `footprint` counts them). When the young
 //! one fills, the old one is dropped and the young one takes its place, so memory
 //! stays below twice the budget whatever agents send, and a request clicked again
 //! and again stays in. A request the cache no longer holds is read from the store.
@@ -53,6 +53,8 @@ struct Generations {
     old: Generation,
 }
 
+/// The cache: requests by id in two generations of at most `budget` bytes each. One
+/// mutex, held only to look up or insert; nothing is read from the store under it.
 #[derive(Debug)]
 pub struct Recent {
     budget: usize,

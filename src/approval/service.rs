@@ -5,7 +5,7 @@
 //! rewrite goes into the store's outbox in the same transaction). Once it is
 //! committed, waiters wake. The service renders no message and runs no background
 //! work: the workers (`crate::app` starts them) and the adapters (Slack, HTTP) do that
-//! from what it returns and what the store holds. Its only task is [`to_the_end`],
+//! from what it returns and what the store holds. Its only task is `to_the_end`,
 //! which keeps a state change and its follow-ups running when the caller goes away.
 //!
 //! The policy (`crate::policy`) routes each submission: the matching rule picks the
@@ -47,17 +47,27 @@ pub(super) async fn to_the_end<T: Send + 'static>(
 /// Failures the API maps to client errors; store failures become 500s.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    /// No request has this id (404 `not_found`).
     #[error("no approval request with id {0}")]
     NotFound(ApprovalId),
+    /// This agent sent the same `Idempotency-Key` before with another body (409
+    /// `idempotency_conflict`); nothing was stored.
     #[error("this Idempotency-Key was already used with a different request body")]
     IdempotencyConflict,
+    /// A cancel came after the request was final; it carries the request as decided
+    /// (409 `already_decided`).
     #[error("the request is already {}", .0.status.as_str())]
     AlreadyDecided(Box<Approval>),
+    /// Another agent's request (403 `forbidden`).
     #[error("the request belongs to another agent: an agent reads, waits on and cancels only its own requests")]
     NotOwner,
-    /// The agent is at its cap of pending requests; nothing was stored.
+    /// The agent is at its cap of pending requests; nothing was stored (429
+    /// `too_many_pending`).
     #[error("the agent already has {pending} pending requests")]
-    TooManyPending { pending: u64 },
+    TooManyPending {
+        /// How many the agent has pending, counted in the insert's transaction.
+        pending: u64,
+    },
     /// The request's approvers can never give the approvals it needs (counting
     /// neither the requester nor anyone twice); nothing was stored.
     #[error("required_approvals: {0}")]
@@ -66,9 +76,12 @@ pub enum ServiceError {
     /// stored. Worded `actions[i]: …` like the batch's other per-item errors.
     #[error("actions[{index}]: {error}")]
     Item {
+        /// 0-based position in the batch's `actions`.
         index: usize,
+        /// Why that item was refused.
         error: Box<ServiceError>,
     },
+    /// The database failed (500 `internal`; the cause is logged, not shown).
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -140,10 +153,14 @@ impl ApprovalService {
         }
     }
 
+    /// The store it writes to, for reads that change no state (lists, the audit
+    /// trail, grants) and for the workers that take their work from it.
     pub fn store(&self) -> &Store {
         &self.inner.store
     }
 
+    /// The metrics it counts submissions and decisions in; the adapters count theirs
+    /// (clicks, nudges, grants) in the same registry.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }

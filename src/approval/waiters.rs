@@ -13,12 +13,14 @@ use tokio::sync::oneshot;
 
 use crate::model::{Approval, ApprovalId};
 
+/// Parked long-polls by request id; several per id are allowed.
 #[derive(Debug, Default)]
 pub struct Waiters {
     waiters: DashMap<ApprovalId, Vec<oneshot::Sender<Approval>>>,
 }
 
 impl Waiters {
+    /// No waiters yet.
     pub fn new() -> Self {
         Self::default()
     }

@@ -60,7 +60,10 @@ impl fmt::Debug for CallbackSecret {
 /// none is given, the scheme's default port only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedHost {
+    /// Lower-cased as the URL parser reads a host: a name (IDNs in punycode), an IPv4
+    /// address, or an IPv6 one in brackets.
     pub host: String,
+    /// The one port allowed; `None`: only the URL scheme's default (80 or 443).
     pub port: Option<u16>,
 }
 
@@ -68,10 +71,15 @@ pub struct AllowedHost {
 /// `callback_url` is refused.
 #[derive(Debug, Clone)]
 pub struct CallbackSettings {
+    /// `GREENLIGHT_CALLBACK_HOSTS`: the only hosts a `callback_url` may name.
     pub hosts: Vec<AllowedHost>,
     /// Agent name (as in `GREENLIGHT_API_TOKENS`) → its signing secret.
     pub secrets: HashMap<String, CallbackSecret>,
+    /// Attempts per delivery before it is given up as `callback_failed`, 1–100
+    /// (`GREENLIGHT_CALLBACK_MAX_ATTEMPTS`, default [`DEFAULT_MAX_ATTEMPTS`]).
     pub max_attempts: u32,
+    /// The delay before the first retry, doubling to [`RETRY_MAX`]; 1 ms to 60 s
+    /// (`GREENLIGHT_CALLBACK_RETRY_FIRST_MS`, default [`DEFAULT_RETRY_FIRST`]).
     pub retry_first: Duration,
 }
 

@@ -13,6 +13,8 @@ use super::settings::CallbackSecret;
 /// The three Standard Webhooks headers of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed {
+    /// `webhook-id`: the delivery's id (`msg_…`), the same on every attempt, so a
+    /// receiver can deduplicate.
     pub id: String,
     /// Unix seconds.
     pub timestamp: i64,

@@ -7,16 +7,16 @@
 //! in memory, so a restart (or a panic, which `workers` answers with a restart) picks
 //! up exactly where the store stands.
 //!
-//! Fairness: each attempt is a task of its own, at most [`IN_FLIGHT`] at once and at
-//! most [`PER_HOST`] per receiver, and the worker claims again as soon as a slot frees,
+//! Fairness: each attempt is a task of its own, at most `IN_FLIGHT` (16) at once and at
+//! most `PER_HOST` (4) per receiver, and the worker claims again as soon as a slot frees,
 //! so a receiver that hangs delays only its own deliveries, never another agent's.
 //! A delivery is claimed only when a slot is free for it, so its lease (PostgreSQL)
 //! never runs while it waits in memory (see `crate::leases`).
 //!
-//! One attempt is one POST with `GREENLIGHT_CALLBACK_TIMEOUT_SECS` (10 s), following no redirect (a 3xx is
-//! a failed attempt: the allow-list was checked for this URL, not for where it points)
-//! and through no proxy. Any 2xx delivers. Otherwise the delivery is tried again after
-//! the shared backoff (`crate::backoff`: doubling from
+//! One attempt is one POST with `GREENLIGHT_CALLBACK_TIMEOUT_SECS` (10 s), following
+//! no redirect (a 3xx is a failed attempt: the allow-list was checked for this URL, not
+//! for where it points) and through no proxy. Any 2xx delivers. Otherwise the delivery
+//! is tried again after the shared backoff (`crate::backoff`: doubling from
 //! `GREENLIGHT_CALLBACK_RETRY_FIRST_MS`, default 1 s, to 5 minutes, jittered) until
 //! `GREENLIGHT_CALLBACK_MAX_ATTEMPTS`. Each attempt is audited on the request's trail
 //! (`callback_attempt`), and the end as `callback_delivered` or `callback_failed`.
@@ -72,6 +72,8 @@ pub struct CallbackWorker {
 }
 
 impl CallbackWorker {
+    /// A worker sending with the leases and attempt timeout of the environment
+    /// ([`leases::from_env`]), with no redirect followed and no proxy.
     pub fn new(store: Store, settings: Arc<CallbackSettings>, metrics: Metrics) -> Self {
         let leases = leases::from_env();
         let http = reqwest::Client::builder()
@@ -98,7 +100,7 @@ impl CallbackWorker {
     ///
     /// Claims whenever a slot is free, never waiting for the slowest attempt of a
     /// claim: each attempt runs as its own task, and the claim skips receivers that
-    /// already have [`PER_HOST`] attempts in flight (`store::callbacks::ClaimShape`).
+    /// already have `PER_HOST` (4) attempts in flight (`store::callbacks::ClaimShape`).
     pub async fn run(self) {
         let mut store_trouble = Retrying::new(Backoff::new(
             Duration::from_millis(100),

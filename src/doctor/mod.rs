@@ -25,8 +25,12 @@ use crate::{
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
+    /// Works as the service will need it; printed `ok`.
     Ok,
+    /// Works for now, or could not be checked, but deserves a look; printed `warn`.
+    /// Does not change the exit code.
     Warn,
+    /// The service will not work as configured; printed `FAIL`, and `doctor` exits 1.
     Fail,
 }
 
@@ -43,7 +47,10 @@ impl Level {
 /// One line of the report.
 #[derive(Debug, Clone)]
 pub struct Check {
+    /// Any `Fail` makes `doctor` exit 1 ([`exit_code`]).
     pub level: Level,
+    /// What was checked, as the line names it: `bot token`, `channel`, `database`,
+    /// `callbacks`, `policy`, ….
     pub name: &'static str,
     /// What was found and, for a warning or failure, what to do.
     pub detail: String,

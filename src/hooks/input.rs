@@ -28,6 +28,8 @@ pub enum Event {
 }
 
 impl Event {
+    /// The host's `hook_event_name`, and the `hookEventName` of the answer:
+    /// `PreToolUse` or `PermissionRequest`.
     pub fn as_str(self) -> &'static str {
         match self {
             Event::PreToolUse => "PreToolUse",
@@ -47,13 +49,22 @@ impl Event {
 /// One hook call, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HookInput {
+    /// From `hook_event_name`; any other event is refused.
     pub event: Event,
+    /// The host's `tool_name`, trimmed and never empty: `Bash`, `Edit`, `Write`, …,
+    /// or `mcp__<server>__<tool>` for an MCP tool. What policy rules' `tool` matches.
     pub tool_name: String,
     /// The tool's arguments as the host sent them (an object for every known tool).
     pub tool_input: Value,
+    /// The host's `session_id`; part of the idempotency key, and shown to reviewers.
     pub session_id: Option<String>,
+    /// The host's `cwd`: the agent's working directory, on the agent's machine.
     pub cwd: Option<String>,
+    /// The host's `permission_mode`, e.g. `default`, `acceptEdits`, `plan`,
+    /// `bypassPermissions`; shown to reviewers, not interpreted.
     pub permission_mode: Option<String>,
+    /// The host's `tool_use_id` (Claude Code's look like `toolu_01…`): the same for a
+    /// retried hook of one tool call. `None` makes every call a new request.
     pub tool_use_id: Option<String>,
 }
 
@@ -72,7 +83,10 @@ struct Raw {
 /// the answer can take that event's shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputError {
+    /// The event, when `hook_event_name` named one greenlight decides; `None` when
+    /// the input is not a JSON object or names no such event.
     pub event: Option<Event>,
+    /// One line for the model or the user, e.g. `the hook input has no tool_name`.
     pub problem: String,
 }
 

@@ -31,7 +31,11 @@ pub use input::{Event, HookInput};
 /// The agent hosts greenlight answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Host {
+    /// Claude Code: a `command` hook (`greenlight hook claude-code`) or an `http`
+    /// hook (`POST /v1/hooks/claude-code`).
     ClaudeCode,
+    /// Codex CLI: a `command` hook (`greenlight hook codex`) on `PermissionRequest`;
+    /// its parser refuses unknown fields in the answer.
     Codex,
 }
 
@@ -64,11 +68,18 @@ impl Host {
 /// What the host is told: allow or deny, and why (shown to the model or the user).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
+    /// `true` only for an approved request; every other outcome, greenlight's own
+    /// failures included, is a deny.
     pub allow: bool,
+    /// Becomes `permissionDecisionReason` (`PreToolUse`), a deny's `message`
+    /// (`PermissionRequest`), or a command hook's stderr. Greenlight's own reasons
+    /// start `greenlight:` and name the request id when there is one.
     pub reason: String,
 }
 
 impl Verdict {
+    /// An allow with `reason` as given. Claude Code shows a `PreToolUse` allow's
+    /// reason to the user; a `PermissionRequest` allow carries no reason at all.
     pub fn allow(reason: impl Into<String>) -> Self {
         Self {
             allow: true,

@@ -28,8 +28,12 @@ const MAX_TITLE_CHARS: usize = 200;
 /// The approval request made from one tool call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rendered {
+    /// What the reviewer reads: the Bash command, a unified diff, or the input as
+    /// pretty JSON; at most [`MAX_CODE_BYTES`] bytes.
     pub code: String,
+    /// `bash`, `diff` or `json`, for highlighting.
     pub language: &'static str,
+    /// e.g. "Claude Code wants to run a command": at most 200 characters, one line.
     pub title: String,
     /// A JSON object; `tool_name` is what policy rules' `tool` matches.
     pub context: Value,

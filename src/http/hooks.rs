@@ -59,6 +59,8 @@ const EXPIRY_SLACK: Duration = Duration::from_millis(250);
 const SHUTDOWN_REASON: &str =
     "greenlight shut down before anyone decided; the call is denied (ask again)";
 
+/// `POST /v1/hooks/claude-code`, with its own body limit ([`MAX_HOOK_BODY_BYTES`])
+/// in place of the API's 1 MiB.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/hooks/claude-code", post(claude_code_hook))

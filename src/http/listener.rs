@@ -32,6 +32,8 @@ impl Closer {
     }
 }
 
+/// The server's listener: accepts like a `TcpListener` until its [`Closer`] closes
+/// it, then drops the socket and never accepts again.
 pub struct ClosableListener {
     inner: Option<TcpListener>,
     addr: SocketAddr,
@@ -50,6 +52,8 @@ fn accept_backoff() -> Backoff {
 }
 
 impl ClosableListener {
+    /// Wraps `listener`, with the [`Closer`] that closes it. Errors: the socket has no
+    /// local address.
     pub fn new(listener: TcpListener) -> io::Result<(Self, Closer)> {
         let addr = listener.local_addr()?;
         let (close_tx, close_rx) = watch::channel(false);

@@ -36,13 +36,20 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Everything a handler needs: cheap handles, cloned per request.
 #[derive(Clone)]
 pub struct AppState {
+    /// The configuration read at start-up, never changed after.
     pub config: Arc<Config>,
+    /// Submitting, deciding, waiting for and reading requests.
     pub service: ApprovalService,
     /// What a verified Slack interaction does (shared with Socket Mode).
     pub interactions: Interactions,
+    /// Checks Slack's request signature; without Slack, keyed with a random secret
+    /// nobody has (the interactivity route is not mounted then anyway).
     pub verifier: SignatureVerifier,
+    /// This server's metrics (`GET /metrics`).
     pub metrics: Metrics,
+    /// The cached Slack check behind `GET /readyz`.
     pub readiness: Readiness,
+    /// The per-agent rate limit and pending cap every submission passes.
     pub limits: SubmitLimits,
     /// The web review page's reviewers, sessions and sign-in links.
     pub web: crate::web::Web,

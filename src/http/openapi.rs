@@ -19,6 +19,9 @@ use crate::{
     store::{grants::Grant, Event},
 };
 
+/// The document's source: the paths and schemas listed in its `#[openapi]` attribute.
+/// A route left out of it fails a unit test (`tests` below) unless listed as
+/// undocumented on purpose.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -111,6 +114,7 @@ pub fn document() -> String {
 static DOCUMENT: LazyLock<serde_json::Value> =
     LazyLock::new(|| serde_json::to_value(ApiDoc::openapi()).unwrap_or_default());
 
+/// `GET /openapi.json`: the document, built once per process.
 pub fn router() -> Router<AppState> {
     Router::new().route("/openapi.json", get(|| async { Json(DOCUMENT.clone()) }))
 }

@@ -16,8 +16,8 @@
 //! are the store's, checked in the insert's transaction on either database.
 //!
 //! # Layout
-//! - [`bucket`]: the in-memory token bucket ([`RateLimiter`]).
-//! - [`rate`]: the choice between those buckets and the database's ([`Buckets`]),
+//! - `bucket`: the in-memory token bucket ([`RateLimiter`]).
+//! - `rate`: the choice between those buckets and the database's ([`Buckets`]),
 //!   also the review page's sign-in limit, so that it too holds across replicas.
 //! - here: [`SubmitLimits`], admitting a submission or a batch, refunding replays and
 //!   wording the refusals.

@@ -16,7 +16,9 @@ pub enum Buckets {
     Local(RateLimiter),
     /// Rows of the shared database, refilled by its clock.
     Shared {
+        /// The `rate_buckets` rows, one per key, through the store's pool.
         buckets: SharedBuckets,
+        /// Each bucket's capacity and refill a minute (at least 1).
         per_minute: u32,
     },
 }

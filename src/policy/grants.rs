@@ -25,6 +25,8 @@ pub enum GrantMatch {
 }
 
 impl GrantMatch {
+    /// The `grant_match` value as written in the policy file, and a grant's
+    /// `match_kind` in `GET /v1/grants`: `exact` or `command_prefix`.
     pub fn as_str(self) -> &'static str {
         match self {
             GrantMatch::Exact => "exact",
@@ -32,6 +34,8 @@ impl GrantMatch {
         }
     }
 
+    /// Reads a `grant_match` value, exactly as [`GrantMatch::as_str`] spells it (case
+    /// matters); `None` for anything else, which the parser reports as an error.
     pub fn parse(raw: &str) -> Option<Self> {
         [GrantMatch::Exact, GrantMatch::CommandPrefix]
             .into_iter()
@@ -42,12 +46,15 @@ impl GrantMatch {
 /// A rule's grant settings (`grant_max_secs` and friends).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantRule {
-    /// The longest a grant may last, in seconds. A grant is also void once it is
-    /// older than this, so lowering it in the policy file shortens existing grants.
+    /// `grant_max_secs`: the longest a grant may last, in seconds (1 to 604800, a
+    /// week). A grant is also void once it is older than this, so lowering it in the
+    /// policy file shortens existing grants.
     pub max_secs: u64,
-    /// The durations offered as buttons, in seconds, each at most `max_secs`,
-    /// ascending, at most [`MAX_DURATIONS`].
+    /// `grant_durations_secs`: the durations offered as buttons, in seconds, distinct,
+    /// each at most `max_secs`, ascending, at most [`MAX_DURATIONS`]; `[max_secs]`
+    /// when unset.
     pub durations_secs: Vec<u64>,
+    /// `grant_match`: what one grant covers; [`GrantMatch::Exact`] when unset.
     pub matching: GrantMatch,
 }
 

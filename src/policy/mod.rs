@@ -35,6 +35,8 @@ pub struct Policy {
     /// Where the rules came from, for messages (`config/policy.toml`, or
     /// `built-in default`).
     pub source: String,
+    /// The file's `[[rule]]`s in file order; the first that matches decides. Empty for
+    /// the built-in default and for a file with no rules.
     pub rules: Vec<Rule>,
     /// Applies when no rule matches: route to the default channel, one approval.
     fallback: Rule,
@@ -43,6 +45,9 @@ pub struct Policy {
 /// One `[[rule]]`.
 #[derive(Debug)]
 pub struct Rule {
+    /// `name`: 1 to 64 characters, unique in the file. The audit trail (`routed`,
+    /// `auto_decided`) and every grant made under the rule record it;
+    /// [`DEFAULT_RULE_NAME`] for the built-in default.
     pub name: String,
     /// Line of its `[[rule]]` header (0 for the built-in default).
     pub line: usize,
@@ -51,7 +56,10 @@ pub struct Rule {
     /// What the rule matches on, hashed ([`grants::fingerprint`]): a grant made
     /// under another fingerprint covers nothing.
     pub fingerprint: String,
+    /// Its conditions (`agent`, `language`, `code`, `context.*`, `tool`,
+    /// `command_prefix`); none set matches every request.
     pub when: Conditions,
+    /// `action` (`route` when unset) with the keys that go with it.
     pub action: Action,
 }
 
@@ -59,7 +67,11 @@ pub struct Rule {
 /// matches every request.
 #[derive(Debug, Default)]
 pub struct Conditions {
+    /// `agent`: the agent's token name (`name` of `GREENLIGHT_API_TOKENS`'s
+    /// `name:token`).
     pub agent: Option<TextMatch>,
+    /// `language`: the request's `language` as sent (trimmed), the whole field:
+    /// `["python"]` does not match `"python, sh"`. Never holds for a request without one.
     pub language: Option<TextMatch>,
     /// Searched anywhere in the code (anchor with `^`/`$` and `(?m)` as needed).
     pub code: Option<Regex>,
@@ -84,7 +96,11 @@ pub enum TextMatch {
 /// `context.<path> = …`: the value at `path` in the context object must match.
 #[derive(Debug)]
 pub struct ContextMatch {
+    /// Object keys from the outside in: `context.deploy.region` is
+    /// `["deploy", "region"]`.
     pub path: Vec<String>,
+    /// What the value there must be; numbers and booleans are matched as their JSON
+    /// text (`3`, `true`).
     pub matches: TextMatch,
 }
 
@@ -93,11 +109,19 @@ pub struct ContextMatch {
 pub enum Action {
     /// Approved at once, no person involved.
     AutoApprove {
+        /// `reason`, trimmed; `None` (unset or blank) tells the agent
+        /// `Approved automatically by policy rule "<name>"`.
         reason: Option<String>,
+        /// `notify` and `channel`: whether and where an FYI is posted.
         notify: Notify,
     },
     /// Denied at once; `reason` is what the agent is told.
-    AutoDeny { reason: String, notify: Notify },
+    AutoDeny {
+        /// `reason`, required and non-empty (trimmed); the agent gets it word for word.
+        reason: String,
+        /// `notify` and `channel`: whether and where an FYI is posted.
+        notify: Notify,
+    },
     /// Sent to Slack for people to decide.
     Route(Route),
 }
@@ -105,6 +129,7 @@ pub enum Action {
 /// Whether an automatic decision is posted to Slack as an FYI (without buttons).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notify {
+    /// `notify` unset or `false` (the default): nothing is posted.
     Silent,
     /// Post to this channel, or to the default one when `None`.
     Channel(Option<String>),
@@ -114,6 +139,8 @@ pub enum Notify {
 /// defaults (`SLACK_CHANNEL_ID`, `GREENLIGHT_APPROVERS`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Route {
+    /// `channel`: a Slack channel id such as `C0123ABCD`; `None` uses
+    /// `SLACK_CHANNEL_ID`.
     pub channel: Option<String>,
     /// User (`U…`/`W…`) and user group (`S…`) ids; replaces `GREENLIGHT_APPROVERS`.
     pub approvers: Option<Vec<String>>,
@@ -135,14 +162,19 @@ pub struct Subject<'a> {
     /// The agent's token name; `None` only in `policy check` without `--agent`, where
     /// rules that match on an agent never match.
     pub agent: Option<&'a str>,
+    /// The request's `language` (trimmed; `None` when absent or blank).
     pub language: Option<&'a str>,
+    /// The request's `code`, which `code` and `command_prefix` conditions read.
     pub code: &'a str,
+    /// The request's `context` JSON, which `context.*` and `tool` conditions read;
+    /// `None` when it sent none.
     pub context: Option<&'a Value>,
 }
 
 /// What the agent asked for, before the rule adjusts it.
 #[derive(Debug, Clone, Copy)]
 pub struct Requested {
+    /// The agent's `required_approvals` (1 to 10; 1 when it gave none).
     pub required_approvals: u32,
     /// The agent's `timeout_secs`, or the service default when it gave none.
     pub timeout_secs: u64,
@@ -151,34 +183,55 @@ pub struct Requested {
 /// Service-wide settings a rule falls back to.
 #[derive(Debug, Clone)]
 pub struct Defaults {
+    /// `SLACK_CHANNEL_ID`; empty without Slack settings, and then nothing is posted
+    /// whatever a rule's `channel` says.
     pub channel: String,
+    /// `GREENLIGHT_APPROVERS`, or without it and without Slack the review page's
+    /// reviewers (`web:<name>`); `None`: anyone who can click may approve.
     pub approvers: Option<Vec<String>>,
 }
 
 /// The concrete outcome of applying the matching rule to one request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
+    /// An `auto_approve` or `auto_deny` rule decided: the request is stored final,
+    /// `decided_by` `greenlight`, audited as `auto_decided`.
     Auto {
+        /// The matching rule's name.
         rule: String,
+        /// `true` for `auto_approve`, `false` for `auto_deny`.
         approve: bool,
+        /// What the agent is told: the rule's `reason`, or for `auto_approve` without
+        /// one, `Approved automatically by policy rule "<name>"`.
         reason: String,
         /// Where to post the FYI, if anywhere.
         notify_channel: Option<String>,
     },
+    /// Left to people: Approve / Deny in Slack and on the review page.
     Route {
+        /// The matching rule's name, or [`DEFAULT_RULE_NAME`] when none matched.
         rule: String,
+        /// Where the message goes: the rule's `channel`, else [`Defaults::channel`]
+        /// (empty without Slack: nothing is posted).
         channel: String,
         /// `None`: anyone who can click may approve.
         approvers: Option<Vec<String>>,
         /// Whether `approvers` came from the rule (else from `GREENLIGHT_APPROVERS`).
         approvers_from_rule: bool,
+        /// Distinct approvals needed: the larger of the agent's and the rule's (1 to
+        /// 10).
         required_approvals: u32,
+        /// Seconds until the request expires (denied): the agent's (or
+        /// `GREENLIGHT_DEFAULT_TIMEOUT_SECS`), capped by the rule's `timeout_secs`.
         timeout_secs: u64,
+        /// The rule's `high_risk`: Approve asks "are you sure?" (in Slack only).
         high_risk: bool,
     },
 }
 
 impl Plan {
+    /// The name of the rule that made this plan ([`DEFAULT_RULE_NAME`] when none
+    /// matched).
     pub fn rule(&self) -> &str {
         match self {
             Plan::Auto { rule, .. } | Plan::Route { rule, .. } => rule,
@@ -321,6 +374,8 @@ impl Notify {
 }
 
 impl Conditions {
+    /// True when no condition is set, so the rule matches every request; the parser
+    /// refuses any rule after such a catch-all (it could never match).
     pub fn is_empty(&self) -> bool {
         self.agent.is_none()
             && self.language.is_none()
@@ -330,6 +385,9 @@ impl Conditions {
             && self.command_prefix.is_none()
     }
 
+    /// Whether every condition that is set holds for `subject`. A condition on
+    /// something the request lacks (no agent, no language, no `context.tool_name`)
+    /// does not hold.
     pub fn matches(&self, subject: &Subject<'_>) -> bool {
         let text = |condition: &Option<TextMatch>, value: Option<&str>| match condition {
             None => true,
@@ -352,6 +410,8 @@ impl Conditions {
 }
 
 impl TextMatch {
+    /// Exact, case-sensitive equality with any listed value, or the regex found
+    /// anywhere in `value` (unanchored unless the pattern says `^`/`$`).
     pub fn matches(&self, value: &str) -> bool {
         match self {
             TextMatch::AnyOf(values) => values.iter().any(|v| v == value),

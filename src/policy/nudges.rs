@@ -14,31 +14,48 @@ use chrono::{DateTime, Utc};
 /// A rule's reminder and escalation settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Nudges {
+    /// `remind_after_secs`: seconds from submission to the first reminder; `None`: no
+    /// reminders.
     pub remind_after_secs: Option<u64>,
+    /// `remind_every_secs`: seconds between later reminders; `None`: one reminder only.
     pub remind_every_secs: Option<u64>,
+    /// `escalate_after_secs`: seconds from submission to the escalation (it happens
+    /// once); `None`: never escalated.
     pub escalate_after_secs: Option<u64>,
-    /// Approver ids (users, groups, web reviewers) who may decide once escalated.
+    /// `escalate_to`: approver ids (users, groups, web reviewers) who may decide once
+    /// escalated, besides the rule's approvers.
     pub escalate_to: Option<Vec<String>>,
+    /// `escalate_channel`: Slack channel id where the request is posted again, with
+    /// working buttons, on escalation.
     pub escalate_channel: Option<String>,
+    /// `escalation_extends_secs`: seconds the deadline moves later, once, on
+    /// escalation; `None`: it stays.
     pub escalation_extends_secs: Option<u64>,
 }
 
 /// Where a request stands: reminders sent so far and whether it was escalated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NudgeState {
+    /// When the request was submitted; every nudge time counts from it.
     pub created_at: DateTime<Utc>,
+    /// Reminders fired so far (a skipped one, with no Slack thread to post in, counts).
     pub reminders: u32,
+    /// Already escalated: escalation happens once.
     pub escalated: bool,
 }
 
 /// What to do now, and the state and next look after doing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Due {
+    /// A reminder is due now.
     pub remind: bool,
+    /// The escalation is due now.
     pub escalate: bool,
     /// The reminder count after this one (missed slots, after a restart, are skipped:
     /// one reminder, not a burst).
     pub reminders: u32,
+    /// When to look again: the next reminder or the escalation still to come, whichever
+    /// is first; `None`: nothing more is ever due.
     pub next: Option<DateTime<Utc>>,
 }
 
@@ -47,6 +64,7 @@ fn secs(s: u64) -> chrono::Duration {
 }
 
 impl Nudges {
+    /// True when the rule neither reminds nor escalates.
     pub fn is_empty(&self) -> bool {
         self.remind_after_secs.is_none() && self.escalate_after_secs.is_none()
     }

@@ -45,9 +45,13 @@ const MAX_NAME_CHARS: usize = 64;
 /// A policy file problem: which file, where, what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyError {
+    /// The file as named (`GREENLIGHT_POLICY`, or [`DEFAULT_PATH`]), or the name
+    /// [`parse`] was given.
     pub file: String,
     /// 1-based line and column, when the problem has a place.
     pub position: Option<(usize, usize)>,
+    /// One line, never empty; it names the rule (`rule "prod": …`) once the rule has a
+    /// name. `Display` prints `file:line:col: problem`.
     pub problem: String,
 }
 

@@ -26,7 +26,8 @@ pub fn tool_name(context: Option<&serde_json::Value>) -> Option<&str> {
 /// Does `command` run exactly one of `prefixes`, with any arguments after it?
 ///
 /// `git status` matches `git status` and `git status -s`, never `git statusx`, and
-/// never a command line that chains, nests or redirects (see [`SHELL_CONTROL`]).
+/// never a command line that chains, nests or redirects (one holding any of `;` `&`
+/// `|` `` ` `` `$` `(` `)` `<` `>` `\` or a line break; see `SHELL_CONTROL`).
 pub fn command_has_prefix(command: &str, prefixes: &[String]) -> bool {
     let command = command.trim();
     if command.contains(SHELL_CONTROL) {

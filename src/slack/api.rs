@@ -4,7 +4,7 @@
 //! limits with 429 and `Retry-After`, and has the odd 5xx. This client turns all of
 //! that into one `SlackError` and retries what is worth retrying: 429s after waiting
 //! out `Retry-After` (plus jitter, so a burst of waiters does not stampede back), and
-//! 5xx / connection failures with the shared [`Backoff`](crate::backoff::Backoff)
+//! 5xx / connection failures with the shared [`Backoff`]
 //! (doubling, capped, jittered). A caller with a deadline (a request that expires)
 //! never waits past it. A caller that sends one channel's messages in order passes
 //! that channel's [`Pacer`]: its 429s then set a pace for the channel instead of
@@ -31,6 +31,7 @@ pub struct RetryPolicy {
     /// First backoff after a failure; doubles each time up to `max_backoff`, each
     /// shortened at random by up to a fifth (see [`crate::backoff`]).
     pub base_backoff: Duration,
+    /// Cap of that backoff; Socket Mode reconnects cap at four times this.
     pub max_backoff: Duration,
     /// Upper bound of the random delay added to each `Retry-After`.
     pub max_jitter: Duration,
@@ -71,19 +72,41 @@ impl RetryPolicy {
 pub enum SlackError {
     /// Slack answered `ok: false` (e.g. `channel_not_found`, `invalid_auth`).
     #[error("Slack refused {method}: {code}")]
-    Api { method: String, code: String },
+    Api {
+        /// The Web API method, e.g. `chat.postMessage`.
+        method: String,
+        /// Slack's `error` string, as sent; `unknown_error` when the answer had none.
+        code: String,
+    },
     /// Still rate-limited when retries or the deadline ran out.
     #[error("Slack rate-limited {method} past the deadline")]
-    RateLimited { method: String },
+    RateLimited {
+        /// The Web API method, e.g. `chat.postMessage`.
+        method: String,
+    },
     /// An HTTP status Slack should not send (4xx other than 429, or 5xx after retries).
     #[error("Slack answered {method} with HTTP {status}")]
-    Http { method: String, status: u16 },
+    Http {
+        /// The Web API method, e.g. `chat.postMessage`.
+        method: String,
+        /// The HTTP status code of the last attempt.
+        status: u16,
+    },
     /// Could not reach Slack, or no answer in time, after retries.
     #[error("could not reach Slack for {method}: {detail}")]
-    Transport { method: String, detail: String },
+    Transport {
+        /// The Web API method, e.g. `chat.postMessage`.
+        method: String,
+        /// What went wrong, for logs: the HTTP client's error without the URL, or
+        /// which deadline passed.
+        detail: String,
+    },
     /// A 200 whose body is not the JSON Slack documents.
     #[error("Slack sent an unreadable answer to {method}")]
-    Malformed { method: String },
+    Malformed {
+        /// The Web API method, e.g. `chat.postMessage`.
+        method: String,
+    },
 }
 
 impl SlackError {
@@ -106,10 +129,17 @@ pub type OnRetry<'a> = dyn Fn(&SlackError) + Send + Sync + 'a;
 /// A posted message's address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRef {
+    /// The channel id (e.g. `C…`) from `chat.postMessage`'s answer; the one asked
+    /// for if the answer has none.
     pub channel: String,
+    /// Slack's `ts`, a string like `1712345678.000100`: the message's id within its
+    /// channel, what `chat.update` and thread replies name it by.
     pub ts: String,
 }
 
+/// A Web API client for one token: the bot token (`xoxb-…`) for messages, or the
+/// app-level token (`xapp-…`) for Socket Mode's `apps.connections.open`. Cheap to
+/// clone (the HTTP client is shared); `Debug` never shows the token.
 #[derive(Clone)]
 pub struct SlackClient {
     http: reqwest::Client,
@@ -154,6 +184,11 @@ impl Attempt {
 }
 
 impl SlackClient {
+    /// A client sending `POST {base_url}/<method>` with `Authorization: Bearer
+    /// {token}`. `base_url` is the Web API root (`https://slack.com/api`, or a fake on
+    /// loopback in tests); a trailing `/` is dropped. Each HTTP attempt times out
+    /// after `retry.attempt_timeout`. Metrics go nowhere until
+    /// [`with_metrics`](Self::with_metrics).
     pub fn new(base_url: &str, token: SecretString, retry: RetryPolicy) -> Self {
         let http = reqwest::Client::builder()
             .timeout(retry.attempt_timeout)

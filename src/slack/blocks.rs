@@ -17,8 +17,12 @@ use crate::model::{
     is_user_id, Approval, Status, APPROVED_IN_SLACK, DENIED_IN_SLACK, SYSTEM_ACTOR,
 };
 
+/// `block_id` of the `actions` block holding a message's decision buttons (and the
+/// Revoke button of a grant FYI).
 pub const ACTIONS_BLOCK_ID: &str = "greenlight_decision";
+/// `action_id` of the Approve button; its `value` is the request id.
 pub const APPROVE_ACTION_ID: &str = "greenlight_approve";
+/// `action_id` of the Deny button; its `value` is the request id.
 pub const DENY_ACTION_ID: &str = "greenlight_deny";
 
 /// The code preview, escaped: a section holds 3,000 ([`limits::SECTION_TEXT`]); this
@@ -42,6 +46,8 @@ const CONFIRM_NAME_CHARS: usize = 48;
 pub struct RenderedMessage {
     /// Notification and screen-reader fallback.
     pub text: String,
+    /// The Block Kit `blocks`, a JSON array: within Slack's 50 blocks per message
+    /// ([`limits::MESSAGE_BLOCKS`]), every text fitted to its own limit.
     pub blocks: Value,
 }
 
@@ -108,7 +114,7 @@ pub(crate) fn code_preview(code: &str) -> (String, usize) {
 const MENTIONS: usize = 10;
 
 /// `<@U…>` for user ids (comma-separated for several), escaped text otherwise (cut
-/// to [`NAME_CHARS`] each).
+/// to `NAME_CHARS`, 100 characters, each).
 pub fn mention(decided_by: &str) -> String {
     if decided_by == SYSTEM_ACTOR {
         return "greenlight".to_owned();

@@ -23,10 +23,17 @@ use super::{
 };
 use crate::model::{Approval, ApprovalId};
 
+/// `block_id` of the message's `actions` block with the view buttons, kept apart from
+/// the decision buttons' block.
 pub const VIEW_BLOCK_ID: &str = "greenlight_view";
+/// `action_id` of "View full code"; its `value` is the request id.
 pub const VIEW_CODE_ACTION_ID: &str = "greenlight_view_code";
+/// `action_id` of "Show context"; its `value` is the request id.
 pub const VIEW_CONTEXT_ACTION_ID: &str = "greenlight_view_context";
+/// `callback_id` of the full-code modal. It has no submit button, so no
+/// `view_submission` comes back with it.
 pub const CODE_VIEW_CALLBACK_ID: &str = "greenlight_code_view";
+/// `callback_id` of the context modal; like the code modal, it is never submitted.
 pub const CONTEXT_VIEW_CALLBACK_ID: &str = "greenlight_context_view";
 
 /// Section text is at most 3000 characters ([`limits::SECTION_TEXT`]): minus the two
@@ -42,17 +49,24 @@ const TRIGGER_LIFETIME: Duration = Duration::from_secs(3);
 /// Which modal a click asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ViewKind {
+    /// "View full code": the whole code split across sections; code too long even for
+    /// a modal is also uploaded as a file into the message's thread.
     Code,
+    /// "Show context": the request's `context` JSON, pretty-printed.
     Context,
 }
 
 /// A click on "View full code" or "Show context".
 #[derive(Debug, Clone)]
 pub struct ViewRequest {
+    /// The request to show, from the button's `value`.
     pub approval_id: ApprovalId,
+    /// Which button, from its `action_id`.
     pub kind: ViewKind,
     /// Who clicked, when Slack says (only for logs and the audit trail).
     pub user: Option<User>,
+    /// The click's `trigger_id`, never empty: `views.open` must use it within 3
+    /// seconds of the click, and only once.
     pub trigger_id: String,
 }
 
@@ -126,7 +140,7 @@ pub fn view_actions(approval: &Approval) -> Option<Value> {
 /// Splits `text` into escaped pieces of at most `max` ([`text::slack_len`]) for ```
 /// sections: whole lines where they fit, a line longer than `max` cut between
 /// characters by [`text::split`] (never inside `&amp;`). A piece that starts or ends
-/// with a backtick gets a zero-width space there (in [`fence`]) so it cannot merge
+/// with a backtick gets a zero-width space there (in `blocks::fence`) so it cannot merge
 /// with the fence; `max` must leave room for those two (see [`CHUNK_CHARS`]).
 pub fn split_code(text: &str, max: usize) -> Vec<String> {
     let max = max.max(1);

@@ -37,8 +37,8 @@ pub fn metadata(request_id: &str) -> Value {
 }
 
 /// The message in `channel`, posted at or after `since`, whose metadata names
-/// `request_id`; `None` when the history (newest [`MAX_PAGES`] × [`PAGE`] messages)
-/// has none.
+/// `request_id`; `None` when the history (newest `MAX_PAGES` × `PAGE`, 5 × 200
+/// messages) has none.
 pub async fn find_posted(
     slack: &SlackClient,
     channel: &str,

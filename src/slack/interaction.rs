@@ -1,7 +1,8 @@
 //! Interaction payloads Slack sends when someone clicks a button or submits a modal.
 //!
 //! Parsed tolerantly: unknown fields are ignored and most fields are optional, as
-//! Slack documents. Only call this on a body whose signature has been verified.
+//! Slack documents. Only trust what it yields from a body whose signature has been
+//! verified.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -12,53 +13,93 @@ use super::{
 };
 use crate::model::ApprovalId;
 
+/// Why an interaction body could not be read. The HTTP endpoint answers either with
+/// 400 `malformed_json`; Socket Mode acks the envelope anyway, since a redelivery
+/// would not parse either.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PayloadError {
+    /// The body is not a form, or has no `payload` field (Slack sends one field,
+    /// `payload`, holding JSON).
     #[error("the form has no `payload` field")]
     MissingPayload,
+    /// `payload` is not JSON of the expected shape (e.g. it has no `type`); holds
+    /// serde's message.
     #[error("`payload` is not valid interaction JSON: {0}")]
     InvalidJson(String),
 }
 
+/// Slack's `user` object: who clicked or submitted. Its `team_id` is ignored.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct User {
+    /// Slack user id (`U…` or `W…`): the identity every vote and approver check
+    /// uses.
     pub id: String,
+    /// The handle, when Slack sends one; for readable reasons and audit entries only,
+    /// never for a decision.
     #[serde(default)]
     pub username: Option<String>,
+    /// A second name Slack may send; used when `username` is absent.
     #[serde(default)]
     pub name: Option<String>,
 }
 
+/// An object of which only `id` is read (the payload's `channel`; its `name` is
+/// ignored).
 #[derive(Debug, Clone, Deserialize)]
 pub struct IdOnly {
+    /// Slack id, e.g. a channel's `C…` or `G…`.
     pub id: String,
 }
 
+/// Slack's `container`: the surface the clicked element sits on. For a message it
+/// is `{type: "message", message_ts, channel_id}`; for a modal it names the view.
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct Container {
+    /// The message's `ts`, a string like `1712345678.000100`. Parsed but not read
+    /// today: the request id in the button's `value` finds the message.
     #[serde(default)]
     pub message_ts: Option<String>,
+    /// The message's channel: where a click's ephemeral note goes when the payload
+    /// has no `channel`.
     #[serde(default)]
     pub channel_id: Option<String>,
 }
 
+/// One entry of `actions`: the element that was clicked. Slack also sends `type` and
+/// `action_ts`, which are ignored.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Action {
+    /// The element's `action_id` as greenlight rendered it (at most 255 characters,
+    /// Slack's limit): which button, e.g. `greenlight_approve`,
+    /// `greenlight_grant_3600`. Ids that are not greenlight's are skipped.
     pub action_id: String,
+    /// The enclosing block's `block_id`. Parsed but not read: `action_id` alone says
+    /// which button.
     #[serde(default)]
     pub block_id: Option<String>,
+    /// The button's `value` (at most 2,000 characters, Slack's limit): on greenlight's
+    /// buttons, the request id as a UUID string. A click without a valid one is
+    /// skipped.
     #[serde(default)]
     pub value: Option<String>,
 }
 
+/// Slack's `view` in a `view_submission`: the modal that was submitted.
 #[derive(Debug, Clone, Deserialize)]
 pub struct View {
+    /// Slack's view id (`V…`). Parsed but not read.
     #[serde(default)]
     pub id: Option<String>,
+    /// The `callback_id` greenlight gave the modal: which modal this is (e.g.
+    /// `greenlight_deny_reason`); other views are ignored.
     #[serde(default)]
     pub callback_id: Option<String>,
+    /// Echoed back as greenlight set it (Slack allows 3,000 characters): the request
+    /// id, since a submission has no button `value` to carry it.
     #[serde(default)]
     pub private_metadata: Option<String>,
+    /// The inputs, raw: an input's value sits at
+    /// `values.<block_id>.<action_id>.value`, as Slack documents.
     #[serde(default)]
     pub state: Option<Value>,
 }
@@ -66,18 +107,28 @@ pub struct View {
 /// The fields greenlight reads from any interaction payload.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Payload {
+    /// Slack's `type`, the one required top-level field: `block_actions` (a click) and
+    /// `view_submission` (a modal submit) are acted on; others are acked and ignored.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Who acted. Slack documents it as possibly missing; a payload without it
+    /// decides nothing.
     #[serde(default)]
     pub user: Option<User>,
+    /// The channel of the clicked message, when Slack sends it (it may not).
     #[serde(default)]
     pub channel: Option<IdOnly>,
+    /// Where the clicked element sits; its `channel_id` stands in for `channel`.
     #[serde(default)]
     pub container: Option<Container>,
+    /// Lets `views.open` show a modal for this click: it expires 3 seconds after the
+    /// click and works once (Slack's `trigger_expired`, `trigger_exchanged`).
     #[serde(default)]
     pub trigger_id: Option<String>,
+    /// The elements acted on in a `block_actions`; empty for other types.
     #[serde(default)]
     pub actions: Vec<Action>,
+    /// The submitted modal, in a `view_submission`.
     #[serde(default)]
     pub view: Option<View>,
 }
@@ -85,7 +136,10 @@ pub struct Payload {
 /// Which button.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Button {
+    /// `greenlight_approve`: one vote toward the request's required approvals.
     Approve,
+    /// `greenlight_deny`: opens the deny-reason modal; a click without a
+    /// `trigger_id` denies without a reason.
     Deny,
     /// "Approve for N seconds": approve and make a standing grant.
     Grant(u64),
@@ -94,6 +148,8 @@ pub enum Button {
 }
 
 impl Button {
+    /// A lower-case label: `approve`, `deny`, `grant` (without the duration) or
+    /// `revoke`.
     pub fn as_str(self) -> &'static str {
         match self {
             Button::Approve => "approve",
@@ -107,11 +163,15 @@ impl Button {
 /// A click on one of greenlight's buttons.
 #[derive(Debug, Clone)]
 pub struct Click {
+    /// The request the button belongs to, parsed from the action's `value`.
     pub approval_id: ApprovalId,
+    /// Which button, from the action's `action_id`.
     pub button: Button,
+    /// Who clicked: the payload's `user`, required for a click to count.
     pub user: User,
     /// Where to send an ephemeral answer, when Slack told us.
     pub channel: Option<String>,
+    /// The payload's `trigger_id`, for opening the deny-reason modal (3 seconds, once).
     pub trigger_id: Option<String>,
 }
 

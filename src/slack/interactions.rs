@@ -53,6 +53,8 @@ struct Inner {
 }
 
 impl Interactions {
+    /// `slack` holds the bot token (`xoxb-…`): it sends the ephemeral notes and opens
+    /// the modals that follow a click.
     pub fn new(service: ApprovalService, slack: SlackClient) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -64,6 +66,7 @@ impl Interactions {
         }
     }
 
+    /// The domain service clicks are applied to.
     pub fn service(&self) -> &ApprovalService {
         &self.inner.service
     }

@@ -22,8 +22,14 @@ use crate::{
     model::{Approval, ApprovalId},
 };
 
+/// `callback_id` of the deny-reason modal: a `view_submission` with any other is not
+/// ours.
 pub const DENY_REASON_CALLBACK_ID: &str = "greenlight_deny_reason";
+/// `block_id` of the reason input; also the key a field error is reported under
+/// (`{"response_action":"errors","errors":{"reason":…}}`).
 pub const REASON_BLOCK_ID: &str = "reason";
+/// `action_id` of the reason's `plain_text_input`; the typed text arrives at
+/// `view.state.values.reason.reason_input.value`.
 pub const REASON_ACTION_ID: &str = "reason_input";
 /// Long enough for a real explanation, short enough to show in the message.
 pub const MAX_REASON_CHARS: usize = 2000;
@@ -72,7 +78,9 @@ pub fn deny_reason_view(approval: &Approval) -> Value {
 /// A submitted deny-reason modal.
 #[derive(Debug, Clone)]
 pub struct DenyReason {
+    /// The request being denied, from the view's `private_metadata`.
     pub approval_id: ApprovalId,
+    /// Who submitted (the payload's `user`): the reviewer the denial is recorded as.
     pub user: User,
     /// As typed; `None` when the field is missing.
     pub reason: Option<String>,

@@ -85,6 +85,8 @@ pub struct OutboxWorker {
 }
 
 impl OutboxWorker {
+    /// `slack` holds the bot token (`xoxb-…`, scope `chat:write`). Nothing is sent
+    /// until [`run`](Self::run).
     pub fn new(service: ApprovalService, slack: SlackClient) -> Self {
         Self {
             service,

@@ -58,6 +58,7 @@ impl Default for Pacer {
 }
 
 impl Pacer {
+    /// An unpaced channel: sends go at once until its first 429.
     pub fn new() -> Self {
         Self {
             state: Mutex::new(State {

@@ -20,14 +20,22 @@ const SIGNATURE_HEADER: &str = "x-slack-signature";
 /// them, the variant only feeds logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
+    /// `X-Slack-Request-Timestamp` or `X-Slack-Signature` is absent, or not visible
+    /// ASCII.
     #[error("missing X-Slack-Request-Timestamp or X-Slack-Signature header")]
     MissingHeader,
+    /// The timestamp header is not an integer (Slack sends unix seconds).
     #[error("X-Slack-Request-Timestamp is not a unix timestamp")]
     MalformedTimestamp,
+    /// The timestamp is more than [`MAX_CLOCK_SKEW_SECS`] (300 s) from our clock,
+    /// either way: a replay, or a badly skewed clock.
     #[error("request timestamp is outside the 5 minute window")]
     StaleTimestamp,
+    /// The signature lacks the `v0=` prefix or its rest is not hex.
     #[error("X-Slack-Signature is not of the form v0=<hex>")]
     MalformedSignature,
+    /// Well-formed, but not the HMAC-SHA256 of `v0:{timestamp}:{body}` under our
+    /// signing secret: a forgery, a body changed on the way, or the wrong secret.
     #[error("signature does not match")]
     Mismatch,
 }
@@ -47,6 +55,8 @@ impl fmt::Debug for SignatureVerifier {
 }
 
 impl SignatureVerifier {
+    /// A verifier for the app's signing secret (Slack's "Signing Secret", used as its
+    /// UTF-8 bytes, never hex-decoded).
     pub fn new(secret: SecretString) -> Self {
         Self { secret }
     }

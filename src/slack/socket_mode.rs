@@ -166,6 +166,10 @@ macro_rules! note {
 }
 
 impl SocketMode {
+    /// `app_client` must hold the app-level token (`xapp-…`, scope
+    /// `connections:write`), not the bot token; `backoff` spaces failed attempts
+    /// ([`reconnect_backoff`] in production). Nothing connects until
+    /// [`run`](Self::run).
     pub fn new(
         app_client: SlackClient,
         interactions: Interactions,

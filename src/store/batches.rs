@@ -23,12 +23,22 @@ use crate::model::{Approval, ApprovalId};
 /// A batch to store, as the API validated it.
 #[derive(Debug, Clone)]
 pub struct NewBatch {
+    /// The batch's own id, a fresh UUID (no item's): `GET /v1/batches/{id}`.
     pub id: ApprovalId,
+    /// The submitting agent's name, from its token; every item is this agent's.
     pub agent: String,
+    /// A heading for the card: trimmed, 1 to 200 characters; `None` for none.
     pub title: Option<String>,
+    /// Where the `batch.decided` callback goes once the last item is decided: a
+    /// canonical URL already checked by `CallbackSettings::check_url`; `None` for none.
     pub callback_url: Option<String>,
+    /// The `Idempotency-Key` header, scoped to the agent and apart from the keys of
+    /// single requests; `None` without one.
     pub idempotency_key: Option<String>,
+    /// Hex SHA-256 of the body's JSON as parsed and serialised again (whitespace does
+    /// not count), so a reused key with another body is [`BatchInserted::KeyConflict`].
     pub request_hash: String,
+    /// When it was submitted.
     pub created_at: DateTime<Utc>,
 }
 
@@ -43,15 +53,22 @@ pub enum BatchInserted {
     KeyConflict,
     /// The items, all together, would take the agent over its cap of pending
     /// requests: nothing stored. `pending` is what the agent has without them.
-    TooManyPending { pending: u64 },
+    TooManyPending {
+        /// The agent's pending requests, counted in the insert's own transaction.
+        pending: u64,
+    },
 }
 
 /// A stored batch: who sent it and its items' ids, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
+    /// The batch's own id (no item's).
     pub id: ApprovalId,
+    /// The submitting agent's name: only that agent may read the batch.
     pub agent: String,
+    /// The heading it was submitted with, if any.
     pub title: Option<String>,
+    /// Its requests' ids in submission order (retention removes pruned ones).
     pub items: Vec<ApprovalId>,
 }
 

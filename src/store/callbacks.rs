@@ -1,7 +1,7 @@
 //! Decision callbacks in the store: where a request's `callback_url` is kept, and the
 //! delivery rows the callbacks worker (`crate::callbacks`) sends.
 //!
-//! A delivery row is written by [`on_decided_in`], which the one write that ends a
+//! A delivery row is written by `on_decided_in`, which the one write that ends a
 //! request (`requests::decide_in`) calls inside its own transaction: the decision and
 //! the promise to tell the application about it commit together, so a crash between
 //! the decision and the delivery only delays the delivery until the next start. The
@@ -55,11 +55,15 @@ impl CallbackSignal {
 /// A claimed delivery.
 #[derive(Clone, PartialEq)]
 pub struct Delivery {
+    /// The row's id, increasing as rows are queued: what [`ClaimShape::in_flight`]
+    /// and [`Store::next_callback_due`] name it by.
     pub seq: i64,
     /// The `webhook-id`: one per event, the same on every retry.
     pub event_id: String,
     /// The agent whose secret signs it.
     pub agent: String,
+    /// Where to POST: the canonical URL the request or batch was submitted with
+    /// (`CallbackSettings::check_url`).
     pub url: String,
     /// The exact bytes to send (JSON).
     pub body: String,
@@ -88,7 +92,9 @@ impl std::fmt::Debug for Delivery {
 /// ([`host_key`]), and none of those already in flight (`in_flight`, by `seq`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClaimShape {
+    /// Most deliveries this claim returns: the worker's free slots.
     pub limit: u32,
+    /// Most deliveries in flight per receiver, those in `in_flight` included.
     pub per_host: usize,
     /// Deliveries in flight now: `seq` → [`host_key`] of its URL.
     pub in_flight: HashMap<i64, String>,

@@ -36,9 +36,16 @@ pub struct Grant {
     pub approval_id: String,
     /// RFC 3339, UTC.
     pub created_at: String,
+    /// When it stops approving requests: RFC 3339, UTC. It stops sooner if the policy
+    /// now gives its rule a shorter `grant_max_secs` or changes what the rule matches.
     pub expires_at: String,
+    /// When it was revoked (RFC 3339, UTC); `null` while it is not.
     pub revoked_at: Option<String>,
+    /// Who revoked it: a reviewer id, or `greenlight (…)` when its maker may no longer
+    /// approve under its rule; `null` while it is not revoked.
     pub revoked_by: Option<String>,
+    /// The rule's fingerprint when the grant was made (`policy::grants::fingerprint`):
+    /// once the rule matches on something else, the grant covers nothing. Not shown.
     #[serde(skip)]
     pub fingerprint: String,
 }
@@ -53,14 +60,26 @@ impl Grant {
 /// A grant to store with the approval that makes it.
 #[derive(Debug, Clone)]
 pub struct NewGrant {
+    /// The approved request's agent: the grant covers that agent's requests only.
     pub agent: String,
+    /// The name of the rule that routed the approved request.
     pub rule: String,
+    /// That rule's fingerprint now (`policy::grants::fingerprint`).
     pub fingerprint: String,
+    /// `exact` or `command_prefix` (`GrantMatch::as_str`).
     pub match_kind: &'static str,
+    /// The approved request's language; `None` covers only requests without one.
     pub language: Option<String>,
+    /// What later requests must match: the normalised code (`exact`) or the command
+    /// prefix (`command_prefix`), as `policy::grants::action_key` made it.
     pub action_key: String,
+    /// The reviewer id of the click (a Slack user id or `web:<name>`); requests the
+    /// grant approves are decided in this name.
     pub granted_by: String,
+    /// The click's time, also the approval's.
     pub created_at: DateTime<Utc>,
+    /// `created_at` plus the duration clicked (one the rule offers, at most its
+    /// `grant_max_secs`).
     pub expires_at: DateTime<Utc>,
 }
 
@@ -68,10 +87,15 @@ pub struct NewGrant {
 /// the domain from the policy as it is now).
 #[derive(Debug, Clone)]
 pub struct GrantProbe {
+    /// The name of the rule that routes the request now; grants of other rules do
+    /// not apply.
     pub rule: String,
     /// The rule's fingerprint now: grants made under another one cover nothing.
     pub fingerprint: String,
+    /// The request's language; a grant must have the same one (`None` matches `None`).
     pub language: Option<String>,
+    /// The request's action key under the rule's `grant_match`: the normalised code
+    /// or its command prefix.
     pub action_key: String,
     /// Grants made before this are void (the rule's `grant_max_secs` now).
     pub made_after: DateTime<Utc>,

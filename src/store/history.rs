@@ -6,6 +6,7 @@ use crate::model::{Approval, Status};
 /// What the history shows; `None` means any.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HistoryFilter {
+    /// Only requests in this status.
     pub status: Option<Status>,
     /// The agent's name, exactly.
     pub agent: Option<String>,

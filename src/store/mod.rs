@@ -26,8 +26,8 @@
 //! One file per concern, at each level. A file here holds the concern's types and the
 //! `impl Store` methods the rest of the code calls (they dispatch, then signal the
 //! workers); `sqlite/<concern>.rs` and `postgres/<concern>.rs` hold the queries.
-//! - [`requests`]: inserting, reading and deciding requests; the audit trail.
-//! - [`votes`]: approvals counted toward the two-person rule.
+//! - `requests`: inserting, reading and deciding requests; the audit trail.
+//! - `votes`: approvals counted toward the two-person rule.
 //! - [`outbox`]: Slack messages to post or rewrite, per channel, in order.
 //! - [`callbacks`]: decision callbacks to deliver (signed webhooks), and where to.
 //! - [`batches`]: requests submitted together, shown on one Slack card.
@@ -35,7 +35,7 @@
 //! - [`rate`]: per-agent token buckets shared by replicas (PostgreSQL only).
 //! - [`nudges`]: reminder and escalation times, and firing them once.
 //! - [`signals`]: waking the workers. [`retention`]: pruning decided requests.
-//! - [`history`]: the web page's filtered history. [`rows`]: rows to domain types.
+//! - [`history`]: the web page's filtered history. `rows`: rows to domain types.
 //! - [`web_sessions`]: the review page's sessions and one-time sign-in links.
 //!
 //! # Adding a query
@@ -78,20 +78,36 @@ pub use requests::{Fate, Inserted, Submission};
 use signals::{DeadlineSignal, OutboxSignal};
 pub use votes::Vote;
 
+/// Why a store call failed. Outcomes a caller must expect (the request was no longer
+/// pending, an Idempotency-Key was reused, no such row) are not errors: they are in
+/// the `Ok` value (`None`, [`Inserted`], [`Vote`], …).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// From sqlx: any PostgreSQL query, connection or commit; on SQLite the reader
+    /// pool's scans (lists, history, export, `ping`) and opening the database.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// From rusqlite: a SQLite write run by the writer (the job's savepoint is rolled
+    /// back) or a point lookup on the reader connections.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Bringing the schema up to date in [`Store::connect`] failed, for instance
+    /// because the database has applied a migration this binary does not carry.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value does not parse (an id, a status, a timestamp, JSON), or the rows
+    /// contradict what the code writes (an Idempotency-Key conflict without a row); the
+    /// message names the column and the row.
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
-    /// The batch holding this write did not commit (or the writer is gone); the write
-    /// did not happen.
+    /// SQLite: the batch holding this write did not commit (or the writer is gone, or
+    /// the write panicked); the write did not happen. Also at start-up: the database
+    /// file could not be opened or locked, or the writer thread not started.
     #[error("database write not committed: {0}")]
     Commit(String),
+    /// A write on a store opened with [`Store::open_read_only`] (on SQLite also a
+    /// grant read, which goes through the writer). A PostgreSQL standby refuses
+    /// writes with a [`StoreError::Database`] instead.
     #[error("the database was opened read-only")]
     ReadOnly,
     /// A write that completes leased work found the lease taken over by another
@@ -104,28 +120,46 @@ pub enum StoreError {
     InUse(String),
 }
 
+/// What every [`Store`] call returns.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// One audit event.
+/// One audit event. A request's trail is append-only: the database refuses edits to
+/// an event once written.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Event {
+    /// Orders the trail: unique across every request's events and increasing as they
+    /// are appended, with gaps.
     pub seq: i64,
+    /// The id (a UUID) of the request the event belongs to.
     pub approval_id: String,
+    /// When it happened: RFC 3339 in UTC with milliseconds, such as
+    /// `2026-04-05T06:07:08.123Z`.
     pub at: String,
+    /// What happened, such as `submitted`, `routed`, `decided`, `expired`,
+    /// `cancelled`, `click_ignored`, `callback_attempt`; new kinds may appear.
     pub kind: String,
+    /// Who did it: the agent's name, or a reviewer's id (a Slack user id or
+    /// `web:<name>`); `null` for greenlight itself (routing, timeouts, deliveries).
     pub actor: Option<String>,
+    /// A JSON object with the particulars of `kind`. Repeated identical clicks may be
+    /// merged into one event whose `count` says how many there were.
     pub detail: Value,
 }
 
 /// An event to append: what happened, who did it, and its particulars.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
+    /// The stored `kind`: a literal, so every kind is spelled somewhere in the code.
     pub kind: &'static str,
+    /// An agent's name or a reviewer's id; `None` for greenlight itself.
     pub actor: Option<String>,
+    /// A JSON object (stored as its text); an object, so fields can be added later.
     pub detail: Value,
 }
 
 impl NewEvent {
+    /// The event; its time is set by the write that stores it (the decision's `at`,
+    /// the submission's `created_at`, or the moment of the write).
     pub fn new(kind: &'static str, actor: Option<&str>, detail: Value) -> Self {
         Self {
             kind,
@@ -139,14 +173,21 @@ impl NewEvent {
 /// whether the change made it final (then long-polls waiting on it must answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteChange {
+    /// The request that changed. The notification carries only the id: read the
+    /// request back from the store, which committed it before notifying.
     pub id: crate::model::ApprovalId,
+    /// `true` when the change ended the request (every decision, including one made at
+    /// insert); `false` when it was stored pending or a vote was counted.
     pub decided: bool,
 }
 
 /// The database a [`Store`] talks to.
 #[derive(Clone)]
 pub enum Backend {
+    /// A SQLite file (any URL but `postgres://`/`postgresql://`; the default): one
+    /// `greenlight serve` per file, which it locks.
     Sqlite(sqlite::Sqlite),
+    /// A PostgreSQL database, which several replicas of `greenlight serve` may share.
     Postgres(postgres::Postgres),
 }
 
@@ -220,7 +261,7 @@ const SHOWN_PARAMS: &[&str] = &[
 
 /// `url` as logs and errors may show it: a SQLite URL as it is (a path holds no
 /// secret); any other with its password and every query value but
-/// [`SHOWN_PARAMS`] replaced by `***`. A URL that does not parse is not shown at
+/// `SHOWN_PARAMS` replaced by `***`. A URL that does not parse is not shown at
 /// all beyond its scheme, since where its password sits cannot be known (an
 /// unencoded `/` or `#` in a password, or a mistyped `postgres:/`).
 pub fn redact_url(url: &str) -> String {

@@ -22,10 +22,13 @@ use crate::model::{Approval, ApprovalId};
 /// A pending request due for a nudge, with its nudge columns.
 #[derive(Debug, Clone)]
 pub struct Nudgeable {
+    /// The request as read with its nudge columns.
     pub approval: Approval,
     /// The `next_nudge_at` read: the fire is conditional on it.
     pub due_at: String,
+    /// Reminders fired so far.
     pub reminders: u32,
+    /// Whether it was escalated already (`escalated_at` is set).
     pub escalated: bool,
 }
 
@@ -38,15 +41,23 @@ pub struct Fire {
     pub reminders: u32,
     /// Escalate now: post to this channel (if any), move the deadline by this much.
     pub escalate: Option<(Option<String>, chrono::Duration)>,
+    /// The new `next_nudge_at`; `None`: no nudge is due any more.
     pub next: Option<DateTime<Utc>>,
+    /// Appended to the trail in the fire's transaction (`reminded`,
+    /// `reminder_skipped`, `escalated`).
     pub events: Vec<NewEvent>,
 }
 
 /// Where a request's escalation message is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Escalation {
+    /// When it was escalated (`escalated_at`, RFC 3339, UTC).
     pub at: String,
+    /// The escalation channel; `None` when there was none to post to (the rule names
+    /// no `escalate_channel`, or Slack is not configured).
     pub channel: Option<String>,
+    /// Slack's `ts` of the escalation message, a string like `1712345678.000100`;
+    /// `None` until it is posted.
     pub ts: Option<String>,
 }
 

@@ -37,6 +37,8 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The stored `kind`: `post`, `update`, `fyi`, `remind`, `escalate` or
+    /// `escalation_update`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Post => "post",
@@ -65,9 +67,15 @@ impl Kind {
 /// A claimed outbox row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    /// The row's id, increasing as rows are queued: a channel's rows are sent in this
+    /// order, and `done`, [`Store::outbox_done`] and [`Store::outbox_retry`] name it.
     pub seq: i64,
+    /// The request the message is about.
     pub approval_id: ApprovalId,
+    /// The lane it is sent in: the request's channel, or for [`Kind::Escalate`] the
+    /// escalation channel ([`Kind::EscalationUpdate`] rows wait in the request's lane).
     pub channel: String,
+    /// What to send.
     pub kind: Kind,
     /// Claims so far, this one included: more than 1 means an earlier attempt may
     /// have reached Slack.

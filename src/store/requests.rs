@@ -17,17 +17,29 @@ pub enum Inserted {
     /// The agent already sent this Idempotency-Key with a different body.
     KeyConflict,
     /// The agent already has `pending` requests, at or over its cap: nothing stored.
-    TooManyPending { pending: u64 },
+    TooManyPending {
+        /// The agent's pending requests, counted in the insert's own transaction.
+        pending: u64,
+    },
 }
 
 /// A request to store, as the domain routed it.
 #[derive(Debug, Clone)]
 pub struct Submission {
+    /// The new request's id, a fresh UUID; used only if the insert creates the
+    /// request ([`Inserted::Created`]).
     pub id: ApprovalId,
+    /// What the agent asked for, validated; for a request sent for review its
+    /// `required_approvals` and `timeout_secs` are the ones the matching rule set.
     pub new: NewApproval,
     /// Where its message goes (the rule's channel, or an automatic rule's FYI channel).
+    /// Empty when Slack is not configured: then no outbox row is ever queued for it.
     pub channel: String,
+    /// When it was submitted: the time of its `submitted` event, and the moment a
+    /// standing grant must be live at to approve it.
     pub created_at: DateTime<Utc>,
+    /// `created_at` plus its `timeout_secs`: still pending then, the deadline worker
+    /// expires it. Escalation may move it later.
     pub expires_at: DateTime<Utc>,
     /// Further events of the submission itself (how it was routed), written in the
     /// same transaction so a stored request never lacks them.
@@ -53,8 +65,12 @@ pub enum Fate {
     /// Decided by a policy rule in the insert's own transaction; `notify` posts the
     /// outcome to the channel as a message without buttons.
     Decided {
+        /// The final status (approved or denied), reason, decider (`greenlight`, or the
+        /// grant's maker) and time.
         decision: Decision,
+        /// The decision's audit event (`auto_decided`, `grant_used`).
         event: NewEvent,
+        /// Queue an `fyi` outbox row (skipped when the channel is empty).
         notify: bool,
     },
 }
@@ -83,6 +99,8 @@ impl Store {
         Ok(inserted)
     }
 
+    /// Request `id` as it stands; `None` when there is none (never stored, or pruned).
+    /// One lookup by primary key.
     pub async fn get(&self, id: ApprovalId) -> StoreResult<Option<Approval>> {
         dispatch!(self, get(id))
     }

@@ -20,7 +20,8 @@ pub async fn run(store: Store, keep_for: Duration) {
     }
 }
 
-/// One pruning pass; failures are logged and retried at the next tick.
+/// One pruning pass: how many requests went. A failure is logged and counts 0 (the
+/// next tick tries again), as does a `keep_for` too long for `chrono::Duration`.
 pub async fn prune_once(store: &Store, keep_for: Duration) -> u64 {
     let Ok(age) = chrono::Duration::from_std(keep_for) else {
         return 0;

@@ -1,7 +1,7 @@
 //! Mapping between database rows and domain types, for rows read through sqlx (the
 //! SQLite reader pool, PostgreSQL) and through rusqlite (the SQLite writer's
-//! `RETURNING` rows). Kept apart so the queries read as queries, and shared so both
-//! backends give byte-identical values.
+//! `RETURNING` rows, and the point lookups of `sqlite::readers`). Kept apart so the
+//! queries read as queries, and shared so both backends give byte-identical values.
 
 use chrono::{DateTime, Utc};
 use sqlx::{postgres::PgRow, sqlite::SqliteRow, Row};

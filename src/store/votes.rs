@@ -16,7 +16,10 @@ pub enum Vote {
     Repeat(Vec<String>),
     /// Counted, more are needed; the voters so far, oldest first.
     Counted {
+        /// Reviewer ids who approved so far, this one included, oldest first.
         voters: Vec<String>,
+        /// The request's channel: the lane where a rewrite showing the progress was
+        /// queued, if the message was posted already.
         channel: String,
     },
     /// This vote was the last one needed: the request is approved.

@@ -34,6 +34,8 @@ pub struct WebIdentity {
 /// A live session as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSession {
+    /// Who signed in, as configured then; the web module refuses the session when
+    /// this replica no longer has that reviewer.
     pub reviewer: WebIdentity,
     /// Ties the session to the reviewer's secret at sign-in (hex SHA-256, made by
     /// `web::sessions::binding`; empty for the local reviewer).
@@ -45,9 +47,15 @@ pub struct StoredSession {
 pub struct NewSession {
     /// Hex SHA-256 of the cookie value.
     pub token_hash: String,
+    /// Who is signing in.
     pub reviewer: WebIdentity,
+    /// As [`StoredSession::binding`].
     pub binding: String,
+    /// The sign-in time: sessions and links expired at this moment are swept in the
+    /// same write.
     pub created_at: DateTime<Utc>,
+    /// The session works until then, exclusive: `created_at` plus
+    /// [`SESSION_TTL`](crate::web::sessions::SESSION_TTL).
     pub expires_at: DateTime<Utc>,
 }
 
@@ -56,8 +64,13 @@ pub struct NewSession {
 pub struct NewLink {
     /// Hex SHA-256 of the link's token.
     pub token_hash: String,
+    /// Who the link signs in (the local reviewer, whose link `serve` prints).
     pub reviewer: WebIdentity,
+    /// When it was issued: links and sessions expired at this moment are swept in the
+    /// same write.
     pub created_at: DateTime<Utc>,
+    /// The link works until then, exclusive: `created_at` plus
+    /// [`LINK_TTL`](crate::web::sessions::LINK_TTL).
     pub expires_at: DateTime<Utc>,
 }
 

@@ -10,15 +10,15 @@
 //! and a restart signs nobody out. A session whose reviewer this process's
 //! configuration no longer has (removed, renamed, another Slack id, another secret)
 //! is no session. Every POST carries the session's CSRF token. Sign-in attempts are
-//! rate-limited (per replica). Every page but the sign-in pages and the static assets
-//! needs a session.
+//! rate-limited ([`SIGN_INS_PER_MINUTE`], shared by the replicas on PostgreSQL).
+//! Every page but the sign-in pages and the static assets needs a session.
 //!
 //! Deciding goes through the same `ApprovalService` calls as a Slack click
 //! (`approve`, `deny`), so approver lists, the no-self-approval rule, N-of-M votes and
 //! "the first decision wins" are the domain's, not this module's; the page only asks
 //! the service which buttons to show (`refusal_for`). The service's change feed
 //! (`subscribe_changes`) keeps the pending list and an open request live over
-//! server-sent events ([`live`]), whichever surface made the change.
+//! server-sent events (`live`), whichever surface made the change.
 //!
 //! # Layout
 //! - [`reviewers`]: `GREENLIGHT_REVIEWERS`. [`sessions`]: sessions, links, CSRF.

@@ -23,16 +23,22 @@ pub enum ClientError {
     #[error("the request was rejected ({0})")]
     Rejected(String),
 
-    /// The service could not be reached (or kept failing) while submitting, so no
-    /// request exists and nobody was asked.
+    /// The service could not be reached (or kept failing). While submitting: no
+    /// request exists and nobody was asked. From the one-exchange calls of
+    /// [`manage`](crate::manage): that exchange got no answer.
     #[error(
         "service unreachable at {url} ({problem}; gave up after {attempts} attempt(s) in {:.1}s)",
         elapsed.as_secs_f64()
     )]
     Unreachable {
+        /// The service URL the client was built with.
         url: String,
+        /// The last failure: a transport error with its causes (`… tcp connect error:
+        /// Connection refused`), or `service error (HTTP 503 …)`.
         problem: String,
+        /// Exchanges tried (always 1 for the calls of [`manage`](crate::manage)).
         attempts: u32,
+        /// From the start of the call to giving up.
         elapsed: Duration,
     },
 
@@ -43,26 +49,44 @@ pub enum ClientError {
         last_problem.as_deref().map(|p| format!("; last problem: {p}")).unwrap_or_default()
     )]
     NoDecision {
+        /// The approval id (UUID).
         id: String,
+        /// The request's `expires_at` as the service sent it (RFC 3339).
         expires_at: String,
+        /// What the last failed poll ran into; `None` when the last poll was answered.
         last_problem: Option<String>,
     },
 
     /// The caller's own overall timeout ran out before a decision; the client
-    /// withdrew the request so nobody approves what no one waits for any more.
+    /// withdrew the request (one `POST /v1/approvals/{id}/cancel`, best effort) so
+    /// nobody approves what no one waits for any more.
     #[error("gave up waiting for approval {id} after {:.1}s (client timeout); the request was withdrawn", after.as_secs_f64())]
-    TimedOut { id: String, after: Duration },
+    TimedOut {
+        /// The approval id (UUID).
+        id: String,
+        /// From the start of the call (submission included) to giving up.
+        after: Duration,
+    },
 
     /// The service forgot the request (404 while waiting), e.g. a different database.
     #[error("approval {id} is unknown to the service ({detail})")]
-    UnknownApproval { id: String, detail: String },
+    UnknownApproval {
+        /// The approval id that was polled.
+        id: String,
+        /// The service's error, e.g. `HTTP 404 not_found: no approval request with id …`.
+        detail: String,
+    },
 
     /// The service answered something that is not a valid approval object, or one
     /// that contradicts itself. Never guessed at: it denies.
     #[error("malformed answer {during} ({detail})")]
     Malformed {
+        /// Which step: `to the submission`, `while waiting`, or a
+        /// [`manage`](crate::manage) call such as `reading a batch`.
         during: &'static str,
+        /// What was wrong, quoting at most 200 characters of the body.
         detail: String,
+        /// The approval id, when one was known (while waiting).
         id: Option<String>,
     },
 }

@@ -102,6 +102,8 @@ pub struct ApprovalRequest {
 }
 
 impl ApprovalRequest {
+    /// A request for `code`, every other field unset. The service refuses a blank
+    /// `code` ([`ClientError::Rejected`], HTTP 422).
     pub fn new(code: impl Into<String>) -> Self {
         Self {
             code: code.into(),
@@ -109,21 +111,31 @@ impl ApprovalRequest {
         }
     }
 
+    /// Sets `language`: the fence language(s) of the code, e.g. `bash`, or `python, sh`
+    /// for several; at most 64 characters of letters, digits, spaces and `+ # . _ - ,`
+    /// (else HTTP 422). Policy rules may match on it.
     pub fn language(mut self, language: impl Into<String>) -> Self {
         self.language = Some(language.into());
         self
     }
 
+    /// Sets `title`: one line shown above the code, at most 200 characters (else HTTP
+    /// 422).
     pub fn title(mut self, title: impl Into<String>) -> Self {
         self.title = Some(title.into());
         self
     }
 
+    /// Sets `context`: any JSON that helps the reviewer decide. Policy rules may match
+    /// on fields of an object (`context.env = "prod"`).
     pub fn context(mut self, context: serde_json::Value) -> Self {
         self.context = Some(context);
         self
     }
 
+    /// Sets `timeout_secs`: seconds reviewers have before the request expires, denied
+    /// (1 to 604800, a week; else HTTP 422). A policy rule may shorten it; the client
+    /// waits until the `expires_at` the service answers, plus its grace.
     pub fn timeout_secs(mut self, secs: u64) -> Self {
         self.timeout_secs = Some(secs);
         self
@@ -133,7 +145,10 @@ impl ApprovalRequest {
 /// How a request ended, when it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DecisionStatus {
+    /// Approved by enough reviewers, a policy rule or a standing grant: go ahead.
     Approved,
+    /// Denied by a reviewer (with a reason), a policy rule, or because its Slack
+    /// message could not be posted.
     Denied,
     /// Nobody decided in time: denied by default.
     Expired,
@@ -142,6 +157,7 @@ pub enum DecisionStatus {
 }
 
 impl DecisionStatus {
+    /// The status as the API spells it: `approved`, `denied`, `expired`, `cancelled`.
     pub fn as_str(self) -> &'static str {
         match self {
             DecisionStatus::Approved => "approved",
@@ -161,17 +177,22 @@ impl fmt::Display for DecisionStatus {
 /// The service's final answer to a request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
+    /// The approval id, a hyphenated UUID (what `GET /v1/approvals/{id}` takes).
     pub id: String,
+    /// How it ended; only `Approved` means go ahead.
     pub status: DecisionStatus,
     /// Why, e.g. "Approved in Slack by <@U024BE7LH>"; never empty.
     pub reason: String,
-    /// Slack user id(s), or "greenlight" when no person decided (timeouts).
+    /// Who decided: Slack user id(s) (comma-separated, in approval order, when several
+    /// approved), `web:<name>` for a review-page reviewer, the agent's name when it
+    /// cancelled, or `greenlight` when no person did (timeouts, policy rules).
     pub decided_by: Option<String>,
     /// The full approval object as the service returned it.
     pub approval: Approval,
 }
 
 impl Decision {
+    /// True only for [`DecisionStatus::Approved`].
     pub fn approved(&self) -> bool {
         self.status == DecisionStatus::Approved
     }
@@ -181,14 +202,21 @@ impl Decision {
 /// could not get a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseStatus {
+    /// [`DecisionStatus::Approved`]: the only status with `approved: true`.
     Approved,
+    /// [`DecisionStatus::Denied`].
     Denied,
+    /// [`DecisionStatus::Expired`]: nobody decided in time.
     Expired,
+    /// [`DecisionStatus::Cancelled`]: withdrawn through the API.
     Cancelled,
+    /// No decision could be had ([`ClientError`]); treated as a denial.
     Error,
 }
 
 impl ResponseStatus {
+    /// `approved`, `denied`, `expired`, `cancelled` or `error`: the same strings as
+    /// the Python client's `status`.
     pub fn as_str(self) -> &'static str {
         match self {
             ResponseStatus::Approved => "approved",
@@ -221,10 +249,17 @@ impl From<DecisionStatus> for ResponseStatus {
 /// approval; everything else, errors included, is a denial with a reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalResponse {
+    /// True only for an explicit approval; run the action only then.
     pub approved: bool,
+    /// Never empty: the service's reason, or for `Error` `greenlight: <what went
+    /// wrong>; denied by default (fail closed)`.
     pub reason: String,
+    /// How it ended, or `Error`.
     pub status: ResponseStatus,
+    /// The approval id (UUID); `None` when no request was created or the error came
+    /// before its id was known (e.g. the service unreachable at submit).
     pub id: Option<String>,
+    /// As [`Decision::decided_by`]; `None` for `Error`.
     pub decided_by: Option<String>,
 }
 
@@ -422,6 +457,9 @@ impl Client {
         Self::builder(base_url, token).build()
     }
 
+    /// A [`ClientBuilder`] for `base_url` (`http(s)://host[:port][/prefix]`, no query
+    /// or fragment) and the agent's API token from `GREENLIGHT_API_TOKENS` (sent as
+    /// `Authorization: Bearer`). Nothing is checked until [`ClientBuilder::build`].
     pub fn builder(base_url: impl Into<String>, token: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
             base_url: base_url.into(),
@@ -430,6 +468,7 @@ impl Client {
         }
     }
 
+    /// The service URL as given, trimmed and without a trailing slash.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }

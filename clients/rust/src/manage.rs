@@ -25,10 +25,14 @@ pub const MAX_BATCH_WAIT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Batch {
+    /// The batch id, as `POST /v1/batches` answered it.
     pub id: Uuid,
+    /// `Decided` once every item is final.
     pub status: BatchStatus,
+    /// The batch's `title` (at most 200 characters), if it was given one.
     #[serde(default)]
     pub title: Option<String>,
+    /// One approval object per item, in the order of the batch's `actions`.
     pub approvals: Vec<Approval>,
 }
 
@@ -36,7 +40,9 @@ pub struct Batch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchStatus {
+    /// At least one item is still pending.
     Pending,
+    /// Every item is final (each has its own status).
     Decided,
 }
 
@@ -45,6 +51,7 @@ pub enum BatchStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Grant {
+    /// A random UUID: what [`Client::revoke_grant`] takes.
     pub id: String,
     /// The agent whose requests it approves.
     pub agent: String,
@@ -52,6 +59,7 @@ pub struct Grant {
     pub rule: String,
     /// `exact` (the same code, whitespace normalised) or `command_prefix`.
     pub match_kind: String,
+    /// The request's language; the grant covers requests of that same language only.
     #[serde(default)]
     pub language: Option<String>,
     /// The normalised code, or the command prefix, it covers.
@@ -60,10 +68,16 @@ pub struct Grant {
     pub granted_by: String,
     /// The request whose approval made it.
     pub approval_id: String,
+    /// When it was made.
     pub created_at: String,
+    /// When it stops applying. It also stops once older than the rule's current
+    /// `grant_max_secs`, which this does not show.
     pub expires_at: String,
+    /// When it was revoked; `None` if it was not.
     #[serde(default)]
     pub revoked_at: Option<String>,
+    /// Who revoked it: a reviewer id, or a `greenlight (…)` note saying why when
+    /// greenlight revoked it at start-up (its maker no longer an approver).
     #[serde(default)]
     pub revoked_by: Option<String>,
 }
@@ -82,8 +96,8 @@ impl Client {
     /// `GET /v1/batches/{id}`: the batch as it is now or, with a non-zero `wait` (at most
     /// [`MAX_BATCH_WAIT`]), as soon as every item is decided within that time.
     ///
-    /// Errors: `Rejected` (404 for an unknown batch or another agent's), `Unauthorized`,
-    /// `Unreachable`, `Malformed`.
+    /// Errors: `Rejected` (404 for an unknown batch, 403 for another agent's),
+    /// `Unauthorized` (401), `Unreachable`, `Malformed`.
     pub async fn get_batch(&self, id: &str, wait: Duration) -> Result<Batch, ClientError> {
         let wait = wait.min(MAX_BATCH_WAIT);
         let call = self

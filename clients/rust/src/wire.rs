@@ -19,15 +19,18 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Approval {
+    /// The approval id; an answer whose `id` is not a UUID is refused.
     pub id: Uuid,
+    /// Where it stands; an unknown value is refused (a denial), never guessed at.
     pub status: ApprovalStatus,
     /// True only when `status` is `approved`; the client refuses an answer where the
     /// two disagree.
     pub approved: bool,
     /// Why it was decided; `waiting for a reviewer` while pending.
     pub reason: String,
-    /// Slack user id(s) who decided (comma-separated when several approved), the agent
-    /// (cancel) or `greenlight` (timeouts, policy rules).
+    /// Slack user id(s) who decided (comma-separated when several approved),
+    /// `web:<name>` (review page), the agent (cancel) or `greenlight` (timeouts, policy
+    /// rules); `None` while pending.
     #[serde(default)]
     pub decided_by: Option<String>,
     /// RFC 3339, e.g. `2026-11-25T18:00:00.000Z`.
@@ -40,11 +43,13 @@ pub struct Approval {
     pub expires_at: String,
     /// The submitting agent's configured name (its token's name).
     pub agent: String,
+    /// The request's `title`, if it sent one.
     #[serde(default)]
     pub title: Option<String>,
+    /// The request's `language` (trimmed), if it sent one.
     #[serde(default)]
     pub language: Option<String>,
-    /// Slack channel id of the message.
+    /// Slack channel id of the message; empty when the service runs without Slack.
     pub channel: String,
     /// Slack message timestamp, once posted.
     #[serde(default)]
@@ -55,14 +60,22 @@ pub struct Approval {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ApprovalStatus {
+    /// Waiting for reviewers (`reason` is `waiting for a reviewer`).
     Pending,
+    /// Approved: the only status whose `approved` is true.
     Approved,
+    /// Denied by a reviewer, a policy rule, or because its Slack message could not be
+    /// posted.
     Denied,
+    /// Nobody decided before `expires_at`: denied by default.
     Expired,
+    /// Withdrawn for the agent: `POST /v1/approvals/{id}/cancel`, or a coding agent's
+    /// hook call the service gave up at shutdown.
     Cancelled,
 }
 
 impl ApprovalStatus {
+    /// Every status, `Pending` first.
     pub const ALL: [ApprovalStatus; 5] = [
         ApprovalStatus::Pending,
         ApprovalStatus::Approved,
@@ -71,6 +84,7 @@ impl ApprovalStatus {
         ApprovalStatus::Cancelled,
     ];
 
+    /// The status as the JSON spells it (lowercase).
     pub fn as_str(self) -> &'static str {
         match self {
             ApprovalStatus::Pending => "pending",
@@ -81,6 +95,7 @@ impl ApprovalStatus {
         }
     }
 
+    /// True for every status but `Pending`; a final status never changes.
     pub fn is_final(self) -> bool {
         self != ApprovalStatus::Pending
     }

@@ -16,6 +16,13 @@ use crate::store::rows::{approval_from_row, APPROVAL_COLUMNS};
 use crate::store::{Inserted, StoreError, StoreResult, Submission};
 
 impl Postgres {
+    /// Stores a batch and its items in one transaction, committed only when the batch is
+    /// created: a replay (`Existing`), a key conflict or a refusal by the cap rolls back
+    /// whatever was written. When any item carries a cap, the agent's `agent_pending` row
+    /// is locked first and the key looked for again under the lock, so a replay that
+    /// committed meanwhile on another replica is answered, not refused. A concurrent
+    /// insert of the same key waits on the `(agent, idempotency_key)` unique index and
+    /// then returns the batch that won.
     pub async fn insert_batch(
         &self,
         batch: NewBatch,
@@ -30,6 +37,9 @@ impl Postgres {
         Ok(result)
     }
 
+    /// The batch `id` with its items in submission order, from the pool (two reads, no
+    /// lock); `None` when there is no such batch. `StoreError::Corrupt` when a stored
+    /// item id does not parse.
     pub async fn batch(&self, id: ApprovalId) -> StoreResult<Option<Batch>> {
         let Some(row) = sqlx::query("SELECT id, agent, title FROM batches WHERE id = $1")
             .bind(id.to_string())
@@ -58,6 +68,9 @@ impl Postgres {
         }))
     }
 
+    /// Whether `agent` already used this Idempotency-Key for a batch: one indexed read
+    /// without a lock, for the limits (a replay goes through free). The insert's own
+    /// transaction is what decides.
     pub async fn has_batch_idempotency_key(&self, agent: &str, key: &str) -> StoreResult<bool> {
         let found = sqlx::query("SELECT 1 FROM batches WHERE agent = $1 AND idempotency_key = $2")
             .bind(agent)
@@ -67,6 +80,8 @@ impl Postgres {
         Ok(found.is_some())
     }
 
+    /// The batch request `id` is an item of; `None` when it is in none (a stored batch id
+    /// that does not parse also reads as none).
     pub async fn batch_of(&self, id: ApprovalId) -> StoreResult<Option<ApprovalId>> {
         let batch: Option<String> =
             sqlx::query_scalar("SELECT batch_id FROM batch_items WHERE approval_id = $1")

@@ -98,6 +98,13 @@ pub(super) async fn enqueue_in(
 }
 
 impl Postgres {
+    /// Claims deliveries due at `now` as `shape` allows, in one transaction: candidates
+    /// (oldest first, at most `shape.window()`, none in flight here, none for a receiver
+    /// at its cap) are locked `FOR UPDATE SKIP LOCKED`, so rows another replica is
+    /// claiming are skipped, not waited for; the picked ones get `attempts + 1` and their
+    /// `not_before` moved a lease (`lease()`, 15 s by default) ahead, so no replica
+    /// claims them again until the attempt is recorded or the lease lapses. Empty when
+    /// nothing is due.
     pub async fn claim_callbacks(
         &self,
         now: DateTime<Utc>,
@@ -156,6 +163,10 @@ impl Postgres {
             .collect()
     }
 
+    /// When the earliest delivery not in `in_flight` (by `seq`) may be tried: its
+    /// `not_before`, which for a row another replica claimed is the end of that claim's
+    /// lease. `None` when there is none; `StoreError::Corrupt` when the time does not
+    /// parse.
     pub async fn next_callback_due(&self, in_flight: &[i64]) -> StoreResult<Option<DateTime<Utc>>> {
         let at: Option<String> =
             sqlx::query_scalar("SELECT MIN(not_before) FROM callbacks WHERE seq <> ALL($1)")
@@ -166,6 +177,9 @@ impl Postgres {
             .transpose()
     }
 
+    /// Removes the delivery and appends `events` to the trail of its `audit_id`, in one
+    /// transaction. Not conditional on the claim (unlike `callback_retry`): a delivered
+    /// callback is delivered, whichever replica holds the row now.
     pub async fn callback_done(
         &self,
         delivery: &Delivery,
@@ -182,6 +196,10 @@ impl Postgres {
         self.commit(tx).await
     }
 
+    /// Appends `event` and sets the delivery's `not_before`, in one transaction. The
+    /// `UPDATE` is conditional on `attempts` still being this claim's: if the lease
+    /// lapsed and another replica claimed the row since, the row keeps that claim's time
+    /// (the event is written either way).
     pub async fn callback_retry(
         &self,
         delivery: &Delivery,

@@ -77,6 +77,11 @@ pub(super) async fn record_use_in(
 }
 
 impl Postgres {
+    /// Approves request `id` and stores the grant with its `grant_made` event, in one
+    /// transaction. The approval is the conditional `UPDATE` every decision uses, whose
+    /// row lock orders it against a decision on another replica, so a grant exists only
+    /// if this call's approval does. `None`: the request was not pending (or is unknown);
+    /// nothing is written.
     pub async fn decide_with_grant(
         &self,
         id: ApprovalId,
@@ -191,6 +196,7 @@ impl Postgres {
         Ok(Some((grant, channels)))
     }
 
+    /// One grant by id (a UUID), as committed; `None` when there is no such grant.
     pub async fn grant(&self, id: &str) -> StoreResult<Option<Grant>> {
         let row = sqlx::query(&format!("SELECT {GRANT_COLUMNS} FROM grants WHERE id = $1"))
             .bind(id)
@@ -199,6 +205,7 @@ impl Postgres {
         row.as_ref().map(grant_from).transpose()
     }
 
+    /// The grant that approved request `id` (its `grant_uses` row), if one did.
     pub async fn grant_used_by(&self, id: ApprovalId) -> StoreResult<Option<Grant>> {
         let row = sqlx::query(&format!(
             "SELECT {GRANT_COLUMNS} FROM grants
@@ -210,6 +217,8 @@ impl Postgres {
         row.as_ref().map(grant_from).transpose()
     }
 
+    /// Grants of `agent` (all agents with `None`), newest first (`created_at`, then id),
+    /// at most `limit`; with `active_at`, only those neither revoked nor expired then.
     pub async fn grants(
         &self,
         agent: Option<String>,

@@ -9,6 +9,9 @@ use crate::store::{
 };
 
 impl Postgres {
+    /// Requests matching `filter`, newest first (`created_at`, then id), at most `limit`.
+    /// The reviewer filter matches one whole entry of the comma-separated `decided_by`
+    /// (`position`, not `LIKE`, so `%` and `_` in a name stand for themselves).
     pub async fn history(&self, filter: &HistoryFilter, limit: u32) -> StoreResult<Vec<Approval>> {
         let rows = sqlx::query(&format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals

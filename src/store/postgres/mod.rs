@@ -7,15 +7,15 @@
 //!   row lock, so a concurrent click, expiry or cancel on another replica re-checks
 //!   the row after the first commits and finds it final (exactly one decision, one
 //!   expiry);
-//! - a vote locks its request (`SELECT … FOR UPDATE`) before counting ([`votes`]);
+//! - a vote locks its request (`SELECT … FOR UPDATE`) before counting (`votes`);
 //! - an insert locks its agent's `agent_pending` row (the per-agent cap) and relies on
-//!   the `(agent, idempotency_key)` unique index ([`requests`]); the counter itself is
+//!   the `(agent, idempotency_key)` unique index (`requests`); the counter itself is
 //!   kept by a trigger deferred to commit, so a decision locks that row only while it
 //!   commits (`migrations/postgres/0005_pending_count_at_commit.sql`);
 //! - an agent's token bucket is one `rate_buckets` row, taken from by an upsert that
-//!   locks it ([`rate`]);
+//!   locks it (`rate`);
 //! - each channel's outbox is delivered by the replica holding its lease, and rows are
-//!   claimed `FOR UPDATE SKIP LOCKED` ([`outbox`]);
+//!   claimed `FOR UPDATE SKIP LOCKED` (`outbox`);
 //! - every transaction `NOTIFY`s what it changed, and every replica `LISTEN`s
 //!   ([`listen`]): a decision on one replica answers a long-poll on another.
 
@@ -160,11 +160,18 @@ impl Postgres {
         Ok(())
     }
 
+    /// Transactions committed by this replica since start, as `(commits, writes)`: always
+    /// equal, since every write is its own transaction here (PostgreSQL groups concurrent
+    /// commits where this cannot see it). Both 0 on a read-only store. Not counted: the
+    /// deferred audit flushes, lease renewals and the lease release at close.
     pub fn write_totals(&self) -> (u64, u64) {
         let commits = self.commits.load(Ordering::Relaxed);
         (commits, commits)
     }
 
+    /// Versions in `migrations/postgres` that `_sqlx_migrations` does not record as
+    /// applied successfully; all of them when that table does not exist yet. A table this
+    /// role may not read is an error (permission denied), not "nothing applied".
     pub async fn pending_migrations(&self) -> StoreResult<Vec<i64>> {
         // No table yet: nothing applied. A table this role may not read is an error
         // (permission denied), not "nothing applied": the advice would be wrong.
@@ -203,6 +210,9 @@ impl Postgres {
         .await?)
     }
 
+    /// `SELECT 1` on a pooled connection, for readiness probes and `doctor`. Fails when
+    /// no connection comes within the pool's acquire timeout (60 s for serve, 10 s
+    /// read-only).
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -229,6 +239,11 @@ impl Postgres {
         self.pool.close().await;
     }
 
+    /// Audit events in `seq` order after `after_seq` (exclusive), only those at or after
+    /// `since` when given (`at` is RFC 3339 text in `COLLATE "C"`, so it sorts as time),
+    /// at most `limit`: what `audit export` pages through. `seq` is taken at insert, not
+    /// at commit, so a transaction still open may later commit an event below a `seq`
+    /// already read. Deferred audit entries show once flushed (within 500 ms).
     pub async fn events_page(
         &self,
         since: Option<DateTime<Utc>>,
@@ -247,6 +262,10 @@ impl Postgres {
         rows.iter().map(rows::event_from_row).collect()
     }
 
+    /// Deletes final requests decided before `cutoff`, with their events, votes, outbox
+    /// rows, grant uses, callback targets and batch links, and grants expired or revoked
+    /// before it, all in one transaction. Pending requests are never pruned, however old.
+    /// Returns how many requests went.
     pub async fn prune_decided_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
         let cutoff = rfc3339(cutoff);
         let mut tx = self.begin().await?;

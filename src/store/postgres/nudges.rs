@@ -59,6 +59,8 @@ pub(super) async fn escalation_update_in(
 }
 
 impl Postgres {
+    /// The earliest `next_nudge_at` of any pending request, on any replica; `None` when
+    /// no pending request has one. `StoreError::Corrupt` when the time does not parse.
     pub async fn next_nudge(&self) -> StoreResult<Option<DateTime<Utc>>> {
         let earliest: Option<String> = sqlx::query_scalar(
             "SELECT MIN(next_nudge_at) FROM approvals
@@ -71,6 +73,9 @@ impl Postgres {
             .transpose()
     }
 
+    /// Pending requests whose nudge is due at `now`, earliest first, at most `limit`. A
+    /// read without a lock: every replica's worker may get the same rows, and
+    /// `fire_nudge`'s conditional `UPDATE` decides which fires each.
     pub async fn due_nudges(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Nudgeable>> {
         let rows = sqlx::query(&format!(
             "SELECT {APPROVAL_COLUMNS}, next_nudge_at, reminders, escalated_at FROM approvals
@@ -95,6 +100,12 @@ impl Postgres {
             .collect()
     }
 
+    /// Fires one nudge in one transaction, by a conditional `UPDATE` (still pending,
+    /// `next_nudge_at` still the `due_at` text the worker read): racing workers on
+    /// several replicas queue on the row lock, and the losers re-check and get `None`,
+    /// writing nothing. The winner records `fire.events`, queues the reminder (only once
+    /// the message is posted) and the escalation post, moves `expires_at` on escalation
+    /// and `NOTIFY`s the next nudge time. Returns the request as it now stands.
     pub async fn fire_nudge(
         &self,
         id: ApprovalId,
@@ -150,6 +161,9 @@ impl Postgres {
         Ok(Some(approval))
     }
 
+    /// Whether and where request `id` was escalated: `None` for an unknown request or one
+    /// never escalated; `channel` and `ts` stay `None` until the escalation post reaches
+    /// Slack (`channel` for good when the rule names none).
     pub async fn escalation(&self, id: ApprovalId) -> StoreResult<Option<Escalation>> {
         let row: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
             "SELECT escalated_at, escalation_channel, escalation_ts FROM approvals WHERE id = $1",

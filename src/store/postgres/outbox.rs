@@ -115,12 +115,22 @@ pub(super) async fn enqueue_in(
 }
 
 impl Postgres {
+    /// Every channel with rows waiting, whichever replica delivers it: what the outbox
+    /// worker resumes at start-up and after the `LISTEN` connection dropped. A channel
+    /// under another replica's live lease is included; its claims here come back empty.
     pub async fn outbox_channels(&self) -> StoreResult<Vec<String>> {
         Ok(sqlx::query_scalar("SELECT DISTINCT channel FROM outbox")
             .fetch_all(&self.pool)
             .await?)
     }
 
+    /// In one transaction: removes `done` (unfenced, and normally empty here, since
+    /// `Store::outbox_delivered` already removed them under the fence), takes or renews
+    /// `channel`'s lease (an upsert that wins only when the lease is this replica's or
+    /// has lapsed, by the database's clock), then claims up to `limit` due rows, oldest
+    /// first, `FOR UPDATE SKIP LOCKED`, raising their `attempts`, each with its request
+    /// as this transaction reads it. Empty while another replica's lease is live; a claim
+    /// that finds nothing due releases the lease.
     pub async fn claim_outbox(
         &self,
         channel: &str,
@@ -207,7 +217,8 @@ impl Postgres {
     }
 
     /// Removes delivered rows `seqs` of `channel`, in one transaction, while the lane
-    /// is still this replica's ([`fence_in`]).
+    /// is still this replica's (`fence_in`); else `StoreError::LeaseLost`, and nothing
+    /// is removed.
     pub async fn outbox_delete(&self, channel: &str, seqs: &[i64]) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         fence_in(&mut tx, &self.me, channel).await?;
@@ -218,6 +229,10 @@ impl Postgres {
         self.commit(tx).await
     }
 
+    /// When `channel`'s earliest waiting row may be tried: its `not_before` (its
+    /// `created_at` if it has none), but not before another replica's live lease on the
+    /// channel ends. `None` when the channel has no rows at all; a time that does not
+    /// parse counts as now.
     pub async fn next_outbox_try(&self, channel: &str) -> StoreResult<Option<DateTime<Utc>>> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, MIN(COALESCE(not_before, created_at)) AS at,
@@ -241,6 +256,12 @@ impl Postgres {
         Ok(Some(leased_until.map_or(at, |until| until.max(at))))
     }
 
+    /// Records where the message is (`channel`, `ts` and a `posted` event) and removes
+    /// the row, in one transaction fenced by the lane's lease: `StoreError::LeaseLost`,
+    /// with nothing written, once another replica took the lane over. For a `post` row,
+    /// queues a rewrite when the request was decided or voted on (on any replica) while
+    /// the post was in flight: such a vote found no message to rewrite.
+    /// `StoreError::Corrupt` when the request is gone.
     pub async fn posted(&self, row: &Row, channel: String, ts: String) -> StoreResult<Approval> {
         let (seq, id, kind) = (row.seq, row.approval_id, row.kind);
         let mut tx = self.begin().await?;
@@ -281,6 +302,9 @@ impl Postgres {
         Ok(approval)
     }
 
+    /// Removes row `seq`, appending `audit`'s event in the same transaction; fenced by
+    /// its lane's lease while the row exists (`StoreError::LeaseLost`, nothing written).
+    /// A row already gone is no error.
     pub async fn outbox_done(
         &self,
         seq: i64,
@@ -297,6 +321,8 @@ impl Postgres {
         self.commit(tx).await
     }
 
+    /// Appends `audit`'s event and sets row `seq`'s `not_before`, in one transaction
+    /// fenced as `outbox_done` is.
     pub async fn outbox_retry(
         &self,
         seq: i64,
@@ -316,6 +342,8 @@ impl Postgres {
         self.commit(tx).await
     }
 
+    /// Keeps `trouble` as `channel`'s latest failure, timestamped now: one
+    /// `channel_trouble` row per channel, shared by every replica.
     pub async fn record_trouble(&self, channel: &str, trouble: Trouble) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
@@ -331,6 +359,8 @@ impl Postgres {
         self.commit(tx).await
     }
 
+    /// The latest failure recorded for `channel` (by any replica) if it was at or after
+    /// `since`.
     pub async fn trouble_since(
         &self,
         channel: &str,

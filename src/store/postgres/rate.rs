@@ -18,6 +18,12 @@ const REFILLED: &str = "LEAST($3, b.tokens
     + GREATEST(0, EXTRACT(EPOCH FROM now() - b.updated_at)::float8) * $4)";
 
 impl Postgres {
+    /// Takes `n` tokens from `agent`'s `rate_buckets` row (capacity `per_minute`, at
+    /// least 1, refilled at `per_minute / 60` a second by the database's `now()`) in one
+    /// upsert that locks the row; a missing row is a full bucket. `Ok(Err(wait))`:
+    /// refused, nothing taken, and `wait` is an estimate from the statement's snapshot of
+    /// how long until `n` are there (possibly zero; the caller rounds up to 1 s).
+    /// `StoreError::ReadOnly` on a read-only store.
     pub async fn take_tokens(
         &self,
         agent: &str,
@@ -68,6 +74,9 @@ impl Postgres {
         })
     }
 
+    /// Gives `n` tokens back to `agent`'s bucket, refilled first and capped at
+    /// `per_minute`. An agent without a row has a full bucket already: nothing changes.
+    /// `StoreError::ReadOnly` on a read-only store.
     pub async fn refund_tokens(&self, agent: &str, n: u32, per_minute: u32) -> StoreResult<()> {
         if self.read_only {
             return Err(StoreError::ReadOnly);

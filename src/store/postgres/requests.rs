@@ -24,6 +24,13 @@ use crate::store::{
 };
 
 impl Postgres {
+    /// Stores a submission in one transaction: looks for a replay of its key first; when
+    /// the cap applies, locks the agent's `agent_pending` row, looks again, and counts;
+    /// then inserts with `ON CONFLICT (agent, idempotency_key) DO NOTHING`, so a
+    /// concurrent replay on another replica waits for the first commit and returns that
+    /// request. A standing grant that would approve it is read `FOR SHARE`. The commit
+    /// `NOTIFY`s every other replica of what it changed. A refusal (`KeyConflict`,
+    /// `TooManyPending`) stores no request.
     pub async fn insert(&self, submission: Submission) -> StoreResult<Inserted> {
         let mut tx = self.begin().await?;
         let inserted = insert_in(&mut tx, &self.me, submission).await?;
@@ -31,6 +38,7 @@ impl Postgres {
         Ok(inserted)
     }
 
+    /// Request `id` as last committed by any replica; `None` when unknown (or pruned).
     pub async fn get(&self, id: ApprovalId) -> StoreResult<Option<Approval>> {
         let row = sqlx::query(&format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1"
@@ -41,6 +49,11 @@ impl Postgres {
         row.as_ref().map(approval_from_row).transpose()
     }
 
+    /// Ends the request, in one transaction, by the conditional `UPDATE` (only while
+    /// `status = 'pending'`): its row lock makes a concurrent decision on another replica
+    /// wait, then update nothing. `Some`: this call decided it, and its event, message
+    /// rewrites, callbacks and `NOTIFY` commit with it; `None`: already final, or
+    /// unknown.
     pub async fn decide(
         &self,
         id: ApprovalId,
@@ -53,16 +66,25 @@ impl Postgres {
         Ok(decided)
     }
 
+    /// Appends one event, timestamped now, in a transaction of its own, committed before
+    /// this returns.
     pub async fn append_event(&self, id: ApprovalId, event: NewEvent) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         insert_event(&mut tx, id, Utc::now(), &event).await?;
         self.commit(tx).await
     }
 
+    /// Queues an event to be written within 500 ms, with whatever else is queued, in one
+    /// transaction; identical entries are merged (`"count"` in the detail). For clicks
+    /// that changed nothing: lost if the process dies first, and dropped at once on a
+    /// read-only store.
     pub fn defer_event(&self, id: ApprovalId, event: NewEvent) {
         self.deferred.push(id, event);
     }
 
+    /// A request's audit trail, oldest first, after writing this replica's deferred
+    /// entries, so it holds every click acknowledged here. Other replicas' deferred
+    /// entries show once they flush (within 500 ms).
     pub async fn events(&self, id: ApprovalId) -> StoreResult<Vec<Event>> {
         self.deferred.flush().await?;
         let rows = sqlx::query(
@@ -75,6 +97,9 @@ impl Postgres {
         rows.iter().map(event_from_row).collect()
     }
 
+    /// Whether request `id`'s trail has an event of `kind`; with a `field` of
+    /// `(key, value)`, only one whose `detail` has that top-level key equal to `value`,
+    /// compared as text (`->>`). Deferred entries not yet flushed are not seen.
     pub async fn has_event(
         &self,
         id: ApprovalId,
@@ -95,6 +120,8 @@ impl Postgres {
         Ok(found.is_some())
     }
 
+    /// Requests, newest first (`created_at`, then id), optionally of one status and of
+    /// one agent, at most `limit`.
     pub async fn list(
         &self,
         agent: Option<&str>,
@@ -114,6 +141,8 @@ impl Postgres {
         rows.iter().map(approval_from_row).collect()
     }
 
+    /// Whether `agent` already used this Idempotency-Key: one indexed read without a
+    /// lock, for the limits (a replay goes through free). `insert` is what decides.
     pub async fn has_idempotency_key(&self, agent: &str, key: &str) -> StoreResult<bool> {
         let found =
             sqlx::query("SELECT 1 FROM approvals WHERE agent = $1 AND idempotency_key = $2")
@@ -124,6 +153,10 @@ impl Postgres {
         Ok(found.is_some())
     }
 
+    /// Pending requests of `agent` (all agents with `None`), summed from the
+    /// `agent_pending` counters, which a trigger updates at each commit
+    /// (`migrations/postgres/0005_pending_count_at_commit.sql`). A read without a lock:
+    /// the cap itself is checked by `insert` under the agent's lock.
     pub async fn count_pending(&self, agent: Option<&str>) -> StoreResult<u64> {
         let count: i64 = sqlx::query_scalar(
             "SELECT COALESCE(SUM(pending), 0)::BIGINT FROM agent_pending
@@ -135,6 +168,8 @@ impl Postgres {
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
+    /// The earliest `expires_at` of any pending request, on any replica; `None` when none
+    /// is pending. `StoreError::Corrupt` when the time does not parse.
     pub async fn next_deadline(&self) -> StoreResult<Option<DateTime<Utc>>> {
         let earliest: Option<String> =
             sqlx::query_scalar("SELECT MIN(expires_at) FROM approvals WHERE status = 'pending'")
@@ -145,6 +180,9 @@ impl Postgres {
             .transpose()
     }
 
+    /// Pending requests whose `expires_at` is at or before `now`, earliest first, at most
+    /// `limit`. A read without a lock: every replica's deadline worker may get the same
+    /// rows, and the conditional `decide` expires each once.
     pub async fn due(&self, now: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Approval>> {
         let rows = sqlx::query(&format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals

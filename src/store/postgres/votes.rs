@@ -17,6 +17,14 @@ use crate::model::{rfc3339, ApprovalId, Decision};
 use crate::store::{outbox::Kind, NewEvent, StoreResult, Vote};
 
 impl Postgres {
+    /// Records `user`'s approval of `id` in one transaction that first locks the
+    /// request's row (`SELECT … FOR UPDATE`), so votes on several replicas count one
+    /// after the other. `decide` builds the decision and its event from the full voter
+    /// list when the vote completes the approval (then the conditional `UPDATE` of every
+    /// decision ends it); `counted` builds the event of a vote that does not, which
+    /// queues rewrites of whichever of its messages are posted (its own, the escalation
+    /// one) and `NOTIFY`s the change. A repeated vote changes nothing (`Vote::Repeat`);
+    /// an unknown or final request gives `Vote::NotPending`.
     pub async fn record_approval(
         &self,
         id: ApprovalId,
@@ -31,6 +39,7 @@ impl Postgres {
         Ok(vote)
     }
 
+    /// Who has approved `id` so far (Slack user ids or `web:<name>`), oldest first.
     pub async fn votes(&self, id: ApprovalId) -> StoreResult<Vec<String>> {
         let rows = sqlx::query("SELECT user_id FROM votes WHERE approval_id = $1 ORDER BY seq")
             .bind(id.to_string())

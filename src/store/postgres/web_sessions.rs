@@ -25,6 +25,8 @@ async fn sweep_in(tx: &mut Transaction<'static, Pg>, now: &str) -> StoreResult<(
 }
 
 impl Postgres {
+    /// Stores a session, and sweeps the sessions and links expired at its `created_at`,
+    /// in one transaction. Every replica knows it from the commit on.
     pub async fn create_web_session(&self, session: NewSession) -> StoreResult<()> {
         let created = rfc3339(session.created_at);
         let mut tx = self.begin().await?;
@@ -44,6 +46,8 @@ impl Postgres {
         self.commit(tx).await
     }
 
+    /// The session whose cookie hashes to `token_hash`, if it has not expired at `now`:
+    /// one primary-key read on the pool, the cost of every page view.
     pub async fn web_session(
         &self,
         token_hash: &str,
@@ -63,6 +67,8 @@ impl Postgres {
         }))
     }
 
+    /// Deletes the session (sign-out) on every replica at once; one that does not exist
+    /// is no error.
     pub async fn end_web_session(&self, token_hash: &str) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query("DELETE FROM web_sessions WHERE token_hash = $1")
@@ -72,6 +78,8 @@ impl Postgres {
         self.commit(tx).await
     }
 
+    /// Stores a one-time link, and sweeps what expired at its `created_at`, in one
+    /// transaction: the link then works on any replica.
     pub async fn issue_web_link(&self, link: NewLink) -> StoreResult<()> {
         let created = rfc3339(link.created_at);
         let mut tx = self.begin().await?;
@@ -90,6 +98,8 @@ impl Postgres {
         self.commit(tx).await
     }
 
+    /// Whose link this is, if it is unused and not expired at `now`, without using it: a
+    /// plain read, so another replica may redeem it right after.
     pub async fn peek_web_link(
         &self,
         token_hash: &str,
@@ -105,6 +115,10 @@ impl Postgres {
         Ok(row.map(|(name, id)| WebIdentity { name, id }))
     }
 
+    /// Uses a link up with `DELETE … RETURNING` in a transaction of its own: `Some`
+    /// (whose it was) for exactly one caller across replicas, since a second `DELETE`
+    /// waits for the first's row lock and then finds nothing; `None` for a wrong, used or
+    /// expired link.
     pub async fn redeem_web_link(
         &self,
         token_hash: &str,

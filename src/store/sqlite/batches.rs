@@ -14,8 +14,9 @@ use crate::store::{Inserted, StoreError, StoreResult, Submission};
 
 impl Sqlite {
     /// Stores a batch and its items in one transaction: all of them or none. The
-    /// items' submissions are as [`Store::insert`] takes them; every item after the
-    /// first routed one loses its own Slack post (the batch has one card).
+    /// items' submissions are as [`Store::insert`](crate::store::Store::insert) takes
+    /// them; every item after the first routed one loses its own Slack post (the batch
+    /// has one card). One writer job, inside a savepoint that a refusal rolls back.
     pub async fn insert_batch(
         &self,
         batch: NewBatch,

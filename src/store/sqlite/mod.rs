@@ -3,7 +3,7 @@
 //! Writes go through one group-committing writer thread ([`writer`]): SQLite admits
 //! one writer at a time anyway, and batching pays one fsync for many callers. Reads
 //! run beside the writer, as WAL mode allows: point lookups on the caller's own
-//! thread ([`readers`]), scans (lists, history, exports) through a small sqlx pool.
+//! thread (`readers`), scans (lists, history, exports) through a small sqlx pool.
 //! The file is locked (`flock`) while a serve writes to it, so a second one is
 //! refused at start.
 
@@ -173,9 +173,10 @@ impl Sqlite {
         rows.iter().map(rows::event_from_row).collect()
     }
 
-    /// Deletes final requests decided before `cutoff`, with their events, votes and
-    /// outbox rows. Pending requests are never pruned, however old. Returns how many
-    /// requests went.
+    /// Deletes final requests decided before `cutoff`, with their events, votes, outbox
+    /// rows, grant uses, callback targets and batch links, and grants expired or revoked
+    /// before it, in one writer job. Pending requests are never pruned, however old.
+    /// Returns how many requests went.
     pub async fn prune_decided_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
         let cutoff = rfc3339(cutoff);
         self.write(Box::new(move |conn| {

@@ -22,6 +22,9 @@ impl Sqlite {
             .await
     }
 
+    /// Request `id` as last committed, read on the caller's thread through a read-only
+    /// connection (`readers`), beside the writer: the lookup every click makes. `None`
+    /// when unknown (or pruned).
     pub async fn get(&self, id: ApprovalId) -> StoreResult<Option<Approval>> {
         static BY_ID: LazyLock<String> =
             LazyLock::new(|| format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?"));

@@ -21,6 +21,8 @@ fn sweep_in(conn: &rusqlite::Connection, now: &str) -> StoreResult<()> {
 }
 
 impl Sqlite {
+    /// Stores a session, and sweeps the sessions and links expired at its `created_at`,
+    /// in one writer job; returns once its batch is committed.
     pub async fn create_web_session(&self, session: NewSession) -> StoreResult<()> {
         self.write(Box::new(move |conn| {
             let created = rfc3339(session.created_at);
@@ -42,6 +44,9 @@ impl Sqlite {
         .await
     }
 
+    /// The session whose cookie hashes to `token_hash`, if it has not expired at `now`:
+    /// one primary-key read on the caller's thread (`readers`), the cost of every page
+    /// view.
     pub async fn web_session(
         &self,
         token_hash: &str,
@@ -64,6 +69,8 @@ impl Sqlite {
         }))
     }
 
+    /// Deletes the session (sign-out) through the writer; one that does not exist is no
+    /// error.
     pub async fn end_web_session(&self, token_hash: &str) -> StoreResult<()> {
         let token_hash = token_hash.to_owned();
         self.write(Box::new(move |conn| {
@@ -74,6 +81,8 @@ impl Sqlite {
         .await
     }
 
+    /// Stores a one-time link, and sweeps what expired at its `created_at`, in one writer
+    /// job.
     pub async fn issue_web_link(&self, link: NewLink) -> StoreResult<()> {
         self.write(Box::new(move |conn| {
             let created = rfc3339(link.created_at);
@@ -94,6 +103,8 @@ impl Sqlite {
         .await
     }
 
+    /// Whose link this is, if it is unused and not expired at `now`, without using it: a
+    /// read on the sqlx pool, so a redeem may use it right after.
     pub async fn peek_web_link(
         &self,
         token_hash: &str,
@@ -109,6 +120,9 @@ impl Sqlite {
         Ok(row.map(|(name, id)| WebIdentity { name, id }))
     }
 
+    /// Uses a link up with `DELETE … RETURNING` in one writer job: the writer runs jobs
+    /// one at a time, so of two uses only the first finds the row. `Some` (whose it was)
+    /// for that one caller; `None` for a wrong, used or expired link.
     pub async fn redeem_web_link(
         &self,
         token_hash: &str,

@@ -123,7 +123,7 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `conn`, which it owns from now on, and a small task
-    /// that makes sure deferred entries are written within [`DEFERRED_FLUSH`]. The
+    /// that makes sure deferred entries are written within `DEFERRED_FLUSH` (500 ms). The
     /// thread ends when every handle is dropped or [`Writer::close`] is called.
     pub fn spawn(conn: Connection) -> std::io::Result<Self> {
         Self::spawn_with_checkpointer(conn, None)
@@ -132,8 +132,8 @@ impl Writer {
     /// As [`Writer::spawn`], and with `checkpoints` (a second connection to the same
     /// database) moves WAL checkpoints off the write path: the writer's own automatic
     /// checkpoint is turned off, and a thread of its own checkpoints (`PASSIVE`, which
-    /// never blocks the writer) every [`CHECKPOINT_EVERY`]. A checkpoint copies pages
-    /// into the database file and fsyncs it; done inside a commit, it stalls every
+    /// never blocks the writer) every `CHECKPOINT_EVERY` (250 ms). A checkpoint copies
+    /// pages into the database file and fsyncs it; done inside a commit, it stalls every
     /// caller of that batch.
     ///
     /// A `PASSIVE` checkpoint copies frames but cannot rewind the WAL while writes keep
@@ -141,7 +141,7 @@ impl Writer {
     /// under steady load there is always a newer frame (measured: 3.3 GB of WAL beside
     /// a 90 MB database after one minute of posting in `cargo bench --bench core`).
     /// So once the WAL holds more than [`WAL_RESTART_BYTES`], the writer itself runs a
-    /// `RESTART` checkpoint between two batches; see [`restart_wal`].
+    /// `RESTART` checkpoint between two batches; see `restart_wal`.
     pub fn spawn_with_checkpointer(
         conn: Connection,
         checkpoints: Option<Connection>,
