@@ -188,6 +188,11 @@ async fn store(dir: &tempfile::TempDir) -> Store {
 
 /// Stores a pending request for `channel`, with the outbox row that posts it.
 async fn pending(store: &Store, channel: &str, code: &str) -> ApprovalId {
+    needing(store, channel, code, 1).await
+}
+
+/// [`pending`], decided by `required_approvals` distinct approvals.
+async fn needing(store: &Store, channel: &str, code: &str, required_approvals: u32) -> ApprovalId {
     let now = Utc::now();
     let submission = Submission {
         id: ApprovalId::new(),
@@ -199,7 +204,7 @@ async fn pending(store: &Store, channel: &str, code: &str) -> ApprovalId {
             context: None,
             timeout_secs: 30,
             requester_slack_id: None,
-            required_approvals: 1,
+            required_approvals,
             idempotency_key: None,
             request_hash: code.into(),
             callback_url: None,
@@ -429,4 +434,51 @@ async fn a_deadline_during_5xx_backoff_reports_the_5xx() {
         }
     );
     assert_eq!(*seen.lock().expect("lock"), vec!["http_error".to_owned()]);
+}
+
+/// A vote counted while the request's first post is in flight finds no message to
+/// rewrite; recording the post queues the rewrite that shows it, as it does for a
+/// decision made in that window. A post with no vote queues nothing.
+#[tokio::test]
+async fn a_vote_counted_while_the_post_was_in_flight_rewrites_the_new_message() {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = store(&dir).await;
+    let quiet = needing(&store, "C1", "ls", 2).await;
+    let voted = needing(&store, "C1", "rm", 2).await;
+    let rows = store
+        .claim_outbox("C1", Utc::now(), 16, Vec::new())
+        .await
+        .expect("claim");
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let vote = store
+        .record_approval(
+            voted,
+            "U1".into(),
+            Utc::now(),
+            |_| unreachable!("one approval of two decides nothing"),
+            |_, _| NewEvent::new("approval_counted", Some("U1"), json!({})),
+        )
+        .await
+        .expect("vote");
+    assert!(
+        matches!(vote, crate::store::Vote::Counted { .. }),
+        "{vote:?}"
+    );
+    for row in &rows {
+        store
+            .posted(row, "C1".into(), format!("1.{}", row.seq))
+            .await
+            .expect("posted");
+    }
+    let done = rows.iter().map(|r| r.seq).collect();
+    let queued = store
+        .claim_outbox("C1", Utc::now(), 16, done)
+        .await
+        .expect("claim");
+    let rewrites: Vec<_> = queued.iter().map(|r| (r.approval_id, r.kind)).collect();
+    assert_eq!(
+        rewrites,
+        [(voted, crate::store::outbox::Kind::Update)],
+        "quiet: {quiet}"
+    );
 }

@@ -135,7 +135,9 @@ impl Sqlite {
             let detail = serde_json::json!({ "channel": channel, "ts": ts });
             insert_event(conn, id, Utc::now(), &NewEvent::new("posted", None, detail))?;
             delete_in(conn, seq)?;
-            if kind == Kind::Post && approval.status != Status::Pending {
+            // Decided, or voted on, while the post was in flight: the vote saw no
+            // message to rewrite, so the rewrite is queued here.
+            if kind == Kind::Post && (approval.status != Status::Pending || voted_on(conn, id)?) {
                 enqueue_in(conn, id, &approval.channel, Kind::Update)?;
             }
             Ok(approval)
@@ -215,6 +217,13 @@ impl Sqlite {
         })
         .transpose()
     }
+}
+
+/// Whether anyone has approved `id` yet.
+fn voted_on(conn: &rusqlite::Connection, id: ApprovalId) -> StoreResult<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM votes WHERE approval_id = ?")?
+        .exists([id.to_string()])?)
 }
 
 fn delete_in(conn: &rusqlite::Connection, seq: i64) -> StoreResult<()> {
