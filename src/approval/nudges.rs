@@ -186,8 +186,13 @@ impl ApprovalService {
         } else {
             Vec::new()
         };
-        who.retain(|id| !voted.contains(id) && approval.requester_slack_id.as_deref() != Some(id));
-        who.dedup();
+        // Someone in both lists is named once, where the rule's list puts them.
+        let mut named = std::collections::HashSet::new();
+        who.retain(|id| {
+            !voted.contains(id)
+                && approval.requester_slack_id.as_deref() != Some(id)
+                && named.insert(id.clone())
+        });
         Ok(who)
     }
 
@@ -239,7 +244,7 @@ approvers = ["U0ALICE", "U0BOB"]
 remind_after_secs = 60
 remind_every_secs = 60
 escalate_after_secs = 150
-escalate_to = ["U0CAROL"]
+escalate_to = ["U0CAROL", "U0ALICE"]
 escalation_extends_secs = 100
 "#;
 
@@ -369,6 +374,15 @@ escalation_extends_secs = 100
     /// counted in between is missing from it. Recording it queues a rewrite whenever
     /// the request has votes (and not otherwise: that rewrite would change nothing),
     /// in the request's own lane.
+    #[tokio::test]
+    async fn an_escalated_request_names_each_approver_it_waits_for_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let service = service_in(&dir).await;
+        let (approval, _) = service.submit(deploy(1), None).await.expect("submit");
+        let who = service.waiting_for(&approval, true).await.expect("who");
+        assert_eq!(who, ["U0ALICE", "U0BOB", "U0CAROL"]);
+    }
+
     #[tokio::test]
     async fn recording_an_escalation_post_queues_its_rewrite_once_votes_exist() {
         let dir = tempfile::tempdir().expect("dir");

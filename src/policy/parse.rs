@@ -198,6 +198,18 @@ pub fn parse(source: &str, file: &str) -> Result<Policy, PolicyError> {
                 ),
             ));
         }
+        if rule.name == super::DEFAULT_RULE_NAME && !rule.when.is_empty() {
+            // The built-in catch-all answers to this name when no rule matches: two
+            // rules by one name would read the same in the audit trail, and reminders
+            // are looked up by the name.
+            return Err(at.error(
+                Some(span),
+                format!(
+                    "rule \"{}\" has conditions, but that name is kept for the catch-all (a rule with none); give this rule another name",
+                    rule.name
+                ),
+            ));
+        }
         if let Some(catch_all) = rules.iter().find(|r| r.when.is_empty()) {
             return Err(at.error(
                 Some(span),
@@ -945,6 +957,14 @@ mod tests {
         assert!(policy.check_approvers(None).is_ok(), "anyone may approve");
         let three = vec!["U0AAA".to_owned(), "U0BBB".to_owned(), "U0CCC".to_owned()];
         assert!(policy.check_approvers(Some(&three)).is_ok());
+    }
+
+    #[test]
+    fn only_a_catch_all_may_be_named_default() {
+        let err = error("[[rule]]\nname = \"default\"\nagent = \"ci\"\n");
+        assert!(err.contains("kept for the catch-all"), "{err}");
+        let policy = parse("[[rule]]\nname = \"default\"\n", "p.toml").expect("a catch-all");
+        assert_eq!(policy.rules[0].name, "default");
     }
 
     #[test]
