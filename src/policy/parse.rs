@@ -11,7 +11,8 @@
 //!
 //! ```toml
 //! [[rule]]
-//! name = "prod"                       # required, unique; shown in the audit trail
+//! name = "prod"                       # required, unique, in the audit trail; "default"
+//!                                     # only for a rule with no conditions
 //! action = "route"                    # default; or "auto_approve" / "auto_deny"
 //! agent = "deploy-bot"                # conditions: all must hold, none = match all
 //! language = ["bash", "sh"]           #   a string, a list of strings (any of), or
