@@ -186,6 +186,11 @@ pub const APPROVED_ON_THE_WEB: &str = "Approved on the review page by ";
 /// Who decided when no person did (timeouts, failures to post).
 pub const SYSTEM_ACTOR: &str = "greenlight";
 
+/// The key of a request's context that names the coding agent's hook event it came
+/// from (`PreToolUse`, `PermissionRequest`), as `crate::hooks::render` sets it for
+/// both the HTTP and the command hook.
+pub const HOOK_EVENT_KEY: &str = "hook_event_name";
+
 impl Approval {
     /// A request as it stands right after it was stored: pending, never posted.
     pub fn stored(
@@ -213,6 +218,18 @@ impl Approval {
             created_at,
             expires_at,
         }
+    }
+
+    /// Whether a coding agent's hook is waiting for this request (its context has
+    /// [`HOOK_EVENT_KEY`]). Its host waits a fixed time (agent-hosts.md: a hook that
+    /// outlasts its timeout fails open) and greenlight answers within the hook budget
+    /// below it, so such a request's deadline can never move later. An API agent that
+    /// puts the key in its own context only keeps its own deadline fixed.
+    pub fn waited_on_by_a_hook(&self) -> bool {
+        self.context
+            .as_ref()
+            .and_then(|context| context.get(HOOK_EVENT_KEY))
+            .is_some_and(serde_json::Value::is_string)
     }
 
     /// True only when the status is `Approved`.

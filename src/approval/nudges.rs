@@ -114,16 +114,20 @@ impl ApprovalService {
                     ),
                 });
             }
-            let extends = chrono::Duration::seconds(
-                i64::try_from(nudges.escalation_extends_secs.unwrap_or(0)).unwrap_or(0),
-            );
+            // A hook's host stops waiting at its own timeout: moving the deadline past
+            // the hook budget would leave buttons that decide nothing anyone waits for.
+            let extends_secs = nudges
+                .escalation_extends_secs
+                .filter(|_| !approval.waited_on_by_a_hook());
+            let extends =
+                chrono::Duration::seconds(i64::try_from(extends_secs.unwrap_or(0)).unwrap_or(0));
             if plan.escalate {
-                events.push(NewEvent::new(
-                    "escalated",
-                    None,
-                    json!({ "to": nudges.escalate_to, "channel": nudges.escalate_channel,
-                            "extends_secs": nudges.escalation_extends_secs }),
-                ));
+                let mut detail = json!({ "to": nudges.escalate_to, "channel": nudges.escalate_channel,
+                                         "extends_secs": extends_secs });
+                if extends_secs != nudges.escalation_extends_secs {
+                    detail["deadline_kept"] = json!("a coding agent's hook is waiting");
+                }
+                events.push(NewEvent::new("escalated", None, detail));
             }
             let fire = Fire {
                 remind: plan.remind,

@@ -142,7 +142,7 @@ fn title(raw: &str) -> String {
 fn context(host: Host, input: &HookInput, extra: Map<String, Value>) -> Value {
     let mut context = json!({
         "host": host.slug(),
-        "hook_event_name": input.event.as_str(),
+        crate::model::HOOK_EVENT_KEY: input.event.as_str(),
         crate::policy::tool::TOOL_NAME_KEY: input.tool_name,
     });
     if let Some(object) = context.as_object_mut() {

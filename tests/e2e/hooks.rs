@@ -648,3 +648,78 @@ async fn command_hooks_block_on_every_failure() {
     }
     assert!(app.slack.calls_to("chat.postMessage").is_empty());
 }
+
+/// Escalates everything after 1 s and would move the deadline 30 s later.
+const ESCALATING_POLICY: &str = r#"
+[[rule]]
+name = "escalating"
+approvers = ["U0ALICE"]
+escalate_after_secs = 1
+escalate_to = ["U0CAROL"]
+escalate_channel = "C0ESCALATE"
+escalation_extends_secs = 30
+"#;
+
+/// The kinds of `id`'s audit trail, oldest first.
+async fn trail(app: &TestApp, id: &str) -> Vec<String> {
+    let events = app.get(&format!("/v1/approvals/{id}/events")).await.body;
+    events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// An escalation notifies, but a hook request's deadline stays at the hook budget: the
+/// host stops waiting at its own timeout. Before, the HTTP hook took the moved
+/// deadline for a shutdown and withdrew the request ("greenlight shut down"), and the
+/// command hook gave up at the old deadline, leaving the request pending for a
+/// reviewer to approve a call that had been blocked.
+#[tokio::test]
+async fn an_escalation_does_not_move_a_hook_requests_deadline() {
+    let app =
+        spawn_app_with_policy(ESCALATING_POLICY, &[("GREENLIGHT_HOOK_BUDGET_SECS", "3")]).await;
+    let answer = within(
+        "the hook answer",
+        post_hook(&app, AGENT_TOKEN, fixture_bytes("bash.json")),
+    )
+    .await;
+    let reason = answer["hookSpecificOutput"]["permissionDecisionReason"]
+        .as_str()
+        .expect("reason");
+    assert!(reason.contains("nobody decided in time"), "{answer}");
+    let approval = only_approval(&app).await;
+    let id = approval["id"].as_str().expect("id");
+    assert_eq!(approval["status"], "expired", "{approval}");
+    let kinds = trail(&app, id).await;
+    assert!(kinds.iter().any(|k| k == "escalated"), "{kinds:?}");
+
+    // Another tool call (another `tool_use_id`), through the command hook.
+    let mut input = fixture("bash.json");
+    input["tool_use_id"] = json!("toolu_second");
+    let outcome = HookCommand::for_app("claude-code", &app, &["--budget-secs", "3"])
+        .run(serde_json::to_vec(&input).expect("json"))
+        .await;
+    let list = app.get("/v1/approvals").await.body;
+    let second = list["approvals"]
+        .as_array()
+        .expect("approvals")
+        .iter()
+        .find(|a| a["id"] != id)
+        .expect("the command hook's request")
+        .clone();
+    let second_id = second["id"].as_str().expect("id");
+    assert_eq!(second["status"], "expired", "{second}");
+    assert!(
+        trail(&app, second_id)
+            .await
+            .iter()
+            .any(|k| k == "escalated"),
+        "{second}"
+    );
+    assert!(
+        outcome.stdout.contains("nobody decided in time"),
+        "{outcome:?}"
+    );
+}
