@@ -86,6 +86,61 @@ async fn approve_in_slack_reaches_the_rust_agent() {
     assert_eq!(app.slack.calls_to("chat.postMessage").len(), 1);
 }
 
+/// An escalation that moves the deadline later keeps the client waiting until the new
+/// one: before, it gave up at the deadline it was first told (`NoDecision`) while the
+/// request stayed live for the escalation's approvers.
+#[tokio::test]
+async fn the_client_keeps_waiting_when_an_escalation_moves_the_deadline() {
+    const POLICY: &str = r#"
+[[rule]]
+name = "escalating"
+approvers = ["U0ALICE"]
+escalate_after_secs = 1
+escalate_to = ["U0CAROL"]
+escalation_extends_secs = 60
+"#;
+    let app = crate::helpers::spawn_app_with_policy(POLICY, &[]).await;
+    let grace = Duration::from_millis(500);
+    let client = fast(Client::builder(app.url(""), AGENT_TOKEN))
+        .grace(grace)
+        .build()
+        .expect("client");
+    let asking = tokio::spawn(async move {
+        client
+            .try_request_approval(request("make deploy").timeout_secs(3))
+            .await
+    });
+    let id = posted_id(&app, 1).await;
+    let first = app.approval(&id).await;
+    let first_expiry = rfc3339(&first["expires_at"]);
+    // Past the first deadline and the client's grace, with a margin for its last
+    // poll: the request is still pending, its deadline moved.
+    let give_up = first_expiry + chrono::Duration::from_std(grace * 4).expect("delta");
+    while chrono::Utc::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let moved = app.approval(&id).await;
+    assert_eq!(moved["status"], "pending", "{moved}");
+    assert!(rfc3339(&moved["expires_at"]) > first_expiry, "{moved}");
+    assert!(
+        !asking.is_finished(),
+        "the client gave up: {:?}",
+        asking.await
+    );
+    assert_eq!(app.approve(&id, "U0CAROL").await.status, StatusCode::OK);
+    let decision = within("the approval", asking)
+        .await
+        .expect("task")
+        .expect("a decision");
+    assert_eq!(decision.status, DecisionStatus::Approved);
+}
+
+fn rfc3339(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().expect("time"))
+        .expect("rfc3339")
+        .with_timezone(&chrono::Utc)
+}
+
 /// The client has its own type for the approval object (`greenlight_client::wire`), so
 /// it must keep up with the server: it reads the server's real answers, pending and
 /// decided, and loses nothing (read and written back, each is the same JSON), and it
@@ -294,7 +349,11 @@ async fn a_client_timeout_withdraws_the_request() {
     )
     .await;
     let id = match result {
-        Err(ClientError::TimedOut { id, .. }) => id,
+        Err(ClientError::TimedOut {
+            id,
+            withdrawn: true,
+            ..
+        }) => id,
         other => panic!("{other:?}"),
     };
     // Nobody can approve it any more: the client no longer waits for it.

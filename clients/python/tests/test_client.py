@@ -202,6 +202,22 @@ def test_gives_up_after_expires_at_plus_grace(kind):
 
 
 @KINDS
+def test_keeps_waiting_when_an_escalation_moves_the_deadline(kind):
+    t0 = time.monotonic()
+
+    def moved_then_approved(req):
+        # Past the first deadline plus grace (0.6 s), the request is still pending:
+        # an escalation moved its expires_at a minute later.
+        if time.monotonic() - t0 < 1.2:
+            return httpx.Response(200, json=approval(ttl=60))
+        return httpx.Response(200, json=approval("approved", reason="Approved in Slack by <@U2>", decided_by="U2"))
+
+    script = Script(ok(approval(ttl=0.3), 202), moved_then_approved)
+    d = run(kind, script, code="x")
+    assert (d.approved, d.status, d.decided_by) == (True, "approved", "U2"), d
+
+
+@KINDS
 def test_unreachable_service_denies_quickly(kind):
     url = f"http://127.0.0.1:{free_port()}"
     t0 = time.monotonic()

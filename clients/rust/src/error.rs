@@ -60,12 +60,17 @@ pub enum ClientError {
     /// The caller's own overall timeout ran out before a decision; the client
     /// withdrew the request (one `POST /v1/approvals/{id}/cancel`, best effort) so
     /// nobody approves what no one waits for any more.
-    #[error("gave up waiting for approval {id} after {:.1}s (client timeout); the request was withdrawn", after.as_secs_f64())]
+    #[error("gave up waiting for approval {id} after {:.1}s (client timeout); {}", after.as_secs_f64(),
+        if *withdrawn { "the request was withdrawn" } else { "withdrawing it failed, so it may still be pending" })]
     TimedOut {
         /// The approval id (UUID).
         id: String,
         /// From the start of the call (submission included) to giving up.
         after: Duration,
+        /// Whether the service confirmed the withdrawal (`POST …/cancel` answered
+        /// 200). `false`: it could not be reached or refused, and a reviewer may still
+        /// see live buttons for the request.
+        withdrawn: bool,
     },
 
     /// The service forgot the request (404 while waiting), e.g. a different database.

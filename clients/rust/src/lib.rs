@@ -500,16 +500,15 @@ impl Client {
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let view = self.submit(&request, &key, start, overall).await?;
-        let expires_at = view.expires_at.clone();
-        // Measured from before the submission: never gives up before the server does.
-        let expiry =
-            start + protocol::time_to_live(&view, request.timeout_secs) + self.settings.grace;
         if view.status != ApprovalStatus::Pending {
             return final_decision(*view);
         }
-        let id = view.id.to_string();
-        self.wait_for_decision(&id, &expires_at, expiry, overall, start)
-            .await
+        let expiry = Expiry {
+            start,
+            requested_secs: request.timeout_secs,
+            grace: self.settings.grace,
+        };
+        self.wait_for_decision(&view, &expiry, overall).await
     }
 
     fn url(&self, path: &str) -> String {
@@ -562,28 +561,30 @@ impl Client {
     /// restarts and blips with backoff.
     async fn wait_for_decision(
         &self,
-        id: &str,
-        expires_at: &str,
-        expiry: Instant,
+        submitted: &Approval,
+        rule: &Expiry,
         overall: Option<Instant>,
-        start: Instant,
     ) -> Result<Decision, ClientError> {
-        let deadline = earliest(expiry, overall);
+        let (id, start) = (&submitted.id.to_string(), rule.start);
+        let mut expires_at = submitted.expires_at.clone();
+        let mut expiry = rule.of(submitted);
+        let mut deadline = earliest(expiry, overall);
         let mut backoff = Backoff::new(self.settings.initial_backoff, self.settings.max_backoff);
         let mut last_problem: Option<String> = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 if overall.is_some_and(|o| o <= expiry) {
-                    self.withdraw(id).await;
+                    let withdrawn = self.withdraw(id).await;
                     return Err(ClientError::TimedOut {
                         id: id.to_owned(),
                         after: start.elapsed(),
+                        withdrawn,
                     });
                 }
                 return Err(ClientError::NoDecision {
                     id: id.to_owned(),
-                    expires_at: expires_at.to_owned(),
+                    expires_at: expires_at.clone(),
                     last_problem,
                 });
             }
@@ -602,9 +603,15 @@ impl Client {
                 Step::Approval(view) if view.status != ApprovalStatus::Pending => {
                     return final_decision(*view)
                 }
-                Step::Approval(_) => {
+                Step::Approval(view) => {
                     backoff.reset();
                     last_problem = None;
+                    if view.expires_at != expires_at {
+                        // An escalation moved the deadline: wait as long as it lives.
+                        expiry = rule.of(&view);
+                        deadline = earliest(expiry, overall);
+                        expires_at = view.expires_at;
+                    }
                     if asked_at.elapsed() < MIN_POLL_INTERVAL {
                         sleep_until_at_most(Instant::now() + MIN_POLL_INTERVAL, deadline).await;
                     }
@@ -620,8 +627,9 @@ impl Client {
         }
     }
 
-    /// Best-effort `POST /v1/approvals/{id}/cancel` when the caller stops waiting.
-    async fn withdraw(&self, id: &str) {
+    /// Best-effort `POST /v1/approvals/{id}/cancel` when the caller stops waiting;
+    /// `true` when the service confirmed it.
+    async fn withdraw(&self, id: &str) -> bool {
         let call = self
             .http
             .post(self.url(&format!("/v1/approvals/{id}/cancel")))
@@ -629,10 +637,12 @@ impl Client {
             .timeout(self.settings.request_timeout.min(Duration::from_secs(5)));
         match self.exchange(call).await {
             Exchange::Reply { status: 200, .. } => {
-                tracing::info!(%id, "greenlight: withdrew the request after the client timeout")
+                tracing::info!(%id, "greenlight: withdrew the request after the client timeout");
+                true
             }
             other => {
-                tracing::warn!(%id, answer = ?other, "greenlight: could not withdraw the request")
+                tracing::warn!(%id, answer = ?other, "greenlight: could not withdraw the request");
+                false
             }
         }
     }
@@ -692,6 +702,26 @@ fn bounded(limit: Duration, overall: Option<Instant>) -> Duration {
             .min(o.saturating_duration_since(Instant::now()))
             .max(Duration::from_millis(100)),
         None => limit,
+    }
+}
+
+/// When the client stops waiting for a request's decision.
+struct Expiry {
+    /// Just before the submission: the wait is measured from here, so the client
+    /// never gives up before the server does.
+    start: Instant,
+    /// The `timeout_secs` asked for, used when the answer's times cannot be read.
+    requested_secs: Option<u64>,
+    /// How long past the request's life the client keeps asking.
+    grace: Duration,
+}
+
+impl Expiry {
+    /// The request's life on the server's own clock (`expires_at - created_at`), from
+    /// [`Expiry::start`], plus the grace. Taken again from every answer whose
+    /// `expires_at` changed: an escalation may move the deadline later.
+    fn of(&self, view: &Approval) -> Instant {
+        self.start + protocol::time_to_live(view, self.requested_secs) + self.grace
     }
 }
 

@@ -124,6 +124,21 @@ def _error_text(reply: Reply) -> str:
     return f"HTTP {reply.status}" + (f" {snippet!r}" if snippet else "")
 
 
+def _time_to_live(approval: Dict[str, Any], body: Dict[str, Any]) -> float:
+    """Seconds the request lives, on the server's own clock (``expires_at -
+    created_at``), so a skewed local clock cannot cut the wait short or stretch it.
+    Falls back to the requested ``timeout_secs``, then to an hour."""
+    created = _parse_time(approval.get("created_at"))
+    expires = _parse_time(approval.get("expires_at"))
+    if created is not None and expires is not None and expires >= created:
+        return expires - created
+    if expires is not None:
+        return max(0.0, expires - time.time())
+    if "timeout_secs" in body:
+        return float(body["timeout_secs"])
+    return 3600.0
+
+
 def _parse_time(value: Any) -> Optional[float]:
     if not isinstance(value, str) or not value:
         return None
@@ -304,18 +319,10 @@ def approval_flow(
         return to_decision(approval)
 
     # ---- 2. deadline from the server's expiry (clock-skew free) --------------
-    created = _parse_time(approval.get("created_at"))
-    expires = _parse_time(approval.get("expires_at"))
-    if created is not None and expires is not None and expires >= created:
-        ttl = expires - created
-    elif expires is not None:
-        ttl = max(0.0, expires - time.time())
-    elif "timeout_secs" in body:
-        ttl = float(body["timeout_secs"])
-    else:
-        ttl = 3600.0
+    ttl = _time_to_live(approval, body)
     deadline = start + ttl + max(0.0, settings.grace_secs)
-    expires_text = approval.get("expires_at") or f"{ttl:.0f}s after submission"
+    expires_seen = approval.get("expires_at")
+    expires_text = expires_seen or f"{ttl:.0f}s after submission"
 
     # ---- 3. re-attach by id with long-polls ----------------------------------
     backoff = settings.initial_backoff_secs
@@ -347,6 +354,10 @@ def approval_flow(
                     return _fail(f"malformed answer while waiting ({exc})", approval_id)
                 if data["status"] != "pending":
                     return to_decision(data)
+                if data.get("expires_at") and data.get("expires_at") != expires_seen:
+                    # An escalation moved the deadline: wait as long as it lives.
+                    expires_seen = expires_text = data["expires_at"]
+                    deadline = start + _time_to_live(data, body) + max(0.0, settings.grace_secs)
                 backoff = settings.initial_backoff_secs
                 last_problem = None
                 if clock() - asked_at < 0.5:
