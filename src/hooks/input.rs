@@ -37,6 +37,26 @@ impl Event {
         }
     }
 
+    /// The event an input names in its first bytes, for an input too large to read
+    /// whole. Hosts write `hook_event_name` before `tool_input`, the part that grows
+    /// (agent-hosts.md lists the fields in that order), so the head of even a huge
+    /// input names it. `None` when the head does not. The key is matched with its
+    /// quotes, which a JSON string's contents cannot hold unescaped.
+    pub fn named_in_head(head: &[u8]) -> Option<Self> {
+        const KEY: &[u8] = b"\"hook_event_name\"";
+        let after_key = head.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+        let rest = &head[after_key..];
+        let colon = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+        if rest[colon] != b':' {
+            return None;
+        }
+        let name = serde_json::Deserializer::from_slice(&rest[colon + 1..])
+            .into_iter::<String>()
+            .next()?
+            .ok()?;
+        Self::parse(&name)
+    }
+
     fn parse(raw: &str) -> Option<Self> {
         match raw {
             "PreToolUse" => Some(Event::PreToolUse),
@@ -172,6 +192,23 @@ impl HookInput {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_huge_inputs_head_names_its_event() {
+        let head = br#"{"session_id": "s", "hook_event_name" : "PermissionRequest", "tool_input": {"content": "xx"#;
+        assert_eq!(Event::named_in_head(head), Some(Event::PermissionRequest));
+        let quoted = br#"{"tool_input": {"content": "say \"hook_event_name\": \"PreToolUse\""#;
+        assert_eq!(Event::named_in_head(quoted), None, "inside a string");
+        assert_eq!(
+            Event::named_in_head(br#"{"hook_event_name": "Stop"}"#),
+            None
+        );
+        assert_eq!(
+            Event::named_in_head(br#"{"hook_event_name": "PreTo"#),
+            None,
+            "cut"
+        );
+    }
 
     #[test]
     fn reads_the_documented_shape_and_ignores_new_fields() {

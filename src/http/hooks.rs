@@ -20,18 +20,21 @@
 //! treats a non-2xx status, a connection failure and a timeout as non-blocking errors
 //! and runs the tool (its hooks reference), so a `401` here would let anything
 //! through. A bad token, a malformed input, a refused submission or a shutdown is a
-//! deny whose reason names the problem; a body that is not a hook input at all (so
-//! that the event is unknown) is `{"continue": false, "stopReason": …}`.
+//! deny whose reason names the problem, and so is an input over
+//! [`MAX_HOOK_BODY_BYTES`] whose first bytes name its event; a body that is not a
+//! hook input at all (so that the event is unknown) is `{"continue": false,
+//! "stopReason": …}`.
 
 use std::time::Duration;
 
 use axum::{
-    body::Bytes,
-    extract::{rejection::BytesRejection, DefaultBodyLimit, State},
+    body::Body,
+    extract::{DefaultBodyLimit, State},
     routing::post,
     Json, Router,
 };
 use chrono::Utc;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -39,7 +42,7 @@ use super::{extract::Agent, AppState};
 use crate::{
     approval::ServiceError,
     error::ApiError,
-    hooks::{claude_code, render::render, HookInput, Host, Verdict},
+    hooks::{claude_code, input::Event, render::render, HookInput, Host, Verdict},
     model::{Approval, NewApproval},
     policy::{Plan, Requested},
 };
@@ -59,12 +62,49 @@ const EXPIRY_SLACK: Duration = Duration::from_millis(250);
 const SHUTDOWN_REASON: &str =
     "greenlight shut down before anyone decided; the call is denied (ask again)";
 
-/// `POST /v1/hooks/claude-code`, with its own body limit ([`MAX_HOOK_BODY_BYTES`])
-/// in place of the API's 1 MiB.
+/// How much of an input over [`MAX_HOOK_BODY_BYTES`] is kept to find its event.
+const HEAD_BYTES: usize = 64 * 1024;
+
+/// `POST /v1/hooks/claude-code`, which reads its body itself ([`read_input`]) with
+/// its own limit ([`MAX_HOOK_BODY_BYTES`]) in place of the API's 1 MiB.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/hooks/claude-code", post(claude_code_hook))
-        .layer(DefaultBodyLimit::max(MAX_HOOK_BODY_BYTES))
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// A hook input as read.
+enum Input {
+    /// All of it, at most [`MAX_HOOK_BODY_BYTES`].
+    Whole(Vec<u8>),
+    /// More than [`MAX_HOOK_BODY_BYTES`]: only its first [`HEAD_BYTES`], and the rest
+    /// is not read.
+    TooLarge {
+        /// The input's first bytes.
+        head: Vec<u8>,
+    },
+    /// The connection failed while sending it.
+    Unreadable(String),
+}
+
+/// Reads the body up to [`MAX_HOOK_BODY_BYTES`], keeping the head of a larger one so
+/// that its answer can still take its event's shape.
+async fn read_input(body: Body) -> Input {
+    let mut stream = body.into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(error) => return Input::Unreadable(error.to_string()),
+        };
+        if bytes.len() + chunk.len() > MAX_HOOK_BODY_BYTES {
+            bytes.extend_from_slice(&chunk[..chunk.len().min(HEAD_BYTES)]);
+            bytes.truncate(HEAD_BYTES);
+            return Input::TooLarge { head: bytes };
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Input::Whole(bytes)
 }
 
 /// Claude Code's HTTP hook.
@@ -88,13 +128,25 @@ pub fn router() -> Router<AppState> {
 pub(super) async fn claude_code_hook(
     State(state): State<AppState>,
     agent: Result<Agent, ApiError>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Json<Value> {
     let host = Host::ClaudeCode;
-    let bytes = match body {
-        Ok(bytes) => bytes,
-        Err(rejection) => {
-            let problem = format!("could not read the hook input: {rejection}");
+    let bytes = match read_input(body).await {
+        Input::Whole(bytes) => bytes,
+        Input::TooLarge { head } => {
+            let verdict = Verdict::blocked(format!(
+                "the hook input is larger than {} MiB, more than greenlight reads",
+                MAX_HOOK_BODY_BYTES >> 20
+            ));
+            // Deny this one tool call when the head names its event; only an input
+            // that names none stops the session.
+            return Json(match Event::named_in_head(&head) {
+                Some(event) => host.answer(event, &verdict),
+                None => claude_code::stop(&verdict.reason),
+            });
+        }
+        Input::Unreadable(problem) => {
+            let problem = format!("could not read the hook input: {problem}");
             return Json(claude_code::stop(&Verdict::blocked(problem).reason));
         }
     };

@@ -723,3 +723,21 @@ async fn an_escalation_does_not_move_a_hook_requests_deadline() {
         "{outcome:?}"
     );
 }
+
+/// An input larger than greenlight reads (8 MiB) is denied in its event's shape, read
+/// from its head: only that tool call is refused. Before, the answer was `{"continue":
+/// false}`, which stops the whole Claude Code session.
+#[tokio::test]
+async fn an_input_too_large_to_read_denies_the_tool_call_without_stopping_the_session() {
+    let app = spawn_app().await;
+    let mut input = fixture("write_new_file.json");
+    input["tool_input"]["content"] = Value::String("x".repeat(9 << 20));
+    let answer = post_hook(&app, AGENT_TOKEN, serde_json::to_vec(&input).expect("json")).await;
+    assert!(answer.get("continue").is_none(), "{answer}");
+    let output = &answer["hookSpecificOutput"];
+    assert_eq!(output["hookEventName"], "PreToolUse", "{answer}");
+    assert_eq!(output["permissionDecision"], "deny", "{answer}");
+    let reason = output["permissionDecisionReason"].as_str().expect("reason");
+    assert!(reason.contains("larger than 8 MiB"), "{reason}");
+    assert_eq!(app.get("/v1/approvals").await.body["approvals"], json!([]));
+}
