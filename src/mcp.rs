@@ -11,8 +11,9 @@
 //!   (`approved`, `denied`, `expired`, `cancelled`, or `error` when no decision could
 //!   be had) and `request_id`.
 //!
-//! It fails closed: an unreachable service or a rejected token is `approved: false`
-//! with a reason naming the problem, never a tool error an agent might retry past.
+//! It fails closed: an unreachable service, a rejected token or malformed arguments
+//! is `approved: false` with a reason naming the problem, never a tool error an agent
+//! might retry past.
 
 use std::{process::ExitCode, sync::Arc};
 
@@ -55,6 +56,42 @@ pub struct ApprovalParams {
     pub timeout_secs: Option<u64>,
 }
 
+/// `request_approval`'s arguments as the host sent them: parsed, or why they do not
+/// parse. rmcp refuses arguments its type cannot read with a tool error of its own
+/// (`failed to deserialize parameters…`), which an agent may take for a glitch to
+/// retry past; this type reads anything, so that malformed arguments get the same
+/// fail-closed result as every other problem. Its JSON Schema is
+/// [`ApprovalParams`]'s: hosts still see which arguments exist and which are required.
+#[derive(Debug)]
+pub struct Arguments(Result<ApprovalParams, String>);
+
+impl<'de> Deserialize<'de> for Arguments {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(Self(
+            serde_json::from_value(value).map_err(|error| error.to_string()),
+        ))
+    }
+}
+
+impl JsonSchema for Arguments {
+    fn inline_schema() -> bool {
+        ApprovalParams::inline_schema()
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        ApprovalParams::schema_name()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        ApprovalParams::schema_id()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        ApprovalParams::json_schema(generator)
+    }
+}
+
 /// The result of `request_approval`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ApprovalResult {
@@ -92,8 +129,21 @@ impl Gate {
     )]
     async fn request_approval(
         &self,
-        Parameters(params): Parameters<ApprovalParams>,
+        Parameters(Arguments(params)): Parameters<Arguments>,
     ) -> Json<ApprovalResult> {
+        let params = match params {
+            Ok(params) => params,
+            Err(problem) => {
+                return Json(ApprovalResult {
+                    approved: false,
+                    reason: format!(
+                        "greenlight: the request_approval arguments are not valid ({problem}); denied by default (fail closed)"
+                    ),
+                    status: "error".into(),
+                    request_id: None,
+                })
+            }
+        };
         let request = ApprovalRequest {
             code: params.code,
             language: params.language,

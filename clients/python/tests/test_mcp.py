@@ -95,3 +95,10 @@ def test_an_unreachable_service_or_bad_token_is_a_reasoned_refusal(greenlight: G
     bad = asyncio.run(session_call(params(greenlight_bin, greenlight.url, "wrong-token-0123456789"), {"code": "ls"}))
     assert bad["approved"] is False and bad["status"] == "error", bad
     assert "rejected" in bad["reason"], bad
+
+
+def test_malformed_arguments_are_a_reasoned_refusal(greenlight: GreenlightServer, greenlight_bin: str):
+    result = asyncio.run(session_call(params(greenlight_bin, greenlight.url), {"language": "sql"}))
+    assert result["approved"] is False and result["status"] == "error", result
+    assert "missing field `code`" in result["reason"] and "fail closed" in result["reason"], result
+    assert result["request_id"] is None, result
