@@ -51,29 +51,27 @@ async fn interactions(
 /// Puts a failed-signature attempt on the audit trail of the request it names, if that
 /// request exists. Nothing in the body is trusted: no actor is recorded, only that a
 /// click with a bad signature arrived for this id, and why it was refused.
+///
+/// This endpoint is public and request ids are shown in Slack messages, so anyone can
+/// send these, as fast as they like, to a trail nothing may shorten. They are therefore
+/// not written one by one: each is counted in a tally the store holds in memory
+/// ([`crate::store::Store::hold_event`]), written as one `click_rejected` entry with
+/// `detail.count` at most once a minute per request and refusal reason (and when the
+/// trail is read). A flood costs a read to check the id, and no write of its own.
 async fn record_rejected_clicks(state: &AppState, body: &[u8], error: SignatureError) {
     let Ok(payload) = Payload::from_form(body) else {
         return;
     };
+    let store = state.service.store();
     for click in payload.clicks().into_iter().take(MAX_REJECTED_PER_BODY) {
-        let event = NewEvent::new(
-            "click_rejected",
-            None,
-            serde_json::json!({ "why": "bad_signature", "error": error.to_string() }),
-        );
-        // Only for requests that exist: an unknown id is not worth a write.
-        if matches!(
-            state.service.store().get(click.approval_id).await,
-            Ok(Some(_))
-        ) {
-            if let Err(error) = state
-                .service
-                .store()
-                .append_event(click.approval_id, event)
-                .await
-            {
-                tracing::error!(%error, "could not record a rejected click");
-            }
+        // Only for requests that exist: an unknown id is not worth a tally.
+        if matches!(store.get(click.approval_id).await, Ok(Some(_))) {
+            let event = NewEvent::new(
+                "click_rejected",
+                None,
+                serde_json::json!({ "why": "bad_signature", "error": error.to_string() }),
+            );
+            store.hold_event(click.approval_id, event);
         }
     }
 }

@@ -34,6 +34,8 @@
 //! - [`grants`]: standing grants (made, looked up at insert, revoked).
 //! - [`rate`]: per-agent token buckets shared by replicas (PostgreSQL only).
 //! - [`nudges`]: reminder and escalation times, and firing them once.
+//! - [`deferred`]: audit entries written later, merged (repeated clicks) or held
+//!   (forged clicks), so a flood of them costs no write each.
 //! - [`signals`]: waking the workers. [`retention`]: pruning decided requests.
 //! - [`history`]: the web page's filtered history. `rows`: rows to domain types.
 //! - [`web_sessions`]: the review page's sessions and one-time sign-in links.
@@ -52,6 +54,7 @@
 
 pub mod batches;
 pub mod callbacks;
+pub mod deferred;
 pub mod grants;
 pub mod history;
 pub mod nudges;

@@ -136,8 +136,21 @@ impl Store {
         }
     }
 
+    /// Counts an event anyone can cause without credentials (a click whose Slack
+    /// signature failed) in a tally held in memory: written as one entry with
+    /// `detail.count` at most once per [`super::deferred::HOLD`] (60 s) per request and
+    /// distinct detail, or when the request's trail is read, or at close. A flood of
+    /// them costs no write each; see [`super::deferred`] for the bound. Lost if the
+    /// process dies first.
+    pub fn hold_event(&self, id: ApprovalId, event: NewEvent) {
+        match &self.backend {
+            super::Backend::Sqlite(db) => db.hold_event(id, event),
+            super::Backend::Postgres(db) => db.hold_event(id, event),
+        }
+    }
+
     /// A request's audit trail, oldest first, including clicks whose entries were
-    /// waiting for the next write.
+    /// waiting for the next write and the request's held tallies.
     pub async fn events(&self, id: ApprovalId) -> StoreResult<Vec<Event>> {
         dispatch!(self, events(id))
     }

@@ -207,11 +207,62 @@ async fn forged_stale_and_unsigned_clicks_are_refused_without_effect() {
         .iter()
         .filter(|e| e["kind"] == "click_rejected")
         .collect();
-    assert_eq!(rejected.len(), 5, "{events}");
+    // Identical refusals (the two bad signatures, the two stale timestamps) are one
+    // entry each, with a count.
+    assert_eq!(counted(&rejected), 5, "{events}");
     assert!(rejected
         .iter()
         .all(|e| e["actor"].is_null() && e["detail"]["why"] == "bad_signature"));
     assert!(app.slack.calls_to("chat.postEphemeral").is_empty());
+}
+
+/// How many occurrences `entries` stand for: each one's `detail.count`, or 1.
+fn counted(entries: &[&Value]) -> u64 {
+    entries
+        .iter()
+        .map(|e| e["detail"]["count"].as_u64().unwrap_or(1))
+        .sum()
+}
+
+#[tokio::test]
+async fn a_flood_of_forged_clicks_adds_a_few_counted_entries_not_one_each() {
+    use futures::StreamExt;
+
+    const FORGED: u64 = 300;
+    let app = spawn_app().await;
+    let id = app.submit_and_post(request("deploy")).await;
+    let trail = |events: &Value| events["events"].as_array().expect("events").clone();
+    let before = trail(&app.get(&format!("/v1/approvals/{id}/events")).await.body);
+
+    let payload = TestApp::click_payload(&id, "greenlight_approve", "U0X");
+    let body = serde_urlencoded::to_string([("payload", payload)])
+        .expect("encode")
+        .into_bytes();
+    let now = chrono::Utc::now().timestamp().to_string();
+    let forged = format!("v0={}", "0".repeat(64));
+    let statuses: Vec<StatusCode> = futures::stream::iter(0..FORGED)
+        .map(|_| app.send_interaction(body.clone(), Some(now.clone()), Some(forged.clone())))
+        .buffer_unordered(16)
+        .map(|answer| answer.status)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED));
+
+    // Every post was answered, so every attempt is counted; reading the trail writes
+    // the tally.
+    let after = trail(&app.get(&format!("/v1/approvals/{id}/events")).await.body);
+    let added: Vec<&Value> = after[before.len()..].iter().collect();
+    assert!(
+        added.iter().all(|e| e["kind"] == "click_rejected"),
+        "{added:?}"
+    );
+    assert!(
+        added.len() <= 2,
+        "{} entries for one flood: {added:?}",
+        added.len()
+    );
+    assert_eq!(counted(&added), FORGED, "{added:?}");
+    assert_eq!(app.approval(&id).await["status"], "pending");
 }
 
 #[tokio::test]

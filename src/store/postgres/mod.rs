@@ -218,11 +218,11 @@ impl Postgres {
         Ok(())
     }
 
-    /// Writes the deferred audit entries, releases this store's outbox leases, then
+    /// Writes the deferred audit entries (held tallies too), releases this store's outbox leases, then
     /// closes the pool (the `LISTEN`
     /// connection goes with the task that holds it).
     pub async fn close(&self) {
-        if let Err(error) = self.deferred.flush().await {
+        if let Err(error) = self.deferred.flush_all().await {
             tracing::warn!(%error, "deferred audit entries were not written at close");
         }
         // Hand this replica's outbox channels back at once, so the next start (or

@@ -82,10 +82,19 @@ impl Postgres {
         self.deferred.push(id, event);
     }
 
+    /// Counts an event anyone can cause in a tally held in this process and written at
+    /// most once per [`crate::store::deferred::HOLD`], when the request's trail is read
+    /// here, or at close. Dropped on a read-only store.
+    pub fn hold_event(&self, id: ApprovalId, event: NewEvent) {
+        self.deferred.hold(id, event);
+    }
+
     /// A request's audit trail, oldest first, after writing this replica's deferred
-    /// entries, so it holds every click acknowledged here. Other replicas' deferred
-    /// entries show once they flush (within 500 ms).
+    /// entries and the request's held tallies, so it holds every click acknowledged
+    /// here. Other replicas' deferred entries show once they flush (within 500 ms),
+    /// their held tallies once due (within two minutes).
     pub async fn events(&self, id: ApprovalId) -> StoreResult<Vec<Event>> {
+        self.deferred.release(id);
         self.deferred.flush().await?;
         let rows = sqlx::query(
             "SELECT seq, approval_id, at, kind, actor, detail FROM events

@@ -65,11 +65,20 @@ impl Sqlite {
         }
     }
 
+    /// Counts an event anyone can cause in a tally written at most once per
+    /// [`crate::store::deferred::HOLD`] (see [`super::writer::Writer::hold_event`]).
+    /// Dropped on a read-only store.
+    pub fn hold_event(&self, id: ApprovalId, event: NewEvent) {
+        if let Some(writer) = &self.writer {
+            writer.hold_event(id, event);
+        }
+    }
+
     /// A request's audit trail, oldest first, including clicks whose entries were
-    /// waiting for the next write batch.
+    /// waiting for the next write batch and the request's held tallies.
     pub async fn events(&self, id: ApprovalId) -> StoreResult<Vec<Event>> {
         if let Some(writer) = &self.writer {
-            writer.flush_deferred().await?;
+            writer.flush_deferred_of(id).await?;
         }
         self.readers.read(|conn| {
             conn.prepare_cached("SELECT seq, approval_id, at, kind, actor, detail FROM events WHERE approval_id = ? ORDER BY seq")?

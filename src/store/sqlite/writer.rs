@@ -19,10 +19,11 @@
 //!
 //! Audit entries that need no answer (duplicate and late clicks, counted in aggregate)
 //! are queued with [`Writer::defer_event`] and ride along with the next batch, so a
-//! flood of repeated clicks costs no fsync of its own.
+//! flood of repeated clicks costs no fsync of its own. Entries anyone can cause (forged
+//! clicks) are held longer with [`Writer::hold_event`]: see [`crate::store::deferred`]
+//! for what bounds them.
 
 use std::{
-    collections::HashMap,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
@@ -32,12 +33,14 @@ use std::{
 
 use chrono::Utc;
 use rusqlite::Connection;
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::insert_event;
 use crate::model::ApprovalId;
-use crate::store::{NewEvent, StoreError, StoreResult};
+use crate::store::{
+    deferred::{self, DeferredEvents, Holding, Release},
+    NewEvent, StoreError, StoreResult,
+};
 
 /// Most jobs in one transaction: bounds how long a commit holds the write lock and
 /// how much one failed commit can take with it.
@@ -96,17 +99,6 @@ enum Message {
     Close(oneshot::Sender<()>),
 }
 
-/// Audit entries waiting for the next batch. Identical ones (same request, kind, actor
-/// and detail) are merged, so a thousand repeats of one click become one entry with
-/// `"count": 1000`.
-#[derive(Default)]
-struct Deferred {
-    entries: HashMap<DeferredKey, (NewEvent, u64)>,
-}
-
-/// Request, kind, actor and the detail as JSON text.
-type DeferredKey = (ApprovalId, &'static str, Option<String>, String);
-
 /// Handle to the writer thread. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
@@ -117,8 +109,11 @@ pub struct Writer {
     writes: Arc<AtomicU64>,
     /// Times the writer rewound the WAL ([`restart_wal`]).
     rewinds: Arc<AtomicU64>,
-    deferred: Arc<Mutex<Deferred>>,
+    /// Audit entries waiting for a batch: merged ones for the next, held ones until due.
+    deferred: Arc<Mutex<DeferredEvents>>,
     deferred_ready: Arc<Notify>,
+    /// Told when a held tally starts, so something writes it when it is due.
+    held_ready: Arc<Notify>,
 }
 
 impl Writer {
@@ -182,6 +177,7 @@ impl Writer {
             rewinds: Arc::default(),
             deferred: Arc::default(),
             deferred_ready: Arc::default(),
+            held_ready: Arc::default(),
         };
         let counters = (writer.commits.clone(), writer.writes.clone());
         let deferred = writer.deferred.clone();
@@ -195,6 +191,11 @@ impl Writer {
         tokio::spawn(flush_deferred_regularly(
             writer.messages.downgrade(),
             writer.deferred_ready.clone(),
+        ));
+        tokio::spawn(write_held_when_due(
+            writer.messages.downgrade(),
+            Arc::downgrade(&writer.deferred),
+            writer.held_ready.clone(),
         ));
         Ok(writer)
     }
@@ -247,21 +248,39 @@ impl Writer {
         self.write(Box::new(|_| Ok(()))).await
     }
 
+    /// As [`Writer::flush_deferred`], and request `id`'s held tallies are written too,
+    /// due or not: its trail is about to be read, and should show every attempt so far.
+    pub async fn flush_deferred_of(&self, id: ApprovalId) -> StoreResult<()> {
+        if let Ok(mut deferred) = self.deferred.lock() {
+            deferred.release(id);
+        }
+        self.flush_deferred().await
+    }
+
     /// Queues an audit entry for the next batch without waiting for it. Identical
     /// entries are merged, counting repeats in `detail.count`. For evidence that
     /// changes nothing (a repeated or late click): losing it in a crash loses no
     /// decision.
     pub fn defer_event(&self, id: ApprovalId, event: NewEvent) {
-        let key = (
-            id,
-            event.kind,
-            event.actor.clone(),
-            event.detail.to_string(),
-        );
         if let Ok(mut deferred) = self.deferred.lock() {
-            deferred.entries.entry(key).or_insert((event, 0)).1 += 1;
+            deferred.push(id, event);
         }
         self.deferred_ready.notify_one();
+    }
+
+    /// Counts an audit entry anyone can cause (a forged click) in a tally held in
+    /// memory and written as one entry with `detail.count` once due
+    /// ([`deferred::HOLD`], 60 s), when the request's trail is read, or at close; see
+    /// [`crate::store::deferred`] for the bound. Costs no write of its own.
+    pub fn hold_event(&self, id: ApprovalId, event: NewEvent) {
+        let Ok(mut queue) = self.deferred.lock() else {
+            return;
+        };
+        match queue.hold(id, event.clone(), std::time::Instant::now()) {
+            Holding::Started => self.held_ready.notify_one(),
+            Holding::Counted => {}
+            Holding::Full => deferred::log_dropped(id, &event),
+        }
     }
 }
 
@@ -374,11 +393,47 @@ async fn flush_deferred_regularly(messages: mpsc::WeakSender<Message>, ready: Ar
     }
 }
 
+/// Once a held tally starts, waits [`deferred::HOLD`] and has an (empty) batch run,
+/// which writes every tally due by then; again while tallies remain held. Ends with the
+/// writer.
+async fn write_held_when_due(
+    messages: mpsc::WeakSender<Message>,
+    deferred: std::sync::Weak<Mutex<DeferredEvents>>,
+    ready: Arc<Notify>,
+) {
+    loop {
+        ready.notified().await;
+        loop {
+            tokio::time::sleep(deferred::HOLD).await;
+            let Some(messages) = messages.upgrade() else {
+                return;
+            };
+            let (reply, answer) = oneshot::channel::<StoreResult<()>>();
+            let job = Box::new(Typed {
+                work: Some(Box::new(|_: &Connection| Ok(()))),
+                result: None,
+                reply,
+            });
+            if messages.send(Message::Job(job)).await.is_err() {
+                return;
+            }
+            drop(messages);
+            let _ = answer.await;
+            let Some(deferred) = deferred.upgrade() else {
+                return;
+            };
+            if !deferred.lock().is_ok_and(|d| d.holds_any()) {
+                break;
+            }
+        }
+    }
+}
+
 fn run(
     conn: Connection,
     mut rx: mpsc::Receiver<Message>,
     (commits, writes): (Arc<AtomicU64>, Arc<AtomicU64>),
-    deferred: Arc<Mutex<Deferred>>,
+    deferred: Arc<Mutex<DeferredEvents>>,
     (restart_due, rewinds): (&AtomicBool, &AtomicU64),
 ) {
     let mut closed_by = None;
@@ -398,7 +453,12 @@ fn run(
                 next = rx.try_recv().ok();
             }
         }
-        let events = take_deferred(&deferred);
+        // Closing writes every held tally: none is left behind in memory.
+        let release = match closed_by {
+            Some(_) => Release::All,
+            None => Release::Due,
+        };
+        let events = take_deferred(&deferred, release);
         if !batch.is_empty() || !events.is_empty() {
             writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
             commit_batch(&conn, &mut batch, &events);
@@ -423,22 +483,14 @@ fn run(
     }
 }
 
-fn take_deferred(deferred: &Mutex<Deferred>) -> Vec<(ApprovalId, NewEvent)> {
-    let Ok(mut deferred) = deferred.lock() else {
-        return Vec::new();
-    };
+fn take_deferred(
+    deferred: &Mutex<DeferredEvents>,
+    release: Release,
+) -> Vec<(ApprovalId, NewEvent)> {
     deferred
-        .entries
-        .drain()
-        .map(|((id, ..), (mut event, count))| {
-            if count > 1 {
-                if let Value::Object(detail) = &mut event.detail {
-                    detail.insert("count".into(), count.into());
-                }
-            }
-            (id, event)
-        })
-        .collect()
+        .lock()
+        .map(|mut deferred| deferred.take(release, std::time::Instant::now()))
+        .unwrap_or_default()
 }
 
 /// One transaction: every job in its savepoint, then the deferred entries, then one
@@ -582,6 +634,50 @@ mod tests {
         assert_eq!(details.len(), 2, "{details:?}");
         assert!(details[0].contains("\"count\":3"), "{details:?}");
         assert!(!details[1].contains("count"), "{details:?}");
+    }
+
+    fn rejected() -> NewEvent {
+        NewEvent::new(
+            "click_rejected",
+            None,
+            serde_json::json!({"why": "bad_signature"}),
+        )
+    }
+
+    fn details(dir: &tempfile::TempDir) -> Vec<String> {
+        let conn = Connection::open(dir.path().join("w.db")).expect("open");
+        let mut statement = conn
+            .prepare("SELECT detail FROM events ORDER BY seq")
+            .expect("prepare");
+        let rows = statement
+            .query_map([], |row| row.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        rows
+    }
+
+    #[tokio::test]
+    async fn held_entries_wait_for_a_read_of_their_trail_then_are_one_counted_entry() {
+        let dir = tempfile::tempdir().expect("dir");
+        let writer = writer(&dir);
+        let (read, other) = (ApprovalId::new(), ApprovalId::new());
+        for _ in 0..50 {
+            writer.hold_event(read, rejected());
+        }
+        writer.hold_event(other, rejected());
+        writer.flush_deferred().await.expect("flush");
+        assert!(
+            details(&dir).is_empty(),
+            "held entries were written at once"
+        );
+        writer.flush_deferred_of(read).await.expect("flush");
+        let written = details(&dir);
+        assert_eq!(written.len(), 1, "{written:?}");
+        assert!(written[0].contains("\"count\":50"), "{written:?}");
+        // Closing writes what is still held.
+        writer.close().await;
+        assert_eq!(details(&dir).len(), 2);
     }
 
     #[tokio::test]
