@@ -33,7 +33,10 @@ pub struct Rendered {
     pub code: String,
     /// `bash`, `diff` or `json`, for highlighting.
     pub language: &'static str,
-    /// e.g. "Claude Code wants to run a command": at most 200 characters, one line.
+    /// e.g. "Claude Code wants to run a command": at most 200 characters, one line. A
+    /// whole sentence with the host as its subject, so whatever shows it shows it as
+    /// it is (Slack's notification: "Approval needed: claude-code — Claude Code wants
+    /// to run a command"), never after words of its own such as "wants to".
     pub title: String,
     /// A JSON object; `tool_name` is what policy rules' `tool` matches.
     pub context: Value,

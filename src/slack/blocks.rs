@@ -30,6 +30,8 @@ pub const DENY_ACTION_ID: &str = "greenlight_deny";
 const CODE_PREVIEW_CHARS: usize = 2800;
 /// The notification `text`: what a locked phone shows, so short.
 const NOTIFICATION_CHARS: usize = 150;
+/// The agent's name in the notification `text`, escaped: the title keeps most of it.
+const NOTIFICATION_AGENT_CHARS: usize = 40;
 const CONTEXT_MESSAGES: usize = 3;
 /// Each context message shown, escaped.
 const CONTEXT_MESSAGE_CHARS: usize = 300;
@@ -309,15 +311,42 @@ pub fn pending_message_with(approval: &Approval, extras: &PendingExtras) -> Rend
             "text": approval_progress(approval.required_approvals, &extras.votes)}]}));
     }
     blocks.push(decision_actions(approval, extras, Vec::new()));
-    let text = fit(
-        &format!("Approval needed: {} wants to {title}", approval.agent),
-        Escape::Mrkdwn,
-        NOTIFICATION_CHARS,
-    );
     RenderedMessage {
-        text,
+        text: notification_text(approval),
         blocks: Value::Array(blocks),
     }
+}
+
+/// The top-level `text` of a request's message, for its current state: what a locked
+/// phone shows and a screen reader reads first, escaped, within [`NOTIFICATION_CHARS`]
+/// (150). The state comes first, then the agent, then what it asked.
+///
+/// A title is the requester's own one-line summary and may have any form (an API
+/// client's "Clean the build cache", a coding-agent hook's "Claude Code wants to run a
+/// command"), so it is shown as it is after the agent's name ("Approval needed: ci-bot
+/// — Clean the build cache"), never made part of a sentence of ours; a long one is cut
+/// at its end, so the state and the agent always show. Without a title the sentence is
+/// ours: "Approval needed: ci-bot wants to run python code", "Approved: ci-bot wanted
+/// to run python code".
+pub(crate) fn notification_text(approval: &Approval) -> String {
+    let state = match approval.status {
+        Status::Pending => "Approval needed",
+        status => outcome_of(status).1,
+    };
+    let agent = fit(&approval.agent, Escape::Mrkdwn, NOTIFICATION_AGENT_CHARS);
+    let (head, asked) = match approval.title.as_deref().map(str::trim) {
+        Some(title) if !title.is_empty() => (format!("{state}: {agent} — "), title.to_owned()),
+        _ => {
+            let wants = if approval.status.is_final() {
+                "wanted"
+            } else {
+                "wants"
+            };
+            (format!("{state}: {agent} {wants} to "), title_of(approval))
+        }
+    };
+    let room = NOTIFICATION_CHARS.saturating_sub(slack_len(&head));
+    format!("{head}{}", fit(&asked, Escape::Mrkdwn, room))
 }
 
 /// The Approve and Deny buttons, after `before` (other buttons of the same block).
@@ -390,13 +419,8 @@ pub fn final_message(approval: &Approval) -> RenderedMessage {
         json!({"type": "section", "fields": fields(approval)}),
     ];
     blocks.extend(code_blocks(approval));
-    let text = fit(
-        &format!("{outcome}: {} wanted to {title}", approval.agent),
-        Escape::Mrkdwn,
-        NOTIFICATION_CHARS,
-    );
     RenderedMessage {
-        text,
+        text: notification_text(approval),
         blocks: Value::Array(blocks),
     }
 }
@@ -552,9 +576,10 @@ mod tests {
         assert_eq!(actions["elements"][1]["action_id"], DENY_ACTION_ID);
         assert_eq!(actions["elements"][1]["style"], "danger");
         assert_eq!(actions["elements"][1]["value"], a.id.to_string());
-        assert!(message
-            .text
-            .starts_with("Approval needed: ci-bot wants to Clean"));
+        assert_eq!(
+            message.text,
+            "Approval needed: ci-bot — Clean &lt;!channel&gt; temp"
+        );
         assert!(
             blocks[0]["text"]["text"]
                 .as_str()
@@ -563,6 +588,111 @@ mod tests {
                 .count()
                 <= 150
         );
+    }
+
+    /// A request as a coding-agent hook makes it: the title the hook renders for a
+    /// Bash call, from the agent `claude-code`.
+    fn hook_request() -> Approval {
+        let input = crate::hooks::HookInput {
+            event: crate::hooks::Event::PreToolUse,
+            tool_name: "Bash".into(),
+            tool_input: json!({"command": "npm test"}),
+            session_id: None,
+            cwd: None,
+            permission_mode: None,
+            tool_use_id: None,
+        };
+        let rendered =
+            crate::hooks::render::render(crate::hooks::Host::ClaudeCode, &input).expect("render");
+        Approval {
+            agent: "claude-code".into(),
+            language: Some(rendered.language.into()),
+            title: Some(rendered.title),
+            ..crate::model::sample(&rendered.code)
+        }
+    }
+
+    /// `approval` in `status`, with the message its state shows.
+    fn notification_in(approval: &Approval, status: Status) -> String {
+        let mut a = approval.clone();
+        a.status = status;
+        if status.is_final() {
+            a.decided_by = Some("U0ALICE".into());
+            a.decided_at = Some(Utc::now());
+            final_message(&a).text
+        } else {
+            pending_message(&a).text
+        }
+    }
+
+    const STATES: [(Status, &str); 5] = [
+        (Status::Pending, "Approval needed"),
+        (Status::Approved, "Approved"),
+        (Status::Denied, "Denied"),
+        (Status::Expired, "Expired, denied by default"),
+        (Status::Cancelled, "Withdrawn by the agent"),
+    ];
+
+    #[test]
+    fn a_hook_requests_notification_shows_its_title_once_after_the_agent() {
+        let hook = hook_request();
+        for (status, state) in STATES {
+            assert_eq!(
+                notification_in(&hook, status),
+                format!("{state}: claude-code — Claude Code wants to run a command"),
+                "{status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_api_requests_notification_reads_with_and_without_a_title() {
+        let titled = Approval {
+            title: Some("Clean the build cache".into()),
+            ..crate::model::sample("rm -rf /tmp/build-cache")
+        };
+        let untitled = crate::model::sample("print(1)");
+        let bare = Approval {
+            language: None,
+            ..crate::model::sample("print(1)")
+        };
+        for (status, state) in STATES {
+            let wants = if status.is_final() { "wanted" } else { "wants" };
+            assert_eq!(
+                notification_in(&titled, status),
+                format!("{state}: ci-bot — Clean the build cache"),
+                "{status:?}"
+            );
+            assert_eq!(
+                notification_in(&untitled, status),
+                format!("{state}: ci-bot {wants} to run python code"),
+                "{status:?}"
+            );
+            assert_eq!(
+                notification_in(&bare, status),
+                format!("{state}: ci-bot {wants} to run code"),
+                "{status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_title_is_cut_at_its_end_and_the_agent_always_shows() {
+        let long = Approval {
+            agent: "a".repeat(300),
+            title: Some("<deploy> ".repeat(40)),
+            ..crate::model::sample("make deploy")
+        };
+        for (status, state) in STATES {
+            let text = notification_in(&long, status);
+            assert!(slack_len(&text) <= NOTIFICATION_CHARS, "{text}");
+            assert!(text.starts_with(&format!("{state}: aaaa")), "{text}");
+            assert!(
+                text.contains(" — &lt;deploy&gt;") && text.ends_with('…'),
+                "{text}"
+            );
+            assert!(!text.contains('<'), "{text}");
+        }
     }
 
     #[test]

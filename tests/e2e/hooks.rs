@@ -145,6 +145,12 @@ async fn http_hook_bash_approved_in_slack_allows_and_names_the_reviewer() {
     assert_eq!(stored["context"]["tool_name"], "Bash");
     assert_eq!(stored["context"]["session_id"], "abc123");
     assert_eq!(stored["context"]["cwd"], "/home/dev/shop");
+    // The notification names the agent once and shows the hook's title as it is.
+    let agent = stored["agent"].as_str().expect("agent");
+    assert_eq!(
+        post.body["text"],
+        format!("Approval needed: {agent} — Claude Code wants to run a command")
+    );
 
     app.approve(&id, "U0ALICE").await;
     let answer = within("the hook answer", call).await.expect("task");
@@ -155,6 +161,10 @@ async fn http_hook_bash_approved_in_slack_allows_and_names_the_reviewer() {
             &format!("greenlight: Approved in Slack by <@U0ALICE> (request {id})")
         )
     );
+    app.wait_for_update("the approved message", |c| {
+        c.body["text"] == format!("Approved: {agent} — Claude Code wants to run a command")
+    })
+    .await;
 }
 
 #[tokio::test]
