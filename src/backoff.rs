@@ -125,11 +125,6 @@ impl Retrying {
     pub fn failures(&self) -> u32 {
         self.failures
     }
-
-    /// The schedule the delays follow.
-    pub fn schedule(&self) -> &Backoff {
-        &self.schedule
-    }
 }
 
 #[cfg(test)]

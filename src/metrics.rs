@@ -71,10 +71,22 @@ impl Outcome {
     }
 }
 
-/// Click results whose series exist at zero from start-up. The other values of
-/// `approval::outcomes::ClickOutcome` (`counted`, `self_approval`, `policy_forbids`, …)
-/// appear at their first click.
-pub const CLICK_OUTCOMES: [&str; 5] = ["accepted", "duplicate", "late", "unknown", "not_approver"];
+/// Every click result (`approval::outcomes::ClickOutcome`, whose unit test keeps the
+/// two in step): each series exists at zero from start-up, so a rate or an alert on
+/// a rare one (`self_approval`, `unverified`) works before it first happens.
+pub const CLICK_OUTCOMES: [&str; 11] = [
+    "accepted",
+    "duplicate",
+    "late",
+    "unknown",
+    "counted",
+    "reason_requested",
+    "not_approver",
+    "self_approval",
+    "unverified",
+    "policy_forbids",
+    "grant_not_offered",
+];
 
 /// Why a Slack request's signature was refused (see `slack::signature`).
 pub const SIGNATURE_FAILURES: [&str; 5] = [

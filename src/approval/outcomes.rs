@@ -175,6 +175,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_click_outcome_has_a_series_from_start_up() {
+        use ClickOutcome::*;
+        let all = [
+            Accepted,
+            Late,
+            Duplicate,
+            Unknown,
+            Counted,
+            ReasonRequested,
+            NotApprover,
+            SelfApproval,
+            Unverified,
+            PolicyForbids,
+            GrantNotOffered,
+        ];
+        // A new variant fails to compile here until it is listed above.
+        for outcome in all {
+            match outcome {
+                Accepted | Late | Duplicate | Unknown | Counted | ReasonRequested | NotApprover
+                | SelfApproval | Unverified | PolicyForbids | GrantNotOffered => {}
+            }
+        }
+        let mut labels: Vec<_> = all.iter().map(|o| o.as_str()).collect();
+        let mut created = crate::metrics::CLICK_OUTCOMES.to_vec();
+        labels.sort_unstable();
+        created.sort_unstable();
+        assert_eq!(labels, created);
+    }
+
+    #[test]
     fn names_the_channel_failure_while_it_waited() {
         let approval = crate::model::sample("ls");
         let trouble = Trouble {

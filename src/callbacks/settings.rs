@@ -19,8 +19,6 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 12;
 pub const DEFAULT_RETRY_FIRST: Duration = Duration::from_secs(1);
 /// The longest delay between two attempts.
 pub const RETRY_MAX: Duration = Duration::from_secs(300);
-/// How long one attempt may take, connect to last byte, before it counts as failed.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest `callback_url` accepted.
 pub const MAX_URL_CHARS: usize = 2000;
 

@@ -147,19 +147,6 @@ pub enum Button {
     Revoke,
 }
 
-impl Button {
-    /// A lower-case label: `approve`, `deny`, `grant` (without the duration) or
-    /// `revoke`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Button::Approve => "approve",
-            Button::Deny => "deny",
-            Button::Grant(_) => "grant",
-            Button::Revoke => "revoke",
-        }
-    }
-}
-
 /// A click on one of greenlight's buttons.
 #[derive(Debug, Clone)]
 pub struct Click {

@@ -66,11 +66,6 @@ impl Interactions {
         }
     }
 
-    /// The domain service clicks are applied to.
-    pub fn service(&self) -> &ApprovalService {
-        &self.inner.service
-    }
-
     /// Applies every greenlight action in `payload`. Returns the body to ack with, if
     /// the interaction needs one (dialog errors); `None` acks with an empty 200 (which,
     /// for a dialog submission, closes it).
