@@ -235,6 +235,22 @@ async fn retention_prunes_old_decided_requests_but_never_pending_ones() {
     let pending = app.submit_and_post(request("pending")).await;
     app.approve(&old, "U0ALICE").await;
     app.approve(&recent, "U0ALICE").await;
+    // A batch of one, whose item is decided (withdrawn) and aged with `old`.
+    let batch = app
+        .post_raw(
+            "/v1/batches",
+            Some(AGENT_TOKEN),
+            "application/json",
+            serde_json::to_vec(&json!({"actions": [request("batched")]})).expect("json"),
+        )
+        .await;
+    assert_eq!(batch.status, StatusCode::ACCEPTED, "{:?}", batch.body);
+    let batch_id = batch.body["id"].as_str().expect("batch id").to_owned();
+    let item = batch.body["approvals"][0]["id"]
+        .as_str()
+        .expect("item id")
+        .to_owned();
+    assert_eq!(app.cancel(&item, AGENT_TOKEN).await.status, StatusCode::OK);
     app.stop().await;
 
     // Age one decision (and the pending request's creation) by ten days.
@@ -248,6 +264,12 @@ async fn retention_prunes_old_decided_requests_but_never_pending_ones() {
         &db_url,
         "UPDATE approvals SET created_at = '2000-01-01T00:00:00.000Z' WHERE id = ?",
         &[&pending],
+    )
+    .await;
+    crate::helpers::database::execute(
+        &db_url,
+        "UPDATE approvals SET decided_at = '2000-01-01T00:00:00.000Z' WHERE id = ?",
+        &[&item],
     )
     .await;
 
@@ -267,6 +289,9 @@ async fn retention_prunes_old_decided_requests_but_never_pending_ones() {
     }
     assert_eq!(app.approval(&recent).await["status"], "approved");
     assert_eq!(app.approval(&pending).await["status"], "pending");
+    // A batch whose every item was pruned goes too (it answered 200 with no items).
+    let gone = app.get(&format!("/v1/batches/{batch_id}")).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{:?}", gone.body);
     let events = app
         .get(&format!("/v1/approvals/{recent}/events"))
         .await

@@ -263,7 +263,8 @@ impl Postgres {
     }
 
     /// Deletes final requests decided before `cutoff`, with their events, votes, outbox
-    /// rows, grant uses, callback targets and batch links, and grants expired or revoked
+    /// rows, grant uses, callback targets and batch links (and batches left with no
+    /// item), and grants expired or revoked
     /// before it, all in one transaction. Pending requests are never pruned, however old.
     /// Returns how many requests went.
     pub async fn prune_decided_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
@@ -291,6 +292,13 @@ impl Postgres {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
+        // A batch whose every item went has nothing left to answer about.
+        sqlx::query(
+            "DELETE FROM batches WHERE NOT EXISTS
+               (SELECT 1 FROM batch_items WHERE batch_items.batch_id = batches.id)",
+        )
+        .execute(&mut *tx)
+        .await?;
         // Grants expired (or revoked) before the cutoff are no use to anyone.
         sqlx::query("DELETE FROM grants WHERE expires_at < $1 OR revoked_at < $1")
             .bind(&cutoff)

@@ -174,7 +174,8 @@ impl Sqlite {
     }
 
     /// Deletes final requests decided before `cutoff`, with their events, votes, outbox
-    /// rows, grant uses, callback targets and batch links, and grants expired or revoked
+    /// rows, grant uses, callback targets and batch links (and batches left with no
+    /// item), and grants expired or revoked
     /// before it, in one writer job. Pending requests are never pruned, however old.
     /// Returns how many requests went.
     pub async fn prune_decided_before(&self, cutoff: DateTime<Utc>) -> StoreResult<u64> {
@@ -200,6 +201,12 @@ impl Sqlite {
             let pruned = conn.execute(
                 "DELETE FROM approvals WHERE status != 'pending' AND decided_at < ?",
                 [&cutoff],
+            )?;
+            // A batch whose every item went has nothing left to answer about.
+            conn.execute(
+                "DELETE FROM batches WHERE NOT EXISTS
+                   (SELECT 1 FROM batch_items WHERE batch_items.batch_id = batches.id)",
+                [],
             )?;
             // Grants expired (or revoked) before the cutoff are no use to anyone.
             conn.execute(
