@@ -13,7 +13,6 @@
 //! the channel may view.
 
 use serde_json::{json, Value};
-use tokio::time::{Duration, Instant};
 
 use super::{
     api::{SlackClient, SlackError},
@@ -43,8 +42,6 @@ pub const CHUNK_CHARS: usize = limits::SECTION_TEXT - 6 - 2;
 const MODAL_BLOCKS: usize = limits::MODAL_BLOCKS;
 /// The request's title in a modal's heading, escaped.
 const HEADING_TITLE_CHARS: usize = 600;
-/// `views.open` must use the trigger within 3 s of the click.
-const TRIGGER_LIFETIME: Duration = Duration::from_secs(3);
 
 /// Which modal a click asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,19 +262,6 @@ pub fn context_modal(approval: &Approval) -> Value {
         blocks.extend(chunks.iter().map(|c| code_section(c)));
     }
     modal(CONTEXT_VIEW_CALLBACK_ID, "Agent context", approval, blocks)
-}
-
-/// `views.open` with the click's trigger, which is only good for 3 seconds.
-pub async fn open_view(
-    slack: &SlackClient,
-    trigger_id: &str,
-    view: &Value,
-) -> Result<(), SlackError> {
-    let body = json!({ "trigger_id": trigger_id, "view": view });
-    slack
-        .call("views.open", &body, Some(Instant::now() + TRIGGER_LIFETIME))
-        .await
-        .map(drop)
 }
 
 /// The uploaded file's title: greenlight's words and the request id only, so it is

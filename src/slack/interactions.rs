@@ -29,8 +29,9 @@ use crate::{
 pub const EMPTY_REASON_ERROR: &str =
     "Say why you are denying this request: the agent is told your reason.";
 
-/// How long after a Deny click `views.open` may still be tried: the trigger id dies
-/// 3 s after Slack sent the click, and some of that was spent getting here.
+/// How long after a click `views.open` may still be tried (the reason dialog, the
+/// code and context views): the trigger id dies 3 s after Slack sent the click, and
+/// some of that was spent getting here.
 const TRIGGER_BUDGET: Duration = Duration::from_millis(2500);
 
 /// A reviewer hears "already decided" about one request at most this often, however
@@ -71,7 +72,13 @@ impl Interactions {
     /// for a dialog submission, closes it).
     pub async fn handle(&self, payload: &Payload) -> Result<Option<Value>, ServiceError> {
         // "View full code" / "Show context": read-only, answered in the background.
-        views::spawn(&self.inner.service, &self.inner.slack, payload);
+        let trigger_deadline = Instant::now() + TRIGGER_BUDGET;
+        views::spawn(
+            &self.inner.service,
+            &self.inner.slack,
+            payload,
+            trigger_deadline,
+        );
         if let Some(deny) = payload.deny_reason() {
             // Blank is refused in the dialog itself; anything else goes to the agent as
             // typed (the Slack message escapes it).

@@ -6,6 +6,7 @@
 //! milliseconds) so a slow upload never delays Slack's 200.
 
 use serde_json::json;
+use tokio::time::Instant;
 
 use super::{
     api::SlackClient,
@@ -22,12 +23,18 @@ use crate::{
 /// uploading the same code again.
 const UPLOADED: &str = "code_file_uploaded";
 
-/// Starts serving every view click in `payload`; returns at once.
-pub fn spawn(service: &ApprovalService, slack: &SlackClient, payload: &Payload) {
+/// Starts serving every view click in `payload`; returns at once. No `views.open`
+/// is tried after `trigger_deadline` (the trigger id is dead by then).
+pub fn spawn(
+    service: &ApprovalService,
+    slack: &SlackClient,
+    payload: &Payload,
+    trigger_deadline: Instant,
+) {
     for request in code_view::view_requests(payload) {
         let (service, slack) = (service.clone(), slack.clone());
         tokio::spawn(async move {
-            if let Err(error) = show(&service, &slack, &request).await {
+            if let Err(error) = show(&service, &slack, &request, trigger_deadline).await {
                 tracing::error!(request_id = %request.approval_id, %error, "could not show a view");
             }
         });
@@ -38,6 +45,7 @@ async fn show(
     service: &ApprovalService,
     slack: &SlackClient,
     request: &ViewRequest,
+    trigger_deadline: Instant,
 ) -> Result<(), ServiceError> {
     let user = request.user.as_ref().map(|u| u.id.as_str()).unwrap_or("?");
     let Some(approval) = service.store().get(request.approval_id).await? else {
@@ -48,7 +56,10 @@ async fn show(
         ViewKind::Code => code_view::code_modal(&approval),
         ViewKind::Context => (code_view::context_modal(&approval), false),
     };
-    match code_view::open_view(slack, &request.trigger_id, &view).await {
+    match slack
+        .open_view(&request.trigger_id, &view, trigger_deadline)
+        .await
+    {
         Ok(()) => {
             tracing::info!(request_id = %approval.id, user, kind = ?request.kind, "view opened")
         }
