@@ -177,10 +177,20 @@ pub(super) async fn submit(
     Ok(reply(&approval))
 }
 
+/// The request's `Idempotency-Key`, trimmed; `None` without one. Errors (422): more
+/// than one such header (which one the agent meant is unknowable, and picking one
+/// could merge two different submissions), or a key that is blank, longer than
+/// [`MAX_IDEMPOTENCY_KEY_CHARS`] or not visible ASCII.
 pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
-    let Some(value) = headers.get("idempotency-key") else {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(ApiError::Invalid(
+            "send one Idempotency-Key header, not several".into(),
+        ));
+    }
     let key = value
         .to_str()
         .ok()

@@ -16,6 +16,34 @@ use crate::helpers::{
     request, spawn_app, spawn_app_with, FakeSlack, Reply, TestApp, AGENT_TOKEN, OTHER_AGENT_TOKEN,
 };
 
+/// Two Idempotency-Key headers are refused: which one the agent meant is unknowable.
+/// Before, the first was used silently.
+#[tokio::test]
+async fn two_idempotency_keys_are_refused() {
+    let app = spawn_app().await;
+    let answer = app
+        .http
+        .post(app.url("/v1/approvals"))
+        .bearer_auth(AGENT_TOKEN)
+        .header("Idempotency-Key", "deploy-1")
+        .header("Idempotency-Key", "deploy-2")
+        .json(&request("make deploy"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(answer.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = answer.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_request", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("one Idempotency-Key")),
+        "{body}"
+    );
+    let list = app.get("/v1/approvals").await.body;
+    assert_eq!(list["approvals"], json!([]), "nothing was stored");
+}
+
 #[tokio::test]
 async fn idempotency_key_returns_the_same_request_and_posts_once() {
     let app = spawn_app().await;
