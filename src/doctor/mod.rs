@@ -308,69 +308,106 @@ async fn socket_mode(config: &SlackSettings, retry: RetryPolicy) -> Check {
 /// runs (that is `serve`'s job), so a typo in the URL cannot pass as a new, empty
 /// database and a newer binary never migrates a database a running `serve` uses.
 async fn database(url: &str) -> Check {
-    let name = "database";
-    let fix = "check GREENLIGHT_DATABASE_URL, and that its directory exists and is writable";
     if crate::store::is_postgres_url(url) {
         return postgres::check(url).await;
     }
     let Some(file) = Store::file_of(url) else {
         return Check::new(
             Level::Fail,
-            name,
-            format!("{url} is not a SQLite URL: {fix}"),
+            DATABASE,
+            format!("{url} is not a SQLite URL: {SQLITE_FIX}"),
         );
     };
     if !file.exists() {
-        let dir = file
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(std::path::Path::new("."));
-        let writable =
-            std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && !m.permissions().readonly());
-        return if writable {
-            Check::new(
-                Level::Ok,
-                name,
-                format!("{url} does not exist yet; greenlight serve creates it on first start"),
-            )
-        } else {
-            Check::new(
-                Level::Fail,
-                name,
-                format!("{url} does not exist and its directory cannot hold it: {fix}"),
-            )
-        };
+        return missing_file(url, &file);
     }
+    if let Some(problem) = unreadable_file(url, &file) {
+        return Check::new(Level::Fail, DATABASE, problem);
+    }
+    sqlite_file(url).await
+}
+
+/// The name of the database check's line.
+const DATABASE: &str = "database";
+/// The advice for a SQLite database that cannot be used.
+const SQLITE_FIX: &str =
+    "check GREENLIGHT_DATABASE_URL, and that its directory exists and is writable";
+
+/// A SQLite file that does not exist yet: fine if `serve` can create it.
+fn missing_file(url: &str, file: &std::path::Path) -> Check {
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let writable = std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && !m.permissions().readonly());
+    if writable {
+        Check::new(
+            Level::Ok,
+            DATABASE,
+            format!("{url} does not exist yet; greenlight serve creates it on first start"),
+        )
+    } else {
+        Check::new(
+            Level::Fail,
+            DATABASE,
+            format!("{url} does not exist and its directory cannot hold it: {SQLITE_FIX}"),
+        )
+    }
+}
+
+/// Why the existing path `file` (of `url`) cannot be a database greenlight reads, checked before
+/// SQLite opens it: SQLite reports a directory as a "disk I/O error" and a file it may
+/// not read as "unable to open database file", neither of which says what to fix.
+fn unreadable_file(url: &str, file: &std::path::Path) -> Option<String> {
+    if file.is_dir() {
+        return Some(format!(
+            "{url} is a directory, not a database file: set GREENLIGHT_DATABASE_URL to a file in it, such as sqlite://{}/greenlight.db",
+            file.display()
+        ));
+    }
+    std::fs::File::open(file).err().map(|error| {
+        format!("cannot read {url} ({error}): let the user running greenlight read and write it, or check GREENLIGHT_DATABASE_URL")
+    })
+}
+
+/// An existing SQLite file, opened read-only: a database (up to date, or lacking
+/// migrations `serve` will apply), or a file SQLite cannot read as one.
+async fn sqlite_file(url: &str) -> Check {
     let store = match Store::open_read_only(url).await {
         Ok(store) => store,
-        Err(error) => {
-            return Check::new(
-                Level::Fail,
-                name,
-                format!("cannot open {url} ({error}): {fix}"),
-            )
-        }
+        Err(error) => return sqlite_trouble(url, &error),
     };
-    match (store.ping().await, store.pending_migrations().await) {
-        (Ok(()), Ok(pending)) if pending.is_empty() => Check::new(
+    let pending = match store.ping().await {
+        Ok(()) => store.pending_migrations().await,
+        Err(error) => Err(error),
+    };
+    store.close().await;
+    match pending {
+        Ok(pending) if pending.is_empty() => Check::new(
             Level::Ok,
-            name,
+            DATABASE,
             format!("{url} opened (read-only) and up to date"),
         ),
-        (Ok(()), Ok(pending)) => Check::new(
+        Ok(pending) => Check::new(
             Level::Warn,
-            name,
+            DATABASE,
             format!(
                 "{url} lacks {} schema migration(s); greenlight serve applies them at start",
                 pending.len()
             ),
         ),
-        (Err(error), _) | (_, Err(error)) => Check::new(
-            Level::Fail,
-            name,
-            format!("cannot read {url} ({error}): {fix}"),
-        ),
+        Err(error) => sqlite_trouble(url, &error),
     }
+}
+
+/// The failure line for `error`, from opening or reading the SQLite database at `url`.
+fn sqlite_trouble(url: &str, error: &crate::store::StoreError) -> Check {
+    let detail = if error.is_not_a_database() {
+        format!("{url} is not a SQLite database (SQLite says: file is not a database): set GREENLIGHT_DATABASE_URL to greenlight's database file, or to a path that does not exist yet for a new one")
+    } else {
+        format!("cannot read {url} ({error}): {SQLITE_FIX}")
+    };
+    Check::new(Level::Fail, DATABASE, detail)
 }
 
 #[cfg(test)]

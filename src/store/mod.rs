@@ -126,6 +126,29 @@ pub enum StoreError {
 /// What every [`Store`] call returns.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// SQLite's `SQLITE_NOTADB` as sqlx reports it (a decimal string): the file exists and
+/// can be read, but is not a database.
+const SQLITE_NOTADB: &str = "26";
+
+impl StoreError {
+    /// Whether SQLite refused the file as not a database at all (`SQLITE_NOTADB`, "file
+    /// is not a database"): some other file at the configured path, which no
+    /// migration can turn into greenlight's database. `doctor` names it so.
+    pub fn is_not_a_database(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(error)) => error
+                .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                .is_some_and(|e| {
+                    sqlx::error::DatabaseError::code(e).as_deref() == Some(SQLITE_NOTADB)
+                }),
+            StoreError::Sqlite(error) => {
+                error.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// One audit event. A request's trail is append-only: the database refuses edits to
 /// an event once written.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]

@@ -508,3 +508,77 @@ async fn without_slack_a_rule_no_reviewer_can_decide_fails() {
         "refused before the database is made"
     );
 }
+
+/// Runs doctor without Slack (only the database, callbacks and policy are checked)
+/// with `GREENLIGHT_DATABASE_URL` set to the SQLite file `db`.
+async fn doctor_on_file(db: &Path, dir: &Path) -> Run {
+    let env = [
+        (
+            "GREENLIGHT_API_TOKENS".to_owned(),
+            format!("ci-bot:{}", crate::helpers::AGENT_TOKEN),
+        ),
+        (
+            "GREENLIGHT_DATABASE_URL".to_owned(),
+            format!("sqlite://{}", db.display()),
+        ),
+        ("GREENLIGHT_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+    ];
+    doctor(&env, dir).await
+}
+
+/// A file SQLite cannot read as a database (a trial ran doctor on a TOML file: it
+/// warned about missing migrations and exited 0, then serve failed with "file is not
+/// a database"), a directory, and a file doctor may not read each fail the database
+/// check in one line; a real database greenlight never started on only warns.
+#[tokio::test]
+async fn a_database_file_sqlite_cannot_read_fails_and_an_unmigrated_one_warns() {
+    let dir = tempfile::tempdir().expect("dir");
+
+    let toml = dir.path().join("bad.toml");
+    std::fs::write(&toml, "a = 1\n[b]\nc = \"d\"\n").expect("write");
+    let run = doctor_on_file(&toml, dir.path()).await;
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    let line = run.line("database");
+    assert!(
+        line.starts_with("FAIL")
+            && line.contains("is not a SQLite database")
+            && line.contains("GREENLIGHT_DATABASE_URL"),
+        "{line}"
+    );
+
+    let sub = dir.path().join("a-directory");
+    std::fs::create_dir(&sub).expect("mkdir");
+    let run = doctor_on_file(&sub, dir.path()).await;
+    assert_eq!(run.code, Some(1), "{}", run.stdout);
+    let line = run.line("database");
+    assert!(
+        line.starts_with("FAIL") && line.contains("is a directory, not a database file"),
+        "{line}"
+    );
+
+    // A real SQLite database without greenlight's tables: serve would migrate it.
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)
+        .and_then(|c| c.execute_batch("CREATE TABLE t (x INTEGER)"))
+        .expect("create a database");
+    let run = doctor_on_file(&other, dir.path()).await;
+    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    let line = run.line("database");
+    assert!(
+        line.starts_with("warn") && line.contains("schema migration(s)"),
+        "{line}"
+    );
+
+    // Unreadable: only observable when the tests do not run as root.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    if std::fs::File::open(&other).is_err() {
+        let run = doctor_on_file(&other, dir.path()).await;
+        assert_eq!(run.code, Some(1), "{}", run.stdout);
+        let line = run.line("database");
+        assert!(
+            line.starts_with("FAIL") && line.contains("cannot read"),
+            "{line}"
+        );
+    }
+}

@@ -123,12 +123,24 @@ impl Sqlite {
 
     /// Versions of the migrations this binary carries that the database has not
     /// applied yet (all of them for a database greenlight never started on).
+    /// Errors: a file SQLite cannot read as a database ([`StoreError::is_not_a_database`])
+    /// or any other failed read; only a missing `_sqlx_migrations` table means "nothing
+    /// applied".
     pub async fn pending_migrations(&self) -> StoreResult<Vec<i64>> {
-        let applied: Vec<i64> =
+        // Reading the schema is what tells a database from a file that is not one:
+        // `SELECT 1` (the ping) never opens the file's pages.
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations')",
+        )
+        .fetch_one(&self.reader)
+        .await?;
+        let applied: Vec<i64> = if exists {
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
                 .fetch_all(&self.reader)
-                .await
-                .unwrap_or_default();
+                .await?
+        } else {
+            Vec::new()
+        };
         Ok(sqlx::migrate!("./migrations")
             .iter()
             .map(|m| m.version)
