@@ -191,13 +191,15 @@ async fn audit_export(since: Option<String>) -> anyhow::Result<ExitCode> {
         .map(crate::audit::parse_since)
         .transpose()
         .map_err(anyhow::Error::msg)?;
-    let url = std::env::var("GREENLIGHT_DATABASE_URL")
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| crate::config::DEFAULT_DATABASE_URL.to_owned());
+    let url = crate::config::database_url(|key| std::env::var(key).ok())?;
     let store = crate::store::Store::open_read_only(&url)
         .await
-        .with_context(|| format!("cannot open the database at {url} (GREENLIGHT_DATABASE_URL)"))?;
+        .with_context(|| {
+            format!(
+                "cannot open the database at {} (GREENLIGHT_DATABASE_URL)",
+                crate::store::redact_url(&url)
+            )
+        })?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     crate::audit::export(&store, since, &mut out).await?;

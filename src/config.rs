@@ -243,17 +243,7 @@ impl Config {
             problem: format!("{listen_raw:?} is not an address like 127.0.0.1:8080"),
         })?;
 
-        let database_url =
-            non_empty("GREENLIGHT_DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
-        if !database_url.starts_with("sqlite:") && !crate::store::is_postgres_url(&database_url) {
-            return Err(ConfigError::Invalid {
-                var: "GREENLIGHT_DATABASE_URL",
-                problem: format!(
-                    "{:?} is not supported; use sqlite://path/to/file.db or postgres://user:password@host/database",
-                    crate::store::redact_url(&database_url)
-                ),
-            });
-        }
+        let database_url = database_url(&get)?;
 
         // Every numeric setting is a whole number from 1 to a bound that only catches
         // typos (a stray zero, a negative); within it any value is the operator's call.
@@ -390,6 +380,29 @@ impl Config {
         }
         found
     }
+}
+
+/// `GREENLIGHT_DATABASE_URL` from `get`, trimmed and checked; unset or blank is
+/// [`DEFAULT_DATABASE_URL`]. Every command that opens the database reads it through
+/// here (`serve` and `doctor` in [`Config::from_lookup`], `audit export` directly), so
+/// they accept and refuse the same values with the same line. Err: neither a
+/// `sqlite:` nor a `postgres://` URL (a bare path would otherwise be taken for a file
+/// by some commands and refused by others).
+pub fn database_url(get: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let url = get("GREENLIGHT_DATABASE_URL")
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.into());
+    if url.starts_with("sqlite:") || crate::store::is_postgres_url(&url) {
+        return Ok(url);
+    }
+    Err(ConfigError::Invalid {
+        var: "GREENLIGHT_DATABASE_URL",
+        problem: format!(
+            "{:?} is not supported; use sqlite://path/to/file.db or postgres://user:password@host/database",
+            crate::store::redact_url(&url)
+        ),
+    })
 }
 
 /// The Slack settings, or `None` when none of the three required ones is set (the

@@ -22,6 +22,7 @@ mod replica_limits;
 mod replicas;
 mod slack_resilience;
 mod socket_mode;
+mod startup;
 mod text_limits;
 mod web;
 mod web_replicas;

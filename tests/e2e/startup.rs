@@ -1,0 +1,78 @@
+//! Start-up of the real binary: a setting it cannot use stops it with one line naming
+//! the variable (exit 2), the same way in every command that reads it, and a setting
+//! that is unsafe but allowed is warned about.
+
+use std::{collections::HashMap, path::Path, process::Stdio, time::Duration};
+
+use crate::helpers::{binary, AGENT_TOKEN};
+
+/// How long a command that must refuse to start may take; one still running then has
+/// started instead, which fails the test.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A working environment without Slack: one agent, a SQLite file in `dir`, port 0.
+fn env_in(dir: &Path) -> HashMap<String, String> {
+    HashMap::from([
+        (
+            "GREENLIGHT_API_TOKENS".to_owned(),
+            format!("ci-bot:{AGENT_TOKEN}"),
+        ),
+        (
+            "GREENLIGHT_DATABASE_URL".to_owned(),
+            format!("sqlite://{}", dir.join("greenlight.db").display()),
+        ),
+        ("GREENLIGHT_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+    ])
+}
+
+/// Runs `greenlight args` to its exit: (exit code, stdout, stderr). A command still
+/// running after [`PATIENCE`] is killed and fails the test.
+async fn run_to_exit(
+    env: &HashMap<String, String>,
+    dir: &Path,
+    args: &[&str],
+) -> (i32, String, String) {
+    let mut command = tokio::process::Command::from(binary::command(env, dir));
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(PATIENCE, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("greenlight {args:?} kept running instead of refusing"))
+        .expect("run greenlight");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Every command that opens the database validates `GREENLIGHT_DATABASE_URL` the
+/// same way: `audit export` took `foo` for a file path where `serve` refused it.
+#[tokio::test]
+async fn every_command_that_opens_the_database_refuses_an_unusable_url_alike() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = env_in(dir.path());
+    env.insert("GREENLIGHT_DATABASE_URL".to_owned(), "foo".to_owned());
+    let (code, _, serve) = run_to_exit(&env, dir.path(), &["serve"]).await;
+    assert_eq!(code, 2, "{serve}");
+    assert_eq!(serve.lines().count(), 1, "{serve}");
+    assert!(
+        serve.starts_with("greenlight: GREENLIGHT_DATABASE_URL is invalid"),
+        "{serve}"
+    );
+    let (code, stdout, export) = run_to_exit(&env, dir.path(), &["audit", "export"]).await;
+    assert_eq!((code, stdout.as_str()), (2, ""), "{export}");
+    assert_eq!(export, serve);
+    let (code, stdout, _) = run_to_exit(&env, dir.path(), &["doctor"]).await;
+    assert_eq!(code, 2, "{stdout}");
+    let line = serve.trim_end().trim_start_matches("greenlight: ");
+    assert!(
+        stdout.starts_with(&format!("FAIL  configuration: {line}")),
+        "{stdout}"
+    );
+    assert!(!dir.path().join("foo").exists());
+}
