@@ -161,7 +161,7 @@ fn one_line(error: &anyhow::Error) -> String {
 
 async fn serve() -> anyhow::Result<ExitCode> {
     let config = Config::from_env()?;
-    crate::logging::init(config.log_format);
+    crate::logging::init(config.log_format, config.log_filter.as_deref())?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (GREENLIGHT_LISTEN)", config.listen))?;

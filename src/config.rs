@@ -78,6 +78,9 @@ pub struct Config {
     pub policy_path: Option<PathBuf>,
     /// Log line format (`GREENLIGHT_LOG_FORMAT`).
     pub log_format: LogFormat,
+    /// Log filter directives (`RUST_LOG`), checked by [`crate::logging::filter`];
+    /// `None` (unset or blank) is its default filter.
+    pub log_filter: Option<String>,
     /// Submissions per agent per minute (`GREENLIGHT_RATE_LIMIT_PER_MINUTE`).
     pub rate_limit_per_minute: u32,
     /// Pending requests per agent (`GREENLIGHT_MAX_PENDING_PER_AGENT`).
@@ -180,6 +183,7 @@ impl fmt::Debug for Config {
             .field("approvers", &self.approvers)
             .field("policy_path", &self.policy_path)
             .field("log_format", &self.log_format)
+            .field("log_filter", &self.log_filter)
             .field("rate_limit_per_minute", &self.rate_limit_per_minute)
             .field("max_pending_per_agent", &self.max_pending_per_agent)
             .field("shutdown_grace", &self.shutdown_grace)
@@ -314,6 +318,8 @@ impl Config {
                 })
             }
         };
+        let log_filter = non_empty("RUST_LOG");
+        crate::logging::filter(log_filter.as_deref())?;
         // u32::MAX is above both bounds, so the casts to u32 hold.
         let rate_limit_per_minute =
             number("GREENLIGHT_RATE_LIMIT_PER_MINUTE", "submissions", 1_000_000)?
@@ -359,6 +365,7 @@ impl Config {
             approvers,
             policy_path,
             log_format,
+            log_filter,
             rate_limit_per_minute,
             max_pending_per_agent,
             shutdown_grace,

@@ -6,9 +6,9 @@
 //! `SecretString`s whose `Debug` is redacted, HTTP spans carry the method and the
 //! route template but never headers, and approval code is never a log field.
 
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::{filter::Directive, fmt, EnvFilter};
 
-use crate::config::LogFormat;
+use crate::config::{ConfigError, LogFormat};
 
 /// The filter without `RUST_LOG`: `info`, except PostgreSQL's `NOTICE`s, which sqlx
 /// logs at `info` (target `sqlx::postgres::notice`). The only one greenlight causes is
@@ -16,12 +16,40 @@ use crate::config::LogFormat;
 /// start, which reads like a problem and is not; PostgreSQL's warnings still show.
 const DEFAULT_FILTER: &str = "info,sqlx::postgres::notice=warn";
 
+/// The log filter for `RUST_LOG`'s value (`None` when unset or blank: [`DEFAULT_FILTER`]),
+/// parsed by tracing-subscriber's fallible parser. Config loading calls it so that an
+/// invalid value stops start-up like any other setting, rather than being ignored
+/// (`EnvFilter::from_default_env` drops what it cannot parse).
+///
+/// Err: `RUST_LOG` invalid, quoting the first directive the parser refuses and why.
+pub fn filter(directives: Option<&str>) -> Result<EnvFilter, ConfigError> {
+    let Some(directives) = directives else {
+        return Ok(EnvFilter::new(DEFAULT_FILTER));
+    };
+    EnvFilter::builder().parse(directives).map_err(|error| {
+        // The parser says why but not which: ask it about each directive, split at
+        // commas as it splits them.
+        let culprit = directives
+            .split(',')
+            .filter(|d| !d.is_empty())
+            .find(|d| d.parse::<Directive>().is_err())
+            .unwrap_or(directives);
+        ConfigError::Invalid {
+            var: "RUST_LOG",
+            problem: format!(
+                "{culprit:?} is not a log filter directive ({error}); use levels and targets such as info or warn,greenlight=debug"
+            ),
+        }
+    })
+}
+
 /// Installs the global subscriber, writing to stderr (stdout carries only the
-/// "listening on" line tools wait for). A second call is a no-op.
-pub fn init(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+/// "listening on" line tools wait for), filtered by `directives` (`RUST_LOG`; see
+/// [`filter`], whose error this returns). A second call is a no-op.
+pub fn init(format: LogFormat, directives: Option<&str>) -> Result<(), ConfigError> {
+    let builder = fmt()
+        .with_env_filter(filter(directives)?)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         // The span list puts each line's context (its `request_id`, the HTTP route) on
@@ -32,4 +60,31 @@ pub fn init(format: LogFormat) {
             .with_span_list(true)
             .try_init(),
     };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter;
+
+    #[test]
+    fn an_invalid_directive_is_named() {
+        for (value, culprit) in [
+            ("[[[", "\"[[[\""),
+            ("info,greenlight=loud", "\"greenlight=loud\""),
+        ] {
+            let error = filter(Some(value)).expect_err(value).to_string();
+            assert!(
+                error.starts_with(&format!("RUST_LOG is invalid: {culprit} is not")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn valid_directives_and_the_default_parse() {
+        for value in [None, Some("info"), Some("warn,greenlight=debug,sqlx=off")] {
+            assert!(filter(value).is_ok(), "{value:?}");
+        }
+    }
 }

@@ -50,6 +50,47 @@ async fn run_to_exit(
     )
 }
 
+/// `RUST_LOG` is in the README's configuration table, whose promise is that an invalid
+/// value stops start-up with one line naming the variable; a trial's `RUST_LOG='[[['`
+/// started silently with the default filter. `doctor` refuses the configuration too.
+#[tokio::test]
+async fn an_invalid_rust_log_stops_start_up_naming_the_directive() {
+    let dir = tempfile::tempdir().expect("dir");
+    for (value, directive) in [("[[[", "[[["), ("info,greenlight=loud", "greenlight=loud")] {
+        let mut env = env_in(dir.path());
+        env.insert("RUST_LOG".to_owned(), value.to_owned());
+        let (code, stdout, stderr) = run_to_exit(&env, dir.path(), &["serve"]).await;
+        assert_eq!(code, 2, "{stdout}{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("greenlight: RUST_LOG is invalid")
+                && stderr.contains(&format!("{directive:?}")),
+            "{stderr}"
+        );
+        let (code, stdout, _) = run_to_exit(&env, dir.path(), &["doctor"]).await;
+        assert_eq!(code, 2, "{stdout}");
+        assert!(
+            stdout.starts_with("FAIL  configuration: RUST_LOG is invalid"),
+            "{stdout}"
+        );
+    }
+    assert!(
+        !dir.path().join("greenlight.db").exists(),
+        "refused before the database is made"
+    );
+
+    // Valid filters start it, and apply: "policy loaded" is an info line of
+    // greenlight::app, written before the address is printed.
+    for (value, shown) in [("warn", false), ("warn,greenlight::app=info", true)] {
+        let mut env = env_in(dir.path());
+        env.insert("RUST_LOG".to_owned(), value.to_owned());
+        let bin = binary::Binary::serve(&env, dir.path(), "valid.log").await;
+        let log = bin.stderr();
+        assert_eq!(log.contains("policy loaded"), shown, "{value}: {log}");
+    }
+}
+
 /// Every command that opens the database validates `GREENLIGHT_DATABASE_URL` the
 /// same way: `audit export` took `foo` for a file path where `serve` refused it.
 #[tokio::test]
