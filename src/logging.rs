@@ -16,8 +16,9 @@ use crate::config::{ConfigError, LogFormat};
 /// start, which reads like a problem and is not; PostgreSQL's warnings still show.
 const DEFAULT_FILTER: &str = "info,sqlx::postgres::notice=warn";
 
-/// The log filter for `RUST_LOG`'s value (`None` when unset or blank: [`DEFAULT_FILTER`]),
-/// parsed by tracing-subscriber's fallible parser. Config loading calls it so that an
+/// The log filter for `RUST_LOG`'s value (`None` when unset or blank: the default,
+/// `info` with PostgreSQL notices from `warn`), parsed by tracing-subscriber's
+/// fallible parser. Config loading calls it so that an
 /// invalid value stops start-up like any other setting, rather than being ignored
 /// (`EnvFilter::from_default_env` drops what it cannot parse).
 ///
