@@ -62,16 +62,22 @@ pub async fn run(host: Host, args: HookArgs) -> ExitCode {
 }
 
 /// The host's answer JSON for the hook input on `stdin`, or why there is none.
+///
+/// A missing URL or token is reported before anything wrong with the input: it is the
+/// operator's to fix, whatever the agent sent. Stdin is still read first, to its end
+/// (up to the limit): a host whose write met a closed pipe would have a failed hook,
+/// not the exit 2 it must see.
 async fn decide(host: Host, args: &HookArgs, stdin: impl Read) -> anyhow::Result<String> {
     let bytes = read_input(stdin)?;
-    let input = HookInput::parse(&bytes).map_err(|e| anyhow::anyhow!(e.problem))?;
-    let rendered = render(host, &input).map_err(anyhow::Error::msg)?;
     let budget = Duration::from_secs(args.budget_secs);
     let client = args
         .service
         .client_builder()?
         .timeout(budget + args.service.retry() + Duration::from_secs(SLACK_SECS))
         .build()?;
+    check_input(&bytes)?;
+    let input = HookInput::parse(&bytes).map_err(|e| anyhow::anyhow!(e.problem))?;
+    let rendered = render(host, &input).map_err(anyhow::Error::msg)?;
     let request = ApprovalRequest {
         code: rendered.code,
         language: Some(rendered.language.to_owned()),
@@ -86,19 +92,26 @@ async fn decide(host: Host, args: &HookArgs, stdin: impl Read) -> anyhow::Result
     Ok(host.answer(input.event, &verdict).to_string())
 }
 
+/// Stdin up to one byte over the limit, so that [`check_input`] can tell an oversized
+/// input from one that fits. Err: stdin could not be read.
 fn read_input(stdin: impl Read) -> anyhow::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     stdin
         .take(MAX_INPUT_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| anyhow::anyhow!("cannot read the hook input from stdin: {e}"))?;
+    Ok(bytes)
+}
+
+/// Err: the input read by [`read_input`] is over the limit, or blank.
+fn check_input(bytes: &[u8]) -> anyhow::Result<()> {
     if bytes.len() as u64 > MAX_INPUT_BYTES {
         anyhow::bail!("the hook input is larger than {MAX_INPUT_BYTES} bytes");
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         anyhow::bail!("no hook input on stdin");
     }
-    Ok(bytes)
+    Ok(())
 }
 
 fn one_line(text: &str) -> String {
@@ -111,16 +124,19 @@ mod tests {
 
     #[test]
     fn empty_and_oversized_stdin_are_refused() {
-        assert!(read_input(&b"  \n"[..])
+        assert!(check_input(b"  \n")
             .expect_err("empty")
             .to_string()
             .contains("no hook input"));
         let big = vec![b' '; MAX_INPUT_BYTES as usize + 2];
-        assert!(read_input(&big[..])
+        let read = read_input(&big[..]).expect("read");
+        assert_eq!(read.len() as u64, MAX_INPUT_BYTES + 1);
+        assert!(check_input(&read)
             .expect_err("big")
             .to_string()
             .contains("larger than"));
         assert_eq!(read_input(&b"{}"[..]).expect("read"), b"{}");
+        assert!(check_input(b"{}").is_ok());
     }
 
     #[test]

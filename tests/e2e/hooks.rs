@@ -436,6 +436,9 @@ struct Outcome {
     code: Option<i32>,
     stdout: String,
     stderr: String,
+    /// Whether all of stdin could be written: a host that meets a closed pipe has a
+    /// failed hook, not the blocking exit.
+    wrote_stdin: bool,
 }
 
 impl HookCommand {
@@ -465,7 +468,7 @@ impl HookCommand {
         let mut pipe = child.stdin.take().expect("stdin");
         tokio::spawn(async move {
             // The hook may stop reading early (it refuses oversized input).
-            let _ = pipe.write_all(&stdin).await;
+            let wrote_stdin = pipe.write_all(&stdin).await.is_ok();
             drop(pipe);
             let output = child.wait_with_output().await.expect("wait");
             drop(self._cwd);
@@ -473,6 +476,7 @@ impl HookCommand {
                 code: output.status.code(),
                 stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
                 stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+                wrote_stdin,
             }
         })
     }
@@ -750,4 +754,30 @@ async fn an_input_too_large_to_read_denies_the_tool_call_without_stopping_the_se
     let reason = output["permissionDecisionReason"].as_str().expect("reason");
     assert!(reason.contains("larger than 8 MiB"), "{reason}");
     assert_eq!(app.get("/v1/approvals").await.body["approvals"], json!([]));
+
+/// A missing token or URL is reported before anything wrong with the input (a trial
+/// fed `{}` with an empty GREENLIGHT_API_TOKEN and read about `hook_event_name`): the
+/// configuration is what the operator must fix, whatever the agent sent. The host
+/// still gets what it expects of a failure, exit 2 with one stderr line, and the hook
+/// reads its input to the end first, so even a large one is written without a broken
+/// pipe (which the host would count as a failed hook rather than a block).
+#[tokio::test]
+async fn command_hooks_report_missing_configuration_before_bad_input() {
+    let dead = DeadAddress::new();
+    let huge = huge_write().to_string().into_bytes();
+    for host in ["claude-code", "codex"] {
+        HookCommand::new(host, &dead.url, "", &[])
+            .run(b"{}".to_vec())
+            .await
+            .assert_blocked("no API token");
+        HookCommand::new(host, "", AGENT_TOKEN, &[])
+            .run(b"{not json".to_vec())
+            .await
+            .assert_blocked("no service URL");
+        let outcome = HookCommand::new(host, &dead.url, "", &[])
+            .run(huge.clone())
+            .await;
+        outcome.assert_blocked("no API token");
+        assert!(outcome.wrote_stdin, "{outcome:?}");
+    }
 }
