@@ -90,6 +90,14 @@ impl Server {
                 .context("invalid policy (GREENLIGHT_POLICY)")?;
         }
         tracing::info!(source = %policy.source, rules = policy.rules.len(), "policy loaded");
+        // Allowed where only this machine can use it (the quick start); the
+        // configuration refuses it once greenlight is published.
+        for agent in config.placeholder_agents() {
+            tracing::warn!(
+                agent,
+                "the API token of {agent} is the placeholder from .env.example, which anyone can read: anyone who can reach this address may submit as {agent}; give it a token of its own (openssl rand -hex 24) before others can reach greenlight"
+            );
+        }
         let store = Store::connect(&config.database_url)
             .await
             .with_context(|| {

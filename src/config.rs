@@ -36,6 +36,12 @@ pub const DEFAULT_HOOK_BUDGET_SECS: u64 = 540;
 /// The longest hook budget accepted: an hour is already far beyond any host's default.
 pub const MAX_HOOK_BUDGET_SECS: u64 = 3600;
 
+/// How the placeholder secrets of `.env.example` begin (the agent token
+/// `change-me-to-a-long-random-token`, the reviewers' `change-me-alice-secret`):
+/// anyone can read them there, so a token starting so authenticates nobody in
+/// particular. See [`Config::placeholder_agents`].
+pub const PLACEHOLDER_PREFIX: &str = "change-me";
+
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -344,6 +350,8 @@ impl Config {
             .unwrap_or(DEFAULT_HOOK_BUDGET_SECS),
         );
 
+        refuse_published_placeholders(&api_tokens, listen, public_url.as_deref())?;
+
         let agents: Vec<&str> = api_tokens.iter().map(|t| t.name.as_str()).collect();
         let callbacks = crate::callbacks::CallbackSettings::from_lookup(non_empty, &agents)
             .map_err(|(var, problem)| ConfigError::Invalid { var, problem })?;
@@ -374,6 +382,15 @@ impl Config {
         })
     }
 
+    /// The agents whose token is a placeholder from `.env.example` (it starts with
+    /// [`PLACEHOLDER_PREFIX`]), in configuration order. The README's quick start runs
+    /// with one on a loopback address, where only this machine can use it, so there
+    /// `serve` starts and warns (and `doctor` warns); configured to be reached from
+    /// elsewhere, it is refused at load (see [`Config::from_lookup`]).
+    pub fn placeholder_agents(&self) -> Vec<&str> {
+        placeholder_agents(&self.api_tokens)
+    }
+
     /// Finds the agent a bearer token belongs to. Every configured token is compared
     /// in constant time, and all of them are compared, so the answer's timing says
     /// nothing about which prefix matched.
@@ -387,6 +404,41 @@ impl Config {
         }
         found
     }
+}
+
+fn placeholder_agents(tokens: &[ApiToken]) -> Vec<&str> {
+    tokens
+        .iter()
+        .filter(|t| t.token.expose_secret().starts_with(PLACEHOLDER_PREFIX))
+        .map(|t| t.name.as_str())
+        .collect()
+}
+
+/// Fails closed on a placeholder agent token once the service is configured to be
+/// reached from other machines (a non-loopback `listen`, or a `public_url`): there
+/// anyone who has read `.env.example` could submit as that agent. Names the first
+/// such agent and the setting that publishes the service.
+fn refuse_published_placeholders(
+    tokens: &[ApiToken],
+    listen: SocketAddr,
+    public_url: Option<&str>,
+) -> Result<(), ConfigError> {
+    let Some(agent) = placeholder_agents(tokens).first().copied() else {
+        return Ok(());
+    };
+    let published = if !listen.ip().is_loopback() {
+        format!("GREENLIGHT_LISTEN ({listen}) is not a loopback address")
+    } else if public_url.is_some() {
+        "GREENLIGHT_PUBLIC_URL is set".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::Invalid {
+        var: "GREENLIGHT_API_TOKENS",
+        problem: format!(
+            "the token of {agent} is the placeholder from .env.example, which anyone can read, and {published}, so others can reach this service: give {agent} a token of its own (openssl rand -hex 24)"
+        ),
+    })
 }
 
 /// `GREENLIGHT_DATABASE_URL` from `get`, trimmed and checked; unset or blank is
@@ -689,6 +741,51 @@ mod tests {
             load(&vars).expect("valid").approvers,
             Some(vec!["U0ALICE".into(), "S0SRE".into(), "W0BOB".into()])
         );
+    }
+
+    #[test]
+    fn a_placeholder_token_is_allowed_on_loopback_and_refused_when_published() {
+        let mut vars = base();
+        vars.insert(
+            "GREENLIGHT_API_TOKENS",
+            "ci:abcdefghijklmnop,demo:change-me-to-a-long-random-token".to_owned(),
+        );
+        let config = load(&vars).expect("loopback by default");
+        assert_eq!(config.placeholder_agents(), ["demo"]);
+        for (var, value, named) in [
+            (
+                "GREENLIGHT_LISTEN",
+                "0.0.0.0:8080",
+                "GREENLIGHT_LISTEN (0.0.0.0:8080)",
+            ),
+            (
+                "GREENLIGHT_LISTEN",
+                "[::]:8080",
+                "GREENLIGHT_LISTEN ([::]:8080)",
+            ),
+            (
+                "GREENLIGHT_PUBLIC_URL",
+                "https://gl.example.com",
+                "GREENLIGHT_PUBLIC_URL",
+            ),
+        ] {
+            let mut published = vars.clone();
+            published.insert(var, value.to_owned());
+            let err = load(&published).expect_err(value).to_string();
+            assert!(
+                err.starts_with(
+                    "GREENLIGHT_API_TOKENS is invalid: the token of demo is the placeholder"
+                ) && err.contains(named),
+                "{err}"
+            );
+        }
+        let mut ipv6 = vars.clone();
+        ipv6.insert("GREENLIGHT_LISTEN", "[::1]:8080".to_owned());
+        assert!(load(&ipv6).is_ok(), "::1 is loopback");
+        assert!(load(&base())
+            .expect("valid")
+            .placeholder_agents()
+            .is_empty());
     }
 
     #[test]

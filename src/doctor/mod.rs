@@ -106,6 +106,7 @@ pub async fn run(config: &Config) -> Vec<Check> {
             database(&config.database_url).await,
             callbacks::check(config),
         ];
+        checks.extend(placeholder_tokens(config));
         checks.extend(policy::check(None, config).await);
         return checks;
     };
@@ -129,6 +130,7 @@ pub async fn run(config: &Config) -> Vec<Check> {
     checks.push(socket_mode(slack, retry).await);
     checks.push(database(&config.database_url).await);
     checks.push(callbacks::check(config));
+    checks.extend(placeholder_tokens(config));
     checks.extend(policy::check(Some(&bot), config).await);
     checks
 }
@@ -144,6 +146,23 @@ fn bot_token_format(token: &SecretString) -> Option<Check> {
             Level::Warn,
             "bot token",
             "SLACK_BOT_TOKEN does not start with xoxb-: use the Bot User OAuth Token from OAuth & Permissions, not a user (xoxp-) or app-level (xapp-) token",
+        )
+    })
+}
+
+/// A warning when an agent's token is `.env.example`'s placeholder: the configuration
+/// allows it only where greenlight is not published (see
+/// [`Config::placeholder_agents`]), but anyone who can reach it may submit as that agent.
+fn placeholder_tokens(config: &Config) -> Option<Check> {
+    let agents = config.placeholder_agents();
+    (!agents.is_empty()).then(|| {
+        Check::new(
+            Level::Warn,
+            "agents",
+            format!(
+                "the token of {} is the placeholder from .env.example, which anyone can read: fine to try greenlight on this machine; give each a token of its own (openssl rand -hex 24) before others can reach it (serve refuses it once GREENLIGHT_PUBLIC_URL is set or GREENLIGHT_LISTEN is not loopback)",
+                agents.join(", ")
+            ),
         )
     })
 }

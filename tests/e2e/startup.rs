@@ -10,6 +10,9 @@ use crate::helpers::{binary, AGENT_TOKEN};
 /// started instead, which fails the test.
 const PATIENCE: Duration = Duration::from_secs(20);
 
+/// The agent token `.env.example` ships, which the README's quick start uses.
+const PLACEHOLDER: &str = "change-me-to-a-long-random-token";
+
 /// A working environment without Slack: one agent, a SQLite file in `dir`, port 0.
 fn env_in(dir: &Path) -> HashMap<String, String> {
     HashMap::from([
@@ -116,4 +119,55 @@ async fn every_command_that_opens_the_database_refuses_an_unusable_url_alike() {
         "{stdout}"
     );
     assert!(!dir.path().join("foo").exists());
+}
+
+/// The agent token `.env.example` ships is public. The quick start relies on it (the
+/// copied `.env` "works as it is", and its curl sends that token), so on a loopback
+/// address `serve` starts and warns, naming the agent; once the service is meant to
+/// be reached from elsewhere (`GREENLIGHT_PUBLIC_URL` set, or a non-loopback
+/// `GREENLIGHT_LISTEN`: see the config unit test) it refuses to start.
+#[tokio::test]
+async fn the_example_token_is_warned_about_locally_and_refused_when_published() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut env = env_in(dir.path());
+    env.insert(
+        "GREENLIGHT_API_TOKENS".to_owned(),
+        format!("ci-bot:{PLACEHOLDER},deploy-bot:{AGENT_TOKEN}"),
+    );
+    let bin = binary::Binary::serve(&env, dir.path(), "serve.log").await;
+    let log = bin.stderr();
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains(".env.example")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("WARN")
+            && warnings[0].contains("ci-bot")
+            && !warnings[0].contains("deploy-bot"),
+        "{log}"
+    );
+    drop(bin);
+
+    let (code, stdout, _) = run_to_exit(&env, dir.path(), &["doctor"]).await;
+    assert_eq!(code, 0, "a warning: {stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains(" agents: "))
+        .unwrap_or_else(|| panic!("an agents line: {stdout}"));
+    assert!(
+        line.starts_with("warn") && line.contains("ci-bot") && line.contains(".env.example"),
+        "{line}"
+    );
+
+    env.insert(
+        "GREENLIGHT_PUBLIC_URL".to_owned(),
+        "https://greenlight.example.com".to_owned(),
+    );
+    let (code, stdout, stderr) = run_to_exit(&env, dir.path(), &["serve"]).await;
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("greenlight: GREENLIGHT_API_TOKENS is invalid")
+            && stderr.contains("ci-bot")
+            && stderr.contains("GREENLIGHT_PUBLIC_URL"),
+        "{stderr}"
+    );
 }
