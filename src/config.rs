@@ -293,6 +293,7 @@ impl Config {
                 problem,
             })?
             .unwrap_or_default();
+        refuse_placeholder_reviewers(&reviewers)?;
         let public_url = non_empty("GREENLIGHT_PUBLIC_URL")
             .map(|raw| {
                 let url = raw.trim_end_matches('/').to_owned();
@@ -439,6 +440,28 @@ fn refuse_published_placeholders(
             "the token of {agent} is the placeholder from .env.example, which anyone can read, and {published}, so others can reach this service: give {agent} a token of its own (openssl rand -hex 24)"
         ),
     })
+}
+
+/// Refuses a reviewer secret that is a placeholder from `.env.example` (it starts
+/// with [`PLACEHOLDER_PREFIX`]) wherever greenlight listens: anyone who has read that
+/// file could sign in as the reviewer and decide. Unlike the agent token, nothing in
+/// the quick start needs one (its reviewer signs in with the printed link).
+fn refuse_placeholder_reviewers(
+    reviewers: &[crate::web::reviewers::WebReviewer],
+) -> Result<(), ConfigError> {
+    match reviewers
+        .iter()
+        .find(|r| r.secret.expose_secret().starts_with(PLACEHOLDER_PREFIX))
+    {
+        None => Ok(()),
+        Some(reviewer) => Err(ConfigError::Invalid {
+            var: "GREENLIGHT_REVIEWERS",
+            problem: format!(
+                "the secret of {0} is the placeholder from .env.example, which anyone can read, and would let anyone sign in as {0}: give {0} a secret of its own (openssl rand -hex 24)",
+                reviewer.name
+            ),
+        }),
+    }
 }
 
 /// `GREENLIGHT_DATABASE_URL` from `get`, trimmed and checked; unset or blank is
@@ -786,6 +809,24 @@ mod tests {
             .expect("valid")
             .placeholder_agents()
             .is_empty());
+    }
+
+    /// The quick start never needs a reviewer secret (its one reviewer signs in with
+    /// the printed link), so the commented-out example line of `.env.example` is
+    /// refused whatever the address: its secrets would let anyone sign in and decide.
+    #[test]
+    fn placeholder_reviewer_secrets_are_refused() {
+        let mut vars = base();
+        vars.insert(
+            "GREENLIGHT_REVIEWERS",
+            "alice:U0123ALICE:change-me-alice-secret,bob:change-me-bob-secret".to_owned(),
+        );
+        let err = load(&vars).expect_err("placeholder secrets").to_string();
+        assert!(
+            err.starts_with("GREENLIGHT_REVIEWERS is invalid: the secret of alice is the placeholder from .env.example")
+                && !err.contains("alice-secret"),
+            "{err}"
+        );
     }
 
     #[test]
