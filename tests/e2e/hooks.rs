@@ -754,6 +754,7 @@ async fn an_input_too_large_to_read_denies_the_tool_call_without_stopping_the_se
     let reason = output["permissionDecisionReason"].as_str().expect("reason");
     assert!(reason.contains("larger than 8 MiB"), "{reason}");
     assert_eq!(app.get("/v1/approvals").await.body["approvals"], json!([]));
+}
 
 /// A missing token or URL is reported before anything wrong with the input (a trial
 /// fed `{}` with an empty GREENLIGHT_API_TOKEN and read about `hook_event_name`): the
