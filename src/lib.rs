@@ -29,6 +29,9 @@
 //! - [`web`]: the web review page (`/web`): reviewers, sign-in, the pending list kept
 //!   live over server-sent events, request views, Approve / Deny, history. The only
 //!   surface when Slack is not configured.
+//! - [`visible`]: text as it is: control, bidirectional and invisible characters shown
+//!   as marks (`⟨U+202E⟩`), by Slack and the review page alike, so that no request
+//!   reads differently from what it is ("Trojan Source").
 //! - [`doctor`]: `greenlight doctor`, checks of a deployment's Slack setup.
 //! - [`error`]: the API's JSON error type.
 //! - [`cli`]: the `greenlight` command; `greenlight request` runs the gate of the Rust
@@ -58,5 +61,6 @@ pub mod policy;
 pub mod readiness;
 pub mod slack;
 pub mod store;
+pub mod visible;
 pub mod web;
 pub mod workers;

@@ -53,10 +53,10 @@ pub struct RenderedMessage {
     pub blocks: Value,
 }
 
-/// Escapes the three characters that make mrkdwn act on text, and makes bidirectional
-/// control characters visible: they can make code read differently from how it runs
-/// ("Trojan Source"), and a reviewer must see what will execute. Unbounded: text with
-/// a limit goes through [`text::fit`] instead.
+/// Escapes the three characters that make mrkdwn act on text, and makes control,
+/// bidirectional and invisible characters visible ([`crate::visible`]): they can make
+/// code read differently from how it runs ("Trojan Source"), and a reviewer must see
+/// what will execute. Unbounded: text with a limit goes through [`text::fit`] instead.
 pub fn escape_mrkdwn(text: &str) -> String {
     text::escape(text, Escape::Mrkdwn)
 }

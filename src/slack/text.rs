@@ -16,6 +16,8 @@
 //!
 //! The limits are in [`limits`], each with where it comes from.
 
+use crate::visible;
+
 /// Slack's documented limits. Most are in `shared/docs/slack-platform.md` ("Block Kit
 /// limits"); the few it does not list are from Slack's Block Kit and Web API reference
 /// pages, as noted on each.
@@ -68,9 +70,9 @@ pub mod limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Escape {
     /// mrkdwn: `&`, `<`, `>` become entities, so requester text cannot mention
-    /// anyone, ping `<!channel>` or inject a link; bidirectional control characters
-    /// become visible (`⟨U+202E⟩`) so text cannot read differently from what it is
-    /// ("Trojan Source").
+    /// anyone, ping `<!channel>` or inject a link; control, bidirectional and
+    /// invisible characters become visible (`⟨U+202E⟩`, [`crate::visible`]) so text
+    /// cannot read differently from what it is ("Trojan Source").
     Mrkdwn,
     /// mrkdwn inside a block quote: as [`Escape::Mrkdwn`], and every line break
     /// continues the quote (`\n> `).
@@ -79,7 +81,7 @@ pub enum Escape {
     /// every third backtick of a run, so the code cannot close its own block.
     Code,
     /// plain_text (headers, titles, labels): Slack shows it literally, so only the
-    /// bidirectional controls are made visible.
+    /// hidden characters are made visible ([`crate::visible`]).
     Plain,
 }
 
@@ -156,9 +158,9 @@ pub fn split(text: &str, escape: Escape, max: usize) -> Vec<String> {
     pieces
 }
 
-/// The longest escaped form of one character (`⟨U+202E⟩`, or a surrogate pair after
-/// a zero-width space), so [`split`] always makes progress.
-const ESCAPED_UNIT_MAX: usize = 8;
+/// The longest escaped form of one character (a mark such as `⟨U+E007F⟩`; a
+/// surrogate pair after a zero-width space is 3), so [`split`] always makes progress.
+const ESCAPED_UNIT_MAX: usize = visible::MARK_MAX_CHARS;
 
 /// Turns characters into their escaped units, one at a time (code escaping needs to
 /// remember the current run of backticks).
@@ -179,9 +181,9 @@ impl Units {
 
     fn of(&mut self, c: char) -> &str {
         self.buf.clear();
-        if is_bidi_control(c) {
+        if visible::is_hidden(c) {
             self.backticks = 0;
-            self.buf.push_str(&format!("⟨U+{:04X}⟩", u32::from(c)));
+            visible::push_mark(&mut self.buf, c);
             return &self.buf;
         }
         if self.escape == Escape::Plain {
@@ -206,12 +208,6 @@ impl Units {
         }
         &self.buf
     }
-}
-
-/// Characters that reorder how text is displayed: the explicit embeddings, overrides
-/// and isolates, and the two directional marks.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
 }
 
 /// Does `text` end inside an entity (`&amp`, `&l`, …) or a made-visible control
@@ -283,6 +279,20 @@ mod tests {
         assert_eq!(escape("````", Escape::Code), "``\u{200B}``");
         assert_eq!(escape("a\u{202E}b", Escape::Code), "a⟨U+202E⟩b");
         assert_eq!(escape("a\u{202E}<", Escape::Plain), "a⟨U+202E⟩<");
+    }
+
+    #[test]
+    fn controls_and_invisible_characters_are_made_visible_in_every_escape() {
+        let text = "echo '\u{0000}\u{001b}[31m' \u{202e} r\u{200B}m";
+        let shown = "echo '⟨U+0000⟩⟨U+001B⟩[31m' ⟨U+202E⟩ r⟨U+200B⟩m";
+        for how in [Escape::Mrkdwn, Escape::Quote, Escape::Code, Escape::Plain] {
+            assert_eq!(escape(text, how), shown, "{how:?}");
+        }
+        // The longest mark still splits into pieces that fit.
+        let tags = "\u{E007F}".repeat(50);
+        for piece in split(&tags, Escape::Code, 1) {
+            assert_eq!(piece, "⟨U+E007F⟩");
+        }
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! final message in every state, both fallback messages, the full-code and context
 //! modals, the deny-reason modal, the ephemeral notes, and the uploaded file's title.
 //! Texts: dense `&<>`, emoji, combining marks, right-to-left and isolate controls,
-//! backtick runs, one very long line, many short lines, mention and link syntax, and
-//! arbitrary Unicode, concatenated.
+//! control and invisible characters, backtick runs, one very long line, many short
+//! lines, mention and link syntax, and arbitrary Unicode, concatenated.
 //!
 //! `PROPTEST_CASES=5000 cargo test --lib text_props` runs a longer search.
 
@@ -33,6 +33,7 @@ fn piece() -> impl Strategy<Value = String> {
         (1usize..700).prop_map(|n| "😀👨\u{200D}👩\u{200D}👧".repeat(n)),
         (1usize..700).prop_map(|n| "e\u{0301}\u{0308}".repeat(n)),
         (1usize..400).prop_map(|n| "\u{202E}\u{2066}\u{200F}\u{2069}".repeat(n)),
+        (1usize..400).prop_map(|n| "\u{0}\u{1B}[2J\u{200B}\u{FEFF}\u{E0041}".repeat(n)),
         (1usize..300).prop_map(|n| "`".repeat(n)),
         (1usize..3000).prop_map(|n| "&\n".repeat(n)),
         (1usize..9000).prop_map(|n| "x".repeat(n)),
@@ -132,8 +133,8 @@ fn at_most(what: &str, value: &Value, limit: usize) -> Checked {
 }
 
 /// Mrkdwn that greenlight sends: only its own `<@U…>` mentions, `<!date^…>` dates and
-/// block quotes are markup, every `&` starts a whole entity, no bidi control is left raw, and a
-/// code block holds no ``` of its own.
+/// block quotes are markup, every `&` starts a whole entity, no hidden character
+/// (`crate::visible`) is left raw, and a code block holds no ``` of its own.
 fn safe_mrkdwn(text: &str) -> Checked {
     // A block quote's `> ` at the start of a line is ours too.
     let unquoted = text
@@ -168,7 +169,7 @@ fn safe_mrkdwn(text: &str) -> Checked {
             return Err(format!("a cut or raw entity at {at} in {text:?}"));
         }
     }
-    check_no_bidi(text)?;
+    check_no_hidden(text)?;
     if let Some(inner) = text.strip_prefix("```").and_then(|t| t.strip_suffix("```")) {
         if inner.contains("```") || inner.starts_with('`') || inner.ends_with('`') {
             return Err(format!("a code block that closes early: {text:?}"));
@@ -177,10 +178,12 @@ fn safe_mrkdwn(text: &str) -> Checked {
     Ok(())
 }
 
-fn check_no_bidi(text: &str) -> Checked {
+fn check_no_hidden(text: &str) -> Checked {
+    // The zero-width space is greenlight's own where it breaks a run of backticks or
+    // pads a code fence; one from the text would be a mark.
     let raw = text
         .chars()
-        .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}'));
+        .any(|c| crate::visible::is_hidden(c) && c != '\u{200B}');
     // A made-visible control is `⟨U+XXXX⟩`; one a cut broke lacks its digits or `⟩`.
     // (A lone `⟨` is ordinary text an agent may send.)
     let half = text.match_indices("⟨U+").any(|(at, marker)| {
@@ -189,7 +192,7 @@ fn check_no_bidi(text: &str) -> Checked {
         !(4..=6).contains(&digits) || !rest[digits..].starts_with('⟩')
     });
     if raw || half {
-        return Err(format!("a raw or cut bidi control in {text:?}"));
+        return Err(format!("a raw or cut hidden character in {text:?}"));
     }
     Ok(())
 }
@@ -200,7 +203,7 @@ fn text_object(what: &str, object: &Value, limit: usize) -> Checked {
     let text = object["text"].as_str().unwrap_or("");
     match object["type"].as_str() {
         Some("mrkdwn") => safe_mrkdwn(text),
-        _ => check_no_bidi(text),
+        _ => check_no_hidden(text),
     }
 }
 

@@ -1,6 +1,9 @@
 //! Server-side syntax highlighting of the code under review, by syntect (Sublime Text
 //! syntaxes bundled in the crate): one HTML fragment per source line, so the page can
 //! number lines. syntect escapes the code's text itself; nothing here writes markup.
+//! Its HTML reaches the page as it is, past the templates' escaper, so hidden
+//! characters are shown as marks (`⟨U+202E⟩`, [`crate::visible`]) before the code is
+//! highlighted: a reviewer reads the code as it will run.
 //!
 //! Highlighting is bounded ([`MAX_HIGHLIGHTED_BYTES`]): past it the code is shown as
 //! plain text (escaped by the template), because a megabyte of minified code would
@@ -45,10 +48,11 @@ fn theme() -> &'static Theme {
     })
 }
 
-/// The code's lines, highlighted for `language` (a name or file extension such as
-/// `python`, `bash`, `rs`) when syntect knows it and the code is not too long; plain
-/// otherwise. Never empty: empty code is one empty line.
+/// The code's lines, hidden characters shown as marks, highlighted for `language` (a
+/// name or file extension such as `python`, `bash`, `rs`) when syntect knows it and the
+/// code is not too long; plain otherwise. Never empty: empty code is one empty line.
 pub fn lines(code: &str, language: Option<&str>) -> Vec<Line> {
+    let code = &*crate::visible::visible(code);
     let plain = || -> Vec<Line> {
         let mut lines: Vec<Line> = code.lines().map(|l| Line::Plain(l.to_owned())).collect();
         if lines.is_empty() {
@@ -108,6 +112,27 @@ mod tests {
         assert!(first.contains("<span style="), "{first}");
         assert!(!first.contains("<script>"), "{first}");
         assert!(first.contains("&lt;script&gt;"), "{first}");
+    }
+
+    #[test]
+    fn hidden_characters_are_marked_before_highlighting() {
+        let code = "echo '\u{1b}[31m' \u{202E} evil\u{0}";
+        for language in [Some("bash"), None] {
+            let shown = match &lines(code, language)[0] {
+                Line::Highlighted(html) => html.clone(),
+                Line::Plain(text) => text.clone(),
+            };
+            assert!(
+                !shown.chars().any(crate::visible::is_hidden),
+                "{language:?}: {shown:?}"
+            );
+            assert!(
+                shown.contains("⟨U+001B⟩")
+                    && shown.contains("⟨U+202E⟩")
+                    && shown.contains("⟨U+0000⟩"),
+                "{language:?}: {shown}"
+            );
+        }
     }
 
     #[test]

@@ -1,17 +1,45 @@
 //! What the page shows, as askama templates (`templates/web/`): each struct is one
 //! template, checked against its fields when the crate compiles, and every `{{ … }}`
-//! in them is HTML-escaped by askama. The only unescaped output is syntect's
-//! highlighted code (escaped by syntect) and fragments rendered by these same
-//! templates.
+//! in them is escaped by [`VisibleHtml`] (`askama.toml`): hidden characters shown as
+//! marks, then HTML-escaped by askama. The only output it does not escape is syntect's
+//! highlighted code (escaped by syntect, its hidden characters marked before
+//! highlighting) and fragments rendered by these same templates.
 
-use askama::Template;
+use std::fmt;
+
+use askama::{filters::Escaper, Template};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::highlight::Line;
 use crate::{
     model::{Approval, Status},
     store::Event,
+    visible,
 };
+
+/// The templates' escaper (named in `askama.toml` for `.html` templates): every
+/// control, bidirectional and invisible character becomes its mark (`⟨U+202E⟩`,
+/// [`crate::visible`]), as in Slack, so no text on the page reads differently from
+/// what it is ("Trojan Source"); then askama's own HTML escaping. Applying it to every
+/// `{{ … }}` covers every field, present and future, that may hold request text.
+#[derive(Debug, Clone, Copy)]
+pub struct VisibleHtml;
+
+impl Escaper for VisibleHtml {
+    fn write_escaped_str<W: fmt::Write>(&self, dest: W, string: &str) -> fmt::Result {
+        askama::filters::Html.write_escaped_str(dest, &visible::visible(string))
+    }
+
+    fn write_escaped_char<W: fmt::Write>(&self, mut dest: W, c: char) -> fmt::Result {
+        if visible::is_hidden(c) {
+            let mut mark = String::new();
+            visible::push_mark(&mut mark, c);
+            dest.write_str(&mark)
+        } else {
+            askama::filters::Html.write_escaped_char(dest, c)
+        }
+    }
+}
 
 /// What every signed-in page's header needs.
 #[derive(Debug, Clone)]
@@ -306,6 +334,73 @@ mod tests {
         .expect("renders");
         assert!(!list.contains("<script>alert"), "{list}");
         assert!(!list.contains("more-pending"), "{list}");
+    }
+
+    #[test]
+    fn hidden_characters_are_marked_in_every_field() {
+        let hidden = "a\u{202E}\u{0}\u{1B}\u{200B}b";
+        let shown = "a⟨U+202E⟩⟨U+0000⟩⟨U+001B⟩⟨U+200B⟩b";
+        let mut approval = sample(&format!("print(1)\n{hidden}"));
+        approval.title = Some(hidden.into());
+        approval.agent = hidden.into();
+        approval.reason = hidden.into();
+        approval.status = Status::Denied;
+        approval.decided_by = Some(hidden.into());
+        let check = |page: String| {
+            assert!(!page.chars().any(visible::is_hidden), "{page:?}");
+            assert!(page.contains(shown), "{page}");
+            page
+        };
+        let page = check(
+            RequestPage {
+                chrome: chrome(),
+                note: Some(Note {
+                    class: "refused",
+                    text: hidden.into(),
+                }),
+                row: Row::of(&approval),
+                language: hidden.into(),
+                lines: super::super::highlight::lines(&approval.code, Some("python")),
+                context: Some(serde_json::json!({ "why": hidden }).to_string()),
+                rule: hidden.into(),
+                high_risk_rule: Some(hidden.into()),
+                status: StatusPart::of(&approval, "tok", vec![hidden.into()], None, None),
+                events: vec![EventRow {
+                    at: hidden.into(),
+                    kind: hidden.into(),
+                    actor: hidden.into(),
+                    detail: hidden.into(),
+                }],
+                batch: vec![Row::of(&approval)],
+                batch_title: Some(hidden.into()),
+            }
+            .render()
+            .expect("renders"),
+        );
+        assert!(page.contains(&format!("<h1>{shown}</h1>")), "{page}");
+        assert!(
+            page.contains(&format!("<p id=\"outcome\">{shown}</p>")),
+            "{page}"
+        );
+        check(
+            PendingList {
+                rows: vec![Row::of(&approval)],
+                more: false,
+            }
+            .render()
+            .expect("renders"),
+        );
+        check(
+            HistoryPage {
+                chrome: chrome(),
+                statuses: Vec::new(),
+                agent: hidden.into(),
+                reviewers: Vec::new(),
+                rows: vec![Row::of(&approval)],
+            }
+            .render()
+            .expect("renders"),
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod browser;
 mod grants_page;
+mod hidden_text;
 mod http;
 pub mod server;
 mod sessions;
