@@ -128,15 +128,21 @@ impl Answer {
     }
 }
 
-/// What submitting the deny-reason dialog did. `Refused` carries the text shown under
-/// the reason field, so the reviewer sees why in the dialog itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What submitting the deny-reason dialog (or the page's Deny form) did. `Refused`
+/// carries the text shown under the reason field, so the reviewer sees why in the
+/// dialog itself.
+#[derive(Debug, Clone, PartialEq)]
 pub enum ReasonOutcome {
     /// The request is denied with the reason as typed.
     Denied,
-    /// Nothing changed (not allowed to decide, already final, no such request); the
-    /// text is shown under the reason field.
+    /// Nothing changed: the reviewer may not decide the request, or there is no such
+    /// request; the text is shown under the reason field.
     Refused(String),
+    /// Nothing changed: the request was already final (decided, expired or cancelled)
+    /// when the reason arrived. The request as it ended, so each surface can say how
+    /// and by whom in its own words (the page answers 409 `already_decided`, like a late
+    /// Approve, rather than the 403 of a reviewer with no say).
+    AlreadyFinal(Box<Approval>),
 }
 
 /// The reason and audit detail for a request that reaches its deadline with no Slack

@@ -14,9 +14,7 @@ use super::{
     service::{to_the_end, ApprovalService, Progress, ServiceError},
 };
 use crate::{
-    model::{
-        mentions, Approval, ApprovalId, Decision, Reviewer, Status, DENIED_IN_SLACK, SYSTEM_ACTOR,
-    },
+    model::{mentions, Approval, ApprovalId, Decision, Reviewer, Status, DENIED_IN_SLACK},
     policy::{Plan, Requested, Subject},
     store::{NewEvent, Vote},
 };
@@ -292,11 +290,7 @@ impl ApprovalService {
             "late",
             json!({ "status": approval.status.as_str() }),
         );
-        ReasonOutcome::Refused(format!(
-            "This request was already {} by {}; your denial changed nothing.",
-            approval.status.as_str(),
-            approval.decided_by.as_deref().unwrap_or(SYSTEM_ACTOR)
-        ))
+        ReasonOutcome::AlreadyFinal(Box::new(approval.clone()))
     }
 
     /// A click on a final request: a duplicate if the clicker took part in the

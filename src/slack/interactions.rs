@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     approval::{Answer, ApprovalService, ReasonOutcome, Revoked, ServiceError},
-    model::{Approval, ApprovalId, Reviewer},
+    model::{Approval, ApprovalId, Reviewer, SYSTEM_ACTOR},
 };
 
 /// Shown under the reason field when it was left blank.
@@ -94,6 +94,9 @@ impl Interactions {
             return Ok(match outcome {
                 ReasonOutcome::Denied => None,
                 ReasonOutcome::Refused(message) => Some(field_error(&message)),
+                ReasonOutcome::AlreadyFinal(approval) => {
+                    Some(field_error(&late_denial_note(&approval)))
+                }
             });
         }
         for click in payload.clicks() {
@@ -302,6 +305,15 @@ pub fn reviewer(user: &User) -> Reviewer {
 }
 
 /// `response_action: errors` keeps the dialog open with `message` under the reason.
+/// What a deny reason submitted after the request ended is told, under its field.
+fn late_denial_note(approval: &Approval) -> String {
+    format!(
+        "This request was already {} by {}; your denial changed nothing.",
+        approval.status.as_str(),
+        approval.decided_by.as_deref().unwrap_or(SYSTEM_ACTOR)
+    )
+}
+
 fn field_error(message: &str) -> Value {
     json!({ "response_action": "errors", "errors": { REASON_BLOCK_ID: message } })
 }

@@ -371,6 +371,7 @@ pub async fn signin(State(state): State<AppState>, headers: HeaderMap, body: Byt
                 StatusCode::UNAUTHORIZED,
                 Some(Note {
                     class: "error",
+                    code: None,
                     text: "That secret is not a reviewer's secret.".into(),
                 }),
             )

@@ -84,13 +84,18 @@ pub async fn revoke(
     if let Err(refused) = signed.check_csrf_form(&body) {
         return Ok(*refused);
     }
-    let (status, text) = match state.service.revoke_grant(&id, &signed.reviewer).await? {
+    let (status, code, text) = match state.service.revoke_grant(&id, &signed.reviewer).await? {
         Revoked::Done(_) => return Ok(Redirect::to("/web?note=revoked").into_response()),
-        Revoked::NotFound => (StatusCode::NOT_FOUND, "No standing grant has that id."),
-        Revoked::Refused(refusal) => (StatusCode::FORBIDDEN, refusal_text(refusal)),
+        Revoked::NotFound => (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No standing grant has that id.",
+        ),
+        Revoked::Refused(refusal) => (StatusCode::FORBIDDEN, "forbidden", refusal_text(refusal)),
     };
     let note = Note {
         class: "refused",
+        code: Some(code),
         text: text.into(),
     };
     pending_page(&state, &signed, Some(note), status).await

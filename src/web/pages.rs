@@ -260,6 +260,7 @@ fn done_note(code: Option<&str>) -> Option<Note> {
     };
     Some(Note {
         class: "done",
+        code: None,
         text: text.into(),
     })
 }
@@ -287,16 +288,18 @@ pub async fn status(
     Ok(html(StatusCode::OK, &part))
 }
 
-/// The request view with a refusal at the top, answered with `status`.
+/// The request view with a refusal at the top, answered with `status`; `code` names
+/// the refusal as the API would (`forbidden`, `already_decided`, …).
 async fn refused(
     state: &AppState,
     signed: &SignedIn,
     id: ApprovalId,
-    status: StatusCode,
+    (status, code): (StatusCode, &'static str),
     text: String,
 ) -> Page {
     let note = Note {
         class: "refused",
+        code: Some(code),
         text,
     };
     let page = request_page(state, signed, id, Some(note)).await?;
@@ -324,21 +327,11 @@ pub async fn approve(
         Answer::RepeatVote { .. } => Ok(after(id, "repeat")),
         Answer::Unknown => Err(PageError::NotFound),
         Answer::Refused { refusal, .. } => {
-            refused(
-                &state,
-                &signed,
-                id,
-                StatusCode::FORBIDDEN,
-                refusal.explain().into(),
-            )
-            .await
+            refused(&state, &signed, id, FORBIDDEN, refusal.explain().into()).await
         }
         Answer::AlreadyFinal { approval, .. } => {
-            let text = format!(
-                "This request was already {}; your approval changed nothing.",
-                approval.status.as_str()
-            );
-            refused(&state, &signed, id, StatusCode::CONFLICT, text).await
+            let text = already_final(&state, &approval, "approval");
+            refused(&state, &signed, id, ALREADY_DECIDED, text).await
         }
         // Only a Deny click answers these.
         Answer::ReasonNeeded(_) | Answer::RepeatDeny => Ok(after(id, "")),
@@ -371,14 +364,49 @@ pub async fn deny(
         let text = format!(
             "A reason is required to deny (at most {MAX_REASON_CHARS} characters): the agent reads it."
         );
-        return refused(&state, &signed, id, StatusCode::UNPROCESSABLE_ENTITY, text).await;
+        let invalid = (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        return refused(&state, &signed, id, invalid, text).await;
     }
     match state.service.deny(id, &signed.reviewer, reason).await? {
         ReasonOutcome::Denied => Ok(after(id, "denied")),
-        ReasonOutcome::Refused(text) => {
-            refused(&state, &signed, id, StatusCode::FORBIDDEN, text).await
+        ReasonOutcome::Refused(text) => refused(&state, &signed, id, FORBIDDEN, text).await,
+        ReasonOutcome::AlreadyFinal(approval) => {
+            let text = already_final(&state, &approval, "denial");
+            refused(&state, &signed, id, ALREADY_DECIDED, text).await
         }
     }
+}
+
+/// A click by a reviewer with no say over the request (docs/api-contract.md).
+const FORBIDDEN: (StatusCode, &str) = (StatusCode::FORBIDDEN, "forbidden");
+
+/// A click, either button, on a request that had already ended: 409, as the agent API
+/// answers for a decided request. Whoever clicked (a reviewer who lost a race, or one
+/// whose page was open when the agent withdrew) could have decided it; they were late.
+const ALREADY_DECIDED: (StatusCode, &str) = (StatusCode::CONFLICT, "already_decided");
+
+/// What a click on a request that had already ended is told: how it ended and who
+/// ended it (reviewers as the page names them, or the agent that withdrew it), and
+/// that the reader's `click` ("approval", "denial") changed nothing.
+fn already_final(state: &AppState, approval: &Approval, click: &str) -> String {
+    let status = approval.status.as_str();
+    let by = approval
+        .decided_by
+        .as_deref()
+        .filter(|by| !by.is_empty())
+        .map(|by| {
+            by.split(',')
+                .map(|id| state.web.display_name(id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+    let how = match (approval.status, by) {
+        (Status::Expired, _) => "already expired".to_owned(),
+        (Status::Cancelled, Some(agent)) => format!("was already cancelled by its agent, {agent}"),
+        (_, Some(by)) => format!("was already {status} by {by}"),
+        (_, None) => format!("was already {status}"),
+    };
+    format!("This request {how}; your {click} changed nothing.")
 }
 
 #[derive(Debug, Default, Deserialize)]

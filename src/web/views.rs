@@ -206,6 +206,9 @@ impl EventRow {
 pub struct Note {
     /// `done`, `refused` or `error`: the CSS class.
     pub class: &'static str,
+    /// A refusal's error code, as the API names it (`forbidden`, `already_decided`,
+    /// …), on the note as `data-code` for scripts; `None` for other notes.
+    pub code: Option<&'static str>,
     pub text: String,
 }
 
@@ -299,6 +302,7 @@ mod tests {
             chrome: chrome(),
             note: Some(Note {
                 class: "refused",
+                code: Some("forbidden"),
                 text: evil.into(),
             }),
             row: Row::of(&approval),
@@ -356,6 +360,7 @@ mod tests {
                 chrome: chrome(),
                 note: Some(Note {
                     class: "refused",
+                    code: None,
                     text: hidden.into(),
                 }),
                 row: Row::of(&approval),

@@ -305,6 +305,37 @@ async fn local_reviewer_signs_in_with_the_printed_link_and_decides() {
     assert!(cancel.status().is_success());
     browser.wait_text("#status-badge", "cancelled").await;
 
+    // A page that missed the change (its live feed dropped: a phone asleep) still shows
+    // the buttons; a click then is answered 409, and the page says how the request
+    // ended.
+    let missed = server.submit(request("Purge the queue")).await;
+    browser
+        .goto(&server.url(&format!("/web/requests/{missed}")))
+        .await;
+    browser.find("#approve").await;
+    browser.wait_live().await;
+    browser
+        .client
+        .execute(
+            "document.querySelector('[sse-connect]')['htmx-internal-data'].sseEventSource.close()",
+            vec![],
+        )
+        .await
+        .expect("drop the live feed");
+    let cancel = server
+        .http
+        .post(server.url(&format!("/v1/approvals/{missed}/cancel")))
+        .bearer_auth(AGENT_TOKEN)
+        .send()
+        .await
+        .expect("cancel");
+    assert!(cancel.status().is_success());
+    browser.click("#approve").await;
+    browser
+        .wait_text("#note", "already cancelled by its agent, ci-bot")
+        .await;
+    browser.wait_text("#status-badge", "cancelled").await;
+
     // Deny with a reason: the agent reads it.
     let denied = server.submit(request("Drop the staging database")).await;
     let agent = agent_waits(&server, &denied);

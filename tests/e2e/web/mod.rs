@@ -5,6 +5,7 @@ mod browser;
 mod grants_page;
 mod hidden_text;
 mod http;
+mod late_clicks;
 pub mod server;
 mod sessions;
 pub use server::sign_in_with_secret;

@@ -75,7 +75,8 @@ async fn web_and_slack_decide_the_same_requests() {
     let events = app.get(&format!("/v1/approvals/{id2}/events")).await.body;
     assert_eq!(decided(&events)["detail"]["surface"], "slack");
 
-    // The first decision won: a later denial on the web changes nothing.
+    // The first decision won: a later denial on the web changes nothing, and is told
+    // so as a conflict (not as having no say).
     let deny = http
         .post(app.url(&format!("/web/requests/{id2}/deny")))
         .header(header::COOKIE, &session)
@@ -83,7 +84,9 @@ async fn web_and_slack_decide_the_same_requests() {
         .send()
         .await
         .expect("deny");
-    assert_eq!(deny.status(), StatusCode::FORBIDDEN);
+    assert_eq!(deny.status(), StatusCode::CONFLICT);
+    let html = deny.text().await.expect("html");
+    assert!(html.contains("already approved by U0SLACKER"), "{html}");
     assert_eq!(app.approval(&id2).await["status"], "approved");
 }
 
