@@ -250,6 +250,7 @@ fn signin_form(web: &Web, status: StatusCode, note: Option<Note>) -> Response {
                 csrf: token,
             },
             note,
+            secrets: web.secrets(),
         },
     );
     response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -354,34 +355,49 @@ async fn start_session(state: &AppState, reviewer: &WebReviewer) -> Response {
     response
 }
 
-/// `POST /web/signin`: by secret.
+/// `POST /web/signin`: by secret. Without reviewer secrets ([`Web::secrets`]) nothing
+/// signs in here: the page says to use the printed link instead.
 pub async fn signin(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let form: SignInForm = form(&body);
     if let Err(response) = admit(&state, &headers, &form).await {
         return *response;
     }
-    let found = reviewers::by_secret(&state.web.inner.reviewers, form.secret.trim())
-        .and_then(|index| state.web.inner.reviewers.get(index));
+    let web = &state.web;
+    let found = web
+        .secrets()
+        .then(|| reviewers::by_secret(&web.inner.reviewers, form.secret.trim()))
+        .flatten()
+        .and_then(|index| web.inner.reviewers.get(index));
     match found {
         Some(reviewer) => start_session(&state, reviewer).await,
         None => {
             tracing::info!("web sign-in with a wrong secret");
-            signin_form(
-                &state.web,
-                StatusCode::UNAUTHORIZED,
-                Some(Note {
-                    class: "error",
-                    code: None,
-                    text: "That secret is not a reviewer's secret.".into(),
-                }),
-            )
+            let text = if web.secrets() {
+                "That secret is not a reviewer's secret."
+            } else {
+                "No reviewer has a secret here: sign in with the one-time link greenlight serve printed."
+            };
+            let note = Note {
+                class: "error",
+                code: None,
+                text: text.into(),
+            };
+            signin_form(web, StatusCode::UNAUTHORIZED, Some(note))
         }
     }
 }
 
 /// What anyone holding a wrong, used or expired link is told: one message for all
-/// three, so a link's state is not revealed.
-const BAD_LINK: &str = "This sign-in link is wrong, already used or expired. Each link works once, for an hour: restart greenlight serve for a new one, or sign in with a reviewer secret.";
+/// three, so a link's state is not revealed; then what works instead, which depends on
+/// whether reviewers have secrets ([`Web::secrets`]): links are printed only for the
+/// local reviewer, who has none.
+fn bad_link(web: &Web) -> &'static str {
+    if web.secrets() {
+        "This sign-in link is wrong, already used or expired. Sign in with your reviewer secret instead."
+    } else {
+        "This sign-in link is wrong, already used or expired. Each link works once, for an hour: restart greenlight serve for a new one."
+    }
+}
 
 /// `GET /web/link/{token}`: asks to confirm; a GET never uses the link up.
 pub async fn link_page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
@@ -407,7 +423,7 @@ pub async fn link_page(State(state): State<AppState>, Path(token): Path<String>)
         .and_then(|who| web.reviewer_for(who))
         .map(|r| r.name.clone())
     else {
-        return message(StatusCode::GONE, "Sign-in link not valid", BAD_LINK);
+        return message(StatusCode::GONE, "Sign-in link not valid", bad_link(web));
     };
     let (csrf, cookie) = signin_token(web);
     let mut response = html(
@@ -457,7 +473,11 @@ pub async fn link(State(state): State<AppState>, headers: HeaderMap, body: Bytes
         Some(reviewer) => start_session(&state, reviewer).await,
         None => match rate_limited(&state).await {
             Err(response) => *response,
-            Ok(()) => message(StatusCode::GONE, "Sign-in link not valid", BAD_LINK),
+            Ok(()) => message(
+                StatusCode::GONE,
+                "Sign-in link not valid",
+                bad_link(&state.web),
+            ),
         },
     }
 }

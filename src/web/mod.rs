@@ -1,9 +1,10 @@
 //! The web review page, served by the same binary under `/web`: a second surface
 //! beside Slack, and the only one when Slack is not configured.
 //!
-//! Reviewers (`GREENLIGHT_REVIEWERS`, see [`reviewers`]) sign in with their secret or a
-//! one-time link; with none configured, one local reviewer signs in with the link
-//! `serve` prints. A session is a random cookie (`HttpOnly`, `SameSite=Strict`, and
+//! Reviewers (`GREENLIGHT_REVIEWERS`, see [`reviewers`]) sign in with their secret;
+//! with none configured, one local reviewer, who has no secret, signs in with the
+//! one-time link `serve` prints (a restart prints a new one). The sign-in pages offer
+//! only the way that works ([`Web::secrets`]). A session is a random cookie (`HttpOnly`, `SameSite=Strict`, and
 //! `Secure` when `GREENLIGHT_PUBLIC_URL` is https) whose SHA-256 the database maps to
 //! the reviewer's name and id ([`sessions`], `crate::store::web_sessions`), so any
 //! replica serves any signed-in reviewer, a link printed by one works on any (once),
@@ -136,6 +137,14 @@ impl Web {
                     .is_some_and(|url| url.starts_with("https://")),
             }),
         }
+    }
+
+    /// Whether reviewers sign in with secrets (`GREENLIGHT_REVIEWERS` is set). Without
+    /// them the one reviewer is the local one, whose secret is random and known to
+    /// nobody: only the one-time link `serve` prints signs in, so the sign-in pages
+    /// must not ask for a secret.
+    pub fn secrets(&self) -> bool {
+        !self.inner.local
     }
 
     /// Every reviewer's id (`web:<name>` or their Slack user id), in configured order.

@@ -252,12 +252,15 @@ pub struct HistoryPage {
     pub rows: Vec<Row>,
 }
 
-/// `GET /web/signin`: the secret form.
+/// `GET /web/signin`: the secret form, or, when no reviewer has a secret, where the
+/// one-time link comes from.
 #[derive(Template)]
 #[template(path = "web/signin.html")]
 pub struct SignInPage {
     pub chrome: Chrome,
     pub note: Option<Note>,
+    /// Reviewers sign in with secrets (`Web::secrets`); otherwise only with the link.
+    pub secrets: bool,
 }
 
 /// `GET /web/link/{token}`: confirm a one-time link (a GET never signs in, so a link
@@ -406,6 +409,29 @@ mod tests {
             .render()
             .expect("renders"),
         );
+    }
+
+    #[test]
+    fn the_sign_in_page_asks_for_a_secret_only_when_reviewers_have_one() {
+        let page = |secrets| {
+            SignInPage {
+                chrome: Chrome {
+                    signed_in: None,
+                    csrf: "tok".into(),
+                },
+                note: None,
+                secrets,
+            }
+            .render()
+            .expect("renders")
+        };
+        let with = page(true);
+        assert!(with.contains("id=\"secret\""), "{with}");
+        assert!(!with.contains("one-time sign-in link"), "{with}");
+        let without = page(false);
+        assert!(!without.contains("id=\"secret\""), "{without}");
+        assert!(!without.contains("reviewer secret"), "{without}");
+        assert!(without.contains("one-time sign-in link"), "{without}");
     }
 
     #[test]

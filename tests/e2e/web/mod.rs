@@ -9,4 +9,5 @@ mod late_clicks;
 pub mod server;
 mod sessions;
 pub use server::sign_in_with_secret;
+mod sign_in_pages;
 mod slack_too;
