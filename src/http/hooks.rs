@@ -65,7 +65,7 @@ const SHUTDOWN_REASON: &str =
 /// How much of an input over [`MAX_HOOK_BODY_BYTES`] is kept to find its event.
 const HEAD_BYTES: usize = 64 * 1024;
 
-/// `POST /v1/hooks/claude-code`, which reads its body itself ([`read_input`]) with
+/// `POST /v1/hooks/claude-code`, which reads its body itself (`read_input`) with
 /// its own limit ([`MAX_HOOK_BODY_BYTES`]) in place of the API's 1 MiB.
 pub fn router() -> Router<AppState> {
     Router::new()
