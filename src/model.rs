@@ -191,6 +191,39 @@ pub const SYSTEM_ACTOR: &str = "greenlight";
 /// both the HTTP and the command hook.
 pub const HOOK_EVENT_KEY: &str = "hook_event_name";
 
+impl NewApproval {
+    /// The first field holding the NUL character (U+0000), if one does: `code`,
+    /// `title`, `language`, or `context` (any string or key in it). PostgreSQL's text
+    /// and JSON types cannot store it, so such a request is refused on every backend
+    /// alike rather than failing on one; and no command or reason needs it.
+    pub fn field_with_nul(&self) -> Option<&'static str> {
+        let has = |text: &str| text.contains('\0');
+        if has(&self.code) {
+            Some("code")
+        } else if self.title.as_deref().is_some_and(has) {
+            Some("title")
+        } else if self.language.as_deref().is_some_and(has) {
+            Some("language")
+        } else if self.context.as_ref().is_some_and(json_has_nul) {
+            Some("context")
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether any string or object key in `value` holds U+0000.
+fn json_has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(json_has_nul),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.contains('\0') || json_has_nul(value)),
+        _ => false,
+    }
+}
+
 impl Approval {
     /// A request as it stands right after it was stored: pending, never posted.
     pub fn stored(
@@ -503,6 +536,30 @@ pub(crate) fn sample(code: &str) -> Approval {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nul_anywhere_in_the_text_names_its_field() {
+        let mut new = NewApproval {
+            agent: "ci".into(),
+            code: "ls".into(),
+            language: None,
+            title: Some("fine".into()),
+            context: Some(serde_json::json!({"a": ["x", {"b": "y"}]})),
+            timeout_secs: 60,
+            requester_slack_id: None,
+            required_approvals: 1,
+            idempotency_key: None,
+            request_hash: "h".into(),
+            callback_url: None,
+        };
+        assert_eq!(new.field_with_nul(), None);
+        new.context = Some(serde_json::json!({"a": ["x", {"b": "y\u{0}"}]}));
+        assert_eq!(new.field_with_nul(), Some("context"));
+        new.context = Some(serde_json::json!({"k\u{0}": 1}));
+        assert_eq!(new.field_with_nul(), Some("context"));
+        new.code = "ls\u{0}".into();
+        assert_eq!(new.field_with_nul(), Some("code"));
+    }
 
     #[test]
     fn status_round_trips() {

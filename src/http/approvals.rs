@@ -276,7 +276,7 @@ pub(super) fn validate(
         .map(|url| callbacks.check_url(&agent, &url))
         .transpose()
         .map_err(ApiError::Invalid)?;
-    Ok(NewApproval {
+    let new = NewApproval {
         callback_url,
         agent,
         code: body.code,
@@ -288,7 +288,13 @@ pub(super) fn validate(
         required_approvals,
         idempotency_key,
         request_hash,
-    })
+    };
+    if let Some(field) = new.field_with_nul() {
+        return invalid(format!(
+            "{field} must not contain the NUL character (U+0000)"
+        ));
+    }
+    Ok(new)
 }
 
 /// Read a request; with `wait`, long-poll until it is decided.

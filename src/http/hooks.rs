@@ -198,6 +198,11 @@ async fn decide(state: &AppState, agent: Agent, host: Host, input: &HookInput) -
         request_hash,
         callback_url: None,
     };
+    if let Some(field) = new.field_with_nul() {
+        return Verdict::blocked(format!(
+            "the tool call's {field} contains the NUL character (U+0000), which greenlight does not accept"
+        ));
+    }
     if let Some(verdict) = silent_auto_decision(state, &new) {
         let service = state.service.clone();
         tokio::spawn(async move {

@@ -241,3 +241,28 @@ async fn an_agent_reads_only_its_own_requests() {
         StatusCode::OK
     );
 }
+
+/// A NUL (U+0000) anywhere in a request's text is refused with 422 naming the field,
+/// on every backend: PostgreSQL cannot store it, and answered 500 (found in a trial).
+#[tokio::test]
+async fn a_nul_character_is_refused_naming_the_field() {
+    let app = spawn_app().await;
+    for (body, field) in [
+        (json!({"code": "rm -rf /tmp/x\u{0}"}), "code"),
+        (json!({"code": "ls", "title": "t\u{0}"}), "title"),
+        (
+            json!({"code": "ls", "context": {"env": ["prod", {"k": "v\u{0}"}]}}),
+            "context",
+        ),
+    ] {
+        let answer = app.submit(body).await;
+        assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+        let message = answer.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("{field} must not contain the NUL character")),
+            "{message}"
+        );
+    }
+    let list = app.get("/v1/approvals").await.body;
+    assert_eq!(list["approvals"], json!([]), "nothing was stored");
+}

@@ -782,3 +782,22 @@ async fn command_hooks_report_missing_configuration_before_bad_input() {
         assert!(outcome.wrote_stdin, "{outcome:?}");
     }
 }
+
+/// A tool call holding a NUL (U+0000) is denied at once, naming it, and nothing is
+/// stored: no database stores it alike (PostgreSQL answered an internal error).
+#[tokio::test]
+async fn a_tool_call_with_a_nul_is_denied_naming_it() {
+    let app = spawn_app().await;
+    let mut input = fixture("bash.json");
+    input["tool_input"]["command"] = json!("rm -rf /tmp/x\u{0}");
+    let answer = within(
+        "the hook answer",
+        post_hook(&app, AGENT_TOKEN, serde_json::to_vec(&input).expect("json")),
+    )
+    .await;
+    let output = &answer["hookSpecificOutput"];
+    assert_eq!(output["permissionDecision"], "deny", "{answer}");
+    let reason = output["permissionDecisionReason"].as_str().expect("reason");
+    assert!(reason.contains("NUL character"), "{reason}");
+    assert_eq!(app.get("/v1/approvals").await.body["approvals"], json!([]));
+}

@@ -5,8 +5,6 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::database::on_postgres;
-
 use super::server::{hidden_value, link_form, link_token, page, post_form, post_link, WebServer};
 
 /// Characters that must never reach the page raw: control characters other than
@@ -29,13 +27,9 @@ async fn hidden_characters_in_a_request_show_as_marks_on_the_page() {
     let form = link_form(&server.http, &base, &token).await.expect("link");
     let (_, session) = post_link(&server.http, &base, &form, &token).await;
     let session = session.expect("session");
-    // The trial's request, and the same characters in the agent's context. PostgreSQL
-    // text cannot hold a NUL, so on PostgreSQL BEL stands in for it.
-    let (nul, nul_mark) = if on_postgres() {
-        ("\u{0007}", "⟨U+0007⟩")
-    } else {
-        ("\u{0000}", "⟨U+0000⟩")
-    };
+    // The trial's request, and the same characters in the agent's context, with BEL
+    // where the trial had NUL (which the API refuses: no database stores it alike).
+    let (nul, nul_mark) = ("\u{0007}", "⟨U+0007⟩");
     let id = server
         .submit(json!({
             "code": format!("echo '{nul}\u{001b}[31m' \u{202e} evil"),
