@@ -108,14 +108,19 @@ impl Server {
             })?;
         let metrics = Metrics::new();
         metrics.register_agents(config.api_tokens.iter().map(|t| t.name.as_str()));
-        let slack = config.slack.as_ref().map(|settings| {
-            SlackClient::new(
-                &settings.api_base_url,
-                settings.bot_token.clone(),
-                retry.clone(),
-            )
-            .with_metrics(metrics.clone())
-        });
+        let slack = config
+            .slack
+            .as_ref()
+            .map(|settings| {
+                SlackClient::new(
+                    &settings.api_base_url,
+                    settings.bot_token.clone(),
+                    retry.clone(),
+                )
+                .map(|client| client.with_metrics(metrics.clone()))
+            })
+            .transpose()
+            .context("cannot build the Slack Web API client")?;
         let groups: Arc<dyn crate::approval::approvers::GroupMembers> = match &slack {
             Some(slack) => Arc::new(slack.clone()),
             None => Arc::new(crate::web::NoSlackGroups),
@@ -143,29 +148,35 @@ impl Server {
         // called, and a verifier whose random secret nobody could sign with.
         let interactions = Interactions::new(
             service.clone(),
-            slack.clone().unwrap_or_else(|| {
-                SlackClient::new(
+            match slack.clone() {
+                Some(slack) => slack,
+                None => SlackClient::new(
                     crate::config::DEFAULT_SLACK_API_BASE_URL,
                     String::new().into(),
                     retry.clone(),
                 )
-            }),
+                .context("cannot build the Slack Web API client")?,
+            },
         );
         let verifier = SignatureVerifier::new(match &config.slack {
             Some(settings) => settings.signing_secret.clone(),
             None => crate::web::sessions::random_token().into(),
         });
-        let socket_mode = config.slack.as_ref().and_then(|settings| {
-            let app_token = settings.app_token.clone()?;
-            Some(SocketMode::new(
-                SlackClient::new(&settings.api_base_url, app_token, retry.clone())
-                    .with_metrics(metrics.clone()),
-                interactions.clone(),
-                socket_mode::reconnect_backoff(&retry),
-                socket_mode::Timings::default(),
-                metrics.clone(),
-            ))
-        });
+        let socket_mode = match config.slack.as_ref() {
+            Some(settings) => match settings.app_token.clone() {
+                Some(app_token) => Some(SocketMode::new(
+                    SlackClient::new(&settings.api_base_url, app_token, retry.clone())
+                        .context("cannot build the Socket Mode client")?
+                        .with_metrics(metrics.clone()),
+                    interactions.clone(),
+                    socket_mode::reconnect_backoff(&retry),
+                    socket_mode::Timings::default(),
+                    metrics.clone(),
+                )),
+                None => None,
+            },
+            None => None,
+        };
         let readiness = if slack.is_some() {
             Readiness::new()
         } else {
@@ -283,7 +294,8 @@ impl Server {
             store.clone(),
             Arc::new(self.state.config.callbacks.clone()),
             self.state.metrics.clone(),
-        );
+        )
+        .context("cannot build the callbacks HTTP client")?;
         workers.start("callbacks", move || callbacks.clone().run());
         if let Some(keep_for) = self.state.config.retention {
             let store = store.clone();

@@ -74,25 +74,33 @@ pub struct CallbackWorker {
 impl CallbackWorker {
     /// A worker sending with the leases and attempt timeout of the environment
     /// ([`leases::from_env`]), with no redirect followed and no proxy.
-    pub fn new(store: Store, settings: Arc<CallbackSettings>, metrics: Metrics) -> Self {
+    ///
+    /// Errors when that HTTP client cannot be built (its TLS backend failing to
+    /// start). There is no fallback to a default client: one that follows redirects
+    /// could be led from an allowed callback host to any other.
+    pub fn new(
+        store: Store,
+        settings: Arc<CallbackSettings>,
+        metrics: Metrics,
+    ) -> Result<Self, reqwest::Error> {
         let leases = leases::from_env();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .timeout(leases.callback_timeout)
-            .user_agent(concat!("greenlight/", env!("CARGO_PKG_VERSION"), " (callbacks)"))
-            .build()
-            .unwrap_or_else(|error| {
-                tracing::error!(%error, "could not build the callbacks HTTP client with its settings; using the default");
-                reqwest::Client::new()
-            });
-        Self {
+            .user_agent(concat!(
+                "greenlight/",
+                env!("CARGO_PKG_VERSION"),
+                " (callbacks)"
+            ))
+            .build()?;
+        Ok(Self {
             store,
             settings,
             http,
             metrics,
             leases,
-        }
+        })
     }
 
     /// Runs until the task is aborted (which aborts the attempts in flight: their rows

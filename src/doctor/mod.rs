@@ -111,7 +111,10 @@ pub async fn run(config: &Config) -> Vec<Check> {
         return checks;
     };
     let retry = retry_policy();
-    let bot = SlackClient::new(&slack.api_base_url, slack.bot_token.clone(), retry.clone());
+    let bot = match SlackClient::new(&slack.api_base_url, slack.bot_token.clone(), retry.clone()) {
+        Ok(bot) => bot,
+        Err(error) => return vec![cannot_build_client(error)],
+    };
     let mut checks = Vec::new();
     checks.extend(bot_token_format(&slack.bot_token));
     checks.push(bot_token(&bot, slack).await);
@@ -290,6 +293,16 @@ fn signing_secret(secret: &SecretString) -> Check {
     }
 }
 
+/// The check that fails when no HTTP client for Slack can be built (its TLS backend
+/// failing to start): nothing else about Slack can be checked then.
+fn cannot_build_client(error: reqwest::Error) -> Check {
+    Check::new(
+        Level::Fail,
+        "slack",
+        format!("cannot build an HTTP client for the Slack Web API: {error}"),
+    )
+}
+
 async fn socket_mode(config: &SlackSettings, retry: RetryPolicy) -> Check {
     let name = "socket mode";
     let Some(app_token) = config.app_token.clone() else {
@@ -300,7 +313,10 @@ async fn socket_mode(config: &SlackSettings, retry: RetryPolicy) -> Check {
         );
     };
     // The config already refused a token without the xapp- prefix.
-    let client = SlackClient::new(&config.api_base_url, app_token, retry);
+    let client = match SlackClient::new(&config.api_base_url, app_token, retry) {
+        Ok(client) => client,
+        Err(error) => return cannot_build_client(error),
+    };
     match client.call("apps.connections.open", &json!({}), None).await {
         Ok(answer) if answer.get("url").and_then(Value::as_str).is_some() => Check::new(
             Level::Ok,

@@ -189,19 +189,26 @@ impl SlackClient {
     /// loopback in tests); a trailing `/` is dropped. Each HTTP attempt times out
     /// after `retry.attempt_timeout`. Metrics go nowhere until
     /// [`with_metrics`](Self::with_metrics).
-    pub fn new(base_url: &str, token: SecretString, retry: RetryPolicy) -> Self {
+    ///
+    /// Errors when the HTTP client cannot be built (its TLS backend failing to start):
+    /// a client without its per-attempt timeout could hang an outbox lane for good,
+    /// so there is no fallback to a default one.
+    pub fn new(
+        base_url: &str,
+        token: SecretString,
+        retry: RetryPolicy,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(retry.attempt_timeout)
             .user_agent(concat!("greenlight/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        Self {
+            .build()?;
+        Ok(Self {
             http,
             base_url: base_url.trim_end_matches('/').to_owned(),
             token,
             retry,
             metrics: Metrics::new(),
-        }
+        })
     }
 
     /// Records every attempt and retry into `metrics` (a fresh client records into a
@@ -556,7 +563,8 @@ mod tests {
             max_jitter: Duration::ZERO,
             ..RetryPolicy::default()
         };
-        let client = SlackClient::new("http://127.0.0.1:9", "x".to_owned().into(), retry);
+        let client =
+            SlackClient::new("http://127.0.0.1:9", "x".to_owned().into(), retry).expect("client");
         for _ in 0..20 {
             let first = client.backoff(1);
             assert!(first > Duration::from_millis(190) && first <= Duration::from_millis(250));
@@ -573,7 +581,8 @@ mod tests {
             "http://127.0.0.1:9",
             "xoxb-secret".to_owned().into(),
             RetryPolicy::default(),
-        );
+        )
+        .expect("client");
         assert!(!format!("{client:?}").contains("xoxb-secret"));
     }
 }

@@ -177,7 +177,7 @@ async fn worker(base_url: &str, store: Store) -> OutboxWorker {
         Arc::new(Policy::builtin()),
         Metrics::new(),
     );
-    let slack = SlackClient::new(base_url, "xoxb-test".to_owned().into(), retry());
+    let slack = SlackClient::new(base_url, "xoxb-test".to_owned().into(), retry()).expect("client");
     OutboxWorker::new(service, slack)
 }
 
@@ -414,7 +414,8 @@ async fn a_deadline_during_5xx_backoff_reports_the_5xx() {
             max_failure_retries: 10,
             ..retry()
         },
-    );
+    )
+    .expect("client");
     let seen = Mutex::new(Vec::new());
     let error = client
         .post_message_observed(
