@@ -374,10 +374,7 @@ escalation_extends_secs = 100
         assert_eq!(source.next_deadline().await.expect("next"), None);
     }
 
-    /// The escalation post is rendered before it is sent, and recorded after: a vote
-    /// counted in between is missing from it. Recording it queues a rewrite whenever
-    /// the request has votes (and not otherwise: that rewrite would change nothing),
-    /// in the request's own lane.
+    /// Someone in both the rule's approvers and `escalate_to` is named once.
     #[tokio::test]
     async fn an_escalated_request_names_each_approver_it_waits_for_once() {
         let dir = tempfile::tempdir().expect("dir");
@@ -387,6 +384,10 @@ escalation_extends_secs = 100
         assert_eq!(who, ["U0ALICE", "U0BOB", "U0CAROL"]);
     }
 
+    /// The escalation post is rendered before it is sent, and recorded after: a vote
+    /// counted in between is missing from it. Recording it queues a rewrite whenever
+    /// the request has votes (and not otherwise: that rewrite would change nothing),
+    /// in the request's own lane.
     #[tokio::test]
     async fn recording_an_escalation_post_queues_its_rewrite_once_votes_exist() {
         let dir = tempfile::tempdir().expect("dir");

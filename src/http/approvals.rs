@@ -204,8 +204,9 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
     Ok(Some(key.to_owned()))
 }
 
-/// A submitted title, trimmed (blank is none). Error: longer than
-/// [`MAX_TITLE_CHARS`] characters.
+/// A submitted title (a request's or a batch's), trimmed (blank is none). Errors:
+/// longer than [`MAX_TITLE_CHARS`] characters, or holding the NUL character (which
+/// no database stores alike; see `NewApproval::field_with_nul`).
 pub(super) fn checked_title(title: Option<String>) -> Result<Option<String>> {
     let title = title.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
     if title
@@ -215,6 +216,11 @@ pub(super) fn checked_title(title: Option<String>) -> Result<Option<String>> {
         return Err(ApiError::Invalid(format!(
             "title must be at most {MAX_TITLE_CHARS} characters"
         )));
+    }
+    if title.as_ref().is_some_and(|t| t.contains('\0')) {
+        return Err(ApiError::Invalid(
+            "title must not contain the NUL character (U+0000)".into(),
+        ));
     }
     Ok(title)
 }

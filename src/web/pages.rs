@@ -360,9 +360,9 @@ pub async fn deny(
     }
     let id = parse_id(&id)?;
     let reason = form.reason.trim();
-    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS || reason.contains('\0') {
         let text = format!(
-            "A reason is required to deny (at most {MAX_REASON_CHARS} characters): the agent reads it."
+            "A reason is required to deny (at most {MAX_REASON_CHARS} characters, no NUL character): the agent reads it."
         );
         let invalid = (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
         return refused(&state, &signed, id, invalid, text).await;
@@ -402,7 +402,8 @@ fn already_final(state: &AppState, approval: &Approval, click: &str) -> String {
         });
     let how = match (approval.status, by) {
         (Status::Expired, _) => "already expired".to_owned(),
-        (Status::Cancelled, Some(agent)) => format!("was already cancelled by its agent, {agent}"),
+        // Its reason says who withdrew it: the agent, or greenlight at shutdown.
+        (Status::Cancelled, _) => format!("was already cancelled ({})", approval.reason),
         (_, Some(by)) => format!("was already {status} by {by}"),
         (_, None) => format!("was already {status}"),
     };

@@ -263,6 +263,17 @@ async fn a_nul_character_is_refused_naming_the_field() {
             "{message}"
         );
     }
+    // A batch's own title too (it is stored with the batch, not with an item).
+    let batch = app
+        .post_raw(
+            "/v1/batches",
+            Some(AGENT_TOKEN),
+            "application/json",
+            serde_json::to_vec(&json!({"title": "t\u{0}", "actions": [{"code": "ls"}]}))
+                .expect("json"),
+        )
+        .await;
+    assert_error(&batch, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     let list = app.get("/v1/approvals").await.body;
     assert_eq!(list["approvals"], json!([]), "nothing was stored");
 }

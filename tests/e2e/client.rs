@@ -111,8 +111,9 @@ escalation_extends_secs = 60
             .await
     });
     let id = posted_id(&app, 1).await;
-    let first = app.approval(&id).await;
-    let first_expiry = rfc3339(&first["expires_at"]);
+    // The deadline it was submitted with (the escalation may already have moved it).
+    let first_expiry =
+        rfc3339(&app.approval(&id).await["created_at"]) + chrono::Duration::seconds(3);
     // Past the first deadline and the client's grace, with a margin for its last
     // poll: the request is still pending, its deadline moved.
     let give_up = first_expiry + chrono::Duration::from_std(grace * 4).expect("delta");

@@ -61,15 +61,15 @@ pub enum ClientError {
     /// withdrew the request (one `POST /v1/approvals/{id}/cancel`, best effort) so
     /// nobody approves what no one waits for any more.
     #[error("gave up waiting for approval {id} after {:.1}s (client timeout); {}", after.as_secs_f64(),
-        if *withdrawn { "the request was withdrawn" } else { "withdrawing it failed, so it may still be pending" })]
+        if *withdrawn { "the request was withdrawn" } else { "its withdrawal was not confirmed: it may still be pending, or have just been decided" })]
     TimedOut {
         /// The approval id (UUID).
         id: String,
         /// From the start of the call (submission included) to giving up.
         after: Duration,
         /// Whether the service confirmed the withdrawal (`POST …/cancel` answered
-        /// 200). `false`: it could not be reached or refused, and a reviewer may still
-        /// see live buttons for the request.
+        /// 200). `false`: it could not be reached, or refused (409 when the request
+        /// was decided at that moment); a reviewer may still see live buttons for it.
         withdrawn: bool,
     },
 

@@ -332,7 +332,7 @@ async fn local_reviewer_signs_in_with_the_printed_link_and_decides() {
     assert!(cancel.status().is_success());
     browser.click("#approve").await;
     browser
-        .wait_text("#note", "already cancelled by its agent, ci-bot")
+        .wait_text("#note", "already cancelled (Withdrawn by the agent ci-bot)")
         .await;
     browser.wait_text("#status-badge", "cancelled").await;
 
