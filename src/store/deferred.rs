@@ -17,7 +17,8 @@
 //!   authenticated reader; and at most [`MAX_HELD`] tallies are in memory at once.
 //!
 //! Both are lost if the process dies before writing them: losing them loses no
-//! decision.
+//! decision. Either is dropped when written if its request no longer exists (retention
+//! pruned it meanwhile), so that no entry outlives its request.
 
 use std::{
     collections::HashMap,

@@ -153,7 +153,7 @@ impl Deferred {
         let mut tx = pool.begin().await?;
         let now = Utc::now();
         for (id, event) in taken {
-            super::insert_event(&mut tx, id, now, &event).await?;
+            super::insert_deferred_event(&mut tx, id, now, &event).await?;
         }
         tx.commit().await?;
         Ok(())

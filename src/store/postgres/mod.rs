@@ -310,6 +310,29 @@ impl Postgres {
 }
 
 /// Appends one event inside the caller's transaction.
+/// Appends a deferred audit entry (a merged repeat click, a held tally) if its
+/// request still exists: written after the fact, up to minutes later for a held
+/// tally, it must not outlive a request retention pruned meanwhile.
+async fn insert_deferred_event(
+    tx: &mut Transaction<'static, Pg>,
+    id: ApprovalId,
+    at: DateTime<Utc>,
+    event: &NewEvent,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO events (approval_id, at, kind, actor, detail)
+         SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM approvals WHERE id = $1)",
+    )
+    .bind(id.to_string())
+    .bind(rfc3339(at))
+    .bind(event.kind)
+    .bind(event.actor.as_deref())
+    .bind(event.detail.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn insert_event(
     tx: &mut Transaction<'static, Pg>,
     id: ApprovalId,

@@ -294,6 +294,30 @@ fn insert_event(
     Ok(())
 }
 
+/// Appends a deferred audit entry (a merged repeat click, a held tally) if its
+/// request still exists. Such an entry is written after the fact, up to minutes later
+/// for a held tally: meanwhile retention may have pruned the request, and an entry
+/// then would belong to no request and never be pruned itself.
+fn insert_deferred_event(
+    conn: &rusqlite::Connection,
+    id: ApprovalId,
+    at: DateTime<Utc>,
+    event: &NewEvent,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO events (approval_id, at, kind, actor, detail)
+         SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM approvals WHERE id = ?1)",
+    )?
+    .execute(rusqlite::params![
+        id.to_string(),
+        rfc3339(at),
+        event.kind,
+        event.actor,
+        event.detail.to_string()
+    ])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod lock_tests {
     use super::*;

@@ -35,7 +35,7 @@ use chrono::Utc;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::insert_event;
+use super::insert_deferred_event;
 use crate::model::ApprovalId;
 use crate::store::{
     deferred::{self, DeferredEvents, Holding, Release},
@@ -526,7 +526,7 @@ fn transaction(
     }
     let now = Utc::now();
     for (id, event) in events {
-        if let Err(error) = insert_event(conn, *id, now, event) {
+        if let Err(error) = insert_deferred_event(conn, *id, now, event) {
             tracing::error!(request_id = %id, %error, "could not write a deferred audit entry");
         }
     }
@@ -547,6 +547,7 @@ mod tests {
         let conn = Connection::open(dir.path().join("w.db")).expect("open");
         conn.execute_batch(
             "CREATE TABLE t (n INTEGER NOT NULL UNIQUE);
+             CREATE TABLE approvals (id TEXT PRIMARY KEY);
              CREATE TABLE events (seq INTEGER PRIMARY KEY, approval_id TEXT, at TEXT, kind TEXT, actor TEXT, detail TEXT);",
         )
         .expect("tables");
@@ -603,7 +604,7 @@ mod tests {
     async fn identical_deferred_entries_merge_with_a_count() {
         let dir = tempfile::tempdir().expect("dir");
         let writer = writer(&dir);
-        let id = ApprovalId::new();
+        let id = stored(&writer).await;
         let late = || {
             NewEvent::new(
                 "click_ignored",
@@ -636,6 +637,19 @@ mod tests {
         assert!(!details[1].contains("count"), "{details:?}");
     }
 
+    /// A fresh id stored in `approvals`, as a request deferred entries may refer to.
+    async fn stored(writer: &Writer) -> ApprovalId {
+        let id = ApprovalId::new();
+        writer
+            .write(Box::new(move |conn| {
+                conn.execute("INSERT INTO approvals (id) VALUES (?)", [id.to_string()])?;
+                Ok(())
+            }))
+            .await
+            .expect("stored");
+        id
+    }
+
     fn rejected() -> NewEvent {
         NewEvent::new(
             "click_rejected",
@@ -661,11 +675,13 @@ mod tests {
     async fn held_entries_wait_for_a_read_of_their_trail_then_are_one_counted_entry() {
         let dir = tempfile::tempdir().expect("dir");
         let writer = writer(&dir);
-        let (read, other) = (ApprovalId::new(), ApprovalId::new());
+        let (read, other) = (stored(&writer).await, stored(&writer).await);
         for _ in 0..50 {
             writer.hold_event(read, rejected());
         }
         writer.hold_event(other, rejected());
+        // A request pruned (here: never stored) before its tally is written gets none.
+        writer.hold_event(ApprovalId::new(), rejected());
         writer.flush_deferred().await.expect("flush");
         assert!(
             details(&dir).is_empty(),
