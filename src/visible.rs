@@ -25,7 +25,11 @@ pub const MARK_MAX_CHARS: usize = 9;
 /// - characters that take no space: the soft hyphen, the zero-width space, the word
 ///   joiner and invisible operators (U+2060–U+2064), the byte order mark, the
 ///   Mongolian vowel separator, interlinear annotation marks (U+FFF9–U+FFFB) and tag
-///   characters (U+E0000–U+E007F, which can carry a whole hidden sentence).
+///   characters (U+E0000–U+E007F, which can carry a whole hidden sentence);
+/// - characters that print as blank space yet count as letters, so code can use them
+///   as invisible names (`const ㅤ = …` in JavaScript): the Hangul fillers (U+115F,
+///   U+1160, U+3164, U+FFA0), the combining grapheme joiner (U+034F) and the blank
+///   braille pattern (U+2800).
 ///
 /// The zero-width joiner and non-joiner (U+200D, U+200C) stay: emoji sequences and
 /// several scripts need them, and they join what is visible rather than hide it.
@@ -45,6 +49,12 @@ pub fn is_hidden(c: char) -> bool {
                 | '\u{FEFF}'
                 | '\u{FFF9}'..='\u{FFFB}'
                 | '\u{E0000}'..='\u{E007F}'
+                | '\u{034F}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{3164}'
+                | '\u{FFA0}'
+                | '\u{2800}'
         )
 }
 
@@ -88,6 +98,16 @@ mod tests {
             visible("r\u{200B}m \u{2066}x\u{2069} \u{7F}\u{9B}\u{E0041}"),
             "r⟨U+200B⟩m ⟨U+2066⟩x⟨U+2069⟩ ⟨U+007F⟩⟨U+009B⟩⟨U+E0041⟩"
         );
+    }
+
+    #[test]
+    fn blank_letters_become_marks() {
+        assert_eq!(
+            visible("const \u{3164} = 1; x\u{115F}\u{1160}\u{FFA0}\u{034F}\u{2800}"),
+            "const ⟨U+3164⟩ = 1; x⟨U+115F⟩⟨U+1160⟩⟨U+FFA0⟩⟨U+034F⟩⟨U+2800⟩"
+        );
+        // Ordinary Hangul stays.
+        assert_eq!(visible("한글"), "한글");
     }
 
     #[test]
