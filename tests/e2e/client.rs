@@ -112,8 +112,8 @@ escalation_extends_secs = 60
     });
     let id = posted_id(&app, 1).await;
     // The deadline it was submitted with (the escalation may already have moved it).
-    let first_expiry =
-        rfc3339(&app.approval(&id).await["created_at"]) + chrono::Duration::seconds(3);
+    let first_expiry = crate::helpers::rfc3339(&app.approval(&id).await["created_at"])
+        + chrono::Duration::seconds(3);
     // Past the first deadline and the client's grace, with a margin for its last
     // poll: the request is still pending, its deadline moved.
     let give_up = first_expiry + chrono::Duration::from_std(grace * 4).expect("delta");
@@ -122,7 +122,10 @@ escalation_extends_secs = 60
     }
     let moved = app.approval(&id).await;
     assert_eq!(moved["status"], "pending", "{moved}");
-    assert!(rfc3339(&moved["expires_at"]) > first_expiry, "{moved}");
+    assert!(
+        crate::helpers::rfc3339(&moved["expires_at"]) > first_expiry,
+        "{moved}"
+    );
     assert!(
         !asking.is_finished(),
         "the client gave up: {:?}",
@@ -134,12 +137,6 @@ escalation_extends_secs = 60
         .expect("task")
         .expect("a decision");
     assert_eq!(decision.status, DecisionStatus::Approved);
-}
-
-fn rfc3339(value: &Value) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::parse_from_rfc3339(value.as_str().expect("time"))
-        .expect("rfc3339")
-        .with_timezone(&chrono::Utc)
 }
 
 /// The client has its own type for the approval object (`greenlight_client::wire`), so

@@ -43,12 +43,6 @@ fn posted_to(call: &Call, channel: &str, id: &str) -> bool {
         && button_value(&call.body["blocks"], "greenlight_approve").as_deref() == Some(id)
 }
 
-fn rfc3339(value: &Value) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::parse_from_rfc3339(value.as_str().expect("time"))
-        .expect("rfc3339")
-        .with_timezone(&chrono::Utc)
-}
-
 #[tokio::test]
 async fn reminder_then_escalation_then_a_decision_from_the_escalation_channel() {
     let app = spawn_app_with_policy(POLICY, &[]).await;
@@ -66,7 +60,7 @@ async fn reminder_then_escalation_then_a_decision_from_the_escalation_channel() 
         submitted.body
     );
     let id = submitted.body["id"].as_str().expect("id").to_owned();
-    let first_deadline = rfc3339(&submitted.body["expires_at"]);
+    let first_deadline = crate::helpers::rfc3339(&submitted.body["expires_at"]);
     // The agent long-polls across the escalation: its answer carries the new deadline.
     let poll = {
         let (http, url) = (
@@ -104,7 +98,7 @@ async fn reminder_then_escalation_then_a_decision_from_the_escalation_channel() 
 
     let polled = poll.await.expect("poll task");
     assert_eq!(polled["status"], "pending", "{polled}");
-    let moved = rfc3339(&polled["expires_at"]) - first_deadline;
+    let moved = crate::helpers::rfc3339(&polled["expires_at"]) - first_deadline;
     assert_eq!(moved.num_seconds(), 30, "{polled}");
 
     // Carol decides from the escalation channel; both messages show the outcome.

@@ -310,6 +310,22 @@ impl Postgres {
 }
 
 /// Appends one event inside the caller's transaction.
+async fn insert_event(
+    tx: &mut Transaction<'static, Pg>,
+    id: ApprovalId,
+    at: DateTime<Utc>,
+    event: &NewEvent,
+) -> StoreResult<()> {
+    insert_event_with(
+        tx,
+        "INSERT INTO events (approval_id, at, kind, actor, detail) VALUES ($1, $2, $3, $4, $5)",
+        id,
+        at,
+        event,
+    )
+    .await
+}
+
 /// Appends a deferred audit entry (a merged repeat click, a held tally) if its
 /// request still exists: written after the fact, up to minutes later for a held
 /// tally, it must not outlive a request retention pruned meanwhile.
@@ -319,35 +335,33 @@ async fn insert_deferred_event(
     at: DateTime<Utc>,
     event: &NewEvent,
 ) -> StoreResult<()> {
-    sqlx::query(
+    insert_event_with(
+        tx,
         "INSERT INTO events (approval_id, at, kind, actor, detail)
          SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM approvals WHERE id = $1)",
+        id,
+        at,
+        event,
     )
-    .bind(id.to_string())
-    .bind(rfc3339(at))
-    .bind(event.kind)
-    .bind(event.actor.as_deref())
-    .bind(event.detail.to_string())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
 }
 
-async fn insert_event(
+/// Runs `sql`, an insert into `events` taking the request id, time, kind, actor and
+/// detail as `$1`..`$5`.
+async fn insert_event_with(
     tx: &mut Transaction<'static, Pg>,
+    sql: &'static str,
     id: ApprovalId,
     at: DateTime<Utc>,
     event: &NewEvent,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO events (approval_id, at, kind, actor, detail) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(id.to_string())
-    .bind(rfc3339(at))
-    .bind(event.kind)
-    .bind(event.actor.as_deref())
-    .bind(event.detail.to_string())
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(sql)
+        .bind(id.to_string())
+        .bind(rfc3339(at))
+        .bind(event.kind)
+        .bind(event.actor.as_deref())
+        .bind(event.detail.to_string())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

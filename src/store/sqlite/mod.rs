@@ -281,17 +281,13 @@ fn insert_event(
     at: DateTime<Utc>,
     event: &NewEvent,
 ) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO events (approval_id, at, kind, actor, detail) VALUES (?, ?, ?, ?, ?)",
-    )?
-    .execute(rusqlite::params![
-        id.to_string(),
-        rfc3339(at),
-        event.kind,
-        event.actor,
-        event.detail.to_string()
-    ])?;
-    Ok(())
+    insert_event_with(
+        conn,
+        "INSERT INTO events (approval_id, at, kind, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        id,
+        at,
+        event,
+    )
 }
 
 /// Appends a deferred audit entry (a merged repeat click, a held tally) if its
@@ -304,11 +300,26 @@ fn insert_deferred_event(
     at: DateTime<Utc>,
     event: &NewEvent,
 ) -> StoreResult<()> {
-    conn.prepare_cached(
+    insert_event_with(
+        conn,
         "INSERT INTO events (approval_id, at, kind, actor, detail)
          SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM approvals WHERE id = ?1)",
-    )?
-    .execute(rusqlite::params![
+        id,
+        at,
+        event,
+    )
+}
+
+/// Runs `sql`, an insert into `events` taking the request id, time, kind, actor and
+/// detail as `?1`..`?5`.
+fn insert_event_with(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    id: ApprovalId,
+    at: DateTime<Utc>,
+    event: &NewEvent,
+) -> StoreResult<()> {
+    conn.prepare_cached(sql)?.execute(rusqlite::params![
         id.to_string(),
         rfc3339(at),
         event.kind,

@@ -381,16 +381,23 @@ async fn flush_deferred_regularly(messages: mpsc::WeakSender<Message>, ready: Ar
         let Some(messages) = messages.upgrade() else {
             return;
         };
-        let (reply, _) = oneshot::channel::<StoreResult<()>>();
-        let job = Box::new(Typed {
-            work: Some(Box::new(|_: &Connection| Ok(()))),
-            result: None,
-            reply,
-        });
+        let (job, _) = empty_job();
         if messages.send(Message::Job(job)).await.is_err() {
             return;
         }
     }
+}
+
+/// A job that writes nothing, so that a batch runs (and writes the deferred entries
+/// due), and the receiver that hears when it committed.
+fn empty_job() -> (Box<Typed<()>>, oneshot::Receiver<StoreResult<()>>) {
+    let (reply, answer) = oneshot::channel::<StoreResult<()>>();
+    let job = Box::new(Typed {
+        work: Some(Box::new(|_: &Connection| Ok(()))),
+        result: None,
+        reply,
+    });
+    (job, answer)
 }
 
 /// Once a held tally starts, waits [`deferred::HOLD`] and has an (empty) batch run,
@@ -408,12 +415,7 @@ async fn write_held_when_due(
             let Some(messages) = messages.upgrade() else {
                 return;
             };
-            let (reply, answer) = oneshot::channel::<StoreResult<()>>();
-            let job = Box::new(Typed {
-                work: Some(Box::new(|_: &Connection| Ok(()))),
-                result: None,
-                reply,
-            });
+            let (job, answer) = empty_job();
             if messages.send(Message::Job(job)).await.is_err() {
                 return;
             }

@@ -525,6 +525,13 @@ pub async fn post_signed(
 }
 
 /// A minimal valid request body.
+/// A time the API answered (`created_at`, `expires_at`, …): RFC 3339 in UTC.
+pub fn rfc3339(value: &Value) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().expect("time"))
+        .expect("rfc3339")
+        .with_timezone(&chrono::Utc)
+}
+
 pub fn request(code: &str) -> Value {
     json!({ "code": code, "language": "bash", "title": "test request" })
 }
